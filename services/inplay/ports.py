@@ -1,0 +1,231 @@
+"""Ports: the small interfaces the domain talks to. Real adapters live in ``inplay.adapters`` (Redis,
+Cassandra, Kafka); ``inplay.adapters.memory`` implements the same ports for the embedded demo and for unit
+tests of pure logic. Every port method is batch-first: one call per batch is the unit of group commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from inplay.model import BetEvent, LedgerEntry, MarketChange, MarketState, MarketStatus, PlacedBet
+
+# ---------------------------------------------------------------------------------------------------------
+# Odds cache (Redis): the state bets are checked against and odds are read from.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheWrite:
+    """Outcome of a versioned cache write."""
+
+    applied: bool
+    # The version held by the cache after the call (the new one if applied).
+    cached_version: int
+
+
+class OddsCache(Protocol):
+    async def get_markets(self, market_ids: Sequence[str]) -> list[MarketState | None]:
+        """One round trip for all ids; ``None`` where unknown."""
+        ...
+
+    async def list_event_markets(self, event_id: str) -> list[MarketState]:
+        """Every cached market of an event, ordered by market id."""
+        ...
+
+    async def put_markets(self, markets: Sequence[MarketState]) -> list[CacheWrite]:
+        """Versioned compare-and-set per market: written only if ``version`` is newer than the cached one.
+        Each applied write is also published to the market's event channel (for StreamOdds fan-out),
+        atomically with the write so that cache order == publish order per market."""
+        ...
+
+    def subscribe(self, event_ids: Sequence[str]) -> AsyncIterator[MarketState]:
+        """Yields every market state applied to these events' channels after the call (live fan-out)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Wallet (Redis): the balance projection, idempotency records and risk counters, changed atomically.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """Reserve an idempotency key and debit a stake, atomically, if every limit allows."""
+
+    account_id: str
+    idempotency_key: str
+    bet_id: str
+    amount_minor: int
+    # Liability added per selection key ("market_id/selection_id") and the cap per selection (0 = none).
+    liability_keys: tuple[str, ...]
+    liability_minor: int
+    liability_cap_minor: int
+    # The account's UTC day (yyyymmdd) for the daily stake counter.
+    day: str
+
+
+@dataclass(frozen=True, slots=True)
+class DebitResult:
+    # "DEBITED" | "DUPLICATE" (key already used; see ``existing``) | "INSUFFICIENT_FUNDS" |
+    # "DAILY_STAKE_LIMIT" | "SELF_EXCLUDED" | "LIABILITY_EXCEEDED"
+    status: str
+    balance_minor: int
+    # For DUPLICATE: the stored record of the first call (JSON text), "PENDING:<bet_id>" while in flight.
+    existing: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Credit (or debit, if negative) an account once per ``entry_id`` (dedupe marker kept in Redis)."""
+
+    account_id: str
+    entry_id: str
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLimits:
+    daily_stake_limit_minor: int = 0  # 0 = no limit
+    self_excluded_until_ms: int = 0
+
+
+class WalletStore(Protocol):
+    async def debit_batch(self, debits: Sequence[Debit]) -> list[DebitResult]:
+        """All debits of a batch in one atomic server-side call (Lua), in order."""
+        ...
+
+    async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
+        """Applies each credit at most once; returns True where it was applied now (False = already)."""
+        ...
+
+    async def compensate(self, debits: Sequence[Debit]) -> None:
+        """Undo debits whose ledger write failed: refund, release liability/daily counters, forget the key."""
+        ...
+
+    async def finish_idempotent(self, records: Sequence[tuple[str, str, str]]) -> None:
+        """Store the final result (JSON) of (account_id, idempotency_key, result_json)."""
+        ...
+
+    async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
+        ...
+
+    async def balances(self, account_ids: Sequence[str]) -> list[int]:
+        ...
+
+    async def set_balances(self, balances: dict[str, int]) -> None:
+        """Reconciliation only: overwrite the projection with balances rebuilt from the ledger."""
+        ...
+
+    async def get_limits(self, account_id: str) -> AccountLimits:
+        ...
+
+    async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ledger (Cassandra): append-only, the source of truth.
+# ---------------------------------------------------------------------------------------------------------
+
+
+class LedgerError(Exception):
+    """A ledger write that did not (certainly) land. The caller compensates."""
+
+
+class Ledger(Protocol):
+    async def append_bets(self, bets: Sequence[PlacedBet]) -> list[BaseException | None]:
+        """Records placed bets (bet history PLACED row, by-event row, by-account row, stake ledger entry,
+        idempotency row), each bet atomically (logged batch). Per-bet result: None = recorded."""
+        ...
+
+    async def append_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        """Appends money entries (deposits, payouts, reversals). Idempotent by entry id. Raises LedgerError."""
+        ...
+
+    async def append_bet_events(self, events: Sequence[BetEvent]) -> None:
+        """Appends bet history rows (settled, rolled back, ...). Idempotent by (bet_id, seq_key)."""
+        ...
+
+    async def get_bet(self, bet_id: str) -> PlacedBet | None:
+        ...
+
+    async def bet_history(self, bet_id: str) -> list[BetEvent]:
+        ...
+
+    async def list_account_bets(
+        self, account_id: str, page_size: int, page_token: str
+    ) -> tuple[list[PlacedBet], str]:
+        """Newest first. Returns (bets, next_page_token)."""
+        ...
+
+    def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
+        """Every bet placed with a leg on this event, in pages (all buckets of the by-event table)."""
+        ...
+
+    async def account_entries(
+        self, account_id: str, page_size: int, page_token: str
+    ) -> tuple[list[LedgerEntry], str]:
+        """Oldest first. Returns (entries, next_page_token)."""
+        ...
+
+    async def account_balances(self, as_of_ms: int | None = None) -> dict[str, int]:
+        """Σ entries per account, from the ledger alone (optionally only entries created <= as_of_ms)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Event bus (Kafka)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    topic: str
+    key: str
+    value: bytes
+
+
+class EventBus(Protocol):
+    async def publish(self, messages: Sequence[BusMessage]) -> None:
+        """Enqueues messages (idempotent producer; per-key order kept). Delivery is confirmed by flush."""
+        ...
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Waits until every enqueued message is acknowledged; raises if any delivery failed."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+# Topic names (partitioned by the key noted).
+TOPIC_ODDS = "inplay.odds.v1"  # key: market_id
+TOPIC_FEED_RAW = "inplay.feed.raw.v1"  # key: provider
+TOPIC_BETS = "inplay.bets.v1"  # key: event_id of the first leg
+TOPIC_SETTLEMENTS = "inplay.settlements.v1"  # key: event_id
+TOPIC_RESULTS = "inplay.results.v1"  # key: event_id (result messages that trigger settlement)
+TOPIC_MARKET_CHANGES = "inplay.market-changes.v1"  # key: market_id
+
+__all__ = [
+    "TOPIC_BETS",
+    "TOPIC_FEED_RAW",
+    "TOPIC_MARKET_CHANGES",
+    "TOPIC_ODDS",
+    "TOPIC_RESULTS",
+    "TOPIC_SETTLEMENTS",
+    "AccountLimits",
+    "BusMessage",
+    "CacheWrite",
+    "Credit",
+    "Debit",
+    "DebitResult",
+    "EventBus",
+    "Ledger",
+    "LedgerError",
+    "MarketChange",
+    "MarketStatus",
+    "OddsCache",
+    "WalletStore",
+]
