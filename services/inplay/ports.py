@@ -64,6 +64,8 @@ class Debit:
     liability_cap_minor: int
     # The account's UTC day (yyyymmdd) for the daily stake counter.
     day: str
+    # Now, for the self-exclusion check.
+    now_ms: int
 
 
 @dataclass(frozen=True, slots=True)
