@@ -1,0 +1,637 @@
+"""Bet acceptance: the path of a batch of bets from slip to ledger.
+
+Order of checks (each rejection is final for that slip and writes nothing but its idempotency record):
+  1. input validation (pure) -> INVALID_ARGUMENT with the field path, nothing written at all
+  2. idempotency: a key already used by the account returns the stored result (accepted or rejected)
+  3. market checks per leg, in the Rust core, one call per batch: suspended -> stale -> odds tolerance
+  4. risk: stake limits, maximum payout (potential return from the Rust core, one call per batch)
+  5. in-play delay: in-play slips wait, then are re-checked against the then-current prices and status
+  6. money: one Lua call debits the batch atomically (idempotency reservation, self-exclusion, daily
+     stake limit, book liability per selection, balance); the ledger records each debited bet (logged
+     batch per bet, concurrently); a bet the ledger could not record is compensated (stake returned) and
+     reported UNAVAILABLE; BetPlaced events go to Kafka; the final result is stored under the key.
+
+Group commit: :class:`BetPlacement.place_batch` is the unit of work. Unary ``PlaceBet`` calls go through a
+:class:`GroupCommitter` that gathers concurrent calls for up to ``batch_window_ms`` so that a busy server
+makes one core call, one Lua call and one Kafka flush per batch instead of one per bet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from inplay import core
+from inplay.config import BetRules
+from inplay.core import AcceptancePolicy, Odds, Quote, QuoteResult
+from inplay.model import BetRequest, Leg, MarketState, MarketStatus, PlacedBet
+from inplay.ports import TOPIC_BETS, BusMessage, Debit, EventBus, Ledger, OddsCache, WalletStore
+
+log = logging.getLogger("inplay.bets")
+
+MAX_IDEMPOTENCY_KEY = 128
+MAX_ID_LENGTH = 128
+
+
+class Reason:
+    """Rejection reasons; the names match ``inplay.bets.v1.RejectionReason`` without its prefix."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    MARKET_NOT_FOUND = "MARKET_NOT_FOUND"
+    SELECTION_NOT_FOUND = "SELECTION_NOT_FOUND"
+    MARKET_SUSPENDED = "MARKET_SUSPENDED"
+    MARKET_CLOSED = "MARKET_CLOSED"
+    ODDS_STALE = "ODDS_STALE"
+    ODDS_CHANGED = "ODDS_CHANGED"
+    STAKE_TOO_LOW = "STAKE_TOO_LOW"
+    STAKE_TOO_HIGH = "STAKE_TOO_HIGH"
+    PAYOUT_TOO_HIGH = "PAYOUT_TOO_HIGH"
+    LIABILITY_EXCEEDED = "LIABILITY_EXCEEDED"
+    DAILY_STAKE_LIMIT = "DAILY_STAKE_LIMIT"
+    SELF_EXCLUDED = "SELF_EXCLUDED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    UNAVAILABLE = "UNAVAILABLE"
+    IN_PROGRESS = "IN_PROGRESS"
+
+
+# Reasons that are not a property of the slip but of a transient failure: never stored under the key,
+# so a retry with the same key is evaluated afresh.
+TRANSIENT_REASONS = frozenset({Reason.UNAVAILABLE, Reason.IN_PROGRESS})
+# Reasons found by input validation alone: nothing at all is written for them.
+INPUT_REASONS = frozenset(
+    {Reason.INVALID_ARGUMENT, Reason.STAKE_TOO_LOW, Reason.STAKE_TOO_HIGH, Reason.CURRENCY_MISMATCH}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OddsChangedInfo:
+    market_id: str
+    selection_id: str
+    seen: Odds
+    current: Odds
+    policy: AcceptancePolicy
+    tolerance_bp: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    message: str
+    field: str = ""
+    odds_changed: OddsChangedInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementResult:
+    bet: PlacedBet | None = None
+    rejection: Rejection | None = None
+    replayed: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.bet is not None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Serialization of results stored under idempotency keys (compact JSON; odds as [num, den]).
+# --------------------------------------------------------------------------------------------------------
+
+
+def bet_to_json(bet: PlacedBet) -> dict[str, object]:
+    return {
+        "id": bet.bet_id,
+        "acc": bet.account_id,
+        "legs": [[lg.market_id, lg.selection_id, lg.odds.num, lg.odds.den, lg.event_id] for lg in bet.legs],
+        "stake": bet.stake_minor,
+        "cur": bet.currency,
+        "ret": bet.potential_return_minor,
+        "pol": int(bet.policy),
+        "key": bet.idempotency_key,
+        "at": bet.placed_at_ms,
+    }
+
+
+def bet_from_json(data: dict[str, object]) -> PlacedBet:
+    legs_raw = data["legs"]
+    assert isinstance(legs_raw, list)
+    return PlacedBet(
+        bet_id=str(data["id"]),
+        account_id=str(data["acc"]),
+        legs=tuple(
+            Leg(market_id=str(m), selection_id=str(s), odds=Odds(int(n), int(d)), event_id=str(e))
+            for m, s, n, d, e in legs_raw
+        ),
+        stake_minor=int(str(data["stake"])),
+        currency=str(data["cur"]),
+        potential_return_minor=int(str(data["ret"])),
+        policy=AcceptancePolicy(int(str(data["pol"]))),
+        idempotency_key=str(data["key"]),
+        placed_at_ms=int(str(data["at"])),
+    )
+
+
+def result_to_json(result: PlacementResult) -> str:
+    if result.bet is not None:
+        return json.dumps({"bet": bet_to_json(result.bet)}, separators=(",", ":"))
+    assert result.rejection is not None
+    rej = result.rejection
+    payload: dict[str, object] = {"reason": rej.reason, "message": rej.message, "field": rej.field}
+    if rej.odds_changed is not None:
+        oc = rej.odds_changed
+        payload["oc"] = [
+            oc.market_id,
+            oc.selection_id,
+            oc.seen.num,
+            oc.seen.den,
+            oc.current.num,
+            oc.current.den,
+            int(oc.policy),
+            oc.tolerance_bp,
+        ]
+    return json.dumps({"rejection": payload}, separators=(",", ":"))
+
+
+def result_from_json(text: str) -> PlacementResult:
+    data = json.loads(text)
+    if "bet" in data:
+        return PlacementResult(bet=bet_from_json(data["bet"]), replayed=True)
+    rej = data["rejection"]
+    oc = rej.get("oc")
+    info = None
+    if oc:
+        info = OddsChangedInfo(
+            market_id=oc[0],
+            selection_id=oc[1],
+            seen=Odds(oc[2], oc[3]),
+            current=Odds(oc[4], oc[5]),
+            policy=AcceptancePolicy(oc[6]),
+            tolerance_bp=oc[7],
+        )
+    return PlacementResult(
+        rejection=Rejection(rej["reason"], rej["message"], rej.get("field", ""), info), replayed=True
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pure validation
+# --------------------------------------------------------------------------------------------------------
+
+
+def validate_request(req: BetRequest, rules: BetRules) -> Rejection | None:
+    """Input validation only (no state): the first violation, or None."""
+
+    def bad(field_path: str, message: str, reason: str = Reason.INVALID_ARGUMENT) -> Rejection:
+        return Rejection(reason=reason, message=message, field=field_path)
+
+    if not req.idempotency_key:
+        return bad("slip.idempotency_key", "idempotency_key is required")
+    if len(req.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        return bad("slip.idempotency_key", f"idempotency_key longer than {MAX_IDEMPOTENCY_KEY}")
+    if not req.legs:
+        return bad("slip.legs", "at least one leg is required")
+    if len(req.legs) > rules.max_legs:
+        return bad("slip.legs", f"at most {rules.max_legs} legs")
+    seen_markets: set[str] = set()
+    for i, leg in enumerate(req.legs):
+        if not leg.market_id or len(leg.market_id) > MAX_ID_LENGTH:
+            return bad(f"slip.legs[{i}].market_id", "market_id is required")
+        if not leg.selection_id or len(leg.selection_id) > MAX_ID_LENGTH:
+            return bad(f"slip.legs[{i}].selection_id", "selection_id is required")
+        if leg.market_id in seen_markets:
+            return bad(f"slip.legs[{i}].market_id", "two legs on one market in one accumulator")
+        seen_markets.add(leg.market_id)
+        try:
+            core.Odds.of(leg.odds.num, leg.odds.den)
+        except core.CoreError as exc:
+            return bad(f"slip.legs[{i}].odds", f"invalid odds: {exc}")
+    if req.stake_minor <= 0:
+        return bad("slip.stake.amount_minor", "stake must be > 0")
+    if req.currency != rules.currency:
+        return bad("slip.stake.currency", f"stakes are in {rules.currency}", Reason.CURRENCY_MISMATCH)
+    if req.stake_minor < rules.min_stake_minor:
+        return bad("slip.stake.amount_minor", f"minimum stake is {rules.min_stake_minor}", Reason.STAKE_TOO_LOW)
+    if req.stake_minor > rules.max_stake_minor:
+        return bad(
+            "slip.stake.amount_minor", f"maximum stake is {rules.max_stake_minor}", Reason.STAKE_TOO_HIGH
+        )
+    if req.policy == AcceptancePolicy.UNSPECIFIED:
+        return bad("slip.acceptance_policy", "acceptance_policy is required")
+    return None
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_bet_id(at_ms: int) -> str:
+    """Time-ordered, unique: 13 hex digits of ms + 16 random hex digits."""
+    return f"{at_ms:013x}{os.urandom(8).hex()}"
+
+
+@dataclass
+class _Slot:
+    """Working state of one slip inside a batch."""
+
+    req: BetRequest
+    result: PlacementResult | None = None
+    markets: dict[str, MarketState] = field(default_factory=dict)
+    accepted_legs: tuple[Leg, ...] = ()
+    potential_return: int = 0
+    in_play: bool = False
+    bet_id: str = ""
+
+
+class BetPlacement:
+    """The bet acceptance use case over the ports."""
+
+    def __init__(
+        self,
+        odds: OddsCache,
+        wallet: WalletStore,
+        ledger: Ledger,
+        bus: EventBus,
+        rules: BetRules,
+        *,
+        clock: Callable[[], int] = now_ms,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        topic_prefix: str = "",
+    ) -> None:
+        self._odds = odds
+        self._wallet = wallet
+        self._ledger = ledger
+        self._bus = bus
+        self.rules = rules
+        self._clock = clock
+        self._sleep = sleep
+        self._topic = topic_prefix + TOPIC_BETS
+        self._committer: GroupCommitter[BetRequest, PlacementResult] = GroupCommitter(
+            self.place_batch, window_ms=rules.batch_window_ms, max_batch=rules.batch_max
+        )
+
+    async def place(self, req: BetRequest) -> PlacementResult:
+        """One bet, group-committed with concurrent callers."""
+        return await self._committer.submit(req)
+
+    async def place_batch(self, reqs: Sequence[BetRequest]) -> list[PlacementResult]:
+        slots = [_Slot(req=r) for r in reqs]
+        for slot in slots:
+            rejection = validate_request(slot.req, self.rules)
+            if rejection is not None:
+                slot.result = PlacementResult(rejection=rejection)
+        # Two slips of one batch with the same key: the later one is a duplicate of the first.
+        first_by_key: dict[tuple[str, str], _Slot] = {}
+        duplicates: list[tuple[_Slot, _Slot]] = []
+        for slot in self._pending(slots):
+            ident = (slot.req.account_id, slot.req.idempotency_key)
+            if ident in first_by_key:
+                duplicates.append((slot, first_by_key[ident]))
+                slot.result = PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "duplicate in batch"))
+            else:
+                first_by_key[ident] = slot
+
+        await self._replay_known_keys(self._pending(slots))
+        await self._check_markets(self._pending(slots), first_pass=True)
+        self._check_risk(self._pending(slots))
+        await self._inplay_delay(self._pending(slots))
+        await self._commit(self._pending(slots))
+
+        for dup, first in duplicates:
+            assert first.result is not None
+            if first.result.accepted or (
+                first.result.rejection is not None and first.result.rejection.reason not in TRANSIENT_REASONS
+            ):
+                dup.result = PlacementResult(
+                    bet=first.result.bet, rejection=first.result.rejection, replayed=True
+                )
+        out: list[PlacementResult] = []
+        for slot in slots:
+            assert slot.result is not None
+            out.append(slot.result)
+        return out
+
+    @staticmethod
+    def _pending(slots: Sequence[_Slot]) -> list[_Slot]:
+        return [s for s in slots if s.result is None]
+
+    async def _replay_known_keys(self, slots: list[_Slot]) -> None:
+        if not slots:
+            return
+        stored = await self._wallet.get_idempotent([(s.req.account_id, s.req.idempotency_key) for s in slots])
+        for slot, record in zip(slots, stored, strict=True):
+            if record is None:
+                continue
+            if record.startswith("PENDING:"):
+                slot.result = PlacementResult(
+                    rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight")
+                )
+            else:
+                slot.result = result_from_json(record)
+
+    async def _check_markets(self, slots: list[_Slot], *, first_pass: bool) -> None:
+        if not slots:
+            return
+        market_ids = sorted({leg.market_id for s in slots for leg in s.req.legs})
+        states = await self._odds.get_markets(market_ids)
+        by_id = {m: st for m, st in zip(market_ids, states, strict=True) if st is not None}
+        now = self._clock()
+        quotes: list[Quote] = []
+        owners: list[tuple[_Slot, int]] = []
+        for slot in slots:
+            rejection = None
+            slot.markets = {}
+            for i, leg in enumerate(slot.req.legs):
+                market = by_id.get(leg.market_id)
+                if market is None:
+                    rejection = Rejection(
+                        Reason.MARKET_NOT_FOUND, f"market {leg.market_id} not found", f"slip.legs[{i}].market_id"
+                    )
+                    break
+                if market.status == MarketStatus.SETTLED:
+                    rejection = Rejection(Reason.MARKET_CLOSED, f"market {leg.market_id} is closed")
+                    break
+                selection = market.selection(leg.selection_id)
+                if selection is None:
+                    rejection = Rejection(
+                        Reason.SELECTION_NOT_FOUND,
+                        f"selection {leg.selection_id} not in market {leg.market_id}",
+                        f"slip.legs[{i}].selection_id",
+                    )
+                    break
+                slot.markets[leg.market_id] = market
+            if rejection is not None:
+                slot.result = PlacementResult(rejection=rejection)
+                continue
+            slot.in_play = any(m.in_play for m in slot.markets.values())
+            for i, leg in enumerate(slot.req.legs):
+                market = slot.markets[leg.market_id]
+                sel = market.selection(leg.selection_id)
+                assert sel is not None
+                max_age = (
+                    self.rules.max_price_age_inplay_ms if market.in_play else self.rules.max_price_age_prematch_ms
+                )
+                quotes.append(
+                    Quote(
+                        suspended=market.status != MarketStatus.ACTIVE,
+                        age_ms=max(0, now - market.updated_at_ms),
+                        max_age_ms=max_age,
+                        seen=leg.odds,
+                        current=sel.odds,
+                        policy=slot.req.policy,
+                        tolerance_bp=self.rules.tolerance_bp,
+                    )
+                )
+                owners.append((slot, i))
+        verdicts = core.check_quotes(quotes) if quotes else []
+        for (slot, i), quote, verdict in zip(owners, quotes, verdicts, strict=True):
+            if slot.result is not None or verdict == QuoteResult.ACCEPTED:
+                continue
+            leg = slot.req.legs[i]
+            market = slot.markets[leg.market_id]
+            if verdict == QuoteResult.SUSPENDED:
+                why = market.status_reason or "suspended"
+                slot.result = PlacementResult(
+                    rejection=Rejection(Reason.MARKET_SUSPENDED, f"market {leg.market_id} is suspended ({why})")
+                )
+            elif verdict == QuoteResult.STALE:
+                slot.result = PlacementResult(
+                    rejection=Rejection(
+                        Reason.ODDS_STALE,
+                        f"price of {leg.market_id} is {quote.age_ms} ms old (max {quote.max_age_ms} ms)",
+                    )
+                )
+            else:
+                slot.result = PlacementResult(
+                    rejection=Rejection(
+                        Reason.ODDS_CHANGED,
+                        f"odds of {leg.selection_id} moved from {quote.seen.decimal_str()} to "
+                        f"{quote.current.decimal_str()}",
+                        odds_changed=OddsChangedInfo(
+                            market_id=leg.market_id,
+                            selection_id=leg.selection_id,
+                            seen=quote.seen,
+                            current=quote.current,
+                            policy=slot.req.policy,
+                            tolerance_bp=self.rules.tolerance_bp,
+                        ),
+                    )
+                )
+        for slot in slots:
+            if slot.result is None:
+                # Accepted at the current price.
+                slot.accepted_legs = tuple(
+                    Leg(
+                        market_id=leg.market_id,
+                        selection_id=leg.selection_id,
+                        odds=_current_odds(slot.markets[leg.market_id], leg.selection_id),
+                        event_id=slot.markets[leg.market_id].event_id,
+                    )
+                    for leg in slot.req.legs
+                )
+
+    def _check_risk(self, slots: list[_Slot]) -> None:
+        if not slots:
+            return
+        returns = core.potential_returns([(s.req.stake_minor, [lg.odds for lg in s.accepted_legs]) for s in slots])
+        for slot, potential in zip(slots, returns, strict=True):
+            slot.potential_return = potential
+            if potential > self.rules.max_payout_minor:
+                slot.result = PlacementResult(
+                    rejection=Rejection(
+                        Reason.PAYOUT_TOO_HIGH,
+                        f"potential return {potential} exceeds the maximum payout {self.rules.max_payout_minor}",
+                        "slip.stake.amount_minor",
+                    )
+                )
+
+    async def _inplay_delay(self, slots: list[_Slot]) -> None:
+        delayed = [s for s in slots if s.in_play]
+        if not delayed or self.rules.inplay_delay_ms <= 0:
+            return
+        # One wait for the whole batch, then the same checks against the then-current state.
+        await self._sleep(self.rules.inplay_delay_ms / 1000)
+        await self._check_markets(delayed, first_pass=False)
+        self._check_risk(self._pending(delayed))
+
+    async def _commit(self, slots: list[_Slot]) -> None:
+        if not slots:
+            return
+        now = self._clock()
+        day = datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y%m%d")
+        debits: list[Debit] = []
+        for slot in slots:
+            slot.bet_id = new_bet_id(now)
+            debits.append(
+                Debit(
+                    account_id=slot.req.account_id,
+                    idempotency_key=slot.req.idempotency_key,
+                    bet_id=slot.bet_id,
+                    amount_minor=slot.req.stake_minor,
+                    liability_keys=tuple(f"{lg.market_id}/{lg.selection_id}" for lg in slot.accepted_legs),
+                    liability_minor=max(0, slot.potential_return - slot.req.stake_minor),
+                    liability_cap_minor=self.rules.liability_cap_minor,
+                    day=day,
+                    now_ms=now,
+                )
+            )
+        outcomes = await self._wallet.debit_batch(debits)
+        debited: list[tuple[_Slot, Debit, PlacedBet]] = []
+        for slot, debit, outcome in zip(slots, debits, outcomes, strict=True):
+            if outcome.status == "DEBITED":
+                bet = PlacedBet(
+                    bet_id=slot.bet_id,
+                    account_id=slot.req.account_id,
+                    legs=slot.accepted_legs,
+                    stake_minor=slot.req.stake_minor,
+                    currency=slot.req.currency,
+                    potential_return_minor=slot.potential_return,
+                    policy=slot.req.policy,
+                    idempotency_key=slot.req.idempotency_key,
+                    placed_at_ms=now,
+                )
+                debited.append((slot, debit, bet))
+            elif outcome.status == "DUPLICATE":
+                if outcome.existing.startswith("PENDING:") or not outcome.existing:
+                    slot.result = PlacementResult(
+                        rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight")
+                    )
+                else:
+                    slot.result = result_from_json(outcome.existing)
+            else:
+                slot.result = PlacementResult(rejection=_debit_rejection(outcome.status, outcome.balance_minor))
+
+        if debited:
+            errors = await self._ledger.append_bets([bet for _, _, bet in debited])
+            failed: list[Debit] = []
+            recorded: list[PlacedBet] = []
+            for (slot, debit, bet), error in zip(debited, errors, strict=True):
+                if error is None:
+                    slot.result = PlacementResult(bet=bet)
+                    recorded.append(bet)
+                else:
+                    log.error("ledger write failed for bet %s: %r; compensating", bet.bet_id, error)
+                    failed.append(debit)
+                    slot.result = PlacementResult(
+                        rejection=Rejection(Reason.UNAVAILABLE, "the bet could not be recorded; stake returned")
+                    )
+            if failed:
+                await self._wallet.compensate(failed)
+            if recorded:
+                await self._publish(recorded)
+
+        final = [
+            (s.req.account_id, s.req.idempotency_key, result_to_json(s.result))
+            for s in slots
+            if s.result is not None
+            and not s.result.replayed
+            and (s.result.accepted or (s.result.rejection is not None and _storable(s.result.rejection)))
+        ]
+        if final:
+            await self._wallet.finish_idempotent(final)
+
+    async def _publish(self, bets: list[PlacedBet]) -> None:
+        messages = [
+            BusMessage(
+                topic=self._topic,
+                key=bet.legs[0].event_id,
+                value=json.dumps({"type": "BetPlaced", "bet": bet_to_json(bet)}, separators=(",", ":")).encode(),
+            )
+            for bet in bets
+        ]
+        try:
+            await self._bus.publish(messages)
+            await self._bus.flush(timeout_s=5.0)
+        except Exception:  # the bet is in the ledger (the truth); the event can be re-derived from it
+            log.exception("BetPlaced publish failed for %d bets", len(bets))
+
+
+def _storable(rejection: Rejection) -> bool:
+    """Rejections worth replaying for the same key: state-based ones, not input or transient ones.
+
+    Rejections after the debit step (funds, limits) are stored too: a retry must see the same answer,
+    not a different one because a deposit happened in between.
+    """
+    return rejection.reason not in TRANSIENT_REASONS and rejection.reason not in INPUT_REASONS
+
+
+def _current_odds(market: MarketState, selection_id: str) -> Odds:
+    sel = market.selection(selection_id)
+    assert sel is not None
+    return sel.odds
+
+
+def _debit_rejection(status: str, balance: int) -> Rejection:
+    messages = {
+        Reason.INSUFFICIENT_FUNDS: f"insufficient funds (balance {balance})",
+        Reason.DAILY_STAKE_LIMIT: "the daily stake limit would be exceeded",
+        Reason.SELF_EXCLUDED: "the account is self-excluded",
+        Reason.LIABILITY_EXCEEDED: "the book's liability limit for this selection is reached",
+    }
+    return Rejection(status, messages.get(status, status.lower()))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Group commit
+# --------------------------------------------------------------------------------------------------------
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class GroupCommitter(Generic[In, Out]):
+    """Gathers concurrent single requests into batches for a batch handler.
+
+    The first request of a batch waits at most ``window_ms`` for company; a full batch goes at once.
+    Under light load a request pays at most the window; under heavy load batches fill up and the per-item
+    cost of the store round trips is divided by the batch size.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[Sequence[In]], Awaitable[list[Out]]],
+        *,
+        window_ms: float,
+        max_batch: int,
+    ) -> None:
+        self._handler = handler
+        self._window = window_ms / 1000
+        self._max = max_batch
+        self._items: list[tuple[In, asyncio.Future[Out]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def submit(self, item: In) -> Out:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Out] = loop.create_future()
+        self._items.append((item, future))
+        if len(self._items) >= self._max:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._items = self._items, []
+        if items:
+            asyncio.get_running_loop().create_task(self._run(items))
+
+    async def _run(self, items: list[tuple[In, asyncio.Future[Out]]]) -> None:
+        try:
+            results = await self._handler([item for item, _ in items])
+        except BaseException as exc:  # every waiter learns of the failure
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(items, results, strict=True):
+            if not future.done():
+                future.set_result(result)

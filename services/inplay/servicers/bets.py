@@ -1,0 +1,270 @@
+"""BetService: a thin gRPC adapter over :class:`inplay.domain.bets.BetPlacement`.
+
+The account is the verified caller (``inplay.auth.principal``), never a request field.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from inplay import auth
+from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
+from inplay.convert import odds_from_proto, odds_to_proto
+from inplay.core import AcceptancePolicy, LegOutcome
+from inplay.domain.bets import BetPlacement, PlacementResult, Reason, Rejection
+from inplay.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    abort_with,
+)
+from inplay.model import BetEvent, BetRequest, BetState, Leg, PlacedBet
+from inplay.ports import Ledger
+from inplay.type.v1 import types_pb2
+
+MAX_BATCH = 1000
+
+
+def _money(amount: int, currency: str) -> types_pb2.Money:
+    return types_pb2.Money(amount_minor=amount, currency=currency)
+
+
+def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def slip_to_request(account_id: str, slip: bets_pb2.BetSlip, index: int | None = None) -> BetRequest:
+    """Parses a slip; malformed odds become an InvalidArgument naming the field."""
+    prefix = "slip" if index is None else f"slips[{index}]"
+    legs = []
+    for i, leg in enumerate(slip.legs):
+        try:
+            odds = odds_from_proto(leg.odds)
+        except (ValueError, ArithmeticError) as exc:
+            raise InvalidArgument(
+                f"invalid odds: {exc}",
+                violations=[FieldViolation(f"{prefix}.legs[{i}].odds", str(exc))],
+            ) from None
+        legs.append(Leg(market_id=leg.market_id, selection_id=leg.selection_id, odds=odds))
+    return BetRequest(
+        account_id=account_id,
+        legs=tuple(legs),
+        stake_minor=slip.stake.amount_minor,
+        currency=slip.stake.currency,
+        policy=AcceptancePolicy(slip.acceptance_policy)
+        if slip.acceptance_policy in AcceptancePolicy._value2member_map_
+        else AcceptancePolicy.UNSPECIFIED,
+        idempotency_key=slip.idempotency_key,
+    )
+
+
+def bet_to_proto(bet: PlacedBet, status: BetState = BetState.OPEN, settled_return: int = 0) -> bets_pb2.Bet:
+    return bets_pb2.Bet(
+        bet_id=bet.bet_id,
+        account_id=bet.account_id,
+        legs=[
+            bets_pb2.BetLeg(
+                market_id=leg.market_id,
+                selection_id=leg.selection_id,
+                odds=odds_to_proto(leg.odds),
+                event_id=leg.event_id,
+            )
+            for leg in bet.legs
+        ],
+        stake=_money(bet.stake_minor, bet.currency),
+        potential_return=_money(bet.potential_return_minor, bet.currency),
+        acceptance_policy=int(bet.policy),  # type: ignore[arg-type]
+        idempotency_key=bet.idempotency_key,
+        status=int(status),  # type: ignore[arg-type]
+        settled_return=_money(settled_return, bet.currency),
+        placed_at=_timestamp(bet.placed_at_ms),
+    )
+
+
+def rejection_to_proto(rejection: Rejection) -> bets_pb2.BetRejection:
+    proto = bets_pb2.BetRejection(
+        reason=bets_pb2.RejectionReason.Value(f"REJECTION_REASON_{rejection.reason}"),
+        message=rejection.message,
+        field=rejection.field,
+    )
+    if rejection.odds_changed is not None:
+        proto.odds_changed.CopyFrom(odds_changed_to_proto(rejection))
+    return proto
+
+
+def odds_changed_to_proto(rejection: Rejection) -> bets_pb2.OddsChanged:
+    info = rejection.odds_changed
+    assert info is not None
+    return bets_pb2.OddsChanged(
+        market_id=info.market_id,
+        selection_id=info.selection_id,
+        seen=odds_to_proto(info.seen),
+        current=odds_to_proto(info.current),
+        acceptance_policy=int(info.policy),  # type: ignore[arg-type]
+        tolerance_bp=info.tolerance_bp,
+    )
+
+
+def rejection_to_error(rejection: Rejection) -> DomainError:
+    """The one mapping of a bet rejection to a gRPC status (used by the unary PlaceBet)."""
+    metadata = {"field": rejection.field} if rejection.field else {}
+    if rejection.reason in (
+        Reason.INVALID_ARGUMENT,
+        Reason.STAKE_TOO_LOW,
+        Reason.STAKE_TOO_HIGH,
+        Reason.CURRENCY_MISMATCH,
+    ):
+        return InvalidArgument(
+            rejection.message,
+            reason=rejection.reason,
+            metadata=metadata,
+            violations=[FieldViolation(rejection.field, rejection.message)] if rejection.field else [],
+        )
+    if rejection.reason in (Reason.MARKET_NOT_FOUND, Reason.SELECTION_NOT_FOUND):
+        return NotFound(rejection.message, reason=rejection.reason, metadata=metadata)
+    if rejection.reason == Reason.UNAVAILABLE:
+        return Unavailable(rejection.message, reason=rejection.reason)
+    if rejection.reason == Reason.IN_PROGRESS:
+        return Aborted(rejection.message, reason=rejection.reason)
+    details = [odds_changed_to_proto(rejection)] if rejection.odds_changed is not None else []
+    return FailedPrecondition(rejection.message, reason=rejection.reason, metadata=metadata, details=details)
+
+
+_STATUS_BY_OUTCOME = {
+    "WON": BetState.WON,
+    "LOST": BetState.LOST,
+    "REFUNDED": BetState.REFUNDED,
+    "PARTIAL": BetState.PARTIAL,
+    "OPEN": BetState.OPEN,
+}
+
+
+def current_state(history: list[BetEvent]) -> tuple[BetState, int]:
+    """Status and settled return from a bet's append-only history: the latest event decides."""
+    state, amount = BetState.OPEN, 0
+    for event in history:
+        if event.kind == "PLACED":
+            continue
+        state = event.status if event.status != BetState.UNSPECIFIED else BetState.OPEN
+        amount = event.amount_minor if state != BetState.OPEN else 0
+    return state, amount
+
+
+class BetServicer(bets_pb2_grpc.BetServiceServicer):
+    def __init__(self, placement: BetPlacement, ledger: Ledger) -> None:
+        self._placement = placement
+        self._ledger = ledger
+
+    async def PlaceBet(  # noqa: N802 - gRPC method name
+        self, request: bets_pb2.PlaceBetRequest, context: grpc.aio.ServicerContext
+    ) -> bets_pb2.PlaceBetResponse:
+        try:
+            who = auth.principal(context)
+            req = slip_to_request(who.subject, request.slip)
+            result = await self._placement.place(req)
+            if result.rejection is not None:
+                raise rejection_to_error(result.rejection)
+            assert result.bet is not None
+            return bets_pb2.PlaceBetResponse(bet=bet_to_proto(result.bet), replayed=result.replayed)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def PlaceBets(  # noqa: N802
+        self, request: bets_pb2.PlaceBetsRequest, context: grpc.aio.ServicerContext
+    ) -> bets_pb2.PlaceBetsResponse:
+        try:
+            who = auth.principal(context)
+            if not request.slips:
+                raise InvalidArgument("no slips", violations=[FieldViolation("slips", "at least one slip")])
+            if len(request.slips) > MAX_BATCH:
+                raise InvalidArgument(
+                    f"at most {MAX_BATCH} slips per call",
+                    violations=[FieldViolation("slips", f"at most {MAX_BATCH}")],
+                )
+            reqs: list[BetRequest | None] = []
+            early: dict[int, PlacementResult] = {}
+            for i, slip in enumerate(request.slips):
+                try:
+                    reqs.append(slip_to_request(who.subject, slip, i))
+                except InvalidArgument as exc:
+                    reqs.append(None)
+                    field = exc.violations[0].field if exc.violations else f"slips[{i}]"
+                    early[i] = PlacementResult(rejection=Rejection(Reason.INVALID_ARGUMENT, exc.message, field))
+            valid = [r for r in reqs if r is not None]
+            results = iter(await self._placement.place_batch(valid) if valid else [])
+            response = bets_pb2.PlaceBetsResponse()
+            for i, maybe_req in enumerate(reqs):
+                result = early[i] if maybe_req is None else next(results)
+                item = response.results.add(replayed=result.replayed)
+                if result.bet is not None:
+                    item.bet.CopyFrom(bet_to_proto(result.bet))
+                else:
+                    assert result.rejection is not None
+                    item.rejection.CopyFrom(rejection_to_proto(result.rejection))
+            return response
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def GetBet(  # noqa: N802
+        self, request: bets_pb2.GetBetRequest, context: grpc.aio.ServicerContext
+    ) -> bets_pb2.GetBetResponse:
+        try:
+            who = auth.principal(context)
+            if not request.bet_id:
+                raise InvalidArgument("bet_id is required", violations=[FieldViolation("bet_id", "required")])
+            bet = await self._ledger.get_bet(request.bet_id)
+            # Another account's bet is reported as not found: its existence is not the caller's business.
+            if bet is None or (bet.account_id != who.subject and not who.is_operator):
+                raise NotFound(f"bet {request.bet_id} not found")
+            history = await self._ledger.bet_history(bet.bet_id)
+            state, settled = current_state(history)
+            response = bets_pb2.GetBetResponse(bet=bet_to_proto(bet, state, settled))
+            for event in history:
+                response.history.add(
+                    kind=event.kind,
+                    status=int(event.status),  # type: ignore[arg-type]
+                    amount=_money(event.amount_minor, bet.currency),
+                    settlement_run_id=event.run_id,
+                    at=_timestamp(event.at_ms),
+                )
+            return response
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def ListBets(  # noqa: N802
+        self, request: bets_pb2.ListBetsRequest, context: grpc.aio.ServicerContext
+    ) -> bets_pb2.ListBetsResponse:
+        try:
+            who = auth.principal(context)
+            page_size = request.page_size or 50
+            if not 0 < page_size <= 500:
+                raise InvalidArgument(
+                    "page_size must be 1..500", violations=[FieldViolation("page_size", "1..500")]
+                )
+            try:
+                if request.page_token:
+                    base64.urlsafe_b64decode(request.page_token.encode())
+            except ValueError:
+                raise InvalidArgument(
+                    "bad page_token", violations=[FieldViolation("page_token", "not a token from this API")]
+                ) from None
+            bets, token = await self._ledger.list_account_bets(who.subject, page_size, request.page_token)
+            return bets_pb2.ListBetsResponse(bets=[bet_to_proto(b) for b in bets], next_page_token=token)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+
+def add_to_server(server: grpc.aio.Server, placement: BetPlacement, ledger: Ledger) -> None:
+    bets_pb2_grpc.add_BetServiceServicer_to_server(BetServicer(placement, ledger), server)
+
+
+__all__ = ["BetServicer", "LegOutcome", "add_to_server", "current_state"]
