@@ -1,0 +1,139 @@
+"""Composition root: opens the stores (embedded or real) and wires domain objects to servicers.
+
+Kept in one place so that every entry point (server, demo, tests, benchmarks) builds the same graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from inplay.adapters.deposit_keys import CassandraDepositKeys, DepositKeys, MemoryDepositKeys
+from inplay.config import Settings
+from inplay.domain.bets import BetPlacement
+from inplay.domain.wallet import Wallet
+from inplay.ports import EventBus, Ledger, OddsCache, WalletStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    odds: OddsCache
+    wallet_store: WalletStore
+    ledger: Ledger
+    bus: EventBus
+    deposit_keys: DepositKeys
+    placement: BetPlacement
+    wallet: Wallet
+    # Feature components (odds pipeline, settlement) built by their own modules.
+    components: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    health: Any = None
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception:  # closing must go on for the other stores
+                import logging
+
+                logging.getLogger("inplay.app").exception("error while closing")
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    stack = settings.stack
+    closers: list[Callable[[], Awaitable[None]]] = []
+    odds: OddsCache
+    wallet_store: WalletStore
+    ledger: Ledger
+    bus: EventBus
+    deposit_keys: DepositKeys
+    if stack.embedded:
+        from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
+        from inplay.adapters.memory_odds import MemoryOddsCache
+
+        odds = MemoryOddsCache()
+        wallet_store = MemoryWallet()
+        ledger = MemoryLedger()
+        bus = MemoryEventBus()
+        deposit_keys = MemoryDepositKeys()
+    else:
+        from inplay.adapters.cassandra_ledger import CassandraLedger
+        from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
+        from inplay.adapters.redis_odds import RedisOddsCache
+        from inplay.adapters.redis_wallet import RedisWallet
+        from inplay.ports import (
+            TOPIC_BETS,
+            TOPIC_FEED_RAW,
+            TOPIC_MARKET_CHANGES,
+            TOPIC_ODDS,
+            TOPIC_RESULTS,
+            TOPIC_SETTLEMENTS,
+        )
+
+        redis_odds = await RedisOddsCache.connect(stack.redis_url, stack.redis_prefix)
+        closers.append(redis_odds.close)
+        odds = redis_odds
+        redis_wallet = await RedisWallet.connect(stack.redis_url, stack.redis_prefix)
+        closers.append(redis_wallet.close)
+        wallet_store = redis_wallet
+        cassandra = await CassandraLedger.connect(
+            list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace
+        )
+        closers.append(cassandra.close)
+        ledger = cassandra
+        await ensure_topics(
+            stack.kafka_bootstrap,
+            {
+                stack.topic_prefix + TOPIC_ODDS: 12,
+                stack.topic_prefix + TOPIC_BETS: 12,
+                stack.topic_prefix + TOPIC_SETTLEMENTS: 12,
+                stack.topic_prefix + TOPIC_RESULTS: 12,
+                stack.topic_prefix + TOPIC_FEED_RAW: 3,
+                stack.topic_prefix + TOPIC_MARKET_CHANGES: 12,
+            },
+        )
+        kafka = KafkaEventBus(stack.kafka_bootstrap, topic_prefix=stack.topic_prefix)
+        closers.append(kafka.close)
+        bus = kafka
+        deposit_keys = CassandraDepositKeys(cassandra.session)
+    placement = BetPlacement(
+        odds, wallet_store, ledger, bus, settings.bets, topic_prefix=settings.stack.topic_prefix
+    )
+    wallet = Wallet(wallet_store, ledger, deposit_keys, settings.bets.currency)
+    runtime = Runtime(
+        settings=settings,
+        odds=odds,
+        wallet_store=wallet_store,
+        ledger=ledger,
+        bus=bus,
+        deposit_keys=deposit_keys,
+        placement=placement,
+        wallet=wallet,
+        closers=closers,
+    )
+    await _open_features(runtime)
+    return runtime
+
+
+async def _open_features(runtime: Runtime) -> None:
+    """Odds pipeline and settlement components (wired once their modules exist)."""
+
+
+def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
+    """Adds every servicer to ``server``; returns the full service names (for health and reflection)."""
+    from inplay.bets.v1 import bets_pb2
+    from inplay.servicers import bets as bets_servicer
+    from inplay.servicers import wallet as wallet_servicer
+    from inplay.wallet.v1 import wallet_pb2
+
+    bets_servicer.add_to_server(server, runtime.placement, runtime.ledger)
+    wallet_servicer.add_to_server(server, runtime.wallet, runtime.ledger)
+    names = [
+        bets_pb2.DESCRIPTOR.services_by_name["BetService"].full_name,
+        wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+    ]
+    return names

@@ -1,0 +1,93 @@
+"""``python -m inplay.server``: every Inplay gRPC service in one process (they also deploy separately:
+see k8s/), plus grpc.health.v1, server reflection, Prometheus metrics and graceful shutdown.
+
+Stores come from the environment (``inplay.config``): the real Redis/Cassandra/Kafka when
+``INPLAY_REDIS_URL`` etc. are set, the embedded in-memory stores otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from inplay.app import Runtime, open_runtime, register_services
+from inplay.config import Settings
+from inplay.logs import setup_logging
+from inplay.metrics import MetricsInterceptor
+
+log = logging.getLogger("inplay.server")
+
+GRACE_S = 10.0
+
+
+async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> tuple[grpc.aio.Server, int]:
+    """Builds and starts the server; returns it and the bound port (``port=0`` picks a free one)."""
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor()],
+        options=[
+            ("grpc.max_concurrent_streams", 1000),
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+    )
+    names = register_services(server, runtime)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"could not bind {host}:{port}")
+    await server.start()
+    runtime.health = health_servicer
+    return server, bound
+
+
+async def serve(settings: Settings, host: str) -> None:
+    runtime = await open_runtime(settings)
+    server, port = await start_server(runtime, settings.grpc_port, host)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=host)
+    log.info(
+        "serving on %s:%d (%s stores)", host, port, "embedded" if settings.stack.embedded else "real",
+        extra={"port": port},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # Graceful shutdown: report NOT_SERVING so load balancers drain us, finish in-flight RPCs, then flush
+    # the Kafka producer and close the stores.
+    log.info("draining")
+    if runtime.health is not None:
+        await runtime.health.enter_graceful_shutdown()
+    await server.stop(GRACE_S)
+    await runtime.close()
+    log.info("stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the Inplay gRPC services")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args()
+    setup_logging()
+    settings = Settings.from_env()
+    if args.port is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, grpc_port=args.port)
+    asyncio.run(serve(settings, args.host))
+
+
+if __name__ == "__main__":
+    main()
