@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from inplay.model import BetEvent, LedgerEntry, MarketChange, MarketState, MarketStatus, PlacedBet
+from inplay.model import (
+    BetEvent,
+    LedgerEntry,
+    MarketChange,
+    MarketState,
+    MarketStatus,
+    PlacedBet,
+    SelectionPrice,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Odds cache (Redis): the state bets are checked against and odds are read from.
@@ -23,6 +31,86 @@ class CacheWrite:
     applied: bool
     # The version held by the cache after the call (the new one if applied).
     cached_version: int
+
+
+# Status reasons that only an operator lifts: fresh feed prices never reopen a market suspended for one of
+# these. (KILL_SWITCH holds while the switch is engaged; once released, fresh prices reopen the market.)
+STICKY_REASONS = frozenset({"OPERATOR"})
+
+
+@dataclass(frozen=True, slots=True)
+class PriceWrite:
+    """A feed price update for one market. The cache assigns the new version (cached + 1) atomically."""
+
+    market_id: str
+    event_id: str
+    sport: str
+    market_type: str
+    name: str
+    in_play: bool
+    selections: tuple[SelectionPrice, ...]
+    # Provider timestamp of the prices (ms): a write not newer than the cached one is dropped (STALE).
+    source_ts_ms: int
+    # When the prices were confirmed (what ``updated_at`` / ``age_ms`` report).
+    updated_at_ms: int
+    source: str
+    # Non-empty: store the prices but keep the market SUSPENDED for this reason (FEED_LAG, PRICE_JUMP ...).
+    suspend_reason: str = ""
+    # A provider correction: subscribers get a full SNAPSHOT instead of a DELTA.
+    correction: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """A status change for one market (SUSPENDED / ACTIVE / SETTLED), with a version bump when it changes
+    anything. ``source_ts_ms`` > 0 also raises the market's provider watermark (prices older than a bet stop
+    are then STALE)."""
+
+    market_id: str
+    status: MarketStatus
+    reason: str
+    source_ts_ms: int = 0
+    # Only for ACTIVE: resume only if the market is suspended for one of these reasons (empty = any).
+    only_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of a price or status write. ``outcome``: "APPLIED", "STALE", "SETTLED", "NOT_FOUND",
+    "UNCHANGED" (a status write that would change nothing), "KILL_SWITCH" (resume refused)."""
+
+    outcome: str
+    before: MarketState | None
+    after: MarketState | None
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == "APPLIED"
+
+
+@dataclass(frozen=True, slots=True)
+class OddsNotice:
+    """One applied change as seen by subscribers."""
+
+    state: MarketState
+    correction: bool = False
+
+
+class OddsSubscription(Protocol):
+    """One multiplexed subscription (one connection) whose set of events can change while it runs."""
+
+    async def add(self, event_ids: Sequence[str]) -> None:
+        """Returns once the subscription is confirmed (changes applied after this are delivered)."""
+        ...
+
+    async def remove(self, event_ids: Sequence[str]) -> None:
+        ...
+
+    def __aiter__(self) -> AsyncIterator[OddsNotice]:
+        ...
+
+    async def close(self) -> None:
+        ...
 
 
 class OddsCache(Protocol):
@@ -42,6 +130,31 @@ class OddsCache(Protocol):
 
     def subscribe(self, event_ids: Sequence[str]) -> AsyncIterator[MarketState]:
         """Yields every market state applied to these events' channels after the call (live fan-out)."""
+        ...
+
+
+class LiveOddsCache(OddsCache, Protocol):
+    """The odds cache as the odds pipeline uses it: feed writes, status changes, kill switches and the
+    multiplexed subscription of the StreamOdds hub (Redis and memory adapters implement both)."""
+
+    async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
+        """All writes in one atomic server-side call, in order: provider-timestamp check, settled check,
+        kill switch / sticky suspension, version = cached + 1, store, publish to the event channel."""
+        ...
+
+    async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
+        """Status changes in one atomic call (version bump + publish for each one that changes something)."""
+        ...
+
+    async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:
+        """Engages/releases the kill switch of ``scope`` ("event" | "sport") ``target``; returns the ids of
+        the markets in scope (the caller suspends them)."""
+        ...
+
+    async def kill_switch_engaged(self, event_id: str, sport: str) -> bool:
+        ...
+
+    def open_subscription(self) -> OddsSubscription:
         ...
 
 
@@ -217,6 +330,7 @@ __all__ = [
     "TOPIC_ODDS",
     "TOPIC_RESULTS",
     "TOPIC_SETTLEMENTS",
+    "STICKY_REASONS",
     "AccountLimits",
     "BusMessage",
     "CacheWrite",
@@ -228,6 +342,12 @@ __all__ = [
     "LedgerError",
     "MarketChange",
     "MarketStatus",
+    "LiveOddsCache",
     "OddsCache",
+    "OddsNotice",
+    "OddsSubscription",
+    "PriceWrite",
+    "StatusWrite",
     "WalletStore",
+    "WriteResult",
 ]
