@@ -1,0 +1,322 @@
+"""The settlement store in Cassandra (tables of migration 0002_settlement.cql).
+
+Append-only, no LWT. Bet rows of a run are grouped by partition ((run_id, bucket)) into unlogged batches
+(one single-partition mutation each), sent concurrently with a cap on in-flight requests; reads page with
+the driver's paging state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cassandra.query import BatchStatement, BatchType
+
+from inplay.domain.settlement.model import (
+    BetSettlementRow,
+    Checkpoint,
+    Results,
+    RunMark,
+    RunRecord,
+    RunStats,
+    RunView,
+    fold_run,
+    outcome_from_name,
+    outcome_name,
+)
+from inplay.model import BetState, RunKind
+
+BUCKETS = 64
+MAX_BATCH_ROWS = 100
+MAX_IN_FLIGHT = 128
+
+
+def bucket_of(bet_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(bet_id.encode(), digest_size=2).digest(), "big") % BUCKETS
+
+
+def day_of(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d")
+
+
+async def _await(future: Any) -> Any:
+    """Bridges a cassandra-driver ResponseFuture to asyncio; returns the ResponseFuture when done."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def ok(_: Any) -> None:
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(future))
+
+    def err(exc: BaseException) -> None:
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+
+    future.add_callbacks(ok, err)
+    return await done
+
+
+class CassandraSettlementStore:
+    def __init__(self, session: Any, *, count_query: str | None = None, count_buckets: int = 0) -> None:
+        """``count_query``/``count_buckets``: how to count an event's bets in the ledger's by-event table
+        (a ``SELECT COUNT(*) ... WHERE event_id = ? AND bucket = ?`` per bucket); None = do not count."""
+        self._session = session
+        p = session.prepare
+        self._insert_run = p(
+            "INSERT INTO settlement_runs (event_id, run_id, kind, started_at_ms, request_id, target_run_id, "
+            "results, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._insert_day = p("INSERT INTO settlement_runs_by_day (day, run_id, event_id) VALUES (?, ?, ?)")
+        self._select_runs = p(
+            "SELECT run_id, kind, started_at_ms, request_id, target_run_id, results, reason "
+            "FROM settlement_runs WHERE event_id = ?"
+        )
+        self._insert_mark = p(
+            "INSERT INTO settlement_run_marks (event_id, run_id, mark, at_ms, fence, bets_total, bets_processed, "
+            "bets_still_open, bets_changed, payouts_minor, negative_balance_accounts, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._select_marks = p(
+            "SELECT run_id, mark, at_ms, fence, bets_total, bets_processed, bets_still_open, bets_changed, "
+            "payouts_minor, negative_balance_accounts, error FROM settlement_run_marks WHERE event_id = ?"
+        )
+        self._insert_cp = p(
+            "INSERT INTO settlement_checkpoints (run_id, phase, page_no, fingerprint, at_ms, bets_total, "
+            "bets_processed, bets_still_open, bets_changed, payouts_minor, negative_balance_accounts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._select_cp = p(
+            "SELECT phase, page_no, fingerprint, at_ms, bets_total, bets_processed, bets_still_open, "
+            "bets_changed, payouts_minor, negative_balance_accounts FROM settlement_checkpoints WHERE run_id = ?"
+        )
+        self._insert_bet = p(
+            "INSERT INTO settlement_bets (run_id, bucket, bet_id, account_id, status, return_minor, delta_minor, "
+            "kind, leg_outcomes, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._select_bets = p(
+            "SELECT bet_id, account_id, status, return_minor, delta_minor, kind, leg_outcomes, event_ids "
+            "FROM settlement_bets WHERE run_id = ? AND bucket = ?"
+        )
+        self._insert_request = p(
+            "INSERT INTO settlement_requests (event_id, request_id, at_ms, payload) VALUES (?, ?, ?, ?)"
+        )
+        self._select_request = p(
+            "SELECT payload FROM settlement_requests WHERE event_id = ? AND request_id = ? LIMIT 1"
+        )
+        self._select_day = p("SELECT run_id, event_id FROM settlement_runs_by_day WHERE day = ?")
+        self._count = p(count_query) if count_query else None
+        self._count_buckets = count_buckets
+
+    async def _exec(self, stmt: Any, params: Any = None) -> list[Any]:
+        future = await _await(self._session.execute_async(stmt, params))
+        return list(future.result())
+
+    async def _exec_all(self, statements: Sequence[Any]) -> None:
+        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(stmt: Any) -> None:
+            async with sem:
+                await _await(self._session.execute_async(stmt))
+
+        await asyncio.gather(*(one(s) for s in statements))
+
+    # --- runs ------------------------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> None:
+        await asyncio.gather(
+            self._exec(
+                self._insert_run,
+                (
+                    run.event_id,
+                    run.run_id,
+                    int(run.kind),
+                    run.started_at_ms,
+                    run.request_id,
+                    run.target_run_id,
+                    run.results.to_json(),
+                    run.reason,
+                ),
+            ),
+            self._exec(self._insert_day, (day_of(run.started_at_ms), run.run_id, run.event_id)),
+        )
+
+    async def mark_run(self, event_id: str, mark: RunMark) -> None:
+        s = mark.stats
+        await self._exec(
+            self._insert_mark,
+            (
+                event_id,
+                mark.run_id,
+                mark.mark,
+                mark.at_ms,
+                mark.fence,
+                s.bets_total,
+                s.bets_processed,
+                s.bets_still_open,
+                s.bets_changed,
+                s.payouts_minor,
+                list(s.negative_balance_accounts),
+                mark.error,
+            ),
+        )
+
+    async def event_runs(self, event_id: str) -> list[RunView]:
+        runs_rows, mark_rows = await asyncio.gather(
+            self._exec(self._select_runs, (event_id,)), self._exec(self._select_marks, (event_id,))
+        )
+        marks: dict[str, list[RunMark]] = {}
+        for m in mark_rows:
+            marks.setdefault(m.run_id, []).append(
+                RunMark(
+                    run_id=m.run_id,
+                    mark=m.mark,
+                    at_ms=m.at_ms,
+                    fence=m.fence or 0,
+                    stats=_stats(m),
+                    error=m.error or "",
+                )
+            )
+        records = [
+            RunRecord(
+                run_id=r.run_id,
+                event_id=event_id,
+                kind=RunKind(r.kind),
+                started_at_ms=r.started_at_ms,
+                request_id=r.request_id or "",
+                target_run_id=r.target_run_id or "",
+                results=Results.from_json(r.results or ""),
+                reason=r.reason or "",
+            )
+            for r in runs_rows
+        ]
+        records.sort(key=lambda r: (r.started_at_ms, r.run_id))
+        return [fold_run(r, marks.get(r.run_id, [])) for r in records]
+
+    async def runs_of_day(self, day: str) -> list[tuple[str, str]]:
+        """(event_id, run_id) of the runs started on a UTC day (yyyymmdd)."""
+        return [(r.event_id, r.run_id) for r in await self._exec(self._select_day, (day,))]
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+
+    async def append_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        await self._exec_all(
+            [
+                self._insert_cp.bind(
+                    (
+                        cp.run_id,
+                        cp.phase,
+                        cp.page_no,
+                        cp.fingerprint,
+                        cp.at_ms,
+                        cp.stats.bets_total,
+                        cp.stats.bets_processed,
+                        cp.stats.bets_still_open,
+                        cp.stats.bets_changed,
+                        cp.stats.payouts_minor,
+                        list(cp.stats.negative_balance_accounts),
+                    )
+                )
+                for cp in checkpoints
+            ]
+        )
+
+    async def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        rows = await self._exec(self._select_cp, (run_id,))
+        return [Checkpoint(run_id, r.phase, r.page_no, r.fingerprint, _stats(r), r.at_ms) for r in rows]
+
+    # --- bet rows --------------------------------------------------------------------------------------
+
+    async def append_bet_rows(self, rows: Sequence[BetSettlementRow]) -> None:
+        by_partition: dict[tuple[str, int], list[BetSettlementRow]] = {}
+        for row in rows:
+            by_partition.setdefault((row.run_id, bucket_of(row.bet_id)), []).append(row)
+        statements: list[Any] = []
+        for (_, bucket), part in by_partition.items():
+            for start in range(0, len(part), MAX_BATCH_ROWS):
+                chunk = part[start : start + MAX_BATCH_ROWS]
+                if len(chunk) == 1:
+                    statements.append(self._insert_bet.bind(self._bet_params(chunk[0], bucket)))
+                    continue
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for row in chunk:
+                    batch.add(self._insert_bet, self._bet_params(row, bucket))
+                statements.append(batch)
+        await self._exec_all(statements)
+
+    @staticmethod
+    def _bet_params(row: BetSettlementRow, bucket: int) -> tuple[Any, ...]:
+        return (
+            row.run_id,
+            bucket,
+            row.bet_id,
+            row.account_id,
+            int(row.status),
+            row.return_minor,
+            row.delta_minor,
+            row.kind,
+            [outcome_name(o) for o in row.leg_outcomes],
+            list(row.event_ids),
+        )
+
+    async def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
+        for bucket in range(BUCKETS):
+            paging_state = None
+            while True:
+                stmt = self._select_bets.bind((run_id, bucket))
+                stmt.fetch_size = page_size
+                future = await _await(self._session.execute_async(stmt, paging_state=paging_state))
+                result = future.result()
+                rows = [
+                    BetSettlementRow(
+                        run_id=run_id,
+                        bet_id=r.bet_id,
+                        account_id=r.account_id,
+                        status=BetState(r.status),
+                        return_minor=r.return_minor,
+                        delta_minor=r.delta_minor,
+                        kind=r.kind,
+                        leg_outcomes=tuple(outcome_from_name(o) for o in (r.leg_outcomes or ())),
+                        event_ids=tuple(r.event_ids or ()),
+                    )
+                    for r in result.current_rows
+                ]
+                if rows:
+                    yield rows
+                paging_state = result.paging_state
+                if not paging_state:
+                    break
+
+    # --- requests --------------------------------------------------------------------------------------
+
+    async def put_request(self, event_id: str, request_id: str, payload: str) -> None:
+        await self._exec(self._insert_request, (event_id, request_id, time.time_ns() // 1_000_000, payload))
+
+    async def get_request(self, event_id: str, request_id: str) -> str | None:
+        rows = await self._exec(self._select_request, (event_id, request_id))
+        return str(rows[0].payload) if rows else None
+
+    async def count_event_bets(self, event_id: str) -> int | None:
+        if self._count is None:
+            return None
+        counts = await asyncio.gather(
+            *(self._exec(self._count, (event_id, b)) for b in range(self._count_buckets))
+        )
+        return sum(int(rows[0][0]) for rows in counts if rows)
+
+
+def _stats(row: Any) -> RunStats:
+    return RunStats(
+        bets_total=row.bets_total or 0,
+        bets_processed=row.bets_processed or 0,
+        bets_still_open=row.bets_still_open or 0,
+        bets_changed=row.bets_changed or 0,
+        payouts_minor=row.payouts_minor or 0,
+        negative_balance_accounts=tuple(row.negative_balance_accounts or ()),
+    )
+
+
+def request_payload(data: dict[str, object]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)

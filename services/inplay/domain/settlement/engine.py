@@ -1,0 +1,678 @@
+"""Execution of one settlement run (settle or rollback) over all bets of an event.
+
+Every run re-evaluates each bet of the event under the results *in effect after the run* (this event's
+effective results; for accumulators, the other events' too), and moves money by the difference between
+what the bet should have returned and what it has been paid so far::
+
+    target = return of the bet (0 while OPEN or LOST);   delta = target - paid_so_far
+
+A settle run thus pays winners once, a rollback reverses exactly what the results it takes away had paid
+(including an accumulator paid by a run of another event), and a rollback of a rollback pays it again.
+
+Exactly once: every row a run writes is deterministic (entry ``payout:<run_id>:<bet_id>``, created at the
+run's start time; the bet history row keyed by the same time and run), the ledger rows are written before
+the Redis credit (deduplicated per entry id), and ``paid_so_far`` never includes the run's own rows, so a
+retried page recomputes the identical rows. Checkpoint rows (one per page, with a fingerprint of its
+bets) let a resumed run skip finished pages; they are an optimisation, not a correctness requirement.
+
+Bets with legs on other events are evaluated last (phase ``M``) under one global lock, so that two runs of
+different events never race on the same accumulator; for them ``paid_so_far`` comes from the bet's own
+history, and a row the run already wrote for the bet is reused rather than recomputed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+
+from inplay import core
+from inplay.core import LegOutcome, SettleLeg
+from inplay.domain.settlement.effective import effective_results
+from inplay.domain.settlement.model import (
+    KIND_REINSTATED,
+    KIND_ROLLED_BACK,
+    KIND_SETTLED,
+    SETTLEMENT_KINDS,
+    BetSettlementRow,
+    Checkpoint,
+    PriorState,
+    Results,
+    RunMark,
+    RunStats,
+    RunView,
+    SelectionResult,
+    outcome_name,
+)
+from inplay.domain.settlement.ports import Lease, LockService, SettlementStore
+from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, PlacedBet, RunKind, RunState
+from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger, WalletStore
+
+log = logging.getLogger("inplay.settlement")
+
+MULTI_LOCK_KEY = "settlement:multi"
+
+MarkSettled = Callable[[Sequence[str]], Awaitable[object]]
+
+
+def event_lock_key(event_id: str) -> str:
+    return f"settlement:event:{event_id}"
+
+
+def settle_run_id(event_id: str, request_id: str) -> str:
+    return f"{event_id}.s.{request_id}"
+
+
+def rollback_run_id(target_run_id: str, n: int) -> str:
+    return f"{target_run_id}.r{n}"
+
+
+def entry_id_for(run_kind: RunKind, run_id: str, bet_id: str) -> str:
+    prefix = "payout" if run_kind == RunKind.SETTLE else "reversal"
+    return f"{prefix}:{run_id}:{bet_id}"
+
+
+def seq_key_for(at_ms: int, run_id: str) -> str:
+    """Bet history key of a settlement row: ordered by time, unique per run."""
+    return f"{at_ms:013d}:{run_id}"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+@dataclass(frozen=True)
+class SettlementConfig:
+    page_size: int = 5000
+    multi_page_size: int = 1000
+    lock_ttl_ms: int = 15_000
+    # How long a request waits for the event lock (or the multi-event lock) before giving up.
+    lock_wait_ms: int = 10_000
+    multi_lock_wait_ms: int = 600_000
+    history_concurrency: int = 64
+    topic_prefix: str = ""
+    # Test hooks: exit the process (as kill -9 would) at "<phase>:<page_no>:<stage>" with stage one of
+    # "ledger" (rows written, not credited), "credit" (credited, no checkpoint), "checkpoint"; and a delay
+    # after every page (to kill a worker while it runs).
+    crash_at: str = ""
+    page_delay_ms: int = 0
+
+    @classmethod
+    def from_env(cls, topic_prefix: str = "") -> SettlementConfig:
+        return cls(
+            page_size=_env_int("INPLAY_SETTLEMENT_PAGE_SIZE", 5000),
+            multi_page_size=_env_int("INPLAY_SETTLEMENT_MULTI_PAGE_SIZE", 1000),
+            lock_ttl_ms=_env_int("INPLAY_SETTLEMENT_LOCK_TTL_MS", 15_000),
+            lock_wait_ms=_env_int("INPLAY_SETTLEMENT_LOCK_WAIT_MS", 10_000),
+            multi_lock_wait_ms=_env_int("INPLAY_SETTLEMENT_MULTI_LOCK_WAIT_MS", 600_000),
+            history_concurrency=_env_int("INPLAY_SETTLEMENT_HISTORY_CONCURRENCY", 64),
+            topic_prefix=topic_prefix or os.environ.get("INPLAY_TOPIC_PREFIX", ""),
+            crash_at=os.environ.get("INPLAY_SETTLEMENT_CRASH_AT", ""),
+            page_delay_ms=_env_int("INPLAY_SETTLEMENT_PAGE_DELAY_MS", 0),
+        )
+
+
+class LeaseLost(Exception):
+    """The lock was lost (expired and taken over): stop writing at once."""
+
+
+class Guard:
+    """Keeps a lease alive in the background while a run executes; ``verify`` before each write."""
+
+    def __init__(self, lease: Lease, ttl_ms: int) -> None:
+        self.lease = lease
+        self._interval = max(ttl_ms / 3000, 0.05)
+        self._lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Guard:
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _beat(self) -> None:
+        while not self._lost:
+            await asyncio.sleep(self._interval)
+            try:
+                if not await self.lease.check():
+                    self._lost = True
+            except Exception:  # a Redis hiccup: verify() will tell
+                log.warning("lease renewal failed", exc_info=True)
+
+    async def verify(self) -> None:
+        if self._lost or not await self.lease.check():
+            self._lost = True
+            raise LeaseLost("settlement lock lost")
+
+
+async def acquire(locks: LockService, key: str, ttl_ms: int, wait_ms: int) -> Lease | None:
+    """Polls for a lock for up to ``wait_ms``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    delay = 0.02
+    while True:
+        lease = await locks.acquire(key, ttl_ms)
+        if lease is not None:
+            return lease
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def fingerprint(bet_ids: Sequence[str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for bet_id in sorted(bet_ids):
+        h.update(bet_id.encode())
+        h.update(b"\0")
+    return f"{len(bet_ids)}:{h.hexdigest()}"
+
+
+_STATUS_BY_NAME = {s.name: s for s in BetState}
+
+
+def _bet_state(status: object) -> BetState:
+    name = getattr(status, "name", None) or str(status).rsplit(".", 1)[-1]
+    return _STATUS_BY_NAME[str(name)]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    status: BetState
+    return_minor: int
+    legs: tuple[LegOutcome, ...]
+    # Dead-heat factors by leg (for the BetSettled message).
+    error: str = ""
+
+    @property
+    def target_minor(self) -> int:
+        """What the bet should have been paid in total: its return once settled, else nothing."""
+        return self.return_minor if self.status not in (BetState.OPEN, BetState.LOST) else 0
+
+
+def evaluate(bets: Sequence[PlacedBet], results_by_event: dict[str, Results]) -> list[Evaluation]:
+    """All bets in ONE Rust call (``core.settle_bets``). A leg whose market has no effective result is
+    OPEN. If the batch call fails (a bet the core rejects), bets are evaluated one by one and the bad ones
+    stay OPEN with the error recorded, so one bad bet cannot block a whole event."""
+    empty = Results()
+    open_result = SelectionResult(LegOutcome.OPEN)
+    batch: list[tuple[int, list[SettleLeg]]] = []
+    outcomes: list[tuple[LegOutcome, ...]] = []
+    for bet in bets:
+        legs: list[SettleLeg] = []
+        outs: list[LegOutcome] = []
+        for leg in bet.legs:
+            market = results_by_event.get(leg.event_id, empty).markets.get(leg.market_id)
+            sel = open_result if market is None else market.outcome_of(leg.selection_id)
+            legs.append(SettleLeg(leg.odds, sel.outcome, sel.dead_heat))
+            outs.append(sel.outcome)
+        batch.append((bet.stake_minor, legs))
+        outcomes.append(tuple(outs))
+    try:
+        raw = core.settle_bets(batch)
+        return [
+            Evaluation(_bet_state(status), int(ret), outs)
+            for (status, ret), outs in zip(raw, outcomes, strict=True)
+        ]
+    except core.CoreError:
+        log.exception("settle_bets failed for a batch of %d; evaluating one by one", len(batch))
+    out: list[Evaluation] = []
+    for item, outs in zip(batch, outcomes, strict=True):
+        try:
+            [(status, ret)] = core.settle_bets([item])
+            out.append(Evaluation(_bet_state(status), int(ret), outs))
+        except core.CoreError as exc:
+            out.append(Evaluation(BetState.OPEN, 0, outs, error=str(exc)))
+    return out
+
+
+async def _chunks(pages: AsyncIterator[list[PlacedBet]]) -> AsyncIterator[list[PlacedBet]]:
+    async for page in pages:
+        if page:
+            yield page
+
+
+@dataclass
+class _Planned:
+    rows: list[BetSettlementRow]
+    events: list[BetEvent]
+    entries: list[LedgerEntry]
+    credits: list[Credit]
+    messages: list[BusMessage]
+    stats: RunStats
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    """What every page of one execution of a run shares."""
+
+    run: RunView
+    row_kind: str  # SETTLED | ROLLED_BACK | REINSTATED
+
+    @property
+    def run_id(self) -> str:
+        return self.run.record.run_id
+
+    @property
+    def kind(self) -> RunKind:
+        return self.run.record.kind
+
+
+def row_kind_for(run: RunView, runs: Sequence[RunView]) -> str:
+    if run.record.kind == RunKind.SETTLE:
+        return KIND_SETTLED
+    target = next((r for r in runs if r.run_id == run.record.target_run_id), None)
+    return KIND_REINSTATED if target is not None and target.record.kind == RunKind.ROLLBACK else KIND_ROLLED_BACK
+
+
+class RunExecutor:
+    """Runs one settlement run to completion (resuming from its checkpoints)."""
+
+    def __init__(
+        self,
+        store: SettlementStore,
+        ledger: Ledger,
+        wallet: WalletStore,
+        bus: EventBus,
+        locks: LockService,
+        config: SettlementConfig,
+        clock: Callable[[], int],
+        mark_settled: MarkSettled | None = None,
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._wallet = wallet
+        self._bus = bus
+        self._locks = locks
+        self._config = config
+        self._clock = clock
+        self._mark_settled = mark_settled
+        self._topic = config.topic_prefix + TOPIC_SETTLEMENTS
+
+    # ----------------------------------------------------------------------------------------------------
+
+    async def execute(self, run: RunView, runs: Sequence[RunView], guard: Guard) -> RunView:
+        """Executes (or resumes) ``run``; ``runs`` is the event's history including ``run``."""
+        record = run.record
+        await guard.verify()
+        await self._store.mark_run(
+            record.event_id, RunMark(record.run_id, "ATTEMPT", self._clock(), fence=guard.lease.fence)
+        )
+        try:
+            stats = await self._execute(_Ctx(run, row_kind_for(run, runs)), runs, guard)
+        except LeaseLost:
+            log.error("run %s: lock lost, stopped (the next lock holder resumes it)", record.run_id)
+            raise
+        except Exception as exc:
+            log.exception("run %s failed", record.run_id)
+            with contextlib.suppress(Exception):
+                progress = await self.progress(run)
+                await self._store.mark_run(
+                    record.event_id,
+                    RunMark(record.run_id, "FAILED", self._clock(), stats=progress, error=repr(exc)[:500]),
+                )
+            raise
+        finished = self._clock()
+        await guard.verify()
+        await self._store.mark_run(
+            record.event_id,
+            RunMark(record.run_id, "COMPLETED", finished, stats=stats, fence=guard.lease.fence),
+        )
+        log.info(
+            "run %s completed: %d bets, %d changed, %d still open, payouts %d",
+            record.run_id,
+            stats.bets_processed,
+            stats.bets_changed,
+            stats.bets_still_open,
+            stats.payouts_minor,
+        )
+        return replace(run, state=RunState.COMPLETED, stats=stats, finished_at_ms=finished, error="")
+
+    async def progress(self, run: RunView) -> RunStats:
+        """Progress of a run from its checkpoint rows (the latest row per page)."""
+        latest: dict[tuple[str, int], Checkpoint] = {}
+        for cp in await self._store.checkpoints(run.run_id):
+            key = (cp.phase, cp.page_no)
+            if key not in latest or cp.at_ms >= latest[key].at_ms:
+                latest[key] = cp
+        total = RunStats()
+        for cp in latest.values():
+            total = total.plus(cp.stats)
+        return total
+
+    async def _execute(self, ctx: _Ctx, runs: Sequence[RunView], guard: Guard) -> RunStats:
+        record = ctx.run.record
+        event_id = record.event_id
+        results = effective_results(runs)
+        done: dict[tuple[str, int], Checkpoint] = {}
+        for cp in await self._store.checkpoints(record.run_id):
+            done[(cp.phase, cp.page_no)] = cp
+
+        total = RunStats()
+        if ("C", 0) in done:
+            total = replace(total, bets_total=done[("C", 0)].stats.bets_total)
+        else:
+            count = await self._store.count_event_bets(event_id)
+            if count is not None:
+                await self._store.append_checkpoints(
+                    [Checkpoint(record.run_id, "C", 0, "", RunStats(bets_total=count), self._clock())]
+                )
+                total = replace(total, bets_total=count)
+
+        priors = await self._single_priors(record.run_id, runs)
+        multis: list[PlacedBet] = []
+        page_no = 0
+        seen = 0
+        async for page in _chunks(self._ledger.event_bets(event_id, self._config.page_size)):
+            page_no += 1
+            seen += len(page)
+            singles = []
+            for bet in page:
+                if len(bet.event_ids) > 1:
+                    multis.append(bet)
+                else:
+                    singles.append(bet)
+            fp = fingerprint([b.bet_id for b in page])
+            cp = done.get(("S", page_no))
+            if cp is not None and cp.fingerprint == fp:
+                total = total.plus(cp.stats)
+                continue
+            evals = await asyncio.to_thread(evaluate, singles, {event_id: results})
+            none = PriorState()
+            planned = self._plan(
+                ctx, singles, [priors.get(b.bet_id, none) for b in singles], evals, record.started_at_ms
+            )
+            total = total.plus(await self._commit(ctx, "S", page_no, fp, planned, guard))
+
+        if multis:
+            total = total.plus(await self._multi_phase(ctx, multis, results, done, guard))
+        if total.bets_total < seen:
+            total = replace(total, bets_total=seen)
+
+        if record.kind == RunKind.SETTLE and self._mark_settled is not None and record.results.markets:
+            await self._mark_settled(sorted(record.results.markets))
+        return total
+
+    async def _single_priors(self, run_id: str, runs: Sequence[RunView]) -> dict[str, PriorState]:
+        """Paid-so-far and last state of each single-event bet, from the rows of the event's other runs
+        (runs of one event are serialized and complete before the next starts)."""
+        paid: dict[str, int] = {}
+        last: dict[str, tuple[BetState, tuple[LegOutcome, ...]]] = {}
+        for other in runs:
+            if other.run_id == run_id:
+                continue
+            async for rows in self._store.run_bet_rows(other.run_id, self._config.page_size):
+                for row in rows:
+                    if len(row.event_ids) > 1:
+                        continue
+                    paid[row.bet_id] = paid.get(row.bet_id, 0) + row.delta_minor
+                    last[row.bet_id] = (row.status, row.leg_outcomes)
+        return {bet_id: PriorState(paid[bet_id], status, legs) for bet_id, (status, legs) in last.items()}
+
+    # ----------------------------------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        ctx: _Ctx,
+        bets: Sequence[PlacedBet],
+        priors: Sequence[PriorState],
+        evals: Sequence[Evaluation],
+        at_ms: int,
+    ) -> _Planned:
+        planned = _Planned([], [], [], [], [], RunStats())
+        still_open = changed = payouts = 0
+        for bet, prior, ev in zip(bets, priors, evals, strict=True):
+            if ev.status == BetState.OPEN:
+                still_open += 1
+            if ev.error:
+                log.error("bet %s left open: %s", bet.bet_id, ev.error)
+            delta = ev.target_minor - prior.paid_minor
+            prior_legs = prior.leg_outcomes or (LegOutcome.OPEN,) * len(ev.legs)
+            if delta == 0 and ev.status == prior.status and ev.legs == prior_legs:
+                continue
+            changed += 1
+            payouts += delta
+            self._add(planned, ctx, bet, ev.status, ev.legs, delta, ev.target_minor, at_ms, write_event=True)
+        planned.stats = RunStats(
+            bets_processed=len(bets), bets_still_open=still_open, payouts_minor=payouts, bets_changed=changed
+        )
+        return planned
+
+    def _add(
+        self,
+        planned: _Planned,
+        ctx: _Ctx,
+        bet: PlacedBet,
+        status: BetState,
+        legs: tuple[LegOutcome, ...],
+        delta: int,
+        return_minor: int,
+        at_ms: int,
+        *,
+        write_event: bool,
+    ) -> None:
+        run_id = ctx.run_id
+        planned.rows.append(
+            BetSettlementRow(
+                run_id=run_id,
+                bet_id=bet.bet_id,
+                account_id=bet.account_id,
+                status=status,
+                return_minor=return_minor,
+                delta_minor=delta,
+                kind=ctx.row_kind,
+                leg_outcomes=legs,
+                event_ids=bet.event_ids,
+            )
+        )
+        if write_event:
+            planned.events.append(
+                BetEvent(
+                    bet_id=bet.bet_id,
+                    seq_key=seq_key_for(at_ms, run_id),
+                    kind=ctx.row_kind,
+                    status=status,
+                    amount_minor=delta,
+                    run_id=run_id,
+                    at_ms=at_ms,
+                    leg_outcomes=legs,
+                )
+            )
+        if delta != 0:
+            positive_payout = ctx.kind == RunKind.SETTLE and delta > 0
+            entry_id = entry_id_for(ctx.kind, run_id, bet.bet_id)
+            planned.entries.append(
+                LedgerEntry(
+                    entry_id=entry_id,
+                    account_id=bet.account_id,
+                    kind=EntryKind.PAYOUT if positive_payout else EntryKind.PAYOUT_REVERSAL,
+                    amount_minor=delta,
+                    currency=bet.currency,
+                    bet_id=bet.bet_id,
+                    reference=run_id,
+                    created_at_ms=at_ms,
+                )
+            )
+            planned.credits.append(Credit(bet.account_id, entry_id, delta))
+        message = {
+            "type": "BetSettled",
+            "event_id": ctx.run.record.event_id,
+            "run_id": run_id,
+            "run_kind": ctx.kind.name,
+            "kind": ctx.row_kind,
+            "bet_id": bet.bet_id,
+            "account_id": bet.account_id,
+            "status": status.name,
+            "return_minor": return_minor,
+            "amount_minor": delta,
+            "currency": bet.currency,
+            "legs": [
+                {"market_id": lg.market_id, "selection_id": lg.selection_id, "outcome": outcome_name(o)}
+                for lg, o in zip(bet.legs, legs, strict=True)
+            ],
+            "at_ms": at_ms,
+        }
+        planned.messages.append(
+            BusMessage(
+                topic=self._topic,
+                key=ctx.run.record.event_id,
+                value=json.dumps(message, separators=(",", ":")).encode(),
+            )
+        )
+
+    async def _commit(
+        self, ctx: _Ctx, phase: str, page_no: int, fp: str, planned: _Planned, guard: Guard
+    ) -> RunStats:
+        """Writes one page: ledger-side rows first, then the Redis credit, then the events, then the
+        checkpoint. Every step is idempotent, so a crash anywhere is repaired by redoing the page."""
+        await guard.verify()
+        writes: list[Awaitable[object]] = []
+        if planned.rows:
+            writes.append(self._store.append_bet_rows(planned.rows))
+        if planned.events:
+            writes.append(self._ledger.append_bet_events(planned.events))
+        if planned.entries:
+            writes.append(self._ledger.append_entries(planned.entries))
+        if writes:
+            await asyncio.gather(*writes)
+        self._crash_point(phase, page_no, "ledger")
+        negatives: tuple[str, ...] = ()
+        if planned.credits:
+            await guard.verify()
+            await self._wallet.credit_batch(planned.credits)
+            debited = sorted({c.account_id for c in planned.credits if c.amount_minor < 0})
+            if debited:
+                balances = await self._wallet.balances(debited)
+                negatives = tuple(a for a, b in zip(debited, balances, strict=True) if b < 0)
+                if negatives:
+                    log.warning("run %s: %d accounts now negative", ctx.run_id, len(negatives))
+        self._crash_point(phase, page_no, "credit")
+        if planned.messages:
+            await self._bus.publish(planned.messages)
+            await self._bus.flush()
+        stats = replace(planned.stats, negative_balance_accounts=negatives)
+        await self._store.append_checkpoints([Checkpoint(ctx.run_id, phase, page_no, fp, stats, self._clock())])
+        self._crash_point(phase, page_no, "checkpoint")
+        if self._config.page_delay_ms:
+            await asyncio.sleep(self._config.page_delay_ms / 1000)
+        return stats
+
+    def _crash_point(self, phase: str, page_no: int, stage: str) -> None:
+        if self._config.crash_at and self._config.crash_at == f"{phase}:{page_no}:{stage}":
+            log.error("crash injected at %s", self._config.crash_at)
+            os._exit(137)
+
+    # ----------------------------------------------------------------------------------------------------
+
+    async def _multi_phase(
+        self,
+        ctx: _Ctx,
+        bets: list[PlacedBet],
+        own_results: Results,
+        done: dict[tuple[str, int], Checkpoint],
+        guard: Guard,
+    ) -> RunStats:
+        event_id = ctx.run.record.event_id
+        bets.sort(key=lambda b: b.bet_id)
+        size = self._config.multi_page_size
+        total = RunStats()
+        todo: list[tuple[int, list[PlacedBet], str]] = []
+        for no, start in enumerate(range(0, len(bets), size), start=1):
+            page = bets[start : start + size]
+            fp = fingerprint([b.bet_id for b in page])
+            cp = done.get(("M", no))
+            if cp is not None and cp.fingerprint == fp:
+                total = total.plus(cp.stats)
+            else:
+                todo.append((no, page, fp))
+        if not todo:
+            return total
+        lease = await acquire(
+            self._locks, MULTI_LOCK_KEY, self._config.lock_ttl_ms, self._config.multi_lock_wait_ms
+        )
+        if lease is None:
+            raise TimeoutError("could not take the multi-event settlement lock")
+        try:
+            async with Guard(lease, self._config.lock_ttl_ms) as multi_guard:
+                # Read under the lock: runs of other events in their own multi phase cannot interleave.
+                results_by_event = {event_id: own_results}
+                for other in sorted({e for b in bets for e in b.event_ids if e != event_id}):
+                    results_by_event[other] = effective_results(await self._store.event_runs(other))
+                for no, page, fp in todo:
+                    await multi_guard.verify()
+                    total = total.plus(await self._multi_page(ctx, no, fp, page, results_by_event, guard))
+        finally:
+            await lease.release()
+        return total
+
+    async def _multi_page(
+        self,
+        ctx: _Ctx,
+        page_no: int,
+        fp: str,
+        bets: list[PlacedBet],
+        results_by_event: dict[str, Results],
+        guard: Guard,
+    ) -> RunStats:
+        sem = asyncio.Semaphore(self._config.history_concurrency)
+
+        async def history(bet_id: str) -> list[BetEvent]:
+            async with sem:
+                return await self._ledger.bet_history(bet_id)
+
+        histories = await asyncio.gather(*(history(b.bet_id) for b in bets))
+        fresh: list[PlacedBet] = []
+        fresh_priors: list[PriorState] = []
+        own_rows: list[tuple[PlacedBet, BetEvent, PriorState]] = []
+        for bet, hist in zip(bets, histories, strict=True):
+            paid = 0
+            status = BetState.OPEN
+            legs: tuple[LegOutcome, ...] = ()
+            own: BetEvent | None = None
+            for ev in hist:
+                if ev.kind not in SETTLEMENT_KINDS:
+                    continue
+                if ev.run_id == ctx.run_id:
+                    own = ev
+                    continue
+                paid += ev.amount_minor
+                status = ev.status
+                legs = ev.leg_outcomes
+            prior = PriorState(paid, status, legs)
+            if own is not None:
+                own_rows.append((bet, own, prior))
+            else:
+                fresh.append(bet)
+                fresh_priors.append(prior)
+        evals = await asyncio.to_thread(evaluate, fresh, results_by_event)
+        # Rows of the multi phase are written once (a row already there is reused, never recomputed), so
+        # they carry the time they are written: an accumulator's history is in write order.
+        planned = self._plan(ctx, fresh, fresh_priors, evals, self._clock())
+        extra = RunStats()
+        for bet, own, prior in own_rows:
+            total_paid = prior.paid_minor + own.amount_minor
+            self._add(
+                planned, ctx, bet, own.status, own.leg_outcomes, own.amount_minor, total_paid, own.at_ms,
+                write_event=False,
+            )
+            extra = extra.plus(
+                RunStats(
+                    bets_processed=1,
+                    bets_still_open=int(own.status == BetState.OPEN),
+                    payouts_minor=own.amount_minor,
+                    bets_changed=1,
+                )
+            )
+        planned.stats = planned.stats.plus(extra)
+        return await self._commit(ctx, "M", page_no, fp, planned, guard)

@@ -1,0 +1,69 @@
+"""Ports of the settlement domain: its own append-only store and the per-event lock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from inplay.domain.settlement.model import BetSettlementRow, Checkpoint, RunMark, RunRecord, RunView
+
+
+class SettlementStore(Protocol):
+    """Append-only store of runs (headers + state marks), checkpoints and per-run bet rows."""
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Writes the run header (deterministic row: a retry rewrites the same values)."""
+        ...
+
+    async def mark_run(self, event_id: str, mark: RunMark) -> None:
+        ...
+
+    async def event_runs(self, event_id: str) -> list[RunView]:
+        """Every run of the event, oldest first (by start time, then run id)."""
+        ...
+
+    async def append_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        ...
+
+    async def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        ...
+
+    async def append_bet_rows(self, rows: Sequence[BetSettlementRow]) -> None:
+        """Per-run bet rows, idempotent by (run_id, bet_id)."""
+        ...
+
+    def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
+        """Every bet row of a run, in pages."""
+        ...
+
+    async def put_request(self, event_id: str, request_id: str, payload: str) -> None:
+        """Records what a request decided (for ResettleEvent: the run it rolls back) before acting."""
+        ...
+
+    async def get_request(self, event_id: str, request_id: str) -> str | None:
+        ...
+
+    async def count_event_bets(self, event_id: str) -> int | None:
+        """Number of bets of an event (progress total), or None if the store cannot count."""
+        ...
+
+
+class Lease(Protocol):
+    """A held lock. ``fence`` grows with every acquisition of the same key (fencing token)."""
+
+    @property
+    def fence(self) -> int:
+        ...
+
+    async def check(self) -> bool:
+        """True if this lease still holds the lock (and extends it)."""
+        ...
+
+    async def release(self) -> None:
+        ...
+
+
+class LockService(Protocol):
+    async def acquire(self, key: str, ttl_ms: int) -> Lease | None:
+        """Takes the lock if free (None if someone else holds it)."""
+        ...
