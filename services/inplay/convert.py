@@ -64,7 +64,7 @@ def market_to_proto(market: MarketState, now_ms: int | None = None) -> odds_pb2.
         name=market.name,
         sport=market.sport,
         in_play=market.in_play,
-        status=types_pb2.MarketStatus.ValueType(int(market.status)),
+        status=types_pb2.MarketStatus.Name(int(market.status)),
         status_reason=market.status_reason,
         selections=[
             odds_pb2.Selection(selection_id=s.selection_id, name=s.name, odds=odds_to_proto(s.odds))

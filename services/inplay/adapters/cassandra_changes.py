@@ -1,0 +1,113 @@
+"""The market change log in Cassandra (table ``market_changes``, migration 0003): one partition per market,
+clustered oldest first. Appends group the rows of one market into one unlogged batch (a single-partition
+mutation) and send the batches concurrently; reads page with the driver's paging state."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+from cassandra.query import BatchStatement, BatchType
+
+from inplay.model import MarketChange
+
+MAX_BATCH_ROWS = 200
+
+
+async def _await(future: Any) -> Any:
+    """Bridges a cassandra-driver ResponseFuture to asyncio."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle_ok() -> None:
+        if not done.done():
+            done.set_result(future)
+
+    def ok(result: Any) -> None:
+        loop.call_soon_threadsafe(settle_ok)
+
+    def err(exc: BaseException) -> None:
+        def settle_err() -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(settle_err)
+
+    future.add_callbacks(ok, err)
+    return await done
+
+
+class CassandraMarketChangeLog:
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._insert = session.prepare(
+            "INSERT INTO market_changes (market_id, version, at_ms, kind, selection_id, old_value, "
+            "new_value, source, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._select = session.prepare(
+            "SELECT market_id, version, at_ms, kind, selection_id, old_value, new_value, source, reason "
+            "FROM market_changes WHERE market_id = ?"
+        )
+
+    async def append(self, changes: Sequence[MarketChange]) -> None:
+        by_market: dict[str, list[MarketChange]] = {}
+        for c in changes:
+            by_market.setdefault(c.market_id, []).append(c)
+        futures = []
+        for rows in by_market.values():
+            for start in range(0, len(rows), MAX_BATCH_ROWS):
+                part = rows[start : start + MAX_BATCH_ROWS]
+                if len(part) == 1:
+                    c = part[0]
+                    stmt: Any = self._insert.bind(self._row(c))
+                else:
+                    stmt = BatchStatement(batch_type=BatchType.UNLOGGED)
+                    for c in part:
+                        stmt.add(self._insert, self._row(c))
+                futures.append(_await(self._session.execute_async(stmt)))
+        if futures:
+            await asyncio.gather(*futures)
+
+    @staticmethod
+    def _row(c: MarketChange) -> tuple[Any, ...]:
+        return (
+            c.market_id,
+            c.version,
+            c.at_ms,
+            c.kind,
+            c.selection_id,
+            c.old_value,
+            c.new_value,
+            c.source,
+            c.reason,
+        )
+
+    async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
+        stmt = self._select.bind((market_id,))
+        stmt.fetch_size = page_size
+        paging_state = base64.urlsafe_b64decode(page_token.encode()) if page_token else None
+        future = self._session.execute_async(stmt, paging_state=paging_state)
+        await _await(future)
+        result = future.result()
+        rows = list(result.current_rows)
+        changes = [
+            MarketChange(
+                market_id=r.market_id,
+                selection_id=r.selection_id,
+                kind=r.kind,
+                old_value=r.old_value or "",
+                new_value=r.new_value or "",
+                source=r.source or "",
+                reason=r.reason or "",
+                version=int(r.version),
+                at_ms=int(r.at_ms),
+            )
+            for r in rows
+        ]
+        token = base64.urlsafe_b64encode(result.paging_state).decode() if result.paging_state else ""
+        return changes, token
+
+
+__all__ = ["CassandraMarketChangeLog"]

@@ -1,0 +1,239 @@
+"""In-memory twins of the odds cache, the feed mapping store and the market change log (embedded demo,
+unit tests of pure logic). Same semantics as :mod:`inplay.adapters.redis_odds`: versions assigned per
+market, provider-timestamp watermark, kill switches, sticky operator suspension, publish on every write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from inplay.model import MarketChange, MarketState, MarketStatus
+from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteResult
+
+
+class MemoryOddsCache:
+    def __init__(self) -> None:
+        self._markets: dict[str, MarketState] = {}
+        self._watermark: dict[str, int] = {}
+        self._by_event: dict[str, set[str]] = {}
+        self._by_sport: dict[str, set[str]] = {}
+        self._kill: set[tuple[str, str]] = set()
+        self._subs: list[MemoryOddsSubscription] = []
+
+    async def close(self) -> None:
+        for sub in list(self._subs):
+            await sub.close()
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    async def get_markets(self, market_ids: Sequence[str]) -> list[MarketState | None]:
+        return [self._markets.get(m) for m in market_ids]
+
+    async def list_event_markets(self, event_id: str) -> list[MarketState]:
+        return [self._markets[m] for m in sorted(self._by_event.get(event_id, ()))]
+
+    async def markets_in_scope(self, scope: str, target: str) -> list[str]:
+        index = self._by_event if scope == "event" else self._by_sport
+        return sorted(index.get(target, ()))
+
+    # --- writes --------------------------------------------------------------------------------------------
+
+    def _store(self, state: MarketState, watermark: int, correction: bool = False) -> None:
+        self._markets[state.market_id] = state
+        self._watermark[state.market_id] = watermark
+        self._by_event.setdefault(state.event_id, set()).add(state.market_id)
+        self._by_sport.setdefault(state.sport, set()).add(state.market_id)
+        notice = OddsNotice(state, correction)
+        for sub in self._subs:
+            sub.deliver(notice)
+
+    def _killed(self, event_id: str, sport: str) -> bool:
+        return ("event", event_id) in self._kill or ("sport", sport) in self._kill
+
+    async def put_markets(self, markets: Sequence[MarketState]) -> list[CacheWrite]:
+        out = []
+        for m in markets:
+            cur = self._markets.get(m.market_id)
+            if cur is not None and m.version <= cur.version:
+                out.append(CacheWrite(False, cur.version))
+                continue
+            self._store(m, m.updated_at_ms)
+            out.append(CacheWrite(True, m.version))
+        return out
+
+    async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
+        out = []
+        for w in writes:
+            cur = self._markets.get(w.market_id)
+            if cur is not None and cur.status == MarketStatus.SETTLED:
+                out.append(WriteResult("SETTLED", cur, None))
+                continue
+            if cur is not None and w.source_ts_ms <= self._watermark.get(w.market_id, 0):
+                out.append(WriteResult("STALE", cur, None))
+                continue
+            if self._killed(w.event_id, w.sport):
+                status, reason = MarketStatus.SUSPENDED, "KILL_SWITCH"
+            elif cur is not None and cur.status == MarketStatus.SUSPENDED and cur.status_reason == "OPERATOR":
+                status, reason = MarketStatus.SUSPENDED, "OPERATOR"
+            elif w.suspend_reason:
+                status, reason = MarketStatus.SUSPENDED, w.suspend_reason
+            else:
+                status, reason = MarketStatus.ACTIVE, ""
+            new = MarketState(
+                market_id=w.market_id,
+                event_id=w.event_id,
+                sport=w.sport,
+                market_type=w.market_type,
+                name=w.name,
+                in_play=w.in_play,
+                status=status,
+                status_reason=reason,
+                selections=w.selections,
+                version=(cur.version if cur is not None else 0) + 1,
+                updated_at_ms=w.updated_at_ms,
+                source=w.source,
+            )
+            self._store(new, w.source_ts_ms, w.correction)
+            out.append(WriteResult("APPLIED", cur, new))
+        return out
+
+    async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
+        out = []
+        for w in writes:
+            cur = self._markets.get(w.market_id)
+            if cur is None:
+                out.append(WriteResult("NOT_FOUND", None, None))
+                continue
+            if w.source_ts_ms > self._watermark.get(w.market_id, 0):
+                self._watermark[w.market_id] = w.source_ts_ms
+            outcome = "APPLIED"
+            status, reason = cur.status, cur.status_reason
+            if cur.status == MarketStatus.SETTLED:
+                outcome = "UNCHANGED" if w.status == MarketStatus.SETTLED else "SETTLED"
+            elif w.status == MarketStatus.SETTLED:
+                status, reason = MarketStatus.SETTLED, w.reason
+            elif w.status == MarketStatus.SUSPENDED:
+                if cur.status == MarketStatus.SUSPENDED and (
+                    cur.status_reason in (w.reason, "OPERATOR")
+                    or (cur.status_reason == "KILL_SWITCH" and w.reason != "OPERATOR")
+                ):
+                    outcome = "UNCHANGED"
+                else:
+                    status, reason = MarketStatus.SUSPENDED, w.reason
+            elif cur.status != MarketStatus.SUSPENDED:
+                outcome = "UNCHANGED"
+            elif self._killed(cur.event_id, cur.sport):
+                outcome = "KILL_SWITCH"
+            elif w.only_reasons and cur.status_reason not in w.only_reasons:
+                outcome = "UNCHANGED"
+            else:
+                status, reason = MarketStatus.ACTIVE, ""
+            if outcome != "APPLIED":
+                out.append(WriteResult(outcome, cur, None))
+                continue
+            new = replace(cur, status=status, status_reason=reason, version=cur.version + 1)
+            self._store(new, self._watermark.get(w.market_id, 0))
+            out.append(WriteResult("APPLIED", cur, new))
+        return out
+
+    async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:
+        if engaged:
+            self._kill.add((scope, target))
+        else:
+            self._kill.discard((scope, target))
+        return await self.markets_in_scope(scope, target)
+
+    async def kill_switch_engaged(self, event_id: str, sport: str) -> bool:
+        return self._killed(event_id, sport)
+
+    # --- fan-out -------------------------------------------------------------------------------------------
+
+    def open_subscription(self) -> MemoryOddsSubscription:
+        sub = MemoryOddsSubscription(self)
+        self._subs.append(sub)
+        return sub
+
+    def _drop(self, sub: MemoryOddsSubscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subs.remove(sub)
+
+    async def subscribe(self, event_ids: Sequence[str]) -> AsyncIterator[MarketState]:
+        sub = self.open_subscription()
+        try:
+            await sub.add(event_ids)
+            async for notice in sub:
+                yield notice.state
+        finally:
+            await sub.close()
+
+
+class MemoryOddsSubscription:
+    def __init__(self, cache: MemoryOddsCache, queue_size: int = 10_000) -> None:
+        self._cache = cache
+        self._events: set[str] = set()
+        self._queue: asyncio.Queue[OddsNotice | None] = asyncio.Queue(queue_size)
+
+    def deliver(self, notice: OddsNotice) -> None:
+        if notice.state.event_id in self._events:
+            with contextlib.suppress(asyncio.QueueFull):  # like pub/sub: a stuck reader loses messages
+                self._queue.put_nowait(notice)
+
+    async def add(self, event_ids: Sequence[str]) -> None:
+        self._events.update(event_ids)
+
+    async def remove(self, event_ids: Sequence[str]) -> None:
+        self._events.difference_update(event_ids)
+
+    def __aiter__(self) -> AsyncIterator[OddsNotice]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[OddsNotice]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def close(self) -> None:
+        self._cache._drop(self)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+
+class MemoryFeedMappings:
+    def __init__(self) -> None:
+        self._doc: dict[str, Any] | None = None
+
+    async def save(self, document: dict[str, Any]) -> None:
+        self._doc = document
+
+    async def load(self) -> dict[str, Any] | None:
+        return self._doc
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryMarketChangeLog:
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[tuple[int, int, str, str], MarketChange]] = {}
+
+    async def append(self, changes: Sequence[MarketChange]) -> None:
+        for c in changes:
+            self._rows.setdefault(c.market_id, {})[(c.version, c.at_ms, c.kind, c.selection_id)] = c
+
+    async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
+        rows = [v for _, v in sorted(self._rows.get(market_id, {}).items())]
+        start = int(base64.urlsafe_b64decode(page_token.encode()).decode()) if page_token else 0
+        page = rows[start : start + page_size]
+        end = start + len(page)
+        token = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(rows) else ""
+        return page, token
+
+
+__all__ = ["MemoryFeedMappings", "MemoryMarketChangeLog", "MemoryOddsCache", "MemoryOddsSubscription"]

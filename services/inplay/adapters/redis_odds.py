@@ -1,0 +1,542 @@
+"""The odds cache in Redis (:class:`inplay.ports.LiveOddsCache`) and the feed mapping table.
+
+Layout (``p`` = prefix):
+
+- ``{p}mkt:{market_id}`` — one hash per market: ``v`` (version, a per-market counter assigned here),
+  ``st`` (status), ``rs`` (status reason), ``sts`` (provider watermark: the newest provider timestamp
+  applied, ms), ``ev``, ``sp`` and ``b`` (the body: ids, names, selections with odds as ``[num, den]``
+  ints, ``updated_at``, source — compact JSON, never a float).
+- ``{p}ev:{event_id}`` / ``{p}sp:{sport}`` — index sets of market ids.
+- ``{p}ks:event:{id}`` / ``{p}ks:sport:{name}`` — engaged kill switches.
+- channel ``{p}odds:{event_id}`` — every applied change, published by the same Lua call that wrote it, so
+  per market the publish order is the cache order.
+
+Every write is one Lua call per batch. The scripts touch keys they build from the prefix (single Redis
+instance or one shard per deployment; on Redis Cluster the market keys would need an event hash tag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from inplay.core import Odds
+from inplay.model import MarketState, MarketStatus, SelectionPrice
+from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteResult
+
+# --- market body (de)serialization -----------------------------------------------------------------------
+
+
+def encode_body(
+    market_id: str,
+    event_id: str,
+    sport: str,
+    market_type: str,
+    name: str,
+    in_play: bool,
+    selections: Sequence[SelectionPrice],
+    updated_at_ms: int,
+    source: str,
+) -> str:
+    return json.dumps(
+        {
+            "m": market_id,
+            "e": event_id,
+            "sp": sport,
+            "t": market_type,
+            "n": name,
+            "ip": 1 if in_play else 0,
+            "s": [[s.selection_id, s.name, s.odds.num, s.odds.den] for s in selections],
+            "u": updated_at_ms,
+            "src": source,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def decode_state(body: dict[str, Any], version: int, status: int, reason: str) -> MarketState:
+    return MarketState(
+        market_id=body["m"],
+        event_id=body["e"],
+        sport=body["sp"],
+        market_type=body["t"],
+        name=body["n"],
+        in_play=bool(body["ip"]),
+        status=MarketStatus(status),
+        status_reason=reason,
+        selections=tuple(SelectionPrice(s[0], s[1], Odds(int(s[2]), int(s[3]))) for s in body["s"]),
+        version=version,
+        updated_at_ms=int(body["u"]),
+        source=body.get("src", ""),
+    )
+
+
+async def _aclose(conn: Any) -> None:
+    await conn.aclose()
+
+
+def _text(value: Any) -> str:
+    if value is None or value is False:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _state_from_fields(v: Any, st: Any, rs: Any, b: Any) -> MarketState | None:
+    if v is None or v is False or b is None or b is False or _text(b) == "":
+        return None
+    return decode_state(json.loads(b), int(v), int(st), _text(rs))
+
+
+def decode_notice(data: bytes | str) -> OddsNotice:
+    msg = json.loads(data)
+    return OddsNotice(decode_state(msg["b"], int(msg["v"]), int(msg["st"]), msg["rs"]), bool(msg["c"]))
+
+
+# --- Lua ---------------------------------------------------------------------------------------------------
+
+# Per item (11 ARGV): market_id, event_id, sport, source_ts, body, suspend_reason, correction (0/1), mode
+# ("feed" | "put"), put_version, put_status, put_reason.
+# Returns per item: {outcome, old_v, old_st, old_rs, old_b, new_v, new_st, new_rs}.
+_WRITE_PRICES = r"""
+local p = ARGV[1]
+local n = tonumber(ARGV[2])
+local out = {}
+local i = 3
+for k = 1, n do
+  local mid, ev, sp, sts, body = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local sreason, corr, mode = ARGV[i+5], ARGV[i+6], ARGV[i+7]
+  local pv, pst, prs = ARGV[i+8], ARGV[i+9], ARGV[i+10]
+  i = i + 11
+  local key = p .. 'mkt:' .. mid
+  local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b')
+  local exists = cur[1] ~= false
+  local cv = tonumber(cur[1]) or 0
+  local cst = tonumber(cur[2]) or 0
+  local crs = cur[3] or ''
+  local outcome = 'APPLIED'
+  local nv, nst, nrs = 0, 0, ''
+  if mode == 'put' then
+    nv = tonumber(pv)
+    nst = tonumber(pst)
+    nrs = prs
+    if exists and nv <= cv then outcome = 'STALE' end
+  else
+    if cst == 3 then
+      outcome = 'SETTLED'
+    elseif exists and tonumber(sts) <= (tonumber(cur[4]) or 0) then
+      outcome = 'STALE'
+    else
+      nv = cv + 1
+      if redis.call('EXISTS', p .. 'ks:event:' .. ev, p .. 'ks:sport:' .. sp) > 0 then
+        nst, nrs = 2, 'KILL_SWITCH'
+      elseif cst == 2 and crs == 'OPERATOR' then
+        nst, nrs = 2, 'OPERATOR'
+      elseif sreason ~= '' then
+        nst, nrs = 2, sreason
+      else
+        nst, nrs = 1, ''
+      end
+    end
+  end
+  if outcome == 'APPLIED' then
+    redis.call('HSET', key, 'v', nv, 'st', nst, 'rs', nrs, 'sts', sts, 'b', body, 'ev', ev, 'sp', sp)
+    if not exists then
+      redis.call('SADD', p .. 'ev:' .. ev, mid)
+      redis.call('SADD', p .. 'sp:' .. sp, mid)
+    end
+    redis.call('PUBLISH', p .. 'odds:' .. ev,
+      '{"v":' .. nv .. ',"st":' .. nst .. ',"rs":' .. cjson.encode(nrs) .. ',"c":' .. corr
+      .. ',"b":' .. body .. '}')
+    out[k] = {outcome, cv, cst, crs, cur[5] or '', nv, nst, nrs}
+  else
+    out[k] = {outcome, cv, cst, crs, '', cv, cst, crs}
+  end
+end
+return out
+"""
+
+# Per item (5 ARGV): market_id, status, reason, source_ts, only_reasons (comma separated).
+# Returns per item: {outcome, old_v, old_st, old_rs, body, new_v, new_st, new_rs}.
+_WRITE_STATUS = r"""
+local p = ARGV[1]
+local n = tonumber(ARGV[2])
+local out = {}
+local i = 3
+local function sticky(r) return r == 'OPERATOR' or r == 'KILL_SWITCH' end
+for k = 1, n do
+  local mid, want, reason, sts, only = ARGV[i], tonumber(ARGV[i+1]), ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4]
+  i = i + 5
+  local key = p .. 'mkt:' .. mid
+  local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', 'ev', 'sp')
+  if cur[1] == false then
+    out[k] = {'NOT_FOUND', 0, 0, '', '', 0, 0, ''}
+  else
+    local cv, cst, crs = tonumber(cur[1]), tonumber(cur[2]), cur[3] or ''
+    local outcome, nst, nrs = 'APPLIED', cst, crs
+    if sts > (tonumber(cur[4]) or 0) then redis.call('HSET', key, 'sts', sts) end
+    if cst == 3 then
+      if want == 3 then outcome = 'UNCHANGED' else outcome = 'SETTLED' end
+    elseif want == 3 then
+      nst, nrs = 3, reason
+    elseif want == 2 then
+      if cst == 2 and (crs == reason or crs == 'OPERATOR'
+          or (crs == 'KILL_SWITCH' and reason ~= 'OPERATOR')) then
+        outcome = 'UNCHANGED'
+      else
+        nst, nrs = 2, reason
+      end
+    else
+      if cst ~= 2 then
+        outcome = 'UNCHANGED'
+      elseif redis.call('EXISTS', p .. 'ks:event:' .. cur[6], p .. 'ks:sport:' .. cur[7]) > 0 then
+        outcome = 'KILL_SWITCH'
+      elseif only ~= '' and not string.find(',' .. only .. ',', ',' .. crs .. ',', 1, true) then
+        outcome = 'UNCHANGED'
+      else
+        nst, nrs = 1, ''
+      end
+    end
+    if outcome == 'APPLIED' then
+      local nv = cv + 1
+      redis.call('HSET', key, 'v', nv, 'st', nst, 'rs', nrs)
+      redis.call('PUBLISH', p .. 'odds:' .. cur[6],
+        '{"v":' .. nv .. ',"st":' .. nst .. ',"rs":' .. cjson.encode(nrs) .. ',"c":0,"b":' .. cur[5] .. '}')
+      out[k] = {outcome, cv, cst, crs, cur[5], nv, nst, nrs}
+    else
+      out[k] = {outcome, cv, cst, crs, cur[5], cv, cst, crs}
+    end
+  end
+end
+return out
+"""
+
+_LIST_EVENT = r"""
+local ids = redis.call('SMEMBERS', KEYS[1])
+table.sort(ids)
+local out = {}
+for k, mid in ipairs(ids) do
+  local f = redis.call('HMGET', ARGV[1] .. 'mkt:' .. mid, 'v', 'st', 'rs', 'b')
+  out[k] = {f[1], f[2], f[3], f[4]}
+end
+return out
+"""
+
+
+class RedisOddsCache:
+    """:class:`inplay.ports.LiveOddsCache` on Redis (redis.asyncio, Lua scripts)."""
+
+    def __init__(self, client: aioredis.Redis[bytes], prefix: str, url: str = "") -> None:
+        self._r = client
+        self.prefix = prefix
+        self._url = url
+        self._write_prices = client.register_script(_WRITE_PRICES)
+        self._write_status = client.register_script(_WRITE_STATUS)
+        self._list_event = client.register_script(_LIST_EVENT)
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str = "inplay:") -> RedisOddsCache:
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        await client.ping()
+        return cls(client, prefix, url)
+
+    async def close(self) -> None:
+        await _aclose(self._r)
+
+    @property
+    def client(self) -> aioredis.Redis[bytes]:
+        return self._r
+
+    def channel(self, event_id: str) -> str:
+        return f"{self.prefix}odds:{event_id}"
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    async def get_markets(self, market_ids: Sequence[str]) -> list[MarketState | None]:
+        if not market_ids:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for mid in market_ids:
+            pipe.hmget(f"{self.prefix}mkt:{mid}", ["v", "st", "rs", "b"])
+        rows = await pipe.execute()
+        return [_state_from_fields(*row) for row in rows]
+
+    async def list_event_markets(self, event_id: str) -> list[MarketState]:
+        rows = await self._list_event(keys=[f"{self.prefix}ev:{event_id}"], args=[self.prefix])
+        states = [_state_from_fields(*row) for row in rows]
+        return [s for s in states if s is not None]
+
+    async def markets_in_scope(self, scope: str, target: str) -> list[str]:
+        key = f"{self.prefix}{'ev' if scope == 'event' else 'sp'}:{target}"
+        return sorted(_text(m) for m in await self._r.smembers(key))
+
+    # --- writes --------------------------------------------------------------------------------------------
+
+    async def put_markets(self, markets: Sequence[MarketState]) -> list[CacheWrite]:
+        if not markets:
+            return []
+        args: list[Any] = [self.prefix, len(markets)]
+        for m in markets:
+            body = encode_body(
+                m.market_id,
+                m.event_id,
+                m.sport,
+                m.market_type,
+                m.name,
+                m.in_play,
+                m.selections,
+                m.updated_at_ms,
+                m.source,
+            )
+            args += [
+                m.market_id,
+                m.event_id,
+                m.sport,
+                m.updated_at_ms,
+                body,
+                "",
+                0,
+                "put",
+                m.version,
+                int(m.status),
+                m.status_reason,
+            ]
+        raw = await self._write_prices(keys=[], args=args)
+        return [CacheWrite(_text(row[0]) == "APPLIED", int(row[5])) for row in raw]
+
+    async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
+        if not writes:
+            return []
+        args: list[Any] = [self.prefix, len(writes)]
+        bodies = []
+        for w in writes:
+            body = encode_body(
+                w.market_id,
+                w.event_id,
+                w.sport,
+                w.market_type,
+                w.name,
+                w.in_play,
+                w.selections,
+                w.updated_at_ms,
+                w.source,
+            )
+            bodies.append(body)
+            args += [
+                w.market_id,
+                w.event_id,
+                w.sport,
+                w.source_ts_ms,
+                body,
+                w.suspend_reason,
+                1 if w.correction else 0,
+                "feed",
+                0,
+                0,
+                "",
+            ]
+        raw = await self._write_prices(keys=[], args=args)
+        out = []
+        for w, row in zip(writes, raw, strict=True):
+            outcome = _text(row[0])
+            old_body = _text(row[4])
+            before = (
+                decode_state(json.loads(old_body), int(row[1]), int(row[2]), _text(row[3]))
+                if old_body
+                else None
+            )
+            after = None
+            if outcome == "APPLIED":
+                after = MarketState(
+                    market_id=w.market_id,
+                    event_id=w.event_id,
+                    sport=w.sport,
+                    market_type=w.market_type,
+                    name=w.name,
+                    in_play=w.in_play,
+                    status=MarketStatus(int(row[6])),
+                    status_reason=_text(row[7]),
+                    selections=w.selections,
+                    version=int(row[5]),
+                    updated_at_ms=w.updated_at_ms,
+                    source=w.source,
+                )
+            out.append(WriteResult(outcome, before, after))
+        return out
+
+    async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
+        if not writes:
+            return []
+        args: list[Any] = [self.prefix, len(writes)]
+        for w in writes:
+            args += [w.market_id, int(w.status), w.reason, w.source_ts_ms, ",".join(w.only_reasons)]
+        raw = await self._write_status(keys=[], args=args)
+        out = []
+        for row in raw:
+            outcome = _text(row[0])
+            body_text = _text(row[4])
+            if not body_text:
+                out.append(WriteResult(outcome, None, None))
+                continue
+            body = json.loads(body_text)
+            before = decode_state(body, int(row[1]), int(row[2]), _text(row[3]))
+            after = (
+                decode_state(body, int(row[5]), int(row[6]), _text(row[7])) if outcome == "APPLIED" else None
+            )
+            out.append(WriteResult(outcome, before, after))
+        return out
+
+    async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:
+        key = f"{self.prefix}ks:{scope}:{target}"
+        if engaged:
+            await self._r.set(key, b"1")
+        else:
+            await self._r.delete(key)
+        return await self.markets_in_scope(scope, target)
+
+    async def kill_switch_engaged(self, event_id: str, sport: str) -> bool:
+        n = await self._r.exists(f"{self.prefix}ks:event:{event_id}", f"{self.prefix}ks:sport:{sport}")
+        return int(n) > 0
+
+    # --- fan-out -------------------------------------------------------------------------------------------
+
+    def open_subscription(self) -> RedisOddsSubscription:
+        return RedisOddsSubscription(self._r, self.prefix)
+
+    async def subscribe(self, event_ids: Sequence[str]) -> AsyncIterator[MarketState]:
+        sub = self.open_subscription()
+        try:
+            await sub.add(event_ids)
+            async for notice in sub:
+                yield notice.state
+        finally:
+            await sub.close()
+
+
+class RedisOddsSubscription:
+    """One pub/sub connection for any number of event channels (the StreamOdds hub holds one per
+    process). A reader task parses messages into a bounded queue; ``add`` returns once Redis confirmed
+    the subscription. A lost connection ends the iteration with ``ConnectionError`` (the hub reopens and
+    resynchronizes its clients with a SNAPSHOT)."""
+
+    def __init__(self, client: aioredis.Redis[bytes], prefix: str, queue_size: int = 10_000) -> None:
+        self._pubsub = client.pubsub()
+        self._prefix = prefix
+        self._queue: asyncio.Queue[OddsNotice | BaseException] = asyncio.Queue(queue_size)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    def _channel(self, event_id: str) -> str:
+        return f"{self._prefix}odds:{event_id}"
+
+    async def add(self, event_ids: Sequence[str]) -> None:
+        channels = [self._channel(e) for e in event_ids]
+        if not channels:
+            return
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        async with self._lock:
+            for ch in channels:
+                fut: asyncio.Future[None] = loop.create_future()
+                self._waiters.setdefault(ch, []).append(fut)
+                futures.append(fut)
+            await self._pubsub.subscribe(*channels)
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read(), name="odds-subscription")
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
+
+    async def remove(self, event_ids: Sequence[str]) -> None:
+        channels = [self._channel(e) for e in event_ids]
+        if channels and not self._closed:
+            async with self._lock:
+                await self._pubsub.unsubscribe(*channels)
+
+    async def _read(self) -> None:
+        try:
+            while not self._closed:
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                if msg is None:
+                    continue
+                kind = _text(msg.get("type"))
+                if kind == "message":
+                    await self._queue.put(decode_notice(msg["data"]))
+                elif kind == "subscribe":
+                    for fut in self._waiters.pop(_text(msg.get("channel")), []):
+                        if not fut.done():
+                            fut.set_result(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # connection lost: end the iteration with the error
+            for futs in self._waiters.values():
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_exception(ConnectionError(str(exc)))
+            self._waiters.clear()
+            await self._queue.put(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+
+    def __aiter__(self) -> AsyncIterator[OddsNotice]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[OddsNotice]:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await _aclose(self._pubsub)
+
+
+# --- feed mapping table ------------------------------------------------------------------------------------
+
+
+class RedisFeedMappings:
+    """The provider-id mapping table (see :mod:`inplay.domain.feed.mapping`), one JSON document in Redis
+    under ``{prefix}feed:mapping``, replaced whole by ``inplay-feed-mapping load FILE``."""
+
+    def __init__(self, client: aioredis.Redis[bytes], prefix: str) -> None:
+        self._r = client
+        self._key = f"{prefix}feed:mapping"
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str = "inplay:") -> RedisFeedMappings:
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        await client.ping()
+        return cls(client, prefix)
+
+    async def save(self, document: dict[str, Any]) -> None:
+        await self._r.set(self._key, json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+
+    async def load(self) -> dict[str, Any] | None:
+        raw = await self._r.get(self._key)
+        if raw is None:
+            return None
+        doc: dict[str, Any] = json.loads(raw)
+        return doc
+
+    async def close(self) -> None:
+        await _aclose(self._r)
+
+
+__all__ = [
+    "RedisFeedMappings",
+    "RedisOddsCache",
+    "RedisOddsSubscription",
+    "decode_notice",
+    "decode_state",
+    "encode_body",
+]

@@ -1,0 +1,486 @@
+"""The feed pipeline: reception -> validation -> normalization -> enrichment -> cache + Kafka.
+
+Work is done per chunk of messages (``FeedRules.chunk_size``): every message of the chunk is parsed and
+judged in order (sequence/duplicate tracking, routing and price-jump history are sequential state), then
+the resulting cache operations run as few Lua calls as possible — consecutive price writes in one
+``write_prices`` call, status changes (bet stop, incidents) in one ``write_status`` call, in message order —
+and every Kafka message of the chunk (raw, odds, market changes) is enqueued as one produce batch.
+
+- reception: every message, valid or not, goes to ``inplay.feed.raw.v1`` (key = provider) with its
+  source, sequence (-1 when unreadable) and receive time — append-only;
+- validation: schema/types, timestamps (missing, too far in the future), odds > 1.0, duplicates,
+  sequence gaps (an anomaly: counted, feeds failover, the message is still applied when valid);
+- normalization: provider ids -> internal ids through the mapping table (UNMAPPED otherwise), exact odds;
+- enrichment: market metadata, active-provider routing (STANDBY for the other provider), feed lag and
+  price-jump checks (-> the write keeps the market SUSPENDED with FEED_LAG / PRICE_JUMP);
+- cache: versioned write in Redis (older provider timestamps -> STALE_VERSION, settled -> MARKET_SETTLED),
+  publish to the event channel in the same script; odds to ``inplay.odds.v1`` (key = market id); changes to
+  the market change log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter as PromCounter
+
+from inplay.core import Odds
+from inplay.domain.feed.health import HEARTBEAT_TIMEOUT, FeedRouter, Switch
+from inplay.domain.feed.mapping import EventInfo, FeedMappingService, MarketInfo
+from inplay.domain.feed.messages import (
+    BET_STOP,
+    DUPLICATE,
+    END,
+    HEARTBEAT,
+    INCIDENT,
+    MARKET_SETTLED,
+    PRICES,
+    SCHEMA,
+    SEQUENCE_GAP,
+    STALE_VERSION,
+    STANDBY,
+    TIMESTAMP_FUTURE,
+    UNKNOWN_PROVIDER,
+    UNMAPPED,
+    ProviderMessage,
+    Rejected,
+)
+from inplay.domain.feed.providers import ProviderAdapter, default_adapters
+from inplay.domain.feed.rules import FeedRules
+from inplay.domain.markets import (
+    FEED_LAG,
+    MATCH_END,
+    PRICE_JUMP,
+    PROVIDER_DISCONNECT,
+    MarketControl,
+    changes_between,
+)
+from inplay.model import MarketChange, MarketState, SelectionPrice
+from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS, BusMessage, EventBus, LiveOddsCache, PriceWrite
+
+log = logging.getLogger("inplay.feed")
+
+FEED_MESSAGES = PromCounter(
+    "inplay_feed_messages_total", "Feed messages by provider and outcome", ["outcome"]
+)
+FEED_REJECTED = PromCounter("inplay_feed_rejected_total", "Feed messages rejected by reason", ["reason"])
+FEED_ANOMALIES = PromCounter("inplay_feed_anomalies_total", "Feed anomalies (not rejections)", ["reason"])
+FEED_SWITCHES = PromCounter("inplay_feed_provider_switches_total", "Provider failovers/fail-backs", ["cause"])
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    provider: str
+    payload: bytes
+    received_at_ms: int
+
+
+@dataclass
+class IngestSummary:
+    received: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    anomalies: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: IngestSummary) -> None:
+        self.received += other.received
+        self.accepted += other.accepted
+        self.rejected.update(other.rejected)
+        self.anomalies.update(other.anomalies)
+
+
+@dataclass
+class _PriceOp:
+    write: PriceWrite
+    index: int
+
+
+@dataclass
+class _StatusOp:
+    market_ids: tuple[str, ...]
+    reason: str
+    source: str
+    source_ts_ms: int
+    index: int
+
+
+@dataclass
+class _SwitchOp:
+    switch: Switch
+    event: EventInfo
+    suspend: bool
+
+
+_Op = _PriceOp | _StatusOp | _SwitchOp
+
+
+def odds_json(state: MarketState) -> bytes:
+    return json.dumps(
+        {
+            "market_id": state.market_id,
+            "event_id": state.event_id,
+            "sport": state.sport,
+            "market_type": state.market_type,
+            "status": state.status.name,
+            "status_reason": state.status_reason,
+            "version": state.version,
+            "selections": [[s.selection_id, s.odds.num, s.odds.den] for s in state.selections],
+            "updated_at_ms": state.updated_at_ms,
+            "source": state.source,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def raw_json(raw: RawMessage, seq: int) -> bytes:
+    try:
+        body: dict[str, object] = {"payload": raw.payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        body = {"payload_b64": base64.b64encode(raw.payload).decode()}
+    return json.dumps(
+        {"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
+    """|new/old - 1| > band, exactly: |n1*d0 - n0*d1| * 10000 > band * n0 * d1 (decimal odds n/d)."""
+    return bool(abs(new.num * old.den - old.num * new.den) * 10_000 > band_bp * old.num * new.den)
+
+
+class FeedPipeline:
+    """Stateful ingestion (one instance per ingest process; chunks are processed one at a time)."""
+
+    def __init__(
+        self,
+        cache: LiveOddsCache,
+        bus: EventBus,
+        mappings: FeedMappingService,
+        control: MarketControl,
+        rules: FeedRules | None = None,
+        topic_prefix: str = "",
+        clock: Callable[[], int] = now_ms,
+        adapters: dict[str, ProviderAdapter] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.bus = bus
+        self.mappings = mappings
+        self.control = control
+        self.rules = rules or FeedRules()
+        self.router = FeedRouter(self.rules)
+        self.clock = clock
+        self.adapters = adapters if adapters is not None else default_adapters()
+        self._topic_raw = topic_prefix + TOPIC_FEED_RAW
+        self._topic_odds = topic_prefix + TOPIC_ODDS
+        self._lock = asyncio.Lock()
+        # Per market: recent (provider ts, prices) within the jump window.
+        self._history: dict[str, deque[tuple[int, dict[str, Odds]]]] = {}
+        # Events whose markets were suspended for PROVIDER_DISCONNECT (once per episode).
+        self._disconnected: set[str] = set()
+        self.totals = IngestSummary()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    # --- entry points --------------------------------------------------------------------------------------
+
+    async def ingest(self, raws: Sequence[RawMessage]) -> IngestSummary:
+        summary = IngestSummary()
+        size = max(1, self.rules.chunk_size)
+        for start in range(0, len(raws), size):
+            async with self._lock:
+                await self._process(raws[start : start + size], summary)
+        self.totals.merge(summary)
+        return summary
+
+    async def tick(self, now: int | None = None) -> None:
+        """Watchdog step: failover/fail-back on health, PROVIDER_DISCONNECT suspension on heartbeat loss."""
+        async with self._lock:
+            t = self.clock() if now is None else now
+            ops: list[_Op] = []
+            for event in self.mappings.table.events.values():
+                if not any(self.router.provider(p).last_seen_ms for p in event.providers):
+                    continue  # never fed: nothing to watch
+                self._route_health(event, t, ops)
+            await self._execute(ops, [], None)
+
+    async def run_watchdog(self) -> None:
+        interval = self.rules.watchdog_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("feed watchdog step failed")
+
+    def start(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self.run_watchdog(), name="feed-watchdog")
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+
+    # --- per chunk -----------------------------------------------------------------------------------------
+
+    async def _process(self, chunk: Sequence[RawMessage], summary: IngestSummary) -> None:
+        bus_out: list[BusMessage] = []
+        ops: list[_Op] = []
+        outcome: list[str] = [""] * len(chunk)  # "" = accepted, else the rejection reason
+        for i, raw in enumerate(chunk):
+            seq = -1
+            try:
+                adapter = self.adapters.get(raw.provider)
+                if adapter is None:
+                    raise Rejected(UNKNOWN_PROVIDER, raw.provider)
+                msg = adapter.parse(raw.payload)
+                seq = msg.seq
+                bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
+                self._accept(msg, raw, i, ops, summary)
+            except Rejected as rej:
+                if seq < 0:
+                    bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
+                outcome[i] = rej.reason
+                log.info(
+                    "feed message rejected",
+                    extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
+                )
+        await self._execute(ops, bus_out, outcome)
+        summary.received += len(chunk)
+        for reason in outcome:
+            if reason:
+                summary.rejected[reason] += 1
+                FEED_REJECTED.labels(reason).inc()
+            else:
+                summary.accepted += 1
+        FEED_MESSAGES.labels("accepted").inc(sum(1 for r in outcome if not r))
+        FEED_MESSAGES.labels("rejected").inc(sum(1 for r in outcome if r))
+
+    def _accept(
+        self, msg: ProviderMessage, raw: RawMessage, index: int, ops: list[_Op], summary: IngestSummary
+    ) -> None:
+        """Validation, normalization and enrichment of one parsed message; appends its cache operations."""
+        received = raw.received_at_ms
+        if msg.ts_ms > received + self.rules.max_future_ms:
+            raise Rejected(TIMESTAMP_FUTURE, f"ts {msg.ts_ms} is {msg.ts_ms - received} ms ahead")
+        health = self.router.provider(msg.provider)
+        if health.is_duplicate(msg.seq):
+            raise Rejected(DUPLICATE, f"seq {msg.seq}")
+        lag = max(0, received - msg.ts_ms)
+        if health.observe(msg.seq, received, lag, self.rules):
+            summary.anomalies[SEQUENCE_GAP] += 1
+            FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
+            log.warning("feed sequence gap", extra={"provider": msg.provider, "seq": msg.seq})
+        if msg.kind == HEARTBEAT:
+            return
+        table = self.mappings.table
+        event = table.event(msg.provider, msg.event_ref)
+        if event is None or msg.provider not in event.providers:
+            raise Rejected(UNMAPPED, f"event {msg.event_ref!r} of {msg.provider}")
+        self._route_health(event, received, ops)
+        if self.router.active_for(event) != msg.provider:
+            raise Rejected(STANDBY, f"{msg.provider} is standby for {event.event_id}")
+        self._disconnected.discard(event.event_id)
+        if msg.kind == PRICES:
+            self._prices(msg, event, received, lag, index, ops)
+        elif msg.kind == BET_STOP:
+            if msg.market_refs:
+                ids = []
+                for ref in msg.market_refs:
+                    market = table.market(msg.provider, ref)
+                    if market is None or market.event_id != event.event_id:
+                        raise Rejected(UNMAPPED, f"market {ref!r} of {msg.provider}")
+                    ids.append(market.market_id)
+            else:
+                ids = list(event.market_ids)
+            self._suspend_op(ids, BET_STOP, msg, index, ops)
+        elif msg.kind == INCIDENT:
+            self._suspend_op(list(event.market_ids), msg.incident, msg, index, ops)
+        elif msg.kind == END:
+            self._suspend_op(list(event.market_ids), MATCH_END, msg, index, ops)
+
+    def _suspend_op(
+        self, ids: list[str], reason: str, msg: ProviderMessage, index: int, ops: list[_Op]
+    ) -> None:
+        for mid in ids:
+            self._history.pop(mid, None)  # the next prices start a new band
+        ops.append(_StatusOp(tuple(ids), reason, msg.provider, msg.ts_ms, index))
+
+    def _prices(
+        self, msg: ProviderMessage, event: EventInfo, received: int, lag: int, index: int, ops: list[_Op]
+    ) -> None:
+        table = self.mappings.table
+        writes: list[PriceWrite] = []
+        for pm in msg.markets:
+            market = table.market(msg.provider, pm.ref)
+            if market is None or market.event_id != event.event_id:
+                raise Rejected(UNMAPPED, f"market {pm.ref!r} of {msg.provider}")
+            selections = self._selections(msg.provider, market, pm.prices)
+            threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
+            reason = FEED_LAG if lag > threshold else ""
+            if self._jumped(market.market_id, msg.ts_ms, selections) and not reason:
+                reason = PRICE_JUMP
+            writes.append(
+                PriceWrite(
+                    market_id=market.market_id,
+                    event_id=event.event_id,
+                    sport=event.sport,
+                    market_type=market.market_type,
+                    name=market.name,
+                    in_play=event.in_play,
+                    selections=selections,
+                    source_ts_ms=msg.ts_ms,
+                    updated_at_ms=msg.ts_ms,
+                    source=msg.provider,
+                    suspend_reason=reason,
+                    correction=msg.correction,
+                )
+            )
+        ops.extend(_PriceOp(w, index) for w in writes)
+
+    @staticmethod
+    def _selections(
+        provider: str, market: MarketInfo, prices: tuple[tuple[str, Odds], ...]
+    ) -> tuple[SelectionPrice, ...]:
+        refs = market.selections.get(provider, {})
+        by_id: dict[str, Odds] = {}
+        for ref, odds in prices:
+            info = refs.get(ref)
+            if info is None:
+                raise Rejected(UNMAPPED, f"selection {ref!r} of market {market.market_id}")
+            by_id[info.selection_id] = odds
+        out = tuple(
+            SelectionPrice(s.selection_id, s.name, by_id[s.selection_id])
+            for s in market.ordered
+            if s.selection_id in by_id
+        )
+        if len(out) != len(market.ordered):
+            raise Rejected(
+                SCHEMA, f"market {market.market_id}: {len(out)} of {len(market.ordered)} selections"
+            )
+        return out
+
+    def _jumped(self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]) -> bool:
+        """True when a selection moved beyond the band against any price of the last window; after a jump the
+        window restarts from the new prices (the next update within band confirms them)."""
+        prices = {s.selection_id: s.odds for s in selections}
+        history = self._history.setdefault(market_id, deque())
+        while history and history[0][0] < ts - self.rules.jump_window_ms:
+            history.popleft()
+        jumped = any(
+            (old := past.get(sid)) is not None and _moved_beyond(old, new, self.rules.jump_band_bp)
+            for _, past in history
+            for sid, new in prices.items()
+        )
+        if jumped:
+            history.clear()
+        history.append((ts, prices))
+        if len(history) > 64:
+            history.popleft()
+        return jumped
+
+    def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> None:
+        switch = self.router.evaluate(event, now)
+        if switch is not None:
+            ops.append(_SwitchOp(switch, event, switch.cause == HEARTBEAT_TIMEOUT))
+            if switch.cause == HEARTBEAT_TIMEOUT:
+                self._disconnected.add(event.event_id)
+            return
+        active = self.router.provider(self.router.active_for(event))
+        if (
+            active.last_seen_ms
+            and now - active.last_seen_ms > self.rules.heartbeat_timeout_ms
+            and event.event_id not in self._disconnected
+        ):
+            self._disconnected.add(event.event_id)
+            ops.append(_StatusOp(event.market_ids, PROVIDER_DISCONNECT, "watchdog", 0, -1))
+            log.warning(
+                "active provider silent: event suspended",
+                extra={"event_id": event.event_id, "provider": active.name},
+            )
+
+    # --- cache + bus ---------------------------------------------------------------------------------------
+
+    async def _execute(self, ops: list[_Op], bus_out: list[BusMessage], outcome: list[str] | None) -> None:
+        changes: list[MarketChange] = []
+        at = self.clock()
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if isinstance(op, _PriceOp):
+                j = i
+                while j < len(ops) and isinstance(ops[j], _PriceOp):
+                    j += 1
+                batch = [o for o in ops[i:j] if isinstance(o, _PriceOp)]
+                results = await self.cache.write_prices([o.write for o in batch])
+                # A message is accepted when at least one of its markets was written.
+                written: dict[int, str] = {}
+                for o, res in zip(batch, results, strict=True):
+                    if res.applied and res.after is not None:
+                        written[o.index] = ""
+                        bus_out.append(
+                            BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after))
+                        )
+                        changes += changes_between(res.before, res.after, o.write.source, "", at)
+                    elif o.index not in written:
+                        written[o.index] = MARKET_SETTLED if res.outcome == "SETTLED" else STALE_VERSION
+                if outcome is not None:
+                    for idx, reason in written.items():
+                        outcome[idx] = reason
+                i = j
+                continue
+            if isinstance(op, _StatusOp):
+                await self.control.suspend(op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms)
+            else:
+                await self._switch(op, at)
+            i += 1
+        if changes:
+            await self.control.recorder.record(changes)
+        if bus_out:
+            await self.bus.publish(bus_out)
+
+    async def _switch(self, op: _SwitchOp, at: int) -> None:
+        sw = op.switch
+        FEED_SWITCHES.labels(sw.cause).inc()
+        log.warning(
+            "feed provider switch",
+            extra={"event_id": sw.event_id, "from": sw.old, "to": sw.new, "cause": sw.cause},
+        )
+        states = await self.cache.get_markets(list(op.event.market_ids))
+        await self.control.recorder.record(
+            [
+                MarketChange(
+                    mid,
+                    "",
+                    "PROVIDER",
+                    sw.old,
+                    sw.new,
+                    "feed-router",
+                    sw.cause,
+                    st.version if st is not None else 0,
+                    at,
+                )
+                for mid, st in zip(op.event.market_ids, states, strict=True)
+            ]
+        )
+        if op.suspend:
+            await self.control.suspend(op.event.market_ids, PROVIDER_DISCONNECT, "watchdog", sw.cause)
+
+
+__all__ = ["FeedPipeline", "IngestSummary", "RawMessage"]

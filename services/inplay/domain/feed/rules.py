@@ -1,0 +1,50 @@
+"""Feed pipeline settings (``INPLAY_FEED_*`` environment variables). Durations in milliseconds."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+@dataclass(frozen=True)
+class FeedRules:
+    # Feed lag (receive time - provider timestamp) above which a market is suspended (FEED_LAG).
+    lag_inplay_ms: int = 500
+    lag_prematch_ms: int = 5_000
+    # Price jump band: a selection moving more than this (basis points of decimal odds) within the window
+    # suspends the market (PRICE_JUMP) until a following update confirms the new level.
+    jump_band_bp: int = 1_500
+    jump_window_ms: int = 2_000
+    # Provider timestamps further than this in the future are rejected (TIMESTAMP_FUTURE).
+    max_future_ms: int = 5_000
+    # Provider health: heartbeat (any message) timeout, failover lag, sequence-gap memory, fail-back delay.
+    heartbeat_timeout_ms: int = 3_000
+    failover_lag_ms: int = 1_000
+    gap_window_ms: int = 5_000
+    failback_after_ms: int = 3_000
+    # Messages per processing chunk (one Lua call and one produce batch per chunk).
+    chunk_size: int = 500
+    # Watchdog period.
+    watchdog_interval_ms: int = 100
+
+    @classmethod
+    def from_env(cls) -> FeedRules:
+        d = cls()
+        return cls(
+            lag_inplay_ms=_int("INPLAY_FEED_LAG_INPLAY_MS", d.lag_inplay_ms),
+            lag_prematch_ms=_int("INPLAY_FEED_LAG_PREMATCH_MS", d.lag_prematch_ms),
+            jump_band_bp=_int("INPLAY_FEED_JUMP_BAND_BP", d.jump_band_bp),
+            jump_window_ms=_int("INPLAY_FEED_JUMP_WINDOW_MS", d.jump_window_ms),
+            max_future_ms=_int("INPLAY_FEED_MAX_FUTURE_MS", d.max_future_ms),
+            heartbeat_timeout_ms=_int("INPLAY_FEED_HEARTBEAT_TIMEOUT_MS", d.heartbeat_timeout_ms),
+            failover_lag_ms=_int("INPLAY_FEED_FAILOVER_LAG_MS", d.failover_lag_ms),
+            gap_window_ms=_int("INPLAY_FEED_GAP_WINDOW_MS", d.gap_window_ms),
+            failback_after_ms=_int("INPLAY_FEED_FAILBACK_AFTER_MS", d.failback_after_ms),
+            chunk_size=_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
+            watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
+        )

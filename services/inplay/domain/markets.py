@@ -1,0 +1,263 @@
+"""Market lifecycle and the append-only change log.
+
+Lifecycle: ACTIVE -> SUSPENDED -> ACTIVE (reopened) -> SETTLED (terminal). Status changes go through the
+odds cache's atomic status script (version bump + publish); prices go through the feed pipeline. Every
+change of price or status is recorded here with its source and reason: in the :class:`MarketChangeLog`
+(Cassandra ``market_changes``, migration 0003) and on Kafka ``inplay.market-changes.v1`` (key market id).
+
+Suspension reasons (``MarketState.status_reason``):
+
+- feed: ``BET_STOP``, ``FEED_LAG``, ``PRICE_JUMP``, ``PROVIDER_DISCONNECT``, ``GOAL``, ``RED_CARD``,
+  ``VAR``, ``MATCH_END`` — cleared by fresh prices from the active provider (newer than the suspension);
+- ``OPERATOR`` — sticky: only ``AdminService.ResumeMarket`` reopens the market;
+- ``KILL_SWITCH`` — held while the event's or sport's kill switch is engaged (even if prices arrive);
+  after release, fresh prices reopen the market.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
+from inplay.model import MarketChange, MarketState, MarketStatus
+from inplay.ports import TOPIC_MARKET_CHANGES, BusMessage, EventBus, LiveOddsCache, StatusWrite, WriteResult
+
+log = logging.getLogger("inplay.markets")
+
+# Feed suspension reasons.
+BET_STOP = "BET_STOP"
+FEED_LAG = "FEED_LAG"
+PRICE_JUMP = "PRICE_JUMP"
+PROVIDER_DISCONNECT = "PROVIDER_DISCONNECT"
+MATCH_END = "MATCH_END"
+INCIDENTS = ("GOAL", "RED_CARD", "VAR")
+OPERATOR = "OPERATOR"
+KILL_SWITCH = "KILL_SWITCH"
+SETTLED = "SETTLED"
+
+SCOPES = ("event", "sport")
+CHUNK = 1000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MarketChangeLog(Protocol):
+    """Append-only log of price/status changes, per market, oldest first."""
+
+    async def append(self, changes: Sequence[MarketChange]) -> None:
+        """Idempotent per change (market, version, at, kind, selection): a retry stores the same rows."""
+        ...
+
+    async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
+        """Returns (changes, next_page_token); the token is empty on the last page."""
+        ...
+
+
+def status_text(status: MarketStatus, reason: str) -> str:
+    return status.name if not reason or status != MarketStatus.SUSPENDED else f"{status.name}:{reason}"
+
+
+def price_text(state: MarketState, selection_id: str) -> str:
+    sel = state.selection(selection_id)
+    if sel is None:
+        return ""
+    return f"{sel.odds.decimal_str()} ({sel.odds.num}/{sel.odds.den})"
+
+
+def changes_between(
+    before: MarketState | None, after: MarketState, source: str, reason: str, at_ms: int
+) -> list[MarketChange]:
+    """The log entries for one applied write: one STATUS entry if the status changed, one PRICE entry per
+    selection whose odds changed (or appeared)."""
+    out: list[MarketChange] = []
+    old_status = status_text(before.status, before.status_reason) if before is not None else ""
+    new_status = status_text(after.status, after.status_reason)
+    if old_status != new_status:
+        out.append(
+            MarketChange(
+                after.market_id,
+                "",
+                "STATUS",
+                old_status,
+                new_status,
+                source,
+                reason or after.status_reason or "FEED",
+                after.version,
+                at_ms,
+            )
+        )
+    for sel in after.selections:
+        old = before.selection(sel.selection_id) if before is not None else None
+        if old is None or (old.odds.num, old.odds.den) != (sel.odds.num, sel.odds.den):
+            out.append(
+                MarketChange(
+                    after.market_id,
+                    sel.selection_id,
+                    "PRICE",
+                    price_text(before, sel.selection_id) if before is not None else "",
+                    price_text(after, sel.selection_id),
+                    source,
+                    reason or "FEED",
+                    after.version,
+                    at_ms,
+                )
+            )
+    return out
+
+
+def change_to_json(change: MarketChange) -> bytes:
+    return json.dumps(
+        {
+            "market_id": change.market_id,
+            "selection_id": change.selection_id,
+            "kind": change.kind,
+            "old_value": change.old_value,
+            "new_value": change.new_value,
+            "source": change.source,
+            "reason": change.reason,
+            "version": change.version,
+            "at_ms": change.at_ms,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class ChangeRecorder:
+    """Writes change entries to the log and to Kafka, one call each per batch."""
+
+    def __init__(self, log_store: MarketChangeLog, bus: EventBus | None, topic_prefix: str = "") -> None:
+        self.store = log_store
+        self._bus = bus
+        self._topic = topic_prefix + TOPIC_MARKET_CHANGES
+
+    async def record(self, changes: Sequence[MarketChange]) -> None:
+        if not changes:
+            return
+        if self._bus is not None:
+            await self._bus.publish(
+                [BusMessage(self._topic, c.market_id, change_to_json(c)) for c in changes]
+            )
+        await self.store.append(changes)
+
+
+class MarketControl:
+    """Manual and automatic status changes: suspend / resume / settle, kill switches. Used by the feed
+    pipeline and watchdog, AdminService and the settlement engine (``settle``)."""
+
+    def __init__(
+        self,
+        cache: LiveOddsCache,
+        recorder: ChangeRecorder,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.cache = cache
+        self.recorder = recorder
+        self._clock = clock
+
+    async def _apply(self, writes: Sequence[StatusWrite], source: str, note: str) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        for start in range(0, len(writes), CHUNK):
+            chunk = writes[start : start + CHUNK]
+            part = await self.cache.write_status(chunk)
+            now = self._clock()
+            changes: list[MarketChange] = []
+            for res in part:
+                if res.applied and res.after is not None:
+                    changes += changes_between(res.before, res.after, source, note, now)
+            await self.recorder.record(changes)
+            results += part
+        applied = [w.market_id for w, r in zip(writes, results, strict=True) if r.applied]
+        if applied:
+            log.info(
+                "market status changed",
+                extra={
+                    "markets": applied[:50],
+                    "count": len(applied),
+                    "source": source,
+                    "reason": note,
+                    "status": writes[0].status.name,
+                },
+            )
+        return results
+
+    async def suspend(
+        self, market_ids: Sequence[str], reason: str, source: str, note: str = "", source_ts_ms: int = 0
+    ) -> list[WriteResult]:
+        writes = [StatusWrite(m, MarketStatus.SUSPENDED, reason, source_ts_ms) for m in market_ids]
+        return await self._apply(writes, source, note or reason)
+
+    async def resume(
+        self, market_ids: Sequence[str], source: str, note: str = "", only_reasons: Sequence[str] = ()
+    ) -> list[WriteResult]:
+        writes = [StatusWrite(m, MarketStatus.ACTIVE, "", 0, tuple(only_reasons)) for m in market_ids]
+        return await self._apply(writes, source, note or "RESUME")
+
+    async def settle(self, market_ids: Sequence[str], source: str = "settlement", note: str = "") -> int:
+        """Marks markets SETTLED (terminal: later prices are rejected). Returns how many changed now."""
+        results = await self._apply(
+            [StatusWrite(m, MarketStatus.SETTLED, SETTLED) for m in market_ids], source, note or SETTLED
+        )
+        return sum(1 for r in results if r.applied)
+
+    # --- operator actions (AdminService) -------------------------------------------------------------------
+
+    async def operator_suspend(self, market_id: str, subject: str, note: str) -> None:
+        res = (await self.suspend([market_id], OPERATOR, f"operator:{subject}", note or OPERATOR))[0]
+        if res.outcome == "NOT_FOUND":
+            raise NotFound(f"market {market_id} not found")
+        if res.outcome == "SETTLED":
+            raise FailedPrecondition(f"market {market_id} is settled", reason="MARKET_SETTLED")
+
+    async def operator_resume(self, market_id: str, subject: str, note: str) -> None:
+        res = (await self.resume([market_id], f"operator:{subject}", note or "OPERATOR_RESUME"))[0]
+        if res.outcome == "NOT_FOUND":
+            raise NotFound(f"market {market_id} not found")
+        if res.outcome == "SETTLED":
+            raise FailedPrecondition(f"market {market_id} is settled", reason="MARKET_SETTLED")
+        if res.outcome == "KILL_SWITCH":
+            raise FailedPrecondition(
+                f"market {market_id} is under an engaged kill switch", reason="KILL_SWITCH_ENGAGED"
+            )
+
+    async def set_kill_switch(self, scope: str, target: str, engaged: bool, source: str, note: str) -> int:
+        """Engaged: every market in scope is suspended (KILL_SWITCH) and stays so while engaged, whatever
+        the feed sends. Released: markets reopen on fresh prices. Returns the markets in scope."""
+        if scope not in SCOPES or not target:
+            raise InvalidArgument("kill switch needs a scope (event|sport) and a target", reason="BAD_SCOPE")
+        market_ids = await self.cache.set_kill_switch(scope, target, engaged)
+        log.warning(
+            "kill switch %s",
+            "engaged" if engaged else "released",
+            extra={
+                "scope": scope,
+                "target": target,
+                "source": source,
+                "reason": note,
+                "markets": len(market_ids),
+            },
+        )
+        if engaged:
+            await self.suspend(market_ids, KILL_SWITCH, source, note or KILL_SWITCH)
+        return len(market_ids)
+
+
+__all__ = [
+    "BET_STOP",
+    "FEED_LAG",
+    "INCIDENTS",
+    "KILL_SWITCH",
+    "MATCH_END",
+    "OPERATOR",
+    "PRICE_JUMP",
+    "PROVIDER_DISCONNECT",
+    "ChangeRecorder",
+    "MarketChangeLog",
+    "MarketControl",
+    "changes_between",
+]

@@ -1,0 +1,101 @@
+"""FeedService: provider connectors stream their messages in (IngestOdds, client streaming).
+
+Messages are handed to the pipeline in chunks: whatever has arrived while the previous chunk was being
+processed (up to ``FeedRules.chunk_size``) forms the next one, so a fast connector gets one Lua call and
+one produce batch per chunk, a slow one per message. The Kafka producer is flushed before the summary is
+returned (everything the response counts as accepted is on the bus).
+
+Callers need the ``feed`` (or ``operator``) role.
+
+Dependencies for :func:`add_to_server`: the process's :class:`inplay.domain.feed.pipeline.FeedPipeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from inplay import auth
+from inplay.domain.feed.pipeline import FeedPipeline, IngestSummary, RawMessage
+from inplay.errors import PermissionDenied, abort_with
+from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
+
+QUEUE = 2048
+FEED_ROLE = "feed"
+
+
+def require_feed(who: auth.Principal) -> None:
+    """Feed connectors carry the ``feed`` role (operators may push too, e.g. the demo or a replay)."""
+    if FEED_ROLE not in who.roles and not who.is_operator:
+        raise PermissionDenied("feed role required", reason="FEED_ONLY")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
+    def __init__(self, pipeline: FeedPipeline) -> None:
+        self._pipeline = pipeline
+
+    async def IngestOdds(
+        self, request_iterator: AsyncIterator[feed_pb2.IngestOddsRequest], context: grpc.aio.ServicerContext
+    ) -> feed_pb2.IngestOddsResponse:
+        try:
+            require_feed(auth.principal(context))
+        except Exception as exc:
+            await abort_with(context, exc)
+        queue: asyncio.Queue[RawMessage | None] = asyncio.Queue(QUEUE)
+
+        async def receive() -> None:
+            try:
+                async for req in request_iterator:
+                    received = req.received_at.ToMilliseconds() if req.HasField("received_at") else _now_ms()
+                    await queue.put(RawMessage(req.provider, bytes(req.payload), received))
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(receive())
+        summary = IngestSummary()
+        try:
+            done = False
+            chunk_size = max(1, self._pipeline.rules.chunk_size)
+            while not done:
+                first = await queue.get()
+                if first is None:
+                    break
+                chunk = [first]
+                while len(chunk) < chunk_size and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        done = True
+                        break
+                    chunk.append(item)
+                summary.merge(await self._pipeline.ingest(chunk))
+            await reader  # surfaces a broken request stream
+            await self._pipeline.bus.flush()
+            return feed_pb2.IngestOddsResponse(
+                received=summary.received,
+                accepted=summary.accepted,
+                rejected=sum(summary.rejected.values()),
+                rejected_by_reason=dict(summary.rejected),
+            )
+        except Exception as exc:
+            await abort_with(context, exc)
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+
+
+def add_to_server(server: grpc.aio.Server, pipeline: FeedPipeline) -> None:
+    """Registers FeedService. Needs the feed pipeline (its watchdog is started with ``pipeline.start()``)."""
+    feed_pb2_grpc.add_FeedServiceServicer_to_server(FeedServicer(pipeline), server)
+
+
+__all__ = ["FeedServicer", "add_to_server"]
