@@ -411,11 +411,12 @@ def build_web(root: Path | None = None, force: bool = False) -> Path:
         gen_stamp.write_text(gen_hash)
 
     dist = web / "dist"
-    src_files = _files(web, ["src/**/*", "gen/**/*.ts"])
+    src_files = _files(web, ["src/**/*", "gen/**/*.ts", "tsconfig.json"])
     dist_hash = _tree_hash([*src_files, web / "package-lock.json"])
     dist_stamp = dist / ".inplay-stamp"
     if force or not dist_stamp.is_file() or dist_stamp.read_text() != dist_hash:
         dist.mkdir(parents=True, exist_ok=True)
+        _run([str(node_modules / ".bin" / "tsc"), "--noEmit", "-p", "."], web)
         _run(
             [
                 str(node_modules / ".bin" / "esbuild"),
@@ -424,7 +425,7 @@ def build_web(root: Path | None = None, force: bool = False) -> Path:
                 "--minify",
                 "--format=esm",
                 "--target=es2022",
-                "--sourcemap=inline",
+                
                 "--log-level=warning",
                 f"--outfile={dist / 'app.js'}",
             ],
