@@ -40,9 +40,10 @@ class ProviderHealth:
         elif not self.last_seen_ms:
             self.reconnected_at_ms = received_ms
         self.last_seen_ms = max(self.last_seen_ms, received_ms)
-        self.last_lag_ms = lag_ms
-        if lag_ms > rules.failover_lag_ms:
-            self.lag_bad_at_ms = received_ms
+        if lag_ms >= 0:  # -1: unknown (a message rejected before its timestamp could be read)
+            self.last_lag_ms = lag_ms
+            if lag_ms > rules.failover_lag_ms:
+                self.lag_bad_at_ms = received_ms
         gap = self.last_seq >= 0 and seq > self.last_seq + 1
         if gap:
             self.gaps += 1

@@ -47,6 +47,9 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        # The message's sequence number when it could be read (-1 otherwise): sequence tracking counts
+        # rejected messages too, so a bad message is not mistaken for a gap.
+        self.seq = -1
 
 
 @dataclass(frozen=True, slots=True)

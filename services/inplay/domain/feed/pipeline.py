@@ -255,7 +255,10 @@ class FeedPipeline:
                 self._accept(msg, raw, i, ops, summary)
             except Rejected as rej:
                 if seq < 0:
+                    seq = rej.seq
                     bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
+                    if seq >= 0:  # unreadable past its sequence number: still counts for gap tracking
+                        self._observe(raw.provider, seq, raw.received_at_ms, -1, summary)
                 outcome[i] = rej.reason
                 log.info(
                     "feed message rejected",
@@ -277,16 +280,11 @@ class FeedPipeline:
     ) -> None:
         """Validation, normalization and enrichment of one parsed message; appends its cache operations."""
         received = raw.received_at_ms
+        lag = max(0, received - msg.ts_ms)
+        if not self._observe(msg.provider, msg.seq, received, lag, summary):
+            raise Rejected(DUPLICATE, f"seq {msg.seq}")
         if msg.ts_ms > received + self.rules.max_future_ms:
             raise Rejected(TIMESTAMP_FUTURE, f"ts {msg.ts_ms} is {msg.ts_ms - received} ms ahead")
-        health = self.router.provider(msg.provider)
-        if health.is_duplicate(msg.seq):
-            raise Rejected(DUPLICATE, f"seq {msg.seq}")
-        lag = max(0, received - msg.ts_ms)
-        if health.observe(msg.seq, received, lag, self.rules):
-            summary.anomalies[SEQUENCE_GAP] += 1
-            FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
-            log.warning("feed sequence gap", extra={"provider": msg.provider, "seq": msg.seq})
         if msg.kind == HEARTBEAT:
             return
         table = self.mappings.table
@@ -314,6 +312,17 @@ class FeedPipeline:
             self._suspend_op(list(event.market_ids), msg.incident, msg, index, ops)
         elif msg.kind == END:
             self._suspend_op(list(event.market_ids), MATCH_END, msg, index, ops)
+
+    def _observe(self, provider: str, seq: int, received: int, lag: int, summary: IngestSummary) -> bool:
+        """Sequence tracking; False for a duplicate."""
+        health = self.router.provider(provider)
+        if health.is_duplicate(seq):
+            return False
+        if health.observe(seq, received, lag, self.rules):
+            summary.anomalies[SEQUENCE_GAP] += 1
+            FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
+            log.warning("feed sequence gap", extra={"provider": provider, "seq": seq})
+        return True
 
     def _suspend_op(
         self, ids: list[str], reason: str, msg: ProviderMessage, index: int, ops: list[_Op]

@@ -128,10 +128,17 @@ class AlphaAdapter:
 
     def parse(self, payload: bytes) -> ProviderMessage:
         doc = _load(payload)
+        seq = _seq(doc.get("seq"))
+        try:
+            return self._parse(doc, seq)
+        except Rejected as rej:
+            rej.seq = seq
+            raise
+
+    def _parse(self, doc: dict[str, Any], seq: int) -> ProviderMessage:
         kind = self.KINDS.get(doc.get("type", ""))
         if kind is None:
             raise Rejected(SCHEMA, f"unknown type {doc.get('type')!r}")
-        seq = _seq(doc.get("seq"))
         ts = self._ts(doc.get("ts"))
         if kind == HEARTBEAT:
             return ProviderMessage(self.name, seq, ts, kind)
@@ -216,10 +223,17 @@ class BravoAdapter:
     def parse(self, payload: bytes) -> ProviderMessage:
         doc = _load(payload)
         hdr = _obj(doc, "hdr")
+        seq = _seq(hdr.get("seq"))
+        try:
+            return self._parse(doc, hdr, seq)
+        except Rejected as rej:
+            rej.seq = seq
+            raise
+
+    def _parse(self, doc: dict[str, Any], hdr: dict[str, Any], seq: int) -> ProviderMessage:
         kind = self.KINDS.get(hdr.get("type", ""))
         if kind is None:
             raise Rejected(SCHEMA, f"unknown hdr.type {hdr.get('type')!r}")
-        seq = _seq(hdr.get("seq"))
         sent = hdr.get("sent")
         if sent is None:
             raise Rejected(TIMESTAMP_MISSING, "hdr.sent missing")

@@ -1,0 +1,144 @@
+"""Feed pipeline logic on the memory adapters (the same scenarios run against Redis/Kafka/Cassandra in
+tests/integration/test_feed_*.py): routing, jump band math, failover state machine, hub coalescing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inplay.adapters.memory_odds import MemoryFeedMappings, MemoryMarketChangeLog, MemoryOddsCache
+from inplay.core import Odds
+from inplay.domain.feed import wire
+from inplay.domain.feed.health import FAILBACK, GAPS, HEARTBEAT_TIMEOUT, FeedRouter
+from inplay.domain.feed.hub import ClientFeed
+from inplay.domain.feed.mapping import FeedMappingService, MappingTable
+from inplay.domain.feed.pipeline import FeedPipeline, RawMessage, _moved_beyond
+from inplay.domain.feed.rules import FeedRules
+from inplay.domain.markets import ChangeRecorder, MarketControl
+from inplay.model import MarketState, MarketStatus, SelectionPrice
+from inplay.ports import BusMessage, OddsNotice
+
+T0 = 1_740_000_000_000
+
+
+class ListBus:
+    def __init__(self) -> None:
+        self.messages: list[BusMessage] = []
+
+    async def publish(self, messages: Sequence[BusMessage]) -> None:
+        self.messages.extend(messages)
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def make_pipeline(rules: FeedRules | None = None) -> tuple[FeedPipeline, MemoryOddsCache, list[int]]:
+    clock = [T0]
+    cache = MemoryOddsCache()
+    bus = ListBus()
+    mappings = FeedMappingService(MemoryFeedMappings())
+    await mappings.load(wire.two_provider_mapping("ev", "A-EV", 77))
+    control = MarketControl(cache, ChangeRecorder(MemoryMarketChangeLog(), bus), clock=lambda: clock[0])
+    pipe = FeedPipeline(cache, bus, mappings, control, rules or FeedRules(), clock=lambda: clock[0])
+    return pipe, cache, clock
+
+
+def test_band_math_is_exact() -> None:
+    assert not _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("2.30"), 1500)  # exactly 15 %
+    assert _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("2.31"), 1500)
+    assert _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("1.69"), 1500)
+    assert not _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("1.70"), 1500)
+
+
+def test_router_failover_and_failback() -> None:
+    rules = FeedRules(heartbeat_timeout_ms=1000, gap_window_ms=2000, failback_after_ms=1500)
+    router = FeedRouter(rules)
+    event = MappingTable(wire.two_provider_mapping("ev", "A", 1)).events["ev"]
+    alpha, bravo = router.provider("alpha"), router.provider("bravo")
+    alpha.observe(1, T0, 0, rules)
+    bravo.observe(1, T0, 0, rules)
+    assert router.evaluate(event, T0) is None and router.active_for(event) == "alpha"
+    assert alpha.observe(5, T0 + 100, 0, rules)  # gap: 2..4 missing
+    sw = router.evaluate(event, T0 + 100)
+    assert sw is not None and (sw.old, sw.new, sw.cause) == ("alpha", "bravo", GAPS)
+    seq_a, seq_b = 5, 1
+    for t in range(200, 3800, 100):
+        seq_a, seq_b = seq_a + 1, seq_b + 1
+        alpha.observe(seq_a, T0 + t, 0, rules)
+        bravo.observe(seq_b, T0 + t, 0, rules)
+        if t == 3000:  # gap window over at +2100, healthy for 900 ms < 1500: no fail-back yet
+            assert router.evaluate(event, T0 + t) is None
+    sw = router.evaluate(event, T0 + 3700)
+    assert sw is not None and (sw.new, sw.cause) == ("alpha", FAILBACK)
+    # the active provider goes silent, the secondary keeps sending: failover on heartbeat timeout
+    for t in range(3800, 5000, 100):
+        seq_b += 1
+        bravo.observe(seq_b, T0 + t, 0, rules)
+    sw = router.evaluate(event, T0 + 4900)
+    assert sw is not None and (sw.new, sw.cause) == ("bravo", HEARTBEAT_TIMEOUT)
+
+
+def state(mid: str, version: int, price: str = "2.00") -> MarketState:
+    return MarketState(
+        mid,
+        "ev",
+        "football",
+        "MATCH_RESULT",
+        "Match result",
+        True,
+        MarketStatus.ACTIVE,
+        "",
+        (SelectionPrice("h", "Home", Odds.from_decimal(price)),),
+        version,
+        T0,
+    )
+
+
+def test_client_feed_coalesces_per_market() -> None:
+    feed = ClientFeed(["ev"], [], [])
+    for v in range(1, 6):
+        feed.offer(OddsNotice(state("m1", v)))
+    feed.offer(OddsNotice(state("m2", 1)))
+    feed.offer(OddsNotice(state("m1", 3)))  # out of date: ignored, but counted as coalesced
+    pending, coalesced, resync = feed.take()
+    assert {(s.market_id, s.version) for s in pending} == {("m1", 5), ("m2", 1)}
+    assert coalesced == 5 and not resync
+    feed.offer(OddsNotice(state("m3", 1)))
+    feed.offer(OddsNotice(state("m1", 6), correction=True))
+    _, _, resync = feed.take()
+    assert resync
+
+
+async def test_memory_pipeline_applies_active_provider_only() -> None:
+    pipe, cache, clock = await make_pipeline()
+    t = clock[0]
+    out = await pipe.ingest(
+        [
+            RawMessage(
+                "alpha",
+                wire.alpha_odds(
+                    1,
+                    t - 10,
+                    "A-EV",
+                    "A-EV-MR",
+                    {"A-EV-MR-H": "2.50", "A-EV-MR-D": "3.20", "A-EV-MR-A": "2.90"},
+                ),
+                t,
+            ),
+            RawMessage(
+                "bravo",
+                wire.bravo_price(1, t - 10, 77, [wire.bravo_offer("1X2", {"1": 140, "X": 210, "2": 180})]),
+                t,
+            ),
+        ]
+    )
+    assert (out.received, out.accepted, dict(out.rejected)) == (2, 1, {"STANDBY": 1})
+    (st,) = await cache.get_markets(["ev:mr"])
+    assert st is not None and st.status == MarketStatus.ACTIVE and st.version == 1
+    assert [(s.selection_id, s.odds.decimal_str()) for s in st.selections] == [
+        ("ev:mr:home", "2.50"),
+        ("ev:mr:draw", "3.20"),
+        ("ev:mr:away", "2.90"),
+    ]
