@@ -1,0 +1,384 @@
+"""``./dev demo``: a simulated live match end to end, through the real gRPC API.
+
+1. A provider feed (two providers, two wire formats) opens the match's markets and moves the odds.
+2. Bettors (identified as Envoy would identify them) read the markets and place bets: accepted ones, one
+   rejected for moved odds and then re-offered at the new price, one during a bet stop (suspended), one
+   without funds, a duplicate submit (replayed, never placed twice), an accumulator.
+3. A goal: bet stop, then the market resumes with fresh prices.
+4. The match ends; the operator settles the event; the summary checks that money is conserved:
+   Σ balances = Σ deposits − Σ stakes + Σ payouts, from the ledger, and equal to the balance projection.
+
+Without arguments it runs on embedded in-memory stores. ``--real`` runs on the real Redis, Cassandra and
+Kafka (the ``INPLAY_*`` variables of ``.stack/env``) and talks to the services through Envoy with real JWTs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import grpc
+
+from inplay.app import Runtime, open_runtime
+from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
+from inplay.config import Settings
+from inplay.core import Odds
+from inplay.domain.feed.simulator import MatchSimulator, SimMessage
+from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
+from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
+from inplay.server import start_server
+from inplay.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from inplay.type.v1 import types_pb2
+from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
+OPERATOR = "ops-demo"
+CURRENCY = "EUR"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def fmt(minor: int) -> str:
+    sign = "-" if minor < 0 else ""
+    minor = abs(minor)
+    return f"{sign}{minor // 100}.{minor % 100:02d} {CURRENCY}"
+
+
+class Identity:
+    """Call credentials as the edge would attach them."""
+
+    def __init__(self, tokens: dict[str, str] | None) -> None:
+        # With tokens: real JWTs for Envoy. Without: the verified-identity headers Envoy would set (the
+        # embedded demo talks to the service directly, as a test of the service contract).
+        self._tokens = tokens
+
+    def metadata(self, subject: str, operator: bool = False) -> tuple[tuple[str, str], ...]:
+        if self._tokens is not None:
+            return (("authorization", f"Bearer {self._tokens[subject]}"),)
+        md = [("x-inplay-subject", subject)]
+        if operator:
+            md.append(("x-inplay-roles", "operator"))
+        return tuple(md)
+
+
+@dataclass
+class Tally:
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    replayed: int = 0
+    stakes: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+        print(f"  {line}")
+
+
+class Demo:
+    def __init__(self, channel: grpc.aio.Channel, identity: Identity, sim: MatchSimulator) -> None:
+        self.channel = channel
+        self.identity = identity
+        self.sim = sim
+        self.bets = bets_pb2_grpc.BetServiceStub(channel)
+        self.odds = odds_pb2_grpc.OddsServiceStub(channel)
+        self.wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        self.feed = feed_pb2_grpc.FeedServiceStub(channel)
+        self.settlement = settlement_pb2_grpc.SettlementServiceStub(channel)
+        self.tally = Tally()
+        self.deposits: dict[str, int] = {}
+        self.seq = 0
+
+    # --- feed ----------------------------------------------------------------------------------------------
+
+    async def push(self, messages: Sequence[SimMessage]) -> feed_pb2.IngestOddsResponse:
+        async def requests() -> AsyncIterator[feed_pb2.IngestOddsRequest]:
+            for message in messages:
+                yield feed_pb2.IngestOddsRequest(provider=message.provider, payload=message.payload)
+
+        response: feed_pb2.IngestOddsResponse = await self.feed.IngestOdds(
+            requests(), metadata=self.identity.metadata(OPERATOR, operator=True)
+        )
+        return response
+
+    # --- wallet --------------------------------------------------------------------------------------------
+
+    async def deposit(self, account: str, amount: int) -> None:
+        await self.wallet.Deposit(
+            wallet_pb2.DepositRequest(
+                account_id=account,
+                amount=types_pb2.Money(amount_minor=amount, currency=CURRENCY),
+                idempotency_key=f"demo-deposit-{account}",
+                reason="demo",
+            ),
+            metadata=self.identity.metadata(OPERATOR, operator=True),
+        )
+        self.deposits[account] = self.deposits.get(account, 0) + amount
+
+    async def balance(self, account: str) -> int:
+        response = await self.wallet.GetBalance(
+            wallet_pb2.GetBalanceRequest(), metadata=self.identity.metadata(account)
+        )
+        return int(response.balance.amount_minor)
+
+    async def ledger_sum(self, account: str) -> tuple[int, dict[str, int]]:
+        by_kind: Counter[str] = Counter()
+        token = ""
+        while True:
+            page = await self.wallet.ListLedgerEntries(
+                wallet_pb2.ListLedgerEntriesRequest(page_token=token, page_size=500),
+                metadata=self.identity.metadata(account),
+            )
+            for entry in page.entries:
+                by_kind[wallet_pb2.EntryKind.Name(entry.kind).removeprefix("ENTRY_KIND_")] += (
+                    entry.amount.amount_minor
+                )
+            token = page.next_page_token
+            if not token:
+                break
+        return sum(by_kind.values()), dict(by_kind)
+
+    # --- odds ----------------------------------------------------------------------------------------------
+
+    async def market(self, market_id: str) -> odds_pb2.Market:
+        response = await self.odds.GetMarket(
+            odds_pb2.GetMarketRequest(market_id=market_id), metadata=self.identity.metadata("viewer")
+        )
+        return response.market
+
+    # --- bets ----------------------------------------------------------------------------------------------
+
+    def slip(
+        self,
+        legs: Sequence[tuple[str, str, types_pb2.Odds]],
+        stake: int,
+        key: str | None = None,
+        policy: int = bets_pb2.ACCEPTANCE_POLICY_NONE,
+    ) -> bets_pb2.BetSlip:
+        self.seq += 1
+        return bets_pb2.BetSlip(
+            legs=[
+                bets_pb2.BetLeg(
+                    market_id=m, selection_id=s, odds=types_pb2.Odds(numerator=o.numerator, denominator=o.denominator)
+                )
+                for m, s, o in legs
+            ],
+            stake=types_pb2.Money(amount_minor=stake, currency=CURRENCY),
+            acceptance_policy=policy,  # type: ignore[arg-type]
+            idempotency_key=key or f"demo-{self.seq}",
+        )
+
+    async def place(self, who: str, slip: bets_pb2.BetSlip, label: str) -> bets_pb2.PlaceBetResponse | None:
+        from google.rpc import error_details_pb2
+        from grpc_status import rpc_status
+
+        try:
+            response: bets_pb2.PlaceBetResponse = await self.bets.PlaceBet(
+                bets_pb2.PlaceBetRequest(slip=slip), metadata=self.identity.metadata(who)
+            )
+        except grpc.aio.AioRpcError as error:
+            status = rpc_status.from_call(error)  # type: ignore[arg-type]
+            reason = error.code().name
+            current = ""
+            for detail in status.details if status is not None else []:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason = info.reason
+                elif detail.Is(bets_pb2.OddsChanged.DESCRIPTOR):
+                    changed = bets_pb2.OddsChanged()
+                    detail.Unpack(changed)
+                    current = f" (now {changed.current.decimal}, seen {changed.seen.decimal})"
+            self.tally.rejected[reason] += 1
+            self.tally.say(f"{label}: {who} REJECTED {reason}{current}")
+            return None
+        bet = response.bet
+        if response.replayed:
+            self.tally.replayed += 1
+            self.tally.say(f"{label}: {who} duplicate submit -> same bet {bet.bet_id[-8:]} (replayed, no debit)")
+        else:
+            self.tally.accepted += 1
+            self.tally.stakes += bet.stake.amount_minor
+            odds = " x ".join(leg.odds.decimal for leg in bet.legs)
+            self.tally.say(
+                f"{label}: {who} ACCEPTED {fmt(bet.stake.amount_minor)} @ {odds} "
+                f"(potential {fmt(bet.potential_return.amount_minor)})"
+            )
+        return response
+
+
+def _selection(market: odds_pb2.Market, index: int) -> tuple[str, types_pb2.Odds]:
+    sel = market.selections[index]
+    return sel.selection_id, sel.odds
+
+
+async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
+    messages = sim.messages()
+    first_price = next(i for i, m in enumerate(messages) if m.kind == "PRICES")
+    stop_index = next(i for i, m in enumerate(messages) if m.kind == "BET_STOP")
+    resume_index = next(i for i, m in enumerate(messages[stop_index:], stop_index) if m.kind == "PRICES")
+    end_index = len(messages)
+
+    print("== 1. The feed opens the match")
+    summary = await demo.push(messages[: first_price + 4])
+    print(f"  provider messages: received {summary.received}, accepted {summary.accepted}, rejected {summary.rejected}")
+    mr = await demo.market(sim.market_result)
+    ou = await demo.market(sim.market_total)
+    print(f"  {mr.name}: " + ", ".join(f"{s.name} {s.odds.decimal}" for s in mr.selections))
+    print(f"  {ou.name}: " + ", ".join(f"{s.name} {s.odds.decimal}" for s in ou.selections))
+
+    print("== 2. Bettors fund their accounts and bet")
+    bettors = {"alice": 50_00, "bob": 30_00, "carol": 20_00, "dave": 5_00}
+    for who, amount in bettors.items():
+        await demo.deposit(who, amount)
+    home_id, home_odds = _selection(mr, 0)
+    away_id, away_odds = _selection(mr, 2)
+    over_id, over_odds = _selection(ou, 0)
+    await demo.place("alice", demo.slip([(mr.market_id, home_id, home_odds)], 10_00), "single")
+    dup = demo.slip([(mr.market_id, away_id, away_odds)], 5_00, key="bob-slip-1")
+    await demo.place("bob", dup, "single")
+    await demo.place("bob", dup, "retry")
+    await demo.place(
+        "carol",
+        demo.slip([(mr.market_id, home_id, home_odds), (ou.market_id, over_id, over_odds)], 5_00),
+        "accumulator",
+    )
+    await demo.place("dave", demo.slip([(mr.market_id, home_id, home_odds)], 20_00), "single")
+
+    print("== 3. The odds move; a bettor still looking at the old price")
+    await demo.push(messages[first_price + 4 : stop_index])
+    stale_seen = types_pb2.Odds(numerator=home_odds.numerator * 5, denominator=home_odds.denominator * 4)
+    rejected = await demo.place(
+        "carol", demo.slip([(mr.market_id, home_id, stale_seen)], 3_00), "far-off price"
+    )
+    if rejected is None:
+        mr = await demo.market(sim.market_result)
+        _, now_home = _selection(mr, 0)
+        await demo.place("carol", demo.slip([(mr.market_id, home_id, now_home)], 3_00), "re-offered")
+
+    print("== 4. Goal: bet stop, then resume with fresh prices")
+    await demo.push(messages[stop_index:resume_index])
+    suspended = await demo.market(sim.market_result)
+    print(f"  market status: {types_pb2.MarketStatus.Name(suspended.status)} ({suspended.status_reason})")
+    _, seen = _selection(suspended, 0)
+    await demo.place("alice", demo.slip([(mr.market_id, home_id, seen)], 2_00), "during bet stop")
+    await demo.push(messages[resume_index : resume_index + 4])
+    resumed = await demo.market(sim.market_result)
+    print(f"  market status: {types_pb2.MarketStatus.Name(resumed.status)}")
+    _, fresh = _selection(resumed, 2)
+    await demo.place(
+        "alice",
+        demo.slip([(resumed.market_id, away_id, fresh)], 4_00, policy=bets_pb2.ACCEPTANCE_POLICY_HIGHER),
+        "after resume",
+    )
+
+    print("== 5. Full time: the rest of the feed, then settlement")
+    await demo.push(messages[resume_index + 4 : end_index])
+    home_goals, away_goals = sim.final_score()
+    print(f"  final score {sim.home} {home_goals}-{away_goals} {sim.away}")
+    outcomes = sim.results()
+    run_response = await demo.settlement.SettleEvent(
+        settlement_pb2.SettleEventRequest(
+            event_id=sim.event_id,
+            outcomes=[
+                settlement_pb2.SelectionOutcome(market_id=m, selection_id=s, result=r) for m, s, r in outcomes
+            ],
+            request_id=f"demo-settle-{sim.event_id}",
+            wait=True,
+            reason="full time",
+        ),
+        metadata=demo.identity.metadata(OPERATOR, operator=True),
+    )
+    settled = run_response.run
+    print(
+        f"  run {settled.run_id}: {settlement_pb2.RunState.Name(settled.state)}, bets processed "
+        f"{settled.bets_processed}/{settled.bets_total}, payouts {fmt(settled.payouts_minor)}"
+    )
+
+    print("== Summary")
+    tally = demo.tally
+    print(f"  bets accepted: {tally.accepted}  duplicates replayed: {tally.replayed}")
+    for reason, count in sorted(tally.rejected.items()):
+        print(f"  rejected {reason}: {count}")
+    total_balances = total_ledger = total_deposits = total_payouts = total_stakes = 0
+    for who in bettors:
+        balance = await demo.balance(who)
+        ledger_total, by_kind = await demo.ledger_sum(who)
+        total_balances += balance
+        total_ledger += ledger_total
+        total_deposits += by_kind.get("DEPOSIT", 0)
+        total_payouts += by_kind.get("PAYOUT", 0)
+        total_stakes += -by_kind.get("STAKE", 0)
+        print(f"  {who:6s} balance {fmt(balance):>12s}  ledger: " + ", ".join(
+            f"{k.lower()} {fmt(v)}" for k, v in sorted(by_kind.items())
+        ))
+    print(
+        f"  deposits {fmt(total_deposits)} - stakes {fmt(total_stakes)} + payouts {fmt(total_payouts)} "
+        f"= {fmt(total_deposits - total_stakes + total_payouts)}; balances {fmt(total_balances)}"
+    )
+    conserved = (
+        total_balances == total_ledger == total_deposits - total_stakes + total_payouts
+        and total_deposits == sum(demo.deposits.values())
+        and total_stakes == tally.stakes
+        and total_payouts == settled.payouts_minor
+    )
+    print("  money conserved: " + ("YES" if conserved else "NO"))
+    return conserved
+
+
+@contextlib.asynccontextmanager
+async def embedded_channel(settings: Settings) -> AsyncIterator[tuple[Runtime, grpc.aio.Channel]]:
+    runtime = await open_runtime(settings)
+    server, port = await start_server(runtime, 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield runtime, channel
+    finally:
+        await channel.close()
+        await server.stop(1)
+        await runtime.close()
+
+
+async def main_async(real: bool) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings.from_env()
+    # Demo prices arrive in bursts, not in real time: widen the in-play freshness window accordingly.
+    settings = replace(settings, bets=replace(settings.bets, max_price_age_inplay_ms=600_000))
+    if real and settings.stack.embedded:
+        print("--real needs the stack: run through ./dev demo --real", file=sys.stderr)
+        return 2
+    seed = int(os.environ.get("INPLAY_DEMO_SEED", "7"))
+    run_id = os.urandom(3).hex()
+    sim = MatchSimulator(seed=seed, start_ms=_now_ms(), event_id=f"demo-{run_id}")
+    print(f"Inplay demo: {sim.home} v {sim.away} ({'real stack' if real else 'embedded stores'})")
+    async with embedded_channel(settings) as (runtime, channel):
+        await runtime.components["feed_mappings"].save(sim.mapping())
+        if real:
+            from inplay.gateway import EdgeForDemo
+
+            async with EdgeForDemo(upstream_channel_target=channel._channel.target().decode()) as edge:  # type: ignore[attr-defined]
+                identity = Identity(edge.tokens(["alice", "bob", "carol", "dave", "viewer", OPERATOR], [OPERATOR]))
+                async with grpc.aio.insecure_channel(edge.target) as edge_channel:
+                    ok = await run(Demo(edge_channel, identity, sim), sim, realtime=False)
+        else:
+            ok = await run(Demo(channel, Identity(None), sim), sim, realtime=False)
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Inplay demo: a simulated live match end to end")
+    parser.add_argument("--real", action="store_true", help="use the real stack (through Envoy)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main_async(args.real)))
+
+
+if __name__ == "__main__":
+    main()

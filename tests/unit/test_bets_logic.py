@@ -1,0 +1,135 @@
+"""Pure logic of bet acceptance: input validation, stored-result round trips, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from inplay.config import BetRules
+from inplay.core import AcceptancePolicy, Odds
+from inplay.domain.bets import (
+    GroupCommitter,
+    OddsChangedInfo,
+    PlacementResult,
+    Reason,
+    Rejection,
+    new_bet_id,
+    result_from_json,
+    result_to_json,
+    validate_request,
+)
+from inplay.model import BetRequest, Leg, PlacedBet
+
+RULES = BetRules()
+
+
+def request(**changes: object) -> BetRequest:
+    base = BetRequest(
+        account_id="alice",
+        legs=(Leg("m1", "home", Odds.from_decimal("2.00")),),
+        stake_minor=100,
+        currency="EUR",
+        policy=AcceptancePolicy.NONE,
+        idempotency_key="k1",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_valid_request_passes() -> None:
+    assert validate_request(request(), RULES) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "field"),
+    [
+        ({"idempotency_key": ""}, Reason.INVALID_ARGUMENT, "slip.idempotency_key"),
+        ({"idempotency_key": "x" * 129}, Reason.INVALID_ARGUMENT, "slip.idempotency_key"),
+        ({"legs": ()}, Reason.INVALID_ARGUMENT, "slip.legs"),
+        ({"stake_minor": 0}, Reason.INVALID_ARGUMENT, "slip.stake.amount_minor"),
+        ({"stake_minor": -5}, Reason.INVALID_ARGUMENT, "slip.stake.amount_minor"),
+        ({"stake_minor": 5}, Reason.STAKE_TOO_LOW, "slip.stake.amount_minor"),
+        ({"stake_minor": 10_000_000}, Reason.STAKE_TOO_HIGH, "slip.stake.amount_minor"),
+        ({"currency": "USD"}, Reason.CURRENCY_MISMATCH, "slip.stake.currency"),
+        ({"policy": AcceptancePolicy.UNSPECIFIED}, Reason.INVALID_ARGUMENT, "slip.acceptance_policy"),
+        (
+            {"legs": (Leg("", "home", Odds.from_decimal("2.00")),)},
+            Reason.INVALID_ARGUMENT,
+            "slip.legs[0].market_id",
+        ),
+        (
+            {"legs": (Leg("m1", "", Odds.from_decimal("2.00")),)},
+            Reason.INVALID_ARGUMENT,
+            "slip.legs[0].selection_id",
+        ),
+        (
+            {"legs": (Leg("m1", "home", Odds.from_decimal("2.00")), Leg("m1", "away", Odds.from_decimal("2.00")))},
+            Reason.INVALID_ARGUMENT,
+            "slip.legs[1].market_id",
+        ),
+        (
+            {"legs": tuple(Leg(f"m{i}", "home", Odds.from_decimal("1.10")) for i in range(21))},
+            Reason.INVALID_ARGUMENT,
+            "slip.legs",
+        ),
+    ],
+)
+def test_invalid_requests_name_the_field(changes: dict[str, object], reason: str, field: str) -> None:
+    rejection = validate_request(request(**changes), RULES)
+    assert rejection is not None
+    assert (rejection.reason, rejection.field) == (reason, field)
+
+
+def test_stored_results_round_trip() -> None:
+    bet = PlacedBet(
+        bet_id=new_bet_id(1_700_000_000_000),
+        account_id="alice",
+        legs=(Leg("m1", "home", Odds.from_american(-110), "ev1"), Leg("m2", "x", Odds.from_fractional(6, 4), "ev2")),
+        stake_minor=1234,
+        currency="EUR",
+        potential_return_minor=5_000,
+        policy=AcceptancePolicy.HIGHER,
+        idempotency_key="k",
+        placed_at_ms=1_700_000_000_000,
+    )
+    accepted = result_from_json(result_to_json(PlacementResult(bet=bet)))
+    assert accepted.bet == bet and accepted.replayed
+    rejection = Rejection(
+        Reason.ODDS_CHANGED,
+        "moved",
+        odds_changed=OddsChangedInfo("m1", "home", Odds.from_decimal("2.00"), Odds(21, 11), AcceptancePolicy.NONE, 500),
+    )
+    rejected = result_from_json(result_to_json(PlacementResult(rejection=rejection)))
+    assert rejected.rejection == rejection
+
+
+def test_bet_ids_are_time_ordered_and_unique() -> None:
+    ids = [new_bet_id(1_000 + i // 10) for i in range(1000)]
+    assert len(set(ids)) == 1000
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+async def test_group_committer_batches_concurrent_calls() -> None:
+    batches: list[list[int]] = []
+
+    async def handler(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * 2 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(handler, window_ms=5, max_batch=8)
+    results = await asyncio.gather(*(committer.submit(i) for i in range(20)))
+    assert results == [i * 2 for i in range(20)]
+    assert [len(b) for b in batches] == [8, 8, 4]
+    # A lone call waits at most the window.
+    assert await committer.submit(7) == 14
+
+
+async def test_group_committer_propagates_failures_to_every_waiter() -> None:
+    async def handler(items: Sequence[int]) -> list[int]:
+        raise RuntimeError("store down")
+
+    committer: GroupCommitter[int, int] = GroupCommitter(handler, window_ms=1, max_batch=4)
+    results = await asyncio.gather(*(committer.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
