@@ -16,6 +16,18 @@ from inplay.model import MarketChange
 MAX_BATCH_ROWS = 200
 
 
+def with_seq(changes: Sequence[MarketChange]) -> list[tuple[int, MarketChange]]:
+    """Numbers the changes of each (market, version, at) group in order: the rows' clustering position."""
+    counters: dict[tuple[str, int, int], int] = {}
+    out = []
+    for c in changes:
+        key = (c.market_id, c.version, c.at_ms)
+        n = counters.get(key, 0)
+        counters[key] = n + 1
+        out.append((n, c))
+    return out
+
+
 async def _await(future: Any) -> Any:
     """Bridges a cassandra-driver ResponseFuture to asyncio."""
     loop = asyncio.get_running_loop()
@@ -43,8 +55,8 @@ class CassandraMarketChangeLog:
     def __init__(self, session: Any) -> None:
         self._session = session
         self._insert = session.prepare(
-            "INSERT INTO market_changes (market_id, version, at_ms, kind, selection_id, old_value, "
-            "new_value, source, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO market_changes (market_id, version, at_ms, seq, kind, selection_id, old_value, "
+            "new_value, source, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._select = session.prepare(
             "SELECT market_id, version, at_ms, kind, selection_id, old_value, new_value, source, reason "
@@ -52,30 +64,30 @@ class CassandraMarketChangeLog:
         )
 
     async def append(self, changes: Sequence[MarketChange]) -> None:
-        by_market: dict[str, list[MarketChange]] = {}
-        for c in changes:
-            by_market.setdefault(c.market_id, []).append(c)
+        by_market: dict[str, list[tuple[int, MarketChange]]] = {}
+        for seq, c in with_seq(changes):
+            by_market.setdefault(c.market_id, []).append((seq, c))
         futures = []
         for rows in by_market.values():
             for start in range(0, len(rows), MAX_BATCH_ROWS):
                 part = rows[start : start + MAX_BATCH_ROWS]
                 if len(part) == 1:
-                    c = part[0]
-                    stmt: Any = self._insert.bind(self._row(c))
+                    stmt: Any = self._insert.bind(self._row(*part[0]))
                 else:
                     stmt = BatchStatement(batch_type=BatchType.UNLOGGED)
-                    for c in part:
-                        stmt.add(self._insert, self._row(c))
+                    for seq, c in part:
+                        stmt.add(self._insert, self._row(seq, c))
                 futures.append(_await(self._session.execute_async(stmt)))
         if futures:
             await asyncio.gather(*futures)
 
     @staticmethod
-    def _row(c: MarketChange) -> tuple[Any, ...]:
+    def _row(seq: int, c: MarketChange) -> tuple[Any, ...]:
         return (
             c.market_id,
             c.version,
             c.at_ms,
+            seq,
             c.kind,
             c.selection_id,
             c.old_value,

@@ -221,11 +221,15 @@ class MemoryFeedMappings:
 
 class MemoryMarketChangeLog:
     def __init__(self) -> None:
-        self._rows: dict[str, dict[tuple[int, int, str, str], MarketChange]] = {}
+        self._rows: dict[str, dict[tuple[int, int, int], MarketChange]] = {}
 
     async def append(self, changes: Sequence[MarketChange]) -> None:
+        counters: dict[tuple[str, int, int], int] = {}
         for c in changes:
-            self._rows.setdefault(c.market_id, {})[(c.version, c.at_ms, c.kind, c.selection_id)] = c
+            key = (c.market_id, c.version, c.at_ms)
+            seq = counters.get(key, 0)
+            counters[key] = seq + 1
+            self._rows.setdefault(c.market_id, {})[(c.version, c.at_ms, seq)] = c
 
     async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
         rows = [v for _, v in sorted(self._rows.get(market_id, {}).items())]

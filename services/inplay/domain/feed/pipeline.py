@@ -105,6 +105,8 @@ class IngestSummary:
 class _PriceOp:
     write: PriceWrite
     index: int
+    prices: dict[str, Odds]
+    jumped: bool
 
 
 @dataclass
@@ -188,6 +190,8 @@ class FeedPipeline:
         self._lock = asyncio.Lock()
         # Per market: recent (provider ts, prices) within the jump window.
         self._history: dict[str, deque[tuple[int, dict[str, Odds]]]] = {}
+        # This chunk's not yet committed updates (ts, prices, jumped) per market.
+        self._pending: dict[str, list[tuple[int, dict[str, Odds], bool]]] = {}
         # Events whose markets were suspended for PROVIDER_DISCONNECT (once per episode).
         self._disconnected: set[str] = set()
         self.totals = IngestSummary()
@@ -242,6 +246,7 @@ class FeedPipeline:
     async def _process(self, chunk: Sequence[RawMessage], summary: IngestSummary) -> None:
         bus_out: list[BusMessage] = []
         ops: list[_Op] = []
+        self._pending.clear()
         outcome: list[str] = [""] * len(chunk)  # "" = accepted, else the rejection reason
         for i, raw in enumerate(chunk):
             seq = -1
@@ -327,8 +332,9 @@ class FeedPipeline:
     def _suspend_op(
         self, ids: list[str], reason: str, msg: ProviderMessage, index: int, ops: list[_Op]
     ) -> None:
-        for mid in ids:
-            self._history.pop(mid, None)  # the next prices start a new band
+        for mid in ids:  # the next prices start a new band
+            self._history.pop(mid, None)
+            self._pending.pop(mid, None)
         ops.append(_StatusOp(tuple(ids), reason, msg.provider, msg.ts_ms, index))
 
     def _prices(
@@ -336,6 +342,7 @@ class FeedPipeline:
     ) -> None:
         table = self.mappings.table
         writes: list[PriceWrite] = []
+        new_ops: list[_PriceOp] = []
         for pm in msg.markets:
             market = table.market(msg.provider, pm.ref)
             if market is None or market.event_id != event.event_id:
@@ -343,7 +350,8 @@ class FeedPipeline:
             selections = self._selections(msg.provider, market, pm.prices)
             threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
             reason = FEED_LAG if lag > threshold else ""
-            if self._jumped(market.market_id, msg.ts_ms, selections) and not reason:
+            jumped, prices = self._jumped(market.market_id, msg.ts_ms, selections)
+            if jumped and not reason:
                 reason = PRICE_JUMP
             writes.append(
                 PriceWrite(
@@ -361,7 +369,8 @@ class FeedPipeline:
                     correction=msg.correction,
                 )
             )
-        ops.extend(_PriceOp(w, index) for w in writes)
+            new_ops.append(_PriceOp(writes[-1], index, prices, jumped))
+        ops.extend(new_ops)
 
     @staticmethod
     def _selections(
@@ -385,24 +394,41 @@ class FeedPipeline:
             )
         return out
 
-    def _jumped(self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]) -> bool:
-        """True when a selection moved beyond the band against any price of the last window; after a jump the
-        window restarts from the new prices (the next update within band confirms them)."""
+    def _jumped(
+        self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]
+    ) -> tuple[bool, dict[str, Odds]]:
+        """True when a selection moved beyond the band against any price of the last window (committed history
+        plus this chunk's earlier updates). The history is committed only for applied writes; after a jump it
+        restarts from the new prices (the next update within band confirms them)."""
         prices = {s.selection_id: s.odds for s in selections}
-        history = self._history.setdefault(market_id, deque())
-        while history and history[0][0] < ts - self.rules.jump_window_ms:
-            history.popleft()
+        floor = ts - self.rules.jump_window_ms
+        pending = self._pending.setdefault(market_id, [])
+        base: list[dict[str, Odds]] = []
+        if not any(j for _, _, j in pending):
+            base = [p for t, p in self._history.get(market_id, ()) if t >= floor]
+        after_reset: list[dict[str, Odds]] = []
+        for t, p, j in pending:
+            if j:
+                after_reset = []
+            if t >= floor:
+                after_reset.append(p)
         jumped = any(
             (old := past.get(sid)) is not None and _moved_beyond(old, new, self.rules.jump_band_bp)
-            for _, past in history
+            for past in (*base, *after_reset)
             for sid, new in prices.items()
         )
+        pending.append((ts, prices, jumped))
+        return jumped, prices
+
+    def _commit_history(self, market_id: str, ts: int, prices: dict[str, Odds], jumped: bool) -> None:
+        history = self._history.setdefault(market_id, deque())
         if jumped:
             history.clear()
+        while history and history[0][0] < ts - self.rules.jump_window_ms:
+            history.popleft()
         history.append((ts, prices))
         if len(history) > 64:
             history.popleft()
-        return jumped
 
     def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> None:
         switch = self.router.evaluate(event, now)
@@ -443,6 +469,7 @@ class FeedPipeline:
                 for o, res in zip(batch, results, strict=True):
                     if res.applied and res.after is not None:
                         written[o.index] = ""
+                        self._commit_history(o.write.market_id, o.write.source_ts_ms, o.prices, o.jumped)
                         bus_out.append(
                             BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after))
                         )
