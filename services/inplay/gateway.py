@@ -425,7 +425,6 @@ def build_web(root: Path | None = None, force: bool = False) -> Path:
                 "--minify",
                 "--format=esm",
                 "--target=es2022",
-                
                 "--log-level=warning",
                 f"--outfile={dist / 'app.js'}",
             ],
