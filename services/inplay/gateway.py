@@ -565,6 +565,87 @@ def run(
     return rc
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EdgeForDemo:
+    """An Envoy in front of an upstream for the length of an ``async with`` (demo, benchmarks): free ports,
+    the dev key pair, waits until the upstream passed its health check.
+
+    ``async with EdgeForDemo("127.0.0.1:50051") as edge:`` then ``edge.target`` and ``edge.tokens(...)``.
+    ``overrides`` replace :class:`EdgeSettings` fields (e.g. ``bet_user_rate=1000`` for a load test).
+    """
+
+    def __init__(self, upstream_channel_target: str, **overrides: Any) -> None:
+        target = upstream_channel_target
+        for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+            target = target.removeprefix(scheme)
+        host, _, port = target.rpartition(":")
+        root = repo_root()
+        self.settings = replace(
+            EdgeSettings.from_env(root),
+            listen_port=free_port(),
+            admin_port=free_port(),
+            upstream_host=host.strip("[]") or "127.0.0.1",
+            upstream_port=int(port),
+            health_interval_s=1,
+            access_log="/dev/null",
+            **overrides,
+        )
+        self.key = ensure_keys(self.settings.keys_dir)
+        self._dir = root / ".stack" / f"edge-{self.settings.listen_port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.settings.listen_port}"
+
+    def tokens(
+        self, subjects: Iterable[str], operators: Iterable[str] = (), ttl_s: int = 3600
+    ) -> dict[str, str]:
+        ops = set(operators)
+        return {
+            sub: mint_token(
+                self.key,
+                sub,
+                roles=["operator"] if sub in ops else [],
+                ttl_s=ttl_s,
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+            )
+            for sub in subjects
+        }
+
+    async def __aenter__(self) -> EdgeForDemo:
+        import asyncio
+
+        config = write_rendered(self.settings, self._dir / "envoy.yaml")
+        self._proc = start_envoy(config, self._dir / "envoy.log", concurrency=1)
+        try:
+            # In a thread: the upstream may be served by this very event loop.
+            await asyncio.to_thread(wait_ready, self.settings, self._proc, 30.0, True)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        import asyncio
+
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
