@@ -195,6 +195,25 @@ def test_grpc_web_server_streaming_odds(edge: Edge, feed: FeedDriver) -> None:
     assert new_price in seen, seen
 
 
+def test_client_x_envoy_headers_are_ignored(edge: Edge, feed: FeedDriver) -> None:
+    """A client cannot shorten (or lengthen) timeouts or ask for retries with x-envoy-* headers."""
+    assert edge.event is not None
+    md = (
+        *edge.md(unique("watcher")),
+        ("x-envoy-upstream-rq-timeout-ms", "200"),
+        ("x-envoy-retry-on", "reset"),
+    )
+    odds = odds_pb2_grpc.OddsServiceStub(edge.channel())
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in odds.StreamOdds(
+            odds_pb2.StreamOddsRequest(event_ids=[edge.event.event_id]), metadata=md, timeout=2
+        ):
+            pass
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # the client's 2 s, not Envoy's 200 ms
+    assert time.monotonic() - t0 >= 1.8
+
+
 # ------------------------------------------------------------------------------------------------ rate limit
 
 
