@@ -537,7 +537,10 @@ def run(
     settings: EdgeSettings, out: Path, log_file: Path, build: bool, foreground: bool, pid_file: Path
 ) -> int:
     if build:
-        build_web()
+        try:
+            build_web()
+        except (SystemExit, subprocess.CalledProcessError) as exc:
+            print(f"warning: web bet slip not built ({exc}); serving a placeholder page", file=sys.stderr)
     write_rendered(settings, out)
     proc = start_envoy(out, log_file)
     try:
