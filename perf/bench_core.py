@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inplay.core import AcceptancePolicy, LegOutcome, Odds, Quote, SettleLeg, check_quotes, settle_bets  # noqa: E402
-from tests.reference import betting_math as ref  # noqa: E402
+from inplay.core import AcceptancePolicy, LegOutcome, Odds, Quote, SettleLeg, check_quotes, settle_bets
+
+from tests.reference import betting_math as ref
 
 
 def timed(fn: object, *args: object) -> tuple[float, object]:
@@ -42,15 +43,25 @@ def main() -> None:
         for _ in range(n)
     ]
     bets = [
-        (rng.randint(100, 100_000), [SettleLeg(rand_odds(), LegOutcome(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))])
+        (
+            rng.randint(100, 100_000),
+            [SettleLeg(rand_odds(), LegOutcome(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))],
+        )
         for _ in range(n)
     ]
 
     rust_q, got_q = timed(check_quotes, quotes)
     py_q, want_q = timed(
         lambda: [
-            ref.check_quote(q.suspended, q.age_ms, q.max_age_ms, Fraction(q.seen.num, q.seen.den),
-                            Fraction(q.current.num, q.current.den), int(q.policy), q.tolerance_bp)
+            ref.check_quote(
+                q.suspended,
+                q.age_ms,
+                q.max_age_ms,
+                Fraction(q.seen.num, q.seen.den),
+                Fraction(q.current.num, q.current.den),
+                int(q.policy),
+                q.tolerance_bp,
+            )
             for q in quotes
         ]
     )
@@ -65,10 +76,16 @@ def main() -> None:
     assert [(int(s), v) for s, v in got_s] == want_s  # type: ignore[union-attr]
     results = {
         "bets": n,
-        "quote_check": {"rust_per_s": round(n / rust_q), "python_reference_per_s": round(n / py_q),
-                        "speedup": round(py_q / rust_q, 1)},
-        "settlement": {"rust_per_s": round(n / rust_s), "python_reference_per_s": round(n / py_s),
-                       "speedup": round(py_s / rust_s, 1)},
+        "quote_check": {
+            "rust_per_s": round(n / rust_q),
+            "python_reference_per_s": round(n / py_q),
+            "speedup": round(py_q / rust_q, 1),
+        },
+        "settlement": {
+            "rust_per_s": round(n / rust_s),
+            "python_reference_per_s": round(n / py_s),
+            "speedup": round(py_s / rust_s, 1),
+        },
         "note": "Rust figures include building the Python tuples and crossing the FFI boundary; one call per batch.",
     }
     print(f"{'':22s}{'Rust core':>14s}{'Python ref':>14s}{'speedup':>9s}")

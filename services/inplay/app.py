@@ -80,9 +80,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         redis_wallet = await RedisWallet.connect(stack.redis_url, stack.redis_prefix)
         closers.append(redis_wallet.close)
         wallet_store = redis_wallet
-        cassandra = await CassandraLedger.connect(
-            list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace
-        )
+        cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
         closers.append(cassandra.close)
         ledger = cassandra
         await ensure_topics(
@@ -100,9 +98,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         closers.append(kafka.close)
         bus = kafka
         deposit_keys = CassandraDepositKeys(cassandra.session)
-    placement = BetPlacement(
-        odds, wallet_store, ledger, bus, settings.bets, topic_prefix=settings.stack.topic_prefix
-    )
+    placement = BetPlacement(odds, wallet_store, ledger, bus, settings.bets, topic_prefix=settings.stack.topic_prefix)
     wallet = Wallet(wallet_store, ledger, deposit_keys, settings.bets.currency)
     runtime = Runtime(
         settings=settings,

@@ -1,6 +1,6 @@
 """``python -m inplay.cli`` (or ``./dev cli``): operational commands.
 
-  reconcile [--repair] [--account A ...]   compare Redis balances with the ledger (the ledger wins)
+reconcile [--repair] [--account A ...]   compare Redis balances with the ledger (the ledger wins)
 """
 
 from __future__ import annotations

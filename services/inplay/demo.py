@@ -6,7 +6,7 @@
    without funds, a duplicate submit (replayed, never placed twice), an accumulator.
 3. A goal: bet stop, then the market resumes with fresh prices.
 4. The match ends; the operator settles the event; the summary checks that money is conserved:
-   Σ balances = Σ deposits − Σ stakes + Σ payouts, from the ledger, and equal to the balance projection.
+   Σ balances = Σ deposits - Σ stakes + Σ payouts, from the ledger, and equal to the balance projection.
 
 Without arguments it runs on embedded in-memory stores. ``--real`` runs on the real Redis, Cassandra and
 Kafka (the ``INPLAY_*`` variables of ``.stack/env``) and talks to the services through Envoy with real JWTs.
@@ -30,7 +30,6 @@ import grpc
 from inplay.app import Runtime, open_runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.config import Settings
-from inplay.core import Odds
 from inplay.domain.feed.simulator import MatchSimulator, SimMessage
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
@@ -138,9 +137,7 @@ class Demo:
                 metadata=self.identity.metadata(account),
             )
             for entry in page.entries:
-                by_kind[wallet_pb2.EntryKind.Name(entry.kind).removeprefix("ENTRY_KIND_")] += (
-                    entry.amount.amount_minor
-                )
+                by_kind[wallet_pb2.EntryKind.Name(entry.kind).removeprefix("ENTRY_KIND_")] += entry.amount.amount_minor
             token = page.next_page_token
             if not token:
                 break
@@ -256,9 +253,7 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
     print("== 3. The odds move; a bettor still looking at the old price")
     await demo.push(messages[first_price + 4 : stop_index])
     stale_seen = types_pb2.Odds(numerator=home_odds.numerator * 5, denominator=home_odds.denominator * 4)
-    rejected = await demo.place(
-        "carol", demo.slip([(mr.market_id, home_id, stale_seen)], 3_00), "far-off price"
-    )
+    rejected = await demo.place("carol", demo.slip([(mr.market_id, home_id, stale_seen)], 3_00), "far-off price")
     if rejected is None:
         mr = await demo.market(sim.market_result)
         _, now_home = _selection(mr, 0)
@@ -288,9 +283,7 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
     run_response = await demo.settlement.SettleEvent(
         settlement_pb2.SettleEventRequest(
             event_id=sim.event_id,
-            outcomes=[
-                settlement_pb2.SelectionOutcome(market_id=m, selection_id=s, result=r) for m, s, r in outcomes
-            ],
+            outcomes=[settlement_pb2.SelectionOutcome(market_id=m, selection_id=s, result=r) for m, s, r in outcomes],
             request_id=f"demo-settle-{sim.event_id}",
             wait=True,
             reason="full time",
@@ -317,9 +310,10 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
         total_deposits += by_kind.get("DEPOSIT", 0)
         total_payouts += by_kind.get("PAYOUT", 0)
         total_stakes += -by_kind.get("STAKE", 0)
-        print(f"  {who:6s} balance {fmt(balance):>12s}  ledger: " + ", ".join(
-            f"{k.lower()} {fmt(v)}" for k, v in sorted(by_kind.items())
-        ))
+        print(
+            f"  {who:6s} balance {fmt(balance):>12s}  ledger: "
+            + ", ".join(f"{k.lower()} {fmt(v)}" for k, v in sorted(by_kind.items()))
+        )
     print(
         f"  deposits {fmt(total_deposits)} - stakes {fmt(total_stakes)} + payouts {fmt(total_payouts)} "
         f"= {fmt(total_deposits - total_stakes + total_payouts)}; balances {fmt(total_balances)}"

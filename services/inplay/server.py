@@ -57,7 +57,10 @@ async def serve(settings: Settings, host: str) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=host)
     log.info(
-        "serving on %s:%d (%s stores)", host, port, "embedded" if settings.stack.embedded else "real",
+        "serving on %s:%d (%s stores)",
+        host,
+        port,
+        "embedded" if settings.stack.embedded else "real",
         extra={"port": port},
     )
     stop = asyncio.Event()

@@ -10,7 +10,6 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from inplay.app import Runtime, open_runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.config import Settings
@@ -177,9 +176,7 @@ async def test_error_details_and_batch(
     assert balance.balance.amount_minor == 1_000 - 300 - 100
 
 
-async def test_accounts_are_isolated(
-    served: tuple[Runtime, grpc.aio.Channel], unique_id: Callable[[str], str]
-) -> None:
+async def test_accounts_are_isolated(served: tuple[Runtime, grpc.aio.Channel], unique_id: Callable[[str], str]) -> None:
     runtime, channel = served
     market = await make_market(runtime, unique_id)
     alice, bob = unique_id("alice"), unique_id("bob")
@@ -223,9 +220,7 @@ async def test_deposit_is_idempotent(served: tuple[Runtime, grpc.aio.Channel], u
     second = await wallet.Deposit(request, metadata=OPERATOR)
     assert not first.replayed and second.replayed
     assert second.balance.amount_minor == 500
-    entries = await wallet.ListLedgerEntries(
-        wallet_pb2.ListLedgerEntriesRequest(account_id=account), metadata=OPERATOR
-    )
+    entries = await wallet.ListLedgerEntries(wallet_pb2.ListLedgerEntriesRequest(account_id=account), metadata=OPERATOR)
     assert [(e.kind, e.amount.amount_minor) for e in entries.entries] == [(wallet_pb2.ENTRY_KIND_DEPOSIT, 500)]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await wallet.Deposit(

@@ -13,7 +13,6 @@ import pytest
 import redis.asyncio as aioredis
 from cassandra import Unavailable as CassandraUnavailable
 from confluent_kafka import Consumer
-
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds
@@ -132,7 +131,9 @@ async def book(odds_cache: RedisOddsCache, wallet: WalletStore, unique_id: Calla
 
 
 @pytest.fixture
-def placement(odds_cache: RedisOddsCache, wallet: WalletStore, ledger: Ledger, bus: EventBus, topic_prefix: str) -> BetPlacement:
+def placement(
+    odds_cache: RedisOddsCache, wallet: WalletStore, ledger: Ledger, bus: EventBus, topic_prefix: str
+) -> BetPlacement:
     return BetPlacement(odds_cache, wallet, ledger, bus, RULES, topic_prefix=topic_prefix)
 
 
@@ -204,8 +205,13 @@ async def test_concurrent_bets_from_one_account_never_overdraw(
 
 
 async def test_duplicate_submits_place_one_bet(
-    book: Book, placement: BetPlacement, wallet: WalletStore, ledger: Ledger, odds_cache: RedisOddsCache,
-    bus: EventBus, topic_prefix: str,
+    book: Book,
+    placement: BetPlacement,
+    wallet: WalletStore,
+    ledger: Ledger,
+    odds_cache: RedisOddsCache,
+    bus: EventBus,
+    topic_prefix: str,
 ) -> None:
     market = await book.market({"home": "2.00", "away": "2.00"})
     account = await book.account(1_000)
@@ -250,7 +256,9 @@ async def test_suspension_between_quote_and_placement_rejects(
     account = await book.account(1_000)
     quoted = market.selection("home")
     assert quoted is not None
-    await book.reprice(market, {"home": "2.00", "away": "2.00"}, status=MarketStatus.SUSPENDED, status_reason="BET_STOP")
+    await book.reprice(
+        market, {"home": "2.00", "away": "2.00"}, status=MarketStatus.SUSPENDED, status_reason="BET_STOP"
+    )
     result = await placement.place(slip(account, market, "home", "2.00"))
     assert reason(result) == Reason.MARKET_SUSPENDED
     assert await balance(wallet, account) == 1_000
@@ -327,8 +335,13 @@ async def test_inplay_delay_rechecks_the_then_current_price(
 
 
 async def test_risk_limits(
-    book: Book, placement: BetPlacement, wallet: WalletStore, odds_cache: RedisOddsCache, ledger: Ledger,
-    bus: EventBus, topic_prefix: str,
+    book: Book,
+    placement: BetPlacement,
+    wallet: WalletStore,
+    odds_cache: RedisOddsCache,
+    ledger: Ledger,
+    bus: EventBus,
+    topic_prefix: str,
 ) -> None:
     market = await book.market({"home": "50.00", "away": "1.01"})
     account = await book.account(1_000_000)
@@ -411,7 +424,12 @@ async def test_ledger_write_failure_leaves_the_balance_intact(
 
 
 async def test_reconciliation_rebuilds_balances_after_redis_is_flushed(
-    book: Book, placement: BetPlacement, wallet: WalletStore, ledger: Ledger, redis_url: str, redis_prefix: str,
+    book: Book,
+    placement: BetPlacement,
+    wallet: WalletStore,
+    ledger: Ledger,
+    redis_url: str,
+    redis_prefix: str,
     unique_id: Callable[[str], str],
 ) -> None:
     from inplay.adapters.deposit_keys import MemoryDepositKeys

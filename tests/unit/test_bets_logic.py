@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
-
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import (

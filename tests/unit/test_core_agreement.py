@@ -7,7 +7,6 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from inplay import _core
 from inplay.core import (
     AcceptancePolicy,
@@ -26,6 +25,7 @@ from inplay.core import (
     potential_returns,
     settle_bets,
 )
+
 from tests.reference import betting_math as ref
 
 EXAMPLES = 3000
@@ -100,7 +100,11 @@ def test_quote_checks_agree(rows: list[tuple[bool, int, int, Odds, Odds, Accepta
     quotes = [Quote(s, age, max_age, seen, cur, pol, tol) for s, age, max_age, seen, cur, pol, tol in rows]
     got = check_quotes(quotes)
     expected = [
-        QuoteResult(ref.check_quote(q.suspended, q.age_ms, q.max_age_ms, frac(q.seen), frac(q.current), q.policy, q.tolerance_bp))
+        QuoteResult(
+            ref.check_quote(
+                q.suspended, q.age_ms, q.max_age_ms, frac(q.seen), frac(q.current), q.policy, q.tolerance_bp
+            )
+        )
         for q in quotes
     ]
     assert got == expected

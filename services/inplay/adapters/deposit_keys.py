@@ -22,9 +22,7 @@ class DepositClaim:
 
 
 class DepositKeys(Protocol):
-    async def claim(
-        self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int
-    ) -> DepositClaim: ...
+    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim: ...
 
 
 def deposit_entry_id(account_id: str, key: str) -> str:
@@ -35,9 +33,7 @@ class MemoryDepositKeys:
     def __init__(self) -> None:
         self._claims: dict[tuple[str, str], DepositClaim] = {}
 
-    async def claim(
-        self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int
-    ) -> DepositClaim:
+    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim:
         existing = self._claims.get((account_id, key))
         if existing is not None:
             return DepositClaim(
@@ -58,9 +54,7 @@ class CassandraDepositKeys:
             "created_at_ms) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"
         )
 
-    async def claim(
-        self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int
-    ) -> DepositClaim:
+    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim:
         entry_id = deposit_entry_id(account_id, key)
         result = await asyncio.to_thread(
             self._session.execute, self._insert, (account_id, key, entry_id, amount_minor, currency, now_ms)

@@ -219,9 +219,7 @@ def validate_request(req: BetRequest, rules: BetRules) -> Rejection | None:
     if req.stake_minor < rules.min_stake_minor:
         return bad("slip.stake.amount_minor", f"minimum stake is {rules.min_stake_minor}", Reason.STAKE_TOO_LOW)
     if req.stake_minor > rules.max_stake_minor:
-        return bad(
-            "slip.stake.amount_minor", f"maximum stake is {rules.max_stake_minor}", Reason.STAKE_TOO_HIGH
-        )
+        return bad("slip.stake.amount_minor", f"maximum stake is {rules.max_stake_minor}", Reason.STAKE_TOO_HIGH)
     if req.policy == AcceptancePolicy.UNSPECIFIED:
         return bad("slip.acceptance_policy", "acceptance_policy is required")
     return None
@@ -308,9 +306,7 @@ class BetPlacement:
             if first.result.accepted or (
                 first.result.rejection is not None and first.result.rejection.reason not in TRANSIENT_REASONS
             ):
-                dup.result = PlacementResult(
-                    bet=first.result.bet, rejection=first.result.rejection, replayed=True
-                )
+                dup.result = PlacementResult(bet=first.result.bet, rejection=first.result.rejection, replayed=True)
         out: list[PlacementResult] = []
         for slot in slots:
             assert slot.result is not None
@@ -374,9 +370,7 @@ class BetPlacement:
                 market = slot.markets[leg.market_id]
                 sel = market.selection(leg.selection_id)
                 assert sel is not None
-                max_age = (
-                    self.rules.max_price_age_inplay_ms if market.in_play else self.rules.max_price_age_prematch_ms
-                )
+                max_age = self.rules.max_price_age_inplay_ms if market.in_play else self.rules.max_price_age_prematch_ms
                 quotes.append(
                     Quote(
                         suspended=market.status != MarketStatus.ACTIVE,

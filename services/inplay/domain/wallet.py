@@ -100,9 +100,7 @@ async def reconcile(
         truth = {a: truth.get(a, 0) for a in accounts}
     names = sorted(truth)
     projected = await wallet.balances(names) if names else []
-    mismatched = {
-        name: (proj, truth[name]) for name, proj in zip(names, projected, strict=True) if proj != truth[name]
-    }
+    mismatched = {name: (proj, truth[name]) for name, proj in zip(names, projected, strict=True) if proj != truth[name]}
     if repair and mismatched:
         await wallet.set_balances({name: ledger_value for name, (_, ledger_value) in mismatched.items()})
     return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repair and bool(mismatched))

@@ -92,7 +92,7 @@ def bet_to_proto(bet: PlacedBet, status: BetState = BetState.OPEN, settled_retur
 
 def rejection_to_proto(rejection: Rejection) -> bets_pb2.BetRejection:
     proto = bets_pb2.BetRejection(
-        reason=bets_pb2.RejectionReason.Value(f"REJECTION_REASON_{rejection.reason}"),
+        reason=bets_pb2.RejectionReason.Value(f"REJECTION_REASON_{rejection.reason}"),  # type: ignore[arg-type]
         message=rejection.message,
         field=rejection.field,
     )
@@ -164,7 +164,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
         self._placement = placement
         self._ledger = ledger
 
-    async def PlaceBet(  # noqa: N802 - gRPC method name
+    async def PlaceBet(
         self, request: bets_pb2.PlaceBetRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.PlaceBetResponse:
         try:
@@ -178,7 +178,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def PlaceBets(  # noqa: N802
+    async def PlaceBets(
         self, request: bets_pb2.PlaceBetsRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.PlaceBetsResponse:
         try:
@@ -214,7 +214,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def GetBet(  # noqa: N802
+    async def GetBet(
         self, request: bets_pb2.GetBetRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.GetBetResponse:
         try:
@@ -231,7 +231,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
             for event in history:
                 response.history.add(
                     kind=event.kind,
-                    status=int(event.status),  # type: ignore[arg-type]
+                    status=int(event.status),
                     amount=_money(event.amount_minor, bet.currency),
                     settlement_run_id=event.run_id,
                     at=_timestamp(event.at_ms),
@@ -240,16 +240,14 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def ListBets(  # noqa: N802
+    async def ListBets(
         self, request: bets_pb2.ListBetsRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.ListBetsResponse:
         try:
             who = auth.principal(context)
             page_size = request.page_size or 50
             if not 0 < page_size <= 500:
-                raise InvalidArgument(
-                    "page_size must be 1..500", violations=[FieldViolation("page_size", "1..500")]
-                )
+                raise InvalidArgument("page_size must be 1..500", violations=[FieldViolation("page_size", "1..500")])
             try:
                 if request.page_token:
                     base64.urlsafe_b64decode(request.page_token.encode())

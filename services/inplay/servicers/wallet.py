@@ -33,7 +33,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self._wallet = wallet
         self._ledger = ledger
 
-    async def GetBalance(  # noqa: N802 - gRPC method name
+    async def GetBalance(
         self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.GetBalanceResponse:
         try:
@@ -46,7 +46,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def Deposit(  # noqa: N802
+    async def Deposit(
         self, request: wallet_pb2.DepositRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.DepositResponse:
         try:
@@ -66,16 +66,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def ListLedgerEntries(  # noqa: N802
+    async def ListLedgerEntries(
         self, request: wallet_pb2.ListLedgerEntriesRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.ListLedgerEntriesResponse:
         try:
             account = auth.account_for(auth.principal(context), request.account_id)
             page_size = request.page_size or 100
             if not 0 < page_size <= 1000:
-                raise InvalidArgument(
-                    "page_size must be 1..1000", violations=[FieldViolation("page_size", "1..1000")]
-                )
+                raise InvalidArgument("page_size must be 1..1000", violations=[FieldViolation("page_size", "1..1000")])
             entries, token = await self._ledger.account_entries(account, page_size, request.page_token)
             return wallet_pb2.ListLedgerEntriesResponse(
                 entries=[entry_to_proto(e) for e in entries], next_page_token=token
