@@ -15,13 +15,13 @@ from inplay.adapters.deposit_keys import CassandraDepositKeys, DepositKeys, Memo
 from inplay.config import Settings
 from inplay.domain.bets import BetPlacement
 from inplay.domain.wallet import Wallet
-from inplay.ports import EventBus, Ledger, OddsCache, WalletStore
+from inplay.ports import EventBus, Ledger, LiveOddsCache, WalletStore
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    odds: OddsCache
+    odds: LiveOddsCache
     wallet_store: WalletStore
     ledger: Ledger
     bus: EventBus
@@ -46,7 +46,7 @@ class Runtime:
 async def open_runtime(settings: Settings) -> Runtime:
     stack = settings.stack
     closers: list[Callable[[], Awaitable[None]]] = []
-    odds: OddsCache
+    odds: LiveOddsCache
     wallet_store: WalletStore
     ledger: Ledger
     bus: EventBus
@@ -116,7 +116,21 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def _open_features(runtime: Runtime) -> None:
-    """Odds pipeline and settlement components (wired once their modules exist)."""
+    """Odds pipeline (feed, suspension, streaming) and settlement components."""
+    from inplay.domain.feed.components import open_odds_components
+
+    session = getattr(runtime.ledger, "session", None)
+    odds = await open_odds_components(runtime.odds, runtime.bus, runtime.settings.stack, cassandra_session=session)
+    runtime.components["odds"] = odds
+    runtime.components["feed_mappings"] = odds.mappings
+    runtime.components["market_control"] = odds.control
+    runtime.closers.append(odds.close)
+
+    from inplay.domain.settlement.worker import open_settlement
+
+    settlement = await open_settlement(runtime, mark_settled=odds.control.settle)
+    runtime.components["settlement"] = settlement
+    runtime.closers.append(settlement.close)
 
 
 def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
@@ -126,10 +140,28 @@ def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
     from inplay.servicers import wallet as wallet_servicer
     from inplay.wallet.v1 import wallet_pb2
 
+    from inplay.admin.v1 import admin_pb2
+    from inplay.feed.v1 import feed_pb2
+    from inplay.odds.v1 import odds_pb2
+    from inplay.servicers import admin as admin_servicer
+    from inplay.servicers import feed as feed_servicer
+    from inplay.servicers import odds as odds_servicer
+    from inplay.servicers import settlement as settlement_servicer
+    from inplay.settlement.v1 import settlement_pb2
+
     bets_servicer.add_to_server(server, runtime.placement, runtime.ledger)
     wallet_servicer.add_to_server(server, runtime.wallet, runtime.ledger)
+    odds = runtime.components["odds"]
+    odds_servicer.add_to_server(server, runtime.odds, odds.hub)
+    feed_servicer.add_to_server(server, odds.pipeline)
+    admin_servicer.add_to_server(server, odds.control, odds.changes, runtime.wallet_store)
+    settlement_servicer.add_to_server(server, runtime.components["settlement"].service)
     names = [
         bets_pb2.DESCRIPTOR.services_by_name["BetService"].full_name,
         wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+        odds_pb2.DESCRIPTOR.services_by_name["OddsService"].full_name,
+        feed_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
     ]
     return names

@@ -212,6 +212,24 @@ class Demo:
         return response
 
 
+def final_score(sim: MatchSimulator) -> tuple[int, int]:
+    home = sum(1 for _, side in sim.goals if side == "home")
+    return home, len(sim.goals) - home
+
+
+def match_results(sim: MatchSimulator) -> list[tuple[str, str, int]]:
+    """The operator's result sheet: (market, selection, SelectionResult) for every selection."""
+    home, away = final_score(sim)
+    winner = "home" if home > away else "away" if away > home else "draw"
+    win, lose = settlement_pb2.SELECTION_RESULT_WIN, settlement_pb2.SELECTION_RESULT_LOSE
+    e = sim.event_id
+    rows = [(sim.market_result, f"{e}:mr:{side}", win if side == winner else lose) for side in ("home", "draw", "away")]
+    over = home + away > 2
+    rows.append((sim.market_total, f"{e}:ou25:over", win if over else lose))
+    rows.append((sim.market_total, f"{e}:ou25:under", lose if over else win))
+    return rows
+
+
 def _selection(market: odds_pb2.Market, index: int) -> tuple[str, types_pb2.Odds]:
     sel = market.selections[index]
     return sel.selection_id, sel.odds
@@ -277,9 +295,9 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
 
     print("== 5. Full time: the rest of the feed, then settlement")
     await demo.push(messages[resume_index + 4 : end_index])
-    home_goals, away_goals = sim.final_score()
+    home_goals, away_goals = final_score(sim)
     print(f"  final score {sim.home} {home_goals}-{away_goals} {sim.away}")
-    outcomes = sim.results()
+    outcomes = match_results(sim)
     run_response = await demo.settlement.SettleEvent(
         settlement_pb2.SettleEventRequest(
             event_id=sim.event_id,
@@ -354,7 +372,7 @@ async def main_async(real: bool) -> int:
     sim = MatchSimulator(seed=seed, start_ms=_now_ms(), event_id=f"demo-{run_id}")
     print(f"Inplay demo: {sim.home} v {sim.away} ({'real stack' if real else 'embedded stores'})")
     async with embedded_channel(settings) as (runtime, channel):
-        await runtime.components["feed_mappings"].save(sim.mapping())
+        await runtime.components["odds"].mappings.load(sim.mapping())
         if real:
             from inplay.gateway import EdgeForDemo
 
