@@ -36,13 +36,20 @@ from inplay.gateway import (
 ROOT = repo_root()
 
 
-def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"inplay.server exited with {proc.returncode}")
+                raise RuntimeError(f"inplay.server exited with {proc.returncode}:\n{_tail(log)}")
             try:
                 if (
                     stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
@@ -122,7 +129,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         )
     envoy: subprocess.Popen[bytes] | None = None
     try:
-        _wait_serving(server_port, server, timeout_s=90)
+        _wait_serving(server_port, server, timeout_s=90, log=server_log)
         build_web(ROOT)
         settings = replace(
             EdgeSettings.from_env(ROOT),
