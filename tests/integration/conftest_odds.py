@@ -105,9 +105,7 @@ class OddsEnv:
         return self._seq[provider]
 
     # alpha / bravo messages for this event (next sequence number unless given)
-    def alpha_mr(
-        self, ts: int, h: str, d: str, a: str, seq: int | None = None, correction: bool = False
-    ) -> bytes:
+    def alpha_mr(self, ts: int, h: str, d: str, a: str, seq: int | None = None, correction: bool = False) -> bytes:
         e = self.alpha_event
         return wire.alpha_odds(
             self.seq("alpha") if seq is None else seq,
@@ -160,9 +158,7 @@ async def build_env(
     mappings = FeedMappingService(RedisFeedMappings(live_cache.client, live_cache.prefix))
     await mappings.load(wire.two_provider_mapping(event_id, alpha_event, bravo_match))
     control = MarketControl(live_cache, ChangeRecorder(change_log, bus, topic_prefix))
-    pipeline = FeedPipeline(
-        live_cache, bus, mappings, control, rules or FeedRules(), topic_prefix=topic_prefix
-    )
+    pipeline = FeedPipeline(live_cache, bus, mappings, control, rules or FeedRules(), topic_prefix=topic_prefix)
     return OddsEnv(
         live_cache,
         bus,

@@ -19,9 +19,7 @@ from tests.integration.conftest_odds import OddsEnv, build_env, now_ms
 pytest_plugins = ["tests.integration.conftest_odds"]
 pytestmark = pytest.mark.integration
 
-RULES = FeedRules(
-    heartbeat_timeout_ms=1_000, failover_lag_ms=1_000, gap_window_ms=1_000, failback_after_ms=2_000
-)
+RULES = FeedRules(heartbeat_timeout_ms=1_000, failover_lag_ms=1_000, gap_window_ms=1_000, failback_after_ms=2_000)
 
 
 @pytest.fixture
@@ -35,9 +33,7 @@ async def env(
     return await build_env(live_cache, bus, change_log, odds_topics, unique_id, RULES)
 
 
-async def both(
-    env: OddsEnv, t: int, alpha_home: str, bravo_home: int, lag: int = 10
-) -> tuple[int, dict[str, int]]:
+async def both(env: OddsEnv, t: int, alpha_home: str, bravo_home: int, lag: int = 10) -> tuple[int, dict[str, int]]:
     """One price message from each provider at provider time ``t``; returns (accepted, rejected)."""
     out = await env.ingest(
         ("alpha", env.alpha_mr(t, alpha_home, "3.40", "3.80"), t + lag),
@@ -57,22 +53,18 @@ async def test_only_active_provider_applied_failover_on_gap_and_failback(env: Od
     # alpha skips sequence numbers: bravo (healthy) takes over; alpha's message itself is now standby
     env._seq["alpha"] += 3
     assert await both(env, t + 100, "2.02", 115) == (1, {"STANDBY": 1})
-    assert (
-        await source(env) == "bravo" and (await env.market(env.mr)).selections[0].odds.decimal_str() == "2.15"
-    )
+    assert await source(env) == "bravo" and (await env.market(env.mr)).selections[0].odds.decimal_str() == "2.15"
     assert env.pipeline.router.active[env.event_id] == "bravo"
     # alpha healthy again, but fail-back waits until it has been healthy for failback_after_ms
     for i in range(2, 40):
         ts = t + i * 100
-        accepted, rejected = await both(env, ts, "2.04", 120)
+        accepted, _ = await both(env, ts, "2.04", 120)
         assert accepted == 1
         expected = "bravo" if ts - (t + 100) < RULES.gap_window_ms + RULES.failback_after_ms else "alpha"
         assert await source(env) == expected, i
     assert env.pipeline.router.active[env.event_id] == "alpha"
     changes, _ = await env.changes.list(env.mr, 100, "")
-    switches = [
-        (c.kind, c.old_value, c.new_value, c.reason, c.source) for c in changes if c.kind == "PROVIDER"
-    ]
+    switches = [(c.kind, c.old_value, c.new_value, c.reason, c.source) for c in changes if c.kind == "PROVIDER"]
     assert switches == [
         ("PROVIDER", "alpha", "bravo", "SEQUENCE_GAP", "feed-router"),
         ("PROVIDER", "bravo", "alpha", "FAILBACK", "feed-router"),

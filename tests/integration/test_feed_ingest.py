@@ -60,9 +60,7 @@ async def test_bravo_american_and_fractional_prices(odds_env: OddsEnv) -> None:
     assert mr.source == ou.source == "bravo"
 
 
-async def test_every_validation_rule_counted_dropped_nothing_cached(
-    odds_env: OddsEnv, kafka_bootstrap: str
-) -> None:
+async def test_every_validation_rule_counted_dropped_nothing_cached(odds_env: OddsEnv, kafka_bootstrap: str) -> None:
     env = odds_env
     t = now_ms()
     e = env.alpha_event
@@ -127,13 +125,11 @@ async def test_duplicates_and_out_of_order(odds_env: OddsEnv) -> None:
     m2 = env.alpha_mr(t - 200, "2.10", "3.00", "4.00", seq=2)
     m3 = env.alpha_mr(t - 100, "2.20", "3.00", "4.00", seq=3)
     # m3 arrives before m2 (out of order): m2's prices are older than the cached ones -> dropped
-    out = await env.ingest(
-        ("alpha", m1, t), ("alpha", m3, t), ("alpha", m2, t), ("alpha", m3, t), ("alpha", m1, t)
-    )
+    out = await env.ingest(("alpha", m1, t), ("alpha", m3, t), ("alpha", m2, t), ("alpha", m3, t), ("alpha", m1, t))
     assert out.accepted == 2
     assert dict(out.rejected) == {"STALE_VERSION": 1, "DUPLICATE": 2}
     state = await env.market(env.mr)
-    assert state.version == 2 and [s.odds.decimal_str() for s in state.selections][0] == "2.20"
+    assert state.version == 2 and state.selections[0].odds.decimal_str() == "2.20"
     # the same message in a later call is still a duplicate
     out = await env.ingest(("alpha", m3, t + 5))
     assert dict(out.rejected) == {"DUPLICATE": 1}

@@ -57,9 +57,7 @@ async def test_feed_lag_suspends_and_fresh_feed_resumes(odds_env: OddsEnv) -> No
     env = odds_env
     t = now_ms() - 5_000
     await priced(env, t)
-    out = await env.ingest(
-        ("alpha", env.alpha_mr(t + 100, "2.02", "3.40", "3.80"), t + 100 + 800)
-    )  # 800 ms lag
+    out = await env.ingest(("alpha", env.alpha_mr(t + 100, "2.02", "3.40", "3.80"), t + 100 + 800))  # 800 ms lag
     assert out.accepted == 1
     m = await env.market(env.mr)
     assert (m.status, m.status_reason) == (MarketStatus.SUSPENDED, "FEED_LAG")
@@ -76,9 +74,7 @@ async def test_price_jump_beyond_band_suspends_until_confirmed(odds_env: OddsEnv
     assert await status(env, env.mr) == (MarketStatus.ACTIVE, "")
     await env.ingest(("alpha", env.alpha_mr(t + 1500, "2.45", "3.40", "3.80"), t + 1510))  # +22.5 % vs 2.00
     assert await status(env, env.mr) == (MarketStatus.SUSPENDED, "PRICE_JUMP")
-    await env.ingest(
-        ("alpha", env.alpha_mr(t + 1800, "2.47", "3.40", "3.80"), t + 1810)
-    )  # confirms new level
+    await env.ingest(("alpha", env.alpha_mr(t + 1800, "2.47", "3.40", "3.80"), t + 1810))  # confirms new level
     assert await status(env, env.mr) == (MarketStatus.ACTIVE, "")
     # the same move spread over more than the window is not a jump
     await env.ingest(("alpha", env.alpha_mr(t + 5000, "2.80", "3.40", "3.80"), t + 5010))
@@ -86,15 +82,11 @@ async def test_price_jump_beyond_band_suspends_until_confirmed(odds_env: OddsEnv
 
 
 @pytest.mark.parametrize(("incident", "reason"), [("goal", "GOAL"), ("red_card", "RED_CARD"), ("var", "VAR")])
-async def test_incidents_suspend_every_market_of_the_event(
-    odds_env: OddsEnv, incident: str, reason: str
-) -> None:
+async def test_incidents_suspend_every_market_of_the_event(odds_env: OddsEnv, incident: str, reason: str) -> None:
     env = odds_env
     t = now_ms() - 5_000
     await priced(env, t)
-    await env.ingest(
-        ("alpha", wire.alpha_incident(env.seq("alpha"), t + 100, env.alpha_event, incident), t + 110)
-    )
+    await env.ingest(("alpha", wire.alpha_incident(env.seq("alpha"), t + 100, env.alpha_event, incident), t + 110))
     assert await status(env, env.mr) == (MarketStatus.SUSPENDED, reason)
     assert await status(env, env.ou) == (MarketStatus.SUSPENDED, reason)
     # after a goal prices move a lot: the first fresh prices reopen the market (no PRICE_JUMP)
@@ -174,10 +166,7 @@ async def test_every_change_logged_with_source_and_reason(odds_env: OddsEnv, kaf
     await env.control.settle([env.mr], source="settlement", note="result 1-0")
     changes, token = await env.changes.list(env.mr, 100, "")
     assert token == ""
-    summary = [
-        (c.version, c.kind, c.selection_id.rsplit(":", 1)[-1], c.new_value, c.source, c.reason)
-        for c in changes
-    ]
+    summary = [(c.version, c.kind, c.selection_id.rsplit(":", 1)[-1], c.new_value, c.source, c.reason) for c in changes]
     assert summary == [
         (1, "STATUS", "", "ACTIVE", "alpha", "FEED"),
         (1, "PRICE", "home", "2.00 (2/1)", "alpha", "FEED"),

@@ -28,9 +28,7 @@ def pair(o: Odds) -> tuple[int, int]:
 
 
 def test_alpha_odds_message_exact_decimal_and_iso_timestamp() -> None:
-    msg = AlphaAdapter().parse(
-        wire.alpha_odds(7, TS, "A-1", "A-1-MR", {"H": "2.50", "D": "3.10", "A": "1.91"})
-    )
+    msg = AlphaAdapter().parse(wire.alpha_odds(7, TS, "A-1", "A-1-MR", {"H": "2.50", "D": "3.10", "A": "1.91"}))
     assert (msg.provider, msg.seq, msg.ts_ms, msg.kind, msg.event_ref) == ("alpha", 7, TS, PRICES, "A-1")
     (market,) = msg.markets
     assert market.ref == "A-1-MR"

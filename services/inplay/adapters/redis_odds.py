@@ -345,11 +345,7 @@ class RedisOddsCache:
         for w, row in zip(writes, raw, strict=True):
             outcome = _text(row[0])
             old_body = _text(row[4])
-            before = (
-                decode_state(json.loads(old_body), int(row[1]), int(row[2]), _text(row[3]))
-                if old_body
-                else None
-            )
+            before = decode_state(json.loads(old_body), int(row[1]), int(row[2]), _text(row[3])) if old_body else None
             after = None
             if outcome == "APPLIED":
                 after = MarketState(
@@ -385,9 +381,7 @@ class RedisOddsCache:
                 continue
             body = json.loads(body_text)
             before = decode_state(body, int(row[1]), int(row[2]), _text(row[3]))
-            after = (
-                decode_state(body, int(row[5]), int(row[6]), _text(row[7])) if outcome == "APPLIED" else None
-            )
+            after = decode_state(body, int(row[5]), int(row[6]), _text(row[7])) if outcome == "APPLIED" else None
             out.append(WriteResult(outcome, before, after))
         return out
 

@@ -140,9 +140,7 @@ class ChangeRecorder:
         if not changes:
             return
         if self._bus is not None:
-            await self._bus.publish(
-                [BusMessage(self._topic, c.market_id, change_to_json(c)) for c in changes]
-            )
+            await self._bus.publish([BusMessage(self._topic, c.market_id, change_to_json(c)) for c in changes])
         await self.store.append(changes)
 
 

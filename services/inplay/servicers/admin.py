@@ -27,9 +27,7 @@ SCOPES = {admin_pb2.KILL_SWITCH_SCOPE_EVENT: "event", admin_pb2.KILL_SWITCH_SCOP
 
 def _required(value: str, name: str) -> str:
     if not value or len(value) > MAX_ID:
-        raise InvalidArgument(
-            f"{name} is required", violations=[FieldViolation(name, "required, <= 200 chars")]
-        )
+        raise InvalidArgument(f"{name} is required", violations=[FieldViolation(name, "required, <= 200 chars")])
     return value
 
 
@@ -50,9 +48,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.SuspendMarketResponse:
         try:
             who = self._operator(context)
-            await self._control.operator_suspend(
-                _required(request.market_id, "market_id"), who.subject, request.reason
-            )
+            await self._control.operator_suspend(_required(request.market_id, "market_id"), who.subject, request.reason)
             return admin_pb2.SuspendMarketResponse(market_id=request.market_id)
         except Exception as exc:
             await abort_with(context, exc)
@@ -62,9 +58,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ResumeMarketResponse:
         try:
             who = self._operator(context)
-            await self._control.operator_resume(
-                _required(request.market_id, "market_id"), who.subject, request.reason
-            )
+            await self._control.operator_resume(_required(request.market_id, "market_id"), who.subject, request.reason)
             return admin_pb2.ResumeMarketResponse(market_id=request.market_id)
         except Exception as exc:
             await abort_with(context, exc)
@@ -101,9 +95,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     "daily_stake_limit_minor must be >= 0",
                     violations=[FieldViolation("daily_stake_limit_minor", ">= 0 (0 = no limit)")],
                 )
-            until = (
-                request.self_excluded_until.ToMilliseconds() if request.HasField("self_excluded_until") else 0
-            )
+            until = request.self_excluded_until.ToMilliseconds() if request.HasField("self_excluded_until") else 0
             await self._wallet.set_limits(
                 account,
                 AccountLimits(
@@ -122,9 +114,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._operator(context)
             market_id = _required(request.market_id, "market_id")
             if request.page_size < 0:
-                raise InvalidArgument(
-                    "page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")]
-                )
+                raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
             size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
             if request.page_token:
                 try:

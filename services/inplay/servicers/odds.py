@@ -54,9 +54,7 @@ def _offset(token: str) -> int:
 
 def _check_id(value: str, name: str) -> None:
     if not value or len(value) > MAX_ID:
-        raise InvalidArgument(
-            f"{name} is required", violations=[FieldViolation(name, "required, <= 200 chars")]
-        )
+        raise InvalidArgument(f"{name} is required", violations=[FieldViolation(name, "required, <= 200 chars")])
 
 
 class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
@@ -82,9 +80,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
         try:
             _check_id(request.event_id, "event_id")
             if request.page_size < 0:
-                raise InvalidArgument(
-                    "page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")]
-                )
+                raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
             size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
             start = _offset(request.page_token)
             markets = await self._cache.list_event_markets(request.event_id)  # ordered by market id
@@ -173,9 +169,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             await self._hub.detach(client)
 
     @staticmethod
-    def _message(
-        kind: odds_pb2.UpdateKind, markets: list[MarketState], coalesced: int
-    ) -> odds_pb2.StreamOddsResponse:
+    def _message(kind: odds_pb2.UpdateKind, markets: list[MarketState], coalesced: int) -> odds_pb2.StreamOddsResponse:
         now = _now_ms()
         return odds_pb2.StreamOddsResponse(
             kind=kind, markets=[market_to_proto(m, now) for m in markets], coalesced_updates=coalesced

@@ -23,9 +23,7 @@ log = logging.getLogger("inplay.odds.hub")
 class ClientFeed:
     """The per-client buffer. ``event_ids``: whole events; ``market_ids``: single markets of other events."""
 
-    def __init__(
-        self, event_ids: Iterable[str], market_ids: Iterable[str], market_events: Iterable[str]
-    ) -> None:
+    def __init__(self, event_ids: Iterable[str], market_ids: Iterable[str], market_events: Iterable[str]) -> None:
         self.whole_events = frozenset(event_ids)
         self.market_ids = frozenset(market_ids)
         self.events = self.whole_events | frozenset(market_events)

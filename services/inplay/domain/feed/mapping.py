@@ -96,9 +96,7 @@ class MappingTable:
                     by_provider: dict[str, dict[str, SelectionInfo]] = {}
                     ordered = []
                     for k, sel in enumerate(mk.get("selections", [])):
-                        info = SelectionInfo(
-                            str(sel["selection_id"]), str(sel.get("name", sel["selection_id"]))
-                        )
+                        info = SelectionInfo(str(sel["selection_id"]), str(sel.get("name", sel["selection_id"])))
                         ordered.append(info)
                         for provider, ref in dict(sel.get("ids", {})).items():
                             by_provider.setdefault(str(provider), {})[str(ref)] = info

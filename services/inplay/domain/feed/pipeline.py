@@ -68,9 +68,7 @@ from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS, BusMessage, EventBus, LiveO
 
 log = logging.getLogger("inplay.feed")
 
-FEED_MESSAGES = PromCounter(
-    "inplay_feed_messages_total", "Feed messages by provider and outcome", ["outcome"]
-)
+FEED_MESSAGES = PromCounter("inplay_feed_messages_total", "Feed messages by provider and outcome", ["outcome"])
 FEED_REJECTED = PromCounter("inplay_feed_rejected_total", "Feed messages rejected by reason", ["reason"])
 FEED_ANOMALIES = PromCounter("inplay_feed_anomalies_total", "Feed anomalies (not rejections)", ["reason"])
 FEED_SWITCHES = PromCounter("inplay_feed_provider_switches_total", "Provider failovers/fail-backs", ["cause"])
@@ -329,9 +327,7 @@ class FeedPipeline:
             log.warning("feed sequence gap", extra={"provider": provider, "seq": seq})
         return True
 
-    def _suspend_op(
-        self, ids: list[str], reason: str, msg: ProviderMessage, index: int, ops: list[_Op]
-    ) -> None:
+    def _suspend_op(self, ids: list[str], reason: str, msg: ProviderMessage, index: int, ops: list[_Op]) -> None:
         for mid in ids:  # the next prices start a new band
             self._history.pop(mid, None)
             self._pending.pop(mid, None)
@@ -389,14 +385,10 @@ class FeedPipeline:
             if s.selection_id in by_id
         )
         if len(out) != len(market.ordered):
-            raise Rejected(
-                SCHEMA, f"market {market.market_id}: {len(out)} of {len(market.ordered)} selections"
-            )
+            raise Rejected(SCHEMA, f"market {market.market_id}: {len(out)} of {len(market.ordered)} selections")
         return out
 
-    def _jumped(
-        self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]
-    ) -> tuple[bool, dict[str, Odds]]:
+    def _jumped(self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]) -> tuple[bool, dict[str, Odds]]:
         """True when a selection moved beyond the band against any price of the last window (committed history
         plus this chunk's earlier updates). The history is committed only for applied writes; after a jump it
         restarts from the new prices (the next update within band confirms them)."""
@@ -470,9 +462,7 @@ class FeedPipeline:
                     if res.applied and res.after is not None:
                         written[o.index] = ""
                         self._commit_history(o.write.market_id, o.write.source_ts_ms, o.prices, o.jumped)
-                        bus_out.append(
-                            BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after))
-                        )
+                        bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
                         changes += changes_between(res.before, res.after, o.write.source, "", at)
                     elif o.index not in written:
                         written[o.index] = MARKET_SETTLED if res.outcome == "SETTLED" else STALE_VERSION

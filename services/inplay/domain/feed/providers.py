@@ -265,9 +265,7 @@ class BravoAdapter:
                         raise Rejected(SCHEMA, "outcome must be an object")
                     sels.append((_str(o, "code"), self._odds(o)))
                 markets.append(ProviderMarket(self.market_ref(match_ref, offer), tuple(sels)))
-            return ProviderMessage(
-                self.name, seq, sent, kind, match_ref, tuple(markets), correction=correction
-            )
+            return ProviderMessage(self.name, seq, sent, kind, match_ref, tuple(markets), correction=correction)
         if kind == BET_STOP:
             refs = tuple(self.market_ref(match_ref, o) for o in offers)
             return ProviderMessage(self.name, seq, sent, kind, match_ref, market_refs=refs)

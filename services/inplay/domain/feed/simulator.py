@@ -252,10 +252,7 @@ class MatchSimulator:
             elif t >= stopped_until:
                 ph, pd, pa, pu = self._probabilities(t / self.duration_ms, home, away)
                 jitter = [1 + noise.uniform(-0.02, 0.02) for _ in range(5)]
-                probs = [
-                    min(max(p * j, 0.003), 0.997)
-                    for p, j in zip((ph, pd, pa, 1 - pu, pu), jitter, strict=True)
-                ]
+                probs = [min(max(p * j, 0.003), 0.997) for p, j in zip((ph, pd, pa, 1 - pu, pu), jitter, strict=True)]
                 out += self._prices(ts, probs, nxt)
             t += self.tick_ms
         end = self.start_ms + self.duration_ms + self.tick_ms
@@ -284,9 +281,7 @@ class MatchSimulator:
         ev = {"id": self.alpha_event}
         return [
             self._alpha(ts, nxt("alpha"), {"type": "bet_stop", "event": ev}, "BET_STOP"),
-            self._alpha(
-                ts + 1, nxt("alpha"), {"type": "incident", "event": ev, "incident": "goal"}, "INCIDENT"
-            ),
+            self._alpha(ts + 1, nxt("alpha"), {"type": "incident", "event": ev, "incident": "goal"}, "INCIDENT"),
             self._bravo(ts, nxt("bravo"), "STOP", {}, "BET_STOP"),
             self._bravo(ts + 1, nxt("bravo"), "INCIDENT", {"incident": {"kind": "GOAL"}}, "INCIDENT"),
         ]
@@ -308,9 +303,7 @@ class MatchSimulator:
                     "event": ev,
                     "market": {
                         "id": f"{a}-MR",
-                        "prices": [
-                            {"id": f"{a}-MR-{s}", "odds": o} for s, o in zip("HDA", alpha_mr, strict=True)
-                        ],
+                        "prices": [{"id": f"{a}-MR-{s}", "odds": o} for s, o in zip("HDA", alpha_mr, strict=True)],
                     },
                 },
                 "PRICES",
@@ -323,9 +316,7 @@ class MatchSimulator:
                     "event": ev,
                     "market": {
                         "id": f"{a}-OU25",
-                        "prices": [
-                            {"id": f"{a}-OU25-{s}", "odds": o} for s, o in zip("OU", alpha_ou, strict=True)
-                        ],
+                        "prices": [{"id": f"{a}-OU25-{s}", "odds": o} for s, o in zip("OU", alpha_ou, strict=True)],
                     },
                 },
                 "PRICES",

@@ -40,9 +40,7 @@ def alpha_bet_stop(seq: int, ts_ms: int, event: str, markets: Sequence[str] = ()
 
 
 def alpha_incident(seq: int, ts_ms: int, event: str, incident: str) -> bytes:
-    return _dump(
-        {"type": "incident", "seq": seq, "ts": iso_ms(ts_ms), "event": {"id": event}, "incident": incident}
-    )
+    return _dump({"type": "incident", "seq": seq, "ts": iso_ms(ts_ms), "event": {"id": event}, "incident": incident})
 
 
 def alpha_heartbeat(seq: int, ts_ms: int) -> bytes:
@@ -77,9 +75,7 @@ def bravo_price(
 
 
 def bravo_stop(seq: int, ts_ms: int, match: int, offers: Sequence[Mapping[str, Any]] = ()) -> bytes:
-    return _dump(
-        {"hdr": {"seq": seq, "sent": ts_ms, "type": "STOP"}, "match": {"ref": match}, "offers": list(offers)}
-    )
+    return _dump({"hdr": {"seq": seq, "sent": ts_ms, "type": "STOP"}, "match": {"ref": match}, "offers": list(offers)})
 
 
 def bravo_incident(seq: int, ts_ms: int, match: int, kind: str) -> bytes:
