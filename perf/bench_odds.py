@@ -1,0 +1,340 @@
+"""Odds pipeline benchmark against the real stack (Redis, Kafka, Cassandra), with same-run baselines.
+
+1. Ingest throughput: N alpha price updates over M markets through the whole pipeline (parse, validate,
+   normalize, enrich, one Lua call + one produce batch per chunk, change log), vs the same number of
+   payloads written straight to Redis (HSET + PUBLISH, pipelined per chunk) and produced straight to Kafka.
+2. StreamOdds fan-out: a server process (OddsService + hub) and S concurrent subscribers on one event (in
+   this process); updates go through the pipeline at a steady rate; latency = client receive time minus
+   the update's provider timestamp (set to the wall clock when the update is ingested).
+
+    set -a; . .stack/env; set +a
+    .venv/bin/python perf/bench_odds.py                 # defaults: 50k updates, 100 subscribers
+    .venv/bin/python perf/bench_odds.py --updates 20000 --subscribers 50 --skip-changelog
+
+Writes perf/results/odds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "services"))
+
+from inplay.adapters.memory_odds import MemoryMarketChangeLog  # noqa: E402
+from inplay.adapters.redis_odds import RedisFeedMappings, RedisOddsCache  # noqa: E402
+from inplay.domain.feed import wire  # noqa: E402
+from inplay.domain.feed.mapping import FeedMappingService  # noqa: E402
+from inplay.domain.feed.pipeline import FeedPipeline, RawMessage  # noqa: E402
+from inplay.domain.feed.rules import FeedRules  # noqa: E402
+from inplay.domain.markets import ChangeRecorder, MarketChangeLog, MarketControl  # noqa: E402
+from inplay.odds.v1 import odds_pb2, odds_pb2_grpc  # noqa: E402
+from inplay.ports import TOPIC_FEED_RAW, TOPIC_MARKET_CHANGES, TOPIC_ODDS, EventBus  # noqa: E402
+
+HOME = ("2.00", "2.02", "2.04", "2.02")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise SystemExit(f"{name} is not set: run `set -a; . .stack/env; set +a` first (./dev up)")
+    return value
+
+
+def mapping(events: int, tag: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"events": []}
+    for i in range(events):
+        doc["events"] += wire.two_provider_mapping(f"{tag}-ev{i}", f"{tag}-A{i}", 10_000 + i)["events"]
+    return doc
+
+
+def updates(events: int, n: int, t0: int) -> list[RawMessage]:
+    """n alpha price messages round-robin over the events' two markets, timestamps increasing."""
+    out = []
+    for k in range(n):
+        i = k % events
+        a = f"A{i}"
+        ts = t0 + k // (2 * events) * 10 + 1
+        if (k // events) % 2 == 0:
+            payload = wire.alpha_odds(
+                k + 1,
+                ts,
+                f"TAG-{a}",
+                f"TAG-{a}-MR",
+                {f"TAG-{a}-MR-H": HOME[(k // events) % 4], f"TAG-{a}-MR-D": "3.40", f"TAG-{a}-MR-A": "3.80"},
+            )
+        else:
+            payload = wire.alpha_odds(
+                k + 1,
+                ts,
+                f"TAG-{a}",
+                f"TAG-{a}-OU",
+                {f"TAG-{a}-OU-O": HOME[(k // events) % 4], f"TAG-{a}-OU-U": "1.80"},
+            )
+        out.append(RawMessage("alpha", payload, ts + 5))
+    return out
+
+
+async def open_bus(bootstrap: str, prefix: str) -> EventBus:
+    from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
+
+    await ensure_topics(bootstrap, {prefix + t: 3 for t in (TOPIC_ODDS, TOPIC_FEED_RAW, TOPIC_MARKET_CHANGES)})
+    bus: EventBus = KafkaEventBus(bootstrap)
+    return bus
+
+
+async def change_log(use_cassandra: bool) -> tuple[MarketChangeLog, Any]:
+    if not use_cassandra:
+        return MemoryMarketChangeLog(), None
+    from cassandra.cluster import Cluster
+
+    from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
+
+    hosts = env("INPLAY_CASSANDRA_HOSTS").split(",")
+    cluster = Cluster(hosts, port=int(os.environ.get("INPLAY_CASSANDRA_PORT", "9042")))
+    session = cluster.connect()
+    keyspace = f"bench_odds_{uuid.uuid4().hex[:8]}"
+    session.execute(
+        f"CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    )
+    session.set_keyspace(keyspace)
+    cql = (ROOT / "services/inplay/adapters/cql/0003_feed.cql").read_text()
+    session.execute("\n".join(line for line in cql.splitlines() if not line.startswith("--")).strip().rstrip(";"))
+    return CassandraMarketChangeLog(session), (cluster, session, keyspace)
+
+
+async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str) -> dict[str, Any]:
+    tag = f"b{uuid.uuid4().hex[:6]}"
+    prefix = f"bench:{tag}:"
+    topic_prefix = f"bench.{tag}."
+    cache = await RedisOddsCache.connect(redis_url, prefix)
+    bus = await open_bus(bootstrap, topic_prefix)
+    log, cass = await change_log(not args.skip_changelog)
+    mappings = FeedMappingService(RedisFeedMappings(cache.client, prefix))
+    await mappings.load(json.loads(json.dumps(mapping(args.events, "TAG")).replace("TAG", tag)))
+    control = MarketControl(cache, ChangeRecorder(log, bus, topic_prefix))
+    rules = FeedRules(chunk_size=args.chunk, lag_inplay_ms=10**9, failover_lag_ms=10**9, heartbeat_timeout_ms=10**9)
+    pipe = FeedPipeline(cache, bus, mappings, control, rules, topic_prefix)
+    msgs = [
+        RawMessage(m.provider, m.payload.replace(b"TAG", tag.encode()), m.received_at_ms)
+        for m in updates(args.events, args.updates, now_ms() - 600_000)
+    ]
+    # warm-up (scripts loaded, connections open) on a separate slice of markets is not needed: first chunk
+    start = time.perf_counter()
+    summary = await pipe.ingest(msgs)
+    await bus.flush()
+    pipeline_s = time.perf_counter() - start
+    assert summary.accepted == len(msgs), (summary.accepted, dict(summary.rejected))
+
+    # baseline 1: the same number of market writes straight to Redis (HSET + PUBLISH, pipelined per chunk)
+    bodies = [m.payload for m in msgs]
+    r = cache.client
+    start = time.perf_counter()
+    for c in range(0, len(bodies), args.chunk):
+        p = r.pipeline(transaction=False)
+        for k, body in enumerate(bodies[c : c + args.chunk], start=c):
+            key = f"{prefix}raw:{k % (2 * args.events)}"
+            p.hset(key, mapping={"v": k, "b": body})
+            p.publish(f"{prefix}rawch:{k % args.events}", body)
+        await p.execute()
+    redis_s = time.perf_counter() - start
+
+    # baseline 2: the same payloads produced straight to Kafka (raw + odds = 2 messages per update)
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    start = time.perf_counter()
+    for k, body in enumerate(bodies):
+        while True:
+            try:
+                producer.produce(topic_prefix + TOPIC_FEED_RAW, body, key=b"alpha")
+                producer.produce(topic_prefix + TOPIC_ODDS, body, key=str(k % (2 * args.events)).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+    kafka_s = time.perf_counter() - start
+    await bus.close()
+    await cache.close()
+    if cass is not None:
+        cass[1].execute(f"DROP KEYSPACE {cass[2]}")
+        cass[0].shutdown()
+    n = len(msgs)
+    return {
+        "updates": n,
+        "markets": 2 * args.events,
+        "chunk": args.chunk,
+        "change_log": "memory" if args.skip_changelog else "cassandra",
+        "pipeline_updates_per_s": round(n / pipeline_s),
+        "pipeline_seconds": round(pipeline_s, 3),
+        "baseline_redis_hset_publish_per_s": round(n / redis_s),
+        "baseline_kafka_produce_2msgs_per_update_per_s": round(n / kafka_s),
+        "anomalies": dict(summary.anomalies),
+    }
+
+
+def serve(port: int, redis_url: str, prefix: str) -> None:
+    async def main() -> None:
+        from inplay.servicers import odds as odds_servicer
+
+        cache = await RedisOddsCache.connect(redis_url, prefix)
+        server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1000), ("grpc.so_reuseport", 0)])
+        odds_servicer.add_to_server(server, cache)
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print(f"READY {bound}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+async def bench_fanout(args: argparse.Namespace, redis_url: str, bootstrap: str) -> dict[str, Any]:
+    tag = f"f{uuid.uuid4().hex[:6]}"
+    prefix = f"bench:{tag}:"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--prefix", prefix],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "services")},
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        port = int(line.split()[1])
+        cache = await RedisOddsCache.connect(redis_url, prefix)
+        bus = await open_bus(bootstrap, f"bench.{tag}.")
+        mappings = FeedMappingService(RedisFeedMappings(cache.client, prefix))
+        await mappings.load(mapping(1, tag))
+        control = MarketControl(cache, ChangeRecorder(MemoryMarketChangeLog(), bus, f"bench.{tag}."))
+        pipe = FeedPipeline(cache, bus, mappings, control, FeedRules(), f"bench.{tag}.")
+        event = f"{tag}-ev0"
+        a = f"{tag}-A0"
+        seq = 0
+
+        async def push(home: str) -> None:
+            nonlocal seq
+            seq += 1
+            ts = now_ms()
+            body = wire.alpha_odds(seq, ts, a, f"{a}-MR", {f"{a}-MR-H": home, f"{a}-MR-D": "3.40", f"{a}-MR-A": "3.80"})
+            await pipe.ingest([RawMessage("alpha", body, ts)])
+
+        await push("2.00")
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, args.subscribers // 25))]
+        latencies: list[int] = []
+        received = [0]
+        coalesced = [0]
+        ready = asyncio.Semaphore(0)
+
+        async def subscriber(i: int) -> None:
+            stub = odds_pb2_grpc.OddsServiceStub(channels[i % len(channels)])
+            call = stub.StreamOdds(odds_pb2.StreamOddsRequest(event_ids=[event]))
+            first = True
+            while (msg := await call.read()) is not grpc.aio.EOF:
+                assert isinstance(msg, odds_pb2.StreamOddsResponse)
+                now = now_ms()
+                if first:
+                    first = False
+                    ready.release()
+                    continue
+                coalesced[0] += msg.coalesced_updates
+                for m in msg.markets:
+                    latencies.append(now - m.updated_at.ToMilliseconds())
+                    received[0] += 1
+
+        tasks = [asyncio.create_task(subscriber(i)) for i in range(args.subscribers)]
+        for _ in range(args.subscribers):
+            await asyncio.wait_for(ready.acquire(), 30)
+        interval = 1 / args.rate
+        sent = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < args.duration:
+            await push(HOME[sent % 4])
+            sent += 1
+            await asyncio.sleep(max(0.0, start + sent * interval - time.perf_counter()))
+        await asyncio.sleep(1.0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for ch in channels:
+            await ch.close()
+        await bus.close()
+        await cache.close()
+        lat = sorted(latencies)
+
+        def pct(p: float) -> int:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else -1
+
+        return {
+            "subscribers": args.subscribers,
+            "updates_sent": sent,
+            "rate_per_s": args.rate,
+            "deliveries": received[0],
+            "expected_deliveries": sent * args.subscribers,
+            "coalesced_updates": coalesced[0],
+            "latency_ms_p50": pct(0.50),
+            "latency_ms_p99": pct(0.99),
+            "latency_ms_max": lat[-1] if lat else -1,
+            "latency_ms_mean": round(statistics.fmean(lat), 2) if lat else -1,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    redis_url = env("INPLAY_REDIS_URL")
+    bootstrap = env("INPLAY_KAFKA_BOOTSTRAP")
+    result: dict[str, Any] = {"machine_cores": os.cpu_count()}
+    if not args.skip_ingest:
+        result["ingest"] = await bench_ingest(args, redis_url, bootstrap)
+        print(json.dumps(result["ingest"], indent=2), flush=True)
+    if not args.skip_fanout:
+        result["fanout"] = await bench_fanout(args, redis_url, bootstrap)
+        print(json.dumps(result["fanout"], indent=2), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=500, help="events (2 markets each) for the ingest run")
+    parser.add_argument("--chunk", type=int, default=500)
+    parser.add_argument("--skip-changelog", action="store_true", help="memory change log instead of Cassandra")
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=50.0, help="fan-out updates per second")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "perf/results/odds.json"))
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(0, env("INPLAY_REDIS_URL"), args.prefix)
+        return
+    result = asyncio.run(run(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
