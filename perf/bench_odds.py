@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -103,7 +102,6 @@ async def change_log(use_cassandra: bool) -> tuple[MarketChangeLog, Any]:
     if not use_cassandra:
         return MemoryMarketChangeLog(), None
     from cassandra.cluster import Cluster
-
     from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
 
     hosts = env("INPLAY_CASSANDRA_HOSTS").split(",")
@@ -208,15 +206,18 @@ def serve(port: int, redis_url: str, prefix: str) -> None:
 async def bench_fanout(args: argparse.Namespace, redis_url: str, bootstrap: str) -> dict[str, Any]:
     tag = f"f{uuid.uuid4().hex[:6]}"
     prefix = f"bench:{tag}:"
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--prefix", prefix],
-        stdout=subprocess.PIPE,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        "--prefix",
+        prefix,
+        stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT / "services")},
-        text=True,
     )
     try:
         assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         port = int(line.split()[1])
         cache = await RedisOddsCache.connect(redis_url, prefix)
         bus = await open_bus(bootstrap, f"bench.{tag}.")
@@ -295,7 +296,7 @@ async def bench_fanout(args: argparse.Namespace, redis_url: str, bootstrap: str)
         }
     finally:
         proc.terminate()
-        proc.wait(10)
+        await proc.wait()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
