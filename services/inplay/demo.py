@@ -98,7 +98,27 @@ class Demo:
 
     # --- feed ----------------------------------------------------------------------------------------------
 
-    async def push(self, messages: Sequence[SimMessage]) -> feed_pb2.IngestOddsResponse:
+    async def push(self, messages: Sequence[SimMessage]) -> Counter[str]:
+        """Sends provider messages as a live feed would: each time slice when its timestamp comes up."""
+        totals: Counter[str] = Counter()
+        slice_ms = 100
+        start = 0
+        while start < len(messages):
+            end = start
+            while end < len(messages) and messages[end].at_ms < messages[start].at_ms + slice_ms:
+                end += 1
+            wait_ms = messages[start].at_ms - _now_ms()
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000)
+            response = await self._send(messages[start:end])
+            totals["received"] += response.received
+            totals["accepted"] += response.accepted
+            for reason, count in response.rejected_by_reason.items():
+                totals[reason] += count
+            start = end
+        return totals
+
+    async def _send(self, messages: Sequence[SimMessage]) -> feed_pb2.IngestOddsResponse:
         async def requests() -> AsyncIterator[feed_pb2.IngestOddsRequest]:
             for message in messages:
                 yield feed_pb2.IngestOddsRequest(provider=message.provider, payload=message.payload)
@@ -244,7 +264,7 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
 
     print("== 1. The feed opens the match")
     summary = await demo.push(messages[: first_price + 4])
-    print(f"  provider messages: received {summary.received}, accepted {summary.accepted}, rejected {summary.rejected}")
+    print(f"  provider messages: {dict(summary)}")
     mr = await demo.market(sim.market_result)
     ou = await demo.market(sim.market_total)
     print(f"  {mr.name}: " + ", ".join(f"{s.name} {s.odds.decimal}" for s in mr.selections))
@@ -294,7 +314,8 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
     )
 
     print("== 5. Full time: the rest of the feed, then settlement")
-    await demo.push(messages[resume_index + 4 : end_index])
+    summary = await demo.push(messages[resume_index + 4 : end_index])
+    print(f"  provider messages: {dict(summary)}")
     home_goals, away_goals = final_score(sim)
     print(f"  final score {sim.home} {home_goals}-{away_goals} {sim.away}")
     outcomes = match_results(sim)
@@ -369,7 +390,15 @@ async def main_async(real: bool) -> int:
         return 2
     seed = int(os.environ.get("INPLAY_DEMO_SEED", "7"))
     run_id = os.urandom(3).hex()
-    sim = MatchSimulator(seed=seed, start_ms=_now_ms(), event_id=f"demo-{run_id}")
+    # The match is compressed into 15 s of provider time, replayed in real time.
+    sim = MatchSimulator(
+        seed=seed,
+        start_ms=_now_ms() + 500,
+        duration_ms=15_000,
+        tick_ms=250,
+        resume_after_ms=1_500,
+        event_id=f"demo-{run_id}",
+    )
     print(f"Inplay demo: {sim.home} v {sim.away} ({'real stack' if real else 'embedded stores'})")
     async with embedded_channel(settings) as (runtime, channel):
         await runtime.components["odds"].mappings.load(sim.mapping())
