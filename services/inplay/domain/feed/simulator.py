@@ -60,6 +60,13 @@ class SimMessage:
     at_ms: int  # provider timestamp (when to send it, for a real-time replay)
     kind: str
 
+    @property
+    def received_at_ms(self) -> int:
+        """What a replaying connector reports as receive time (``IngestOddsRequest.received_at``): the
+        provider timestamp plus 5 ms of network. A burst replay must set it, or the server's clock makes
+        early messages look lagging and later ones come from the future."""
+        return self.at_ms + 5
+
 
 def _team(rng: random.Random) -> str:
     word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
