@@ -49,11 +49,19 @@ async def _await(future: Any) -> Any:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
 
+    def resolve(exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is None:
+            done.set_result(future)
+        else:
+            done.set_exception(exc)
+
     def ok(_: Any) -> None:
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(future))
+        loop.call_soon_threadsafe(resolve, None)
 
     def err(exc: BaseException) -> None:
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+        loop.call_soon_threadsafe(resolve, exc)
 
     future.add_callbacks(ok, err)
     return await done
@@ -75,8 +83,8 @@ class CassandraSettlementStore:
             "FROM settlement_runs WHERE event_id = ?"
         )
         self._insert_mark = p(
-            "INSERT INTO settlement_run_marks (event_id, run_id, mark, at_ms, fence, bets_total, bets_processed, "
-            "bets_still_open, bets_changed, payouts_minor, negative_balance_accounts, error) "
+            "INSERT INTO settlement_run_marks (event_id, run_id, mark, at_ms, fence, bets_total, "
+            "bets_processed, bets_still_open, bets_changed, payouts_minor, negative_balance_accounts, error) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._select_marks = p(
@@ -90,11 +98,12 @@ class CassandraSettlementStore:
         )
         self._select_cp = p(
             "SELECT phase, page_no, fingerprint, at_ms, bets_total, bets_processed, bets_still_open, "
-            "bets_changed, payouts_minor, negative_balance_accounts FROM settlement_checkpoints WHERE run_id = ?"
+            "bets_changed, payouts_minor, negative_balance_accounts "
+            "FROM settlement_checkpoints WHERE run_id = ?"
         )
         self._insert_bet = p(
-            "INSERT INTO settlement_bets (run_id, bucket, bet_id, account_id, status, return_minor, delta_minor, "
-            "kind, leg_outcomes, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO settlement_bets (run_id, bucket, bet_id, account_id, status, return_minor, "
+            "delta_minor, kind, leg_outcomes, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._select_bets = p(
             "SELECT bet_id, account_id, status, return_minor, delta_minor, kind, leg_outcomes, event_ids "

@@ -12,7 +12,7 @@ from inplay.convert import timestamp_from_ms
 from inplay.core import LegOutcome
 from inplay.domain.settlement import Results, RunView, SettlementService, make_results
 from inplay.errors import FieldViolation, InvalidArgument, abort_with
-from inplay.model import RunKind, RunState
+from inplay.model import RunState
 from inplay.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 _RESULTS = {
@@ -59,8 +59,8 @@ def run_to_proto(run: RunView) -> settlement_pb2.SettlementRun:
     msg = settlement_pb2.SettlementRun(
         run_id=record.run_id,
         event_id=record.event_id,
-        kind=settlement_pb2.RunKind.ValueType(int(record.kind)),
-        state=settlement_pb2.RunState.ValueType(int(run.state)),
+        kind=int(record.kind),  # type: ignore[arg-type]
+        state=int(run.state),  # type: ignore[arg-type]
         target_run_id=record.target_run_id,
         bets_total=run.stats.bets_total,
         bets_processed=run.stats.bets_processed,
@@ -74,7 +74,6 @@ def run_to_proto(run: RunView) -> settlement_pb2.SettlementRun:
         msg.started_at.CopyFrom(timestamp_from_ms(record.started_at_ms))
     if run.finished_at_ms and run.state in (RunState.COMPLETED, RunState.FAILED):
         msg.finished_at.CopyFrom(timestamp_from_ms(run.finished_at_ms))
-    assert RunKind.SETTLE == settlement_pb2.RUN_KIND_SETTLE
     return msg
 
 
@@ -82,7 +81,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
     def __init__(self, settlement: SettlementService) -> None:
         self._settlement = settlement
 
-    async def SettleEvent(  # noqa: N802 - gRPC method name
+    async def SettleEvent(
         self, request: settlement_pb2.SettleEventRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.SettleEventResponse:
         try:
@@ -95,7 +94,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def RollbackSettlement(  # noqa: N802
+    async def RollbackSettlement(
         self, request: settlement_pb2.RollbackSettlementRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.RollbackSettlementResponse:
         try:
@@ -107,7 +106,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def ResettleEvent(  # noqa: N802
+    async def ResettleEvent(
         self, request: settlement_pb2.ResettleEventRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.ResettleEventResponse:
         try:
@@ -122,7 +121,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def GetSettlementStatus(  # noqa: N802
+    async def GetSettlementStatus(
         self, request: settlement_pb2.GetSettlementStatusRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.GetSettlementStatusResponse:
         try:

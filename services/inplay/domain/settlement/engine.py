@@ -207,18 +207,18 @@ def evaluate(bets: Sequence[PlacedBet], results_by_event: dict[str, Results]) ->
     stay OPEN with the error recorded, so one bad bet cannot block a whole event."""
     empty = Results()
     open_result = SelectionResult(LegOutcome.OPEN)
-    batch: list[tuple[int, list[SettleLeg]]] = []
+    batch: list[tuple[int, Sequence[SettleLeg]]] = []
     outcomes: list[tuple[LegOutcome, ...]] = []
     for bet in bets:
         legs: list[SettleLeg] = []
-        outs: list[LegOutcome] = []
+        names: list[LegOutcome] = []
         for leg in bet.legs:
             market = results_by_event.get(leg.event_id, empty).markets.get(leg.market_id)
             sel = open_result if market is None else market.outcome_of(leg.selection_id)
             legs.append(SettleLeg(leg.odds, sel.outcome, sel.dead_heat))
-            outs.append(sel.outcome)
+            names.append(sel.outcome)
         batch.append((bet.stake_minor, legs))
-        outcomes.append(tuple(outs))
+        outcomes.append(tuple(names))
     try:
         raw = core.settle_bets(batch)
         return [
@@ -273,7 +273,9 @@ def row_kind_for(run: RunView, runs: Sequence[RunView]) -> str:
     if run.record.kind == RunKind.SETTLE:
         return KIND_SETTLED
     target = next((r for r in runs if r.run_id == run.record.target_run_id), None)
-    return KIND_REINSTATED if target is not None and target.record.kind == RunKind.ROLLBACK else KIND_ROLLED_BACK
+    return (
+        KIND_REINSTATED if target is not None and target.record.kind == RunKind.ROLLBACK else KIND_ROLLED_BACK
+    )
 
 
 class RunExecutor:
@@ -356,8 +358,8 @@ class RunExecutor:
         event_id = record.event_id
         results = effective_results(runs)
         done: dict[tuple[str, int], Checkpoint] = {}
-        for cp in await self._store.checkpoints(record.run_id):
-            done[(cp.phase, cp.page_no)] = cp
+        for row in await self._store.checkpoints(record.run_id):
+            done[(row.phase, row.page_no)] = row
 
         total = RunStats()
         if ("C", 0) in done:
@@ -562,7 +564,9 @@ class RunExecutor:
             await self._bus.publish(planned.messages)
             await self._bus.flush()
         stats = replace(planned.stats, negative_balance_accounts=negatives)
-        await self._store.append_checkpoints([Checkpoint(ctx.run_id, phase, page_no, fp, stats, self._clock())])
+        await self._store.append_checkpoints(
+            [Checkpoint(ctx.run_id, phase, page_no, fp, stats, self._clock())]
+        )
         self._crash_point(phase, page_no, "checkpoint")
         if self._config.page_delay_ms:
             await asyncio.sleep(self._config.page_delay_ms / 1000)
@@ -663,7 +667,14 @@ class RunExecutor:
         for bet, own, prior in own_rows:
             total_paid = prior.paid_minor + own.amount_minor
             self._add(
-                planned, ctx, bet, own.status, own.leg_outcomes, own.amount_minor, total_paid, own.at_ms,
+                planned,
+                ctx,
+                bet,
+                own.status,
+                own.leg_outcomes,
+                own.amount_minor,
+                total_paid,
+                own.at_ms,
                 write_event=False,
             )
             extra = extra.plus(

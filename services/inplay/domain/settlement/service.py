@@ -102,7 +102,8 @@ class SettlementService:
             if existing is not None:
                 if existing.record.results != results:
                     raise FailedPrecondition(
-                        f"request_id {request_id} was used with other results", reason="IDEMPOTENCY_KEY_REUSED"
+                        f"request_id {request_id} was used with other results",
+                        reason="IDEMPOTENCY_KEY_REUSED",
                     )
                 return existing
             runs = await self._resume_incomplete(runs, guard)
@@ -174,7 +175,9 @@ class SettlementService:
                 runs = await self._resume_incomplete(runs, guard)
                 target = latest_effective_settle(runs)
                 if target is None:
-                    raise FailedPrecondition(f"event {event_id} has no settlement in effect", reason="NOT_SETTLED")
+                    raise FailedPrecondition(
+                        f"event {event_id} has no settlement in effect", reason="NOT_SETTLED"
+                    )
                 await guard.verify()
                 await self._store.put_request(
                     event_id,
@@ -224,7 +227,8 @@ class SettlementService:
                     settle = RunView(record, RunState.RUNNING, RunStats())
                 elif settle.record.results != results:
                     raise FailedPrecondition(
-                        f"request_id {request_id} was used with other results", reason="IDEMPOTENCY_KEY_REUSED"
+                        f"request_id {request_id} was used with other results",
+                        reason="IDEMPOTENCY_KEY_REUSED",
                     )
                 if settle.state != RunState.COMPLETED:
                     settle = await self._execute(settle, guard)

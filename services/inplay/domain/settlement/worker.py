@@ -72,7 +72,7 @@ def _market_settler(runtime: Runtime) -> Callable[[Sequence[str]], Awaitable[obj
         from inplay.domain.markets import ChangeRecorder, MarketControl
 
         if runtime.settings.stack.embedded:
-            from inplay.adapters.memory_odds import MemoryMarketChangeLog  # type: ignore[attr-defined]
+            from inplay.adapters.memory_odds import MemoryMarketChangeLog
 
             log_store: Any = MemoryMarketChangeLog()
         else:
@@ -107,7 +107,8 @@ async def open_settlement(
         from inplay.adapters.cassandra_settlement import CassandraSettlementStore
         from inplay.domain.settlement.locks import RedisLocks
 
-        store = CassandraSettlementStore(runtime.ledger.session, **_count_options(runtime.ledger))  # type: ignore[attr-defined]
+        session = runtime.ledger.session  # type: ignore[attr-defined]
+        store = CassandraSettlementStore(session, **_count_options(runtime.ledger))
         redis_locks = RedisLocks.connect(stack.redis_url, stack.redis_prefix)
         closers.append(redis_locks.close)
         locks = redis_locks
@@ -182,7 +183,7 @@ def result_message(
     for o in outcomes:
         item: dict[str, object] = {"market_id": o[0], "selection_id": o[1], "result": o[2]}
         if len(o) > 3:
-            item["dead_heat"] = list(o[3])  # type: ignore[misc]
+            item["dead_heat"] = list(o[3])
         items.append(item)
     return json.dumps(
         {
@@ -250,7 +251,7 @@ class ResultsConsumer:
                 for msg in batch:
                     fallback = f"kafka-{msg.topic()}-{msg.partition()}-{msg.offset()}"
                     try:
-                        parsed = parse_result_message(msg.value(), fallback)
+                        parsed = parse_result_message(msg.value() or b"", fallback)
                     except InvalidArgument as exc:
                         log.error("skipping result message at offset %s: %s", msg.offset(), exc)
                         continue
@@ -266,8 +267,13 @@ class ResultsConsumer:
             while not self._stop.is_set():
                 try:
                     run = await handle_result(self._service, message)
-                    log.info("result %s of %s: run %s %s", message.request_id, message.event_id, run.run_id,
-                             run.state.name)
+                    log.info(
+                        "result %s of %s: run %s %s",
+                        message.request_id,
+                        message.event_id,
+                        run.run_id,
+                        run.state.name,
+                    )
                     self.processed += 1
                     break
                 except (FailedPrecondition, InvalidArgument, NotFound) as exc:
@@ -360,7 +366,9 @@ async def _serve(components: SettlementComponents, runtime: Runtime, grpc_port: 
     consumer_task = None
     if stack.kafka_bootstrap:
         consumer = ResultsConsumer(
-            components.service, stack.kafka_bootstrap, stack.topic_prefix + TOPIC_RESULTS,
+            components.service,
+            stack.kafka_bootstrap,
+            stack.topic_prefix + TOPIC_RESULTS,
             stack.topic_prefix + "inplay-settlement",
         )
         consumer_task = asyncio.create_task(consumer.run())
