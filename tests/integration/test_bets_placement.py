@@ -359,9 +359,12 @@ async def test_risk_limits(
     capped = BetPlacement(
         odds_cache, wallet, ledger, bus, replace(RULES, liability_cap_minor=9_000), topic_prefix=topic_prefix
     )
+    fresh = await book.market({"home": "50.00", "away": "1.01"})
     other = await book.account(10_000)
-    assert (await capped.place(slip(other, market, "home", "50.00", stake=100))).accepted
-    assert reason(await capped.place(slip(other, market, "home", "50.00", stake=100))) == Reason.LIABILITY_EXCEEDED
+    assert (await capped.place(slip(other, fresh, "home", "50.00", stake=100))).accepted
+    assert reason(await capped.place(slip(other, fresh, "home", "50.00", stake=100))) == Reason.LIABILITY_EXCEEDED
+    # The other selection of the same market has its own liability.
+    assert (await capped.place(slip(other, fresh, "away", "1.01", stake=100))).accepted
 
 
 async def test_invalid_input_writes_nothing(book: Book, placement: BetPlacement, wallet: WalletStore) -> None:

@@ -300,6 +300,7 @@ class BetPlacement:
         self._check_risk(self._pending(slots))
         await self._inplay_delay(self._pending(slots))
         await self._commit(self._pending(slots))
+        await self._store_results(slots)
 
         for dup, first in duplicates:
             assert first.result is not None
@@ -520,6 +521,10 @@ class BetPlacement:
             if recorded:
                 await self._publish(recorded)
 
+
+    async def _store_results(self, slots: Sequence[_Slot]) -> None:
+        """Stores each slip's final result under its key: acceptances replace their reservation, state-based
+        rejections are stored only where no record exists (so they never replace a concurrent acceptance)."""
         final = [
             (s.req.account_id, s.req.idempotency_key, result_to_json(s.result))
             for s in slots
