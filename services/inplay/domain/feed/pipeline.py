@@ -74,6 +74,11 @@ FEED_ANOMALIES = PromCounter("inplay_feed_anomalies_total", "Feed anomalies (not
 FEED_SWITCHES = PromCounter("inplay_feed_provider_switches_total", "Provider failovers/fail-backs", ["cause"])
 
 
+# Price-jump memory per market: the updates of the last window, at most this many (a live market moves every
+# few hundred ms, so 16 covers a 2 s window; a burstier feed compares against the latest 16).
+JUMP_HISTORY = 16
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -419,7 +424,7 @@ class FeedPipeline:
         while history and history[0][0] < ts - self.rules.jump_window_ms:
             history.popleft()
         history.append((ts, prices))
-        if len(history) > 64:
+        if len(history) > JUMP_HISTORY:
             history.popleft()
 
     def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> None:
