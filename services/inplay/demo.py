@@ -368,12 +368,12 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def embedded_channel(settings: Settings) -> AsyncIterator[tuple[Runtime, grpc.aio.Channel]]:
+async def embedded_channel(settings: Settings) -> AsyncIterator[tuple[Runtime, grpc.aio.Channel, int]]:
     runtime = await open_runtime(settings)
     server, port = await start_server(runtime, 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield runtime, channel
+        yield runtime, channel, port
     finally:
         await channel.close()
         await server.stop(1)
@@ -400,12 +400,12 @@ async def main_async(real: bool) -> int:
         event_id=f"demo-{run_id}",
     )
     print(f"Inplay demo: {sim.home} v {sim.away} ({'real stack' if real else 'embedded stores'})")
-    async with embedded_channel(settings) as (runtime, channel):
+    async with embedded_channel(settings) as (runtime, channel, port):
         await runtime.components["odds"].mappings.load(sim.mapping())
         if real:
             from inplay.gateway import EdgeForDemo
 
-            async with EdgeForDemo(upstream_channel_target=channel._channel.target().decode()) as edge:  # type: ignore[attr-defined]
+            async with EdgeForDemo(f"127.0.0.1:{port}") as edge:
                 identity = Identity(edge.tokens(["alice", "bob", "carol", "dave", "viewer", OPERATOR], [OPERATOR]))
                 async with grpc.aio.insecure_channel(edge.target) as edge_channel:
                     ok = await run(Demo(edge_channel, identity, sim), sim, realtime=False)
