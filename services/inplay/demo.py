@@ -166,7 +166,7 @@ class Demo:
     # --- odds ----------------------------------------------------------------------------------------------
 
     async def market(self, market_id: str) -> odds_pb2.Market:
-        response = await self.odds.GetMarket(
+        response: odds_pb2.GetMarketResponse = await self.odds.GetMarket(
             odds_pb2.GetMarketRequest(market_id=market_id), metadata=self.identity.metadata("viewer")
         )
         return response.market
@@ -202,7 +202,7 @@ class Demo:
                 bets_pb2.PlaceBetRequest(slip=slip), metadata=self.identity.metadata(who)
             )
         except grpc.aio.AioRpcError as error:
-            status = rpc_status.from_call(error)  # type: ignore[arg-type]
+            status = rpc_status.from_call(error)
             reason = error.code().name
             current = ""
             for detail in status.details if status is not None else []:
@@ -237,7 +237,7 @@ def final_score(sim: MatchSimulator) -> tuple[int, int]:
     return home, len(sim.goals) - home
 
 
-def match_results(sim: MatchSimulator) -> list[tuple[str, str, int]]:
+def match_results(sim: MatchSimulator) -> list[tuple[str, str, settlement_pb2.SelectionResult]]:
     """The operator's result sheet: (market, selection, SelectionResult) for every selection."""
     home, away = final_score(sim)
     winner = "home" if home > away else "away" if away > home else "draw"
