@@ -184,7 +184,7 @@ async def test_every_change_logged_with_source_and_reason(odds_env: OddsEnv, kaf
     page3, tok3 = await env.changes.list(env.mr, 3, tok2)
     assert page1 + page2 + page3 == changes and tok3 == ""
     await env.bus.flush()
-    published = await consume(
-        kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, len(changes)
-    )
-    assert [(v["version"], v["kind"]) for _, v in published] == [(c.version, c.kind) for c in changes]
+    published = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, 4)
+    assert [(v["version"], len(v["changes"])) for _, v in published] == [(1, 4), (2, 1), (3, 2), (4, 1)]
+    flat = [(c["version"], c["kind"], c["new_value"]) for _, v in published for c in v["changes"]]
+    assert flat == [(c.version, c.kind, c.new_value) for c in changes]

@@ -111,18 +111,29 @@ def changes_between(
     return out
 
 
-def change_to_json(change: MarketChange) -> bytes:
+def _change_dict(change: MarketChange) -> dict[str, object]:
+    return {
+        "market_id": change.market_id,
+        "selection_id": change.selection_id,
+        "kind": change.kind,
+        "old_value": change.old_value,
+        "new_value": change.new_value,
+        "source": change.source,
+        "reason": change.reason,
+        "version": change.version,
+        "at_ms": change.at_ms,
+    }
+
+
+def changes_to_json(changes: Sequence[MarketChange]) -> bytes:
+    """One Kafka message per market write: ``{"market_id", "version", "at_ms", "changes": [...]}``."""
+    first = changes[0]
     return json.dumps(
         {
-            "market_id": change.market_id,
-            "selection_id": change.selection_id,
-            "kind": change.kind,
-            "old_value": change.old_value,
-            "new_value": change.new_value,
-            "source": change.source,
-            "reason": change.reason,
-            "version": change.version,
-            "at_ms": change.at_ms,
+            "market_id": first.market_id,
+            "version": first.version,
+            "at_ms": first.at_ms,
+            "changes": [_change_dict(c) for c in changes],
         },
         separators=(",", ":"),
     ).encode()
@@ -140,7 +151,12 @@ class ChangeRecorder:
         if not changes:
             return
         if self._bus is not None:
-            await self._bus.publish([BusMessage(self._topic, c.market_id, change_to_json(c)) for c in changes])
+            groups: dict[tuple[str, int, int], list[MarketChange]] = {}
+            for c in changes:
+                groups.setdefault((c.market_id, c.version, c.at_ms), []).append(c)
+            await self._bus.publish(
+                [BusMessage(self._topic, key[0], changes_to_json(group)) for key, group in groups.items()]
+            )
         await self.store.append(changes)
 
 
