@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -92,15 +93,16 @@ class CassandraSettlementStore:
             "payouts_minor, negative_balance_accounts, error FROM settlement_run_marks WHERE event_id = ?"
         )
         self._insert_cp = p(
-            "INSERT INTO settlement_checkpoints (run_id, phase, page_no, fingerprint, at_ms, bets_total, "
+            "INSERT INTO settlement_checkpoints (run_id, phase, page_key, at_ms, bet_ids, bets_total, "
             "bets_processed, bets_still_open, bets_changed, payouts_minor, negative_balance_accounts) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._select_cp = p(
-            "SELECT phase, page_no, fingerprint, at_ms, bets_total, bets_processed, bets_still_open, "
-            "bets_changed, payouts_minor, negative_balance_accounts "
-            "FROM settlement_checkpoints WHERE run_id = ?"
+        cp_columns = (
+            "phase, page_key, at_ms, bets_total, bets_processed, bets_still_open, bets_changed, payouts_minor, "
+            "negative_balance_accounts"
         )
+        self._select_cp = p(f"SELECT {cp_columns} FROM settlement_checkpoints WHERE run_id = ?")
+        self._select_cp_ids = p(f"SELECT {cp_columns}, bet_ids FROM settlement_checkpoints WHERE run_id = ?")
         self._insert_bet = p(
             "INSERT INTO settlement_bets (run_id, bucket, bet_id, account_id, status, return_minor, "
             "delta_minor, kind, leg_outcomes, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -217,9 +219,9 @@ class CassandraSettlementStore:
                     (
                         cp.run_id,
                         cp.phase,
-                        cp.page_no,
-                        cp.fingerprint,
+                        cp.page_key,
                         cp.at_ms,
+                        zlib.compress("\n".join(cp.bet_ids).encode(), 6),
                         cp.stats.bets_total,
                         cp.stats.bets_processed,
                         cp.stats.bets_still_open,
@@ -232,9 +234,16 @@ class CassandraSettlementStore:
             ]
         )
 
-    async def checkpoints(self, run_id: str) -> list[Checkpoint]:
-        rows = await self._exec(self._select_cp, (run_id,))
-        return [Checkpoint(run_id, r.phase, r.page_no, r.fingerprint, _stats(r), r.at_ms) for r in rows]
+    async def checkpoints(self, run_id: str, *, with_bet_ids: bool = False) -> list[Checkpoint]:
+        rows = await self._exec(self._select_cp_ids if with_bet_ids else self._select_cp, (run_id,))
+        out = []
+        for r in rows:
+            ids: tuple[str, ...] = ()
+            if with_bet_ids and r.bet_ids:
+                text = zlib.decompress(r.bet_ids).decode()
+                ids = tuple(text.split("\n")) if text else ()
+            out.append(Checkpoint(run_id, r.phase, r.page_key, _stats(r), r.at_ms, ids))
+        return out
 
     # --- bet rows --------------------------------------------------------------------------------------
 
@@ -310,9 +319,7 @@ class CassandraSettlementStore:
     async def count_event_bets(self, event_id: str) -> int | None:
         if self._count is None:
             return None
-        counts = await asyncio.gather(
-            *(self._exec(self._count, (event_id, b)) for b in range(self._count_buckets))
-        )
+        counts = await asyncio.gather(*(self._exec(self._count, (event_id, b)) for b in range(self._count_buckets)))
         return sum(int(rows[0][0]) for rows in counts if rows)
 
 

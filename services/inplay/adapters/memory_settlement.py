@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from inplay.domain.settlement.model import (
     BetSettlementRow,
@@ -22,7 +22,7 @@ class MemorySettlementStore:
     def __init__(self, ledger: Ledger | None = None) -> None:
         self._runs: dict[str, dict[str, RunRecord]] = {}
         self._marks: dict[str, dict[tuple[str, str, int], RunMark]] = {}
-        self._checkpoints: dict[str, dict[tuple[str, int, str], Checkpoint]] = {}
+        self._checkpoints: dict[str, dict[tuple[str, str], Checkpoint]] = {}
         self._rows: dict[str, dict[str, BetSettlementRow]] = {}
         self._requests: dict[tuple[str, str], str] = {}
         self._ledger = ledger
@@ -40,10 +40,11 @@ class MemorySettlementStore:
 
     async def append_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         for cp in checkpoints:
-            self._checkpoints.setdefault(cp.run_id, {})[(cp.phase, cp.page_no, cp.fingerprint)] = cp
+            self._checkpoints.setdefault(cp.run_id, {})[(cp.phase, cp.page_key)] = cp
 
-    async def checkpoints(self, run_id: str) -> list[Checkpoint]:
-        return sorted(self._checkpoints.get(run_id, {}).values(), key=lambda c: (c.phase, c.page_no, c.at_ms))
+    async def checkpoints(self, run_id: str, *, with_bet_ids: bool = False) -> list[Checkpoint]:
+        rows = sorted(self._checkpoints.get(run_id, {}).values(), key=lambda c: (c.phase, c.page_key))
+        return rows if with_bet_ids else [replace(c, bet_ids=()) for c in rows]
 
     async def append_bet_rows(self, rows: Sequence[BetSettlementRow]) -> None:
         for row in rows:

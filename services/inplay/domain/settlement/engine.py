@@ -222,8 +222,7 @@ def evaluate(bets: Sequence[PlacedBet], results_by_event: dict[str, Results]) ->
     try:
         raw = core.settle_bets(batch)
         return [
-            Evaluation(_bet_state(status), int(ret), outs)
-            for (status, ret), outs in zip(raw, outcomes, strict=True)
+            Evaluation(_bet_state(status), int(ret), outs) for (status, ret), outs in zip(raw, outcomes, strict=True)
         ]
     except core.CoreError:
         log.exception("settle_bets failed for a batch of %d; evaluating one by one", len(batch))
@@ -273,9 +272,7 @@ def row_kind_for(run: RunView, runs: Sequence[RunView]) -> str:
     if run.record.kind == RunKind.SETTLE:
         return KIND_SETTLED
     target = next((r for r in runs if r.run_id == run.record.target_run_id), None)
-    return (
-        KIND_REINSTATED if target is not None and target.record.kind == RunKind.ROLLBACK else KIND_ROLLED_BACK
-    )
+    return KIND_REINSTATED if target is not None and target.record.kind == RunKind.ROLLBACK else KIND_ROLLED_BACK
 
 
 class RunExecutor:
@@ -342,14 +339,9 @@ class RunExecutor:
         return replace(run, state=RunState.COMPLETED, stats=stats, finished_at_ms=finished, error="")
 
     async def progress(self, run: RunView) -> RunStats:
-        """Progress of a run from its checkpoint rows (the latest row per page)."""
-        latest: dict[tuple[str, int], Checkpoint] = {}
-        for cp in await self._store.checkpoints(run.run_id):
-            key = (cp.phase, cp.page_no)
-            if key not in latest or cp.at_ms >= latest[key].at_ms:
-                latest[key] = cp
+        """Progress of a run from its checkpoint rows (each bet is covered by at most one of them)."""
         total = RunStats()
-        for cp in latest.values():
+        for cp in await self._store.checkpoints(run.run_id, with_bet_ids=False):
             total = total.plus(cp.stats)
         return total
 
@@ -357,48 +349,48 @@ class RunExecutor:
         record = ctx.run.record
         event_id = record.event_id
         results = effective_results(runs)
-        done: dict[tuple[str, int], Checkpoint] = {}
-        for row in await self._store.checkpoints(record.run_id):
-            done[(row.phase, row.page_no)] = row
-
+        done_ids: set[str] = set()
         total = RunStats()
-        if ("C", 0) in done:
-            total = replace(total, bets_total=done[("C", 0)].stats.bets_total)
-        else:
+        counted = False
+        for cp in await self._store.checkpoints(record.run_id, with_bet_ids=True):
+            done_ids.update(cp.bet_ids)
+            total = total.plus(cp.stats)
+            counted = counted or cp.phase == "C"
+        if done_ids:
+            log.info("run %s: resuming, %d bets already done", record.run_id, len(done_ids))
+        if not counted:
             count = await self._store.count_event_bets(event_id)
             if count is not None:
-                await self._store.append_checkpoints(
-                    [Checkpoint(record.run_id, "C", 0, "", RunStats(bets_total=count), self._clock())]
-                )
-                total = replace(total, bets_total=count)
+                stats = RunStats(bets_total=count)
+                await self._store.append_checkpoints([Checkpoint(record.run_id, "C", "count", stats, self._clock())])
+                total = total.plus(stats)
 
         priors = await self._single_priors(record.run_id, runs)
+        none = PriorState()
         multis: list[PlacedBet] = []
         page_no = 0
         seen = 0
         async for page in _chunks(self._ledger.event_bets(event_id, self._config.page_size)):
-            page_no += 1
             seen += len(page)
             singles = []
             for bet in page:
+                if bet.bet_id in done_ids:
+                    continue
                 if len(bet.event_ids) > 1:
                     multis.append(bet)
                 else:
                     singles.append(bet)
-            fp = fingerprint([b.bet_id for b in page])
-            cp = done.get(("S", page_no))
-            if cp is not None and cp.fingerprint == fp:
-                total = total.plus(cp.stats)
+            if not singles:
                 continue
+            page_no += 1
             evals = await asyncio.to_thread(evaluate, singles, {event_id: results})
-            none = PriorState()
             planned = self._plan(
                 ctx, singles, [priors.get(b.bet_id, none) for b in singles], evals, record.started_at_ms
             )
-            total = total.plus(await self._commit(ctx, "S", page_no, fp, planned, guard))
+            total = total.plus(await self._commit(ctx, "S", page_no, singles, planned, guard))
 
         if multis:
-            total = total.plus(await self._multi_phase(ctx, multis, results, done, guard))
+            total = total.plus(await self._multi_phase(ctx, multis, results, guard))
         if total.bets_total < seen:
             total = replace(total, bets_total=seen)
 
@@ -534,7 +526,7 @@ class RunExecutor:
         )
 
     async def _commit(
-        self, ctx: _Ctx, phase: str, page_no: int, fp: str, planned: _Planned, guard: Guard
+        self, ctx: _Ctx, phase: str, page_no: int, bets: Sequence[PlacedBet], planned: _Planned, guard: Guard
     ) -> RunStats:
         """Writes one page: ledger-side rows first, then the Redis credit, then the events, then the
         checkpoint. Every step is idempotent, so a crash anywhere is repaired by redoing the page."""
@@ -564,8 +556,9 @@ class RunExecutor:
             await self._bus.publish(planned.messages)
             await self._bus.flush()
         stats = replace(planned.stats, negative_balance_accounts=negatives)
+        ids = tuple(b.bet_id for b in bets)
         await self._store.append_checkpoints(
-            [Checkpoint(ctx.run_id, phase, page_no, fp, stats, self._clock())]
+            [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]
         )
         self._crash_point(phase, page_no, "checkpoint")
         if self._config.page_delay_ms:
@@ -579,32 +572,12 @@ class RunExecutor:
 
     # ----------------------------------------------------------------------------------------------------
 
-    async def _multi_phase(
-        self,
-        ctx: _Ctx,
-        bets: list[PlacedBet],
-        own_results: Results,
-        done: dict[tuple[str, int], Checkpoint],
-        guard: Guard,
-    ) -> RunStats:
+    async def _multi_phase(self, ctx: _Ctx, bets: list[PlacedBet], own_results: Results, guard: Guard) -> RunStats:
         event_id = ctx.run.record.event_id
         bets.sort(key=lambda b: b.bet_id)
         size = self._config.multi_page_size
         total = RunStats()
-        todo: list[tuple[int, list[PlacedBet], str]] = []
-        for no, start in enumerate(range(0, len(bets), size), start=1):
-            page = bets[start : start + size]
-            fp = fingerprint([b.bet_id for b in page])
-            cp = done.get(("M", no))
-            if cp is not None and cp.fingerprint == fp:
-                total = total.plus(cp.stats)
-            else:
-                todo.append((no, page, fp))
-        if not todo:
-            return total
-        lease = await acquire(
-            self._locks, MULTI_LOCK_KEY, self._config.lock_ttl_ms, self._config.multi_lock_wait_ms
-        )
+        lease = await acquire(self._locks, MULTI_LOCK_KEY, self._config.lock_ttl_ms, self._config.multi_lock_wait_ms)
         if lease is None:
             raise TimeoutError("could not take the multi-event settlement lock")
         try:
@@ -613,9 +586,10 @@ class RunExecutor:
                 results_by_event = {event_id: own_results}
                 for other in sorted({e for b in bets for e in b.event_ids if e != event_id}):
                     results_by_event[other] = effective_results(await self._store.event_runs(other))
-                for no, page, fp in todo:
+                for no, start in enumerate(range(0, len(bets), size), start=1):
                     await multi_guard.verify()
-                    total = total.plus(await self._multi_page(ctx, no, fp, page, results_by_event, guard))
+                    page = bets[start : start + size]
+                    total = total.plus(await self._multi_page(ctx, no, page, results_by_event, guard))
         finally:
             await lease.release()
         return total
@@ -624,7 +598,6 @@ class RunExecutor:
         self,
         ctx: _Ctx,
         page_no: int,
-        fp: str,
         bets: list[PlacedBet],
         results_by_event: dict[str, Results],
         guard: Guard,
@@ -686,4 +659,4 @@ class RunExecutor:
                 )
             )
         planned.stats = planned.stats.plus(extra)
-        return await self._commit(ctx, "M", page_no, fp, planned, guard)
+        return await self._commit(ctx, "M", page_no, bets, planned, guard)

@@ -188,16 +188,16 @@ class RunMark:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Progress row of a run: one per processed page (phase ``S``: single-event bets, ``M``: bets with
-    legs on other events) or the bet count (phase ``C``). ``fingerprint`` identifies the page's bets so a
-    resumed run skips a page only if it holds exactly the same bets."""
+    """Progress row of a run: one per processed page (phase ``S``: bets on this event only, ``M``: bets
+    with legs on other events) with the ids of the bets it covered, or the bet count (phase ``C``). A
+    resumed run skips every bet a checkpoint covers (checkpoints are written after the page's effects)."""
 
     run_id: str
     phase: str
-    page_no: int
-    fingerprint: str
+    page_key: str
     stats: RunStats
     at_ms: int
+    bet_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

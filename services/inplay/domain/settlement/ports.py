@@ -23,7 +23,9 @@ class SettlementStore(Protocol):
 
     async def append_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None: ...
 
-    async def checkpoints(self, run_id: str) -> list[Checkpoint]: ...
+    async def checkpoints(self, run_id: str, *, with_bet_ids: bool = False) -> list[Checkpoint]:
+        """Every checkpoint row of a run (with the bet ids they cover only if asked: they are large)."""
+        ...
 
     async def append_bet_rows(self, rows: Sequence[BetSettlementRow]) -> None:
         """Per-run bet rows, idempotent by (run_id, bet_id)."""

@@ -150,9 +150,7 @@ class SettlementService:
         if violations:
             raise InvalidArgument("invalid resettle request", violations=violations)
         settle_id = settle_run_id(event_id, request_id)
-        lease = await acquire(
-            self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms
-        )
+        lease = await acquire(self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms)
         if lease is None:
             runs = await self._store.event_runs(event_id)
             settle = _find(runs, settle_id)
@@ -175,9 +173,7 @@ class SettlementService:
                 runs = await self._resume_incomplete(runs, guard)
                 target = latest_effective_settle(runs)
                 if target is None:
-                    raise FailedPrecondition(
-                        f"event {event_id} has no settlement in effect", reason="NOT_SETTLED"
-                    )
+                    raise FailedPrecondition(f"event {event_id} has no settlement in effect", reason="NOT_SETTLED")
                 await guard.verify()
                 await self._store.put_request(
                     event_id,
@@ -267,9 +263,7 @@ class SettlementService:
 
     async def resume_event(self, event_id: str) -> list[RunView]:
         """Resumes every incomplete run of an event (after a crash); returns them completed."""
-        lease = await acquire(
-            self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms
-        )
+        lease = await acquire(self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms)
         if lease is None:
             raise Aborted("another settlement run of this event is in progress", reason="EVENT_BUSY")
         try:
@@ -295,9 +289,7 @@ class SettlementService:
         body: Callable[[Lease, Guard], object],
         wait: bool,
     ) -> RunView:
-        lease = await acquire(
-            self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms
-        )
+        lease = await acquire(self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms)
         if lease is None:
             if run_id is not None:
                 existing = _find(await self._store.event_runs(event_id), run_id)

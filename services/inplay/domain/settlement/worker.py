@@ -80,7 +80,7 @@ def _market_settler(runtime: Runtime) -> Callable[[Sequence[str]], Awaitable[obj
 
             log_store = CassandraMarketChangeLog(runtime.ledger.session)  # type: ignore[attr-defined]
         recorder = ChangeRecorder(log_store, runtime.bus, runtime.settings.stack.topic_prefix)
-        return MarketControl(runtime.odds, recorder).settle  # type: ignore[arg-type]
+        return MarketControl(runtime.odds, recorder).settle
     except Exception:  # the odds pipeline is optional for settlement
         log.warning("markets will not be marked SETTLED (no market control available)", exc_info=True)
         return None
@@ -386,7 +386,9 @@ async def _serve(components: SettlementComponents, runtime: Runtime, grpc_port: 
 async def _main(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     runtime = await open_runtime(settings)
-    components = await open_settlement(runtime)
+    existing = runtime.components.get("settlement")
+    # The composition root builds settlement with the rest (closed with the runtime); else build it here.
+    components = existing if isinstance(existing, SettlementComponents) else await open_settlement(runtime)
     service = components.service
     try:
         if args.command == "serve":
@@ -421,7 +423,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        await components.close()
+        if components is not existing:
+            await components.close()
         await runtime.close()
 
 
@@ -448,9 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--event", required=True)
     st.add_argument("--run", default="")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     start = time.perf_counter()
     rc = asyncio.run(_main(args))
     log.info("done in %.1f s", time.perf_counter() - start)
