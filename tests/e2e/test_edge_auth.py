@@ -56,7 +56,8 @@ def _bad_tokens(edge: Edge) -> dict[str, str]:
     forged = SigningKey(private_pem=other.private_pem, kid=edge.key.kid, jwks={})
     hs256 = jwt.encode(
         {"iss": edge.settings.issuer, "aud": edge.settings.audience, "sub": "alice", "exp": int(now) + 600},
-        "secret",
+        # An HMAC "signed" token (the public JWKS as the secret would be the classic confusion attack).
+        json.dumps(edge.key.jwks).encode(),
         algorithm="HS256",
         headers={"kid": edge.key.kid},
     )
