@@ -179,7 +179,7 @@ def main() -> int:
     parser.add_argument(
         "--concurrency", default="1,16", help="in-flight calls per path; a comma list runs each"
     )
-    parser.add_argument("--rounds", type=int, default=4, help="alternating direct/edge rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating direct/edge rounds")
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--method", choices=["balance", "market"], default="balance")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="envoy worker threads")
