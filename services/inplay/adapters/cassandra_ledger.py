@@ -1,21 +1,32 @@
-"""The append-only ledger in Cassandra (or ScyllaDB: same driver, same CQL).
+"""The ledger in Cassandra (:class:`inplay.ports.Ledger`): the append-only source of truth.
 
-Tables (``cql/0001_ledger.cql``): ``bets`` (by id), ``bets_by_event`` ((event_id, bucket) partitions for
-settlement), ``bets_by_account`` (newest first), ``ledger_by_account`` (money, time ordered),
-``bet_history`` (every state change of a bet), ``bets_by_idempotency``. No statement here is an UPDATE or a
-DELETE.
+Tables (migration ``cql/0001_ledger.cql``; the file explains each one):
 
-A placed bet is one LOGGED batch (its rows in every table plus its stake entry): the batch log makes the
-rows all-or-nothing, so the ledger never holds a stake without its bet or the reverse. Batches of different
-bets run concurrently (bounded), which is how a group commit of N bets costs about one round trip of
-latency instead of N. Hot-path writes use ``execute_async`` callbacks bridged to asyncio; reads that page
-through many rows run in worker threads.
+- ``bets`` (by id), ``bets_by_event`` (``((event_id, bucket), bet_id)``, 64 buckets so that one event is
+  not one giant partition), ``bets_by_account`` (newest first), ``ledger_by_account`` (money, oldest
+  first), ``bet_history`` (state changes by ``seq_key``), ``bets_by_idempotency``.
+- A placed bet is ONE logged batch of all its rows: either every view of the bet exists or none does, and
+  the STAKE entry can never exist without the bet (or the reverse). Batches of different bets run
+  concurrently (a logged batch spanning partitions is the price of per-bet atomicity; group commit happens
+  upstream in Redis, one Lua call per batch of slips).
+- Legs are JSON text ``[[market_id, selection_id, event_id, odds_num, odds_den], ...]``: the bet is
+  denormalized into three tables and always read whole, odds stay exact integers, and a compact array
+  keeps a 20-leg accumulator's batch far from the batch size limits.
+- Nothing is ever updated or deleted. Retryable writes carry deterministic primary keys (the caller fixes
+  ``created_at_ms`` and ``entry_id``), so a retry rewrites the same row.
+
+Driver use: prepared statements only, ``execute_async`` futures bridged to asyncio with
+``loop.call_soon_threadsafe``, at most ``max_in_flight`` requests in flight per ledger (a semaphore), the
+consistency level of the default execution profile (``ONE`` for the single test node; set
+``INPLAY_CASSANDRA_CONSISTENCY=LOCAL_QUORUM`` with RF 3 in production). Paging uses the driver's paging
+state, handed to clients as an opaque urlsafe-base64 page token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import os
 import zlib
@@ -23,155 +34,226 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cassandra import ConsistencyLevel, WriteTimeout, WriteType
-from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout, WriteType
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType
 
 from inplay.adapters.memory import PLACED_SEQ_KEY, placed_event, stake_entry
-from inplay.adapters.migrations import migrate
+from inplay.adapters.migrations import check_keyspace_name, migrate
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
-from inplay.model import BetEvent, BetState, EntryKind, Leg, LedgerEntry, PlacedBet
+from inplay.errors import FieldViolation, InvalidArgument
+from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 from inplay.ports import LedgerError
 
 EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
-BET_COLUMNS = (
+# Rows per single-partition unlogged batch (entries of one account, history rows of one bet).
+MAX_PARTITION_BATCH = 100
+# Concurrent bucket reads of event_bets, and token ranges scanned at once by account_balances.
+EVENT_READ_WINDOW = 4
+SCAN_SPLITS = 8
+SCAN_PAGE = 5000
+
+_BET_COLUMNS = (
     "bet_id, account_id, legs, stake_minor, currency, potential_return_minor, policy, idempotency_key, placed_at_ms"
 )
-
-__all__ = ["EVENT_BUCKETS", "PLACED_SEQ_KEY", "CassandraLedger", "event_bucket"]
+_ENTRY_COLUMNS = "account_id, created_at_ms, entry_id, kind, amount_minor, currency, bet_id, reference"
+_HISTORY_COLUMNS = "bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes"
 
 
 def event_bucket(bet_id: str) -> int:
+    """The ``bets_by_event`` bucket of a bet (stable across processes and languages: CRC-32)."""
     return zlib.crc32(bet_id.encode()) % EVENT_BUCKETS
 
 
-def _legs_json(bet: PlacedBet) -> str:
+def legs_to_json(legs: Sequence[Leg]) -> str:
     return json.dumps(
-        [[lg.market_id, lg.selection_id, lg.odds.num, lg.odds.den, lg.event_id] for lg in bet.legs],
+        [[leg.market_id, leg.selection_id, leg.event_id, leg.odds.num, leg.odds.den] for leg in legs],
         separators=(",", ":"),
     )
 
 
-def _bet_from_row(row: Any) -> PlacedBet:
-    return PlacedBet(
-        bet_id=row.bet_id,
-        account_id=row.account_id,
-        legs=tuple(Leg(m, s, Odds(n, d), e) for m, s, n, d, e in json.loads(row.legs)),
-        stake_minor=row.stake_minor,
-        currency=row.currency,
-        potential_return_minor=row.potential_return_minor,
-        policy=AcceptancePolicy(row.policy),
-        idempotency_key=row.idempotency_key,
-        placed_at_ms=row.placed_at_ms,
+def legs_from_json(text: str) -> tuple[Leg, ...]:
+    # Stored odds were already reduced by inplay.core when the bet was accepted: rebuild them as is.
+    return tuple(
+        Leg(market_id=m, selection_id=s, odds=Odds(int(num), int(den)), event_id=e)
+        for m, s, e, num, den in json.loads(text)
     )
 
 
-def _token(paging_state: bytes | None) -> str:
+def encode_token(paging_state: bytes | None) -> str:
     return base64.urlsafe_b64encode(paging_state).decode() if paging_state else ""
 
 
-def _paging_state(token: str) -> bytes | None:
-    return base64.urlsafe_b64decode(token.encode()) if token else None
+def decode_token(token: str) -> bytes | None:
+    if not token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token.encode())
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument("invalid page_token", violations=[FieldViolation("page_token", "malformed")]) from exc
+
+
+def _bridge(response: ResponseFuture) -> asyncio.Future[ResponseFuture]:
+    """An asyncio future resolved (on the loop's thread) when the driver's future completes. Resolves to
+    the ResponseFuture itself, so that callers can read ``current_rows`` and ``paging_state``."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[ResponseFuture] = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if done.done():  # cancelled by the awaiting task meanwhile
+            return
+        if exc is None:
+            done.set_result(response)
+        else:
+            done.set_exception(exc)
+
+    def relay(exc: BaseException | None) -> None:
+        # Runs on a driver thread (or inline if already complete): hop to the loop's thread.
+        try:
+            loop.call_soon_threadsafe(settle, exc)
+        except RuntimeError:  # the loop was closed while the request was in flight: nobody is waiting
+            pass
+
+    response.add_callbacks(lambda _rows: relay(None), relay)
+    return done
+
+
+def _cluster(
+    hosts: Sequence[str], port: int, consistency: str, connect_timeout_s: float, request_timeout_s: float
+) -> Cluster:
+    level = ConsistencyLevel.name_to_value.get(consistency.upper())
+    if level is None:
+        raise ValueError(f"unknown consistency level {consistency!r}")
+    profile = ExecutionProfile(
+        # Token aware: each request goes to a replica of its partition (no extra coordinator hop).
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=os.environ.get("INPLAY_CASSANDRA_DC"))),
+        consistency_level=level,
+        request_timeout=request_timeout_s,
+    )
+    return Cluster(
+        list(hosts),
+        port=port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=connect_timeout_s,
+    )
 
 
 class CassandraLedger:
+    # Read by the settlement worker to count an event's bets (SELECT COUNT(*) per bucket).
     BETS_BY_EVENT_TABLE = "bets_by_event"
     EVENT_BUCKETS = EVENT_BUCKETS
 
-    def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
+    def __init__(self, cluster: Cluster, session: Any, keyspace: str, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        """Use :meth:`connect`. Prepares the statements (blocking)."""
         self.cluster = cluster
+        # Shared with the other Cassandra stores of the keyspace (settlement, change log, deposit keys).
         self.session = session
         self.keyspace = keyspace
-        self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
-        level = os.environ.get("INPLAY_CASSANDRA_CONSISTENCY", "LOCAL_ONE")
-        self.consistency = getattr(ConsistencyLevel, level)
+        self._slots = asyncio.Semaphore(max_in_flight)
         p = session.prepare
-        self._insert_bet = p(f"INSERT INTO bets ({BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        self._insert_by_event = p(
-            f"INSERT INTO bets_by_event (event_id, bucket, {BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        self._ins_bet = p(f"INSERT INTO bets ({_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._ins_by_event = p(
+            f"INSERT INTO bets_by_event (event_id, bucket, {_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._insert_by_account = p("INSERT INTO bets_by_account (account_id, placed_at_ms, bet_id) VALUES (?, ?, ?)")
-        self._insert_entry = p(
-            "INSERT INTO ledger_by_account (account_id, created_at_ms, entry_id, kind, amount_minor, currency, "
-            "bet_id, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        self._ins_by_account = p(f"INSERT INTO bets_by_account ({_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._ins_entry = p(f"INSERT INTO ledger_by_account ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        self._ins_history = p(f"INSERT INTO bet_history ({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        self._ins_idem = p(
+            "INSERT INTO bets_by_idempotency (account_id, idempotency_key, placed_at_ms, bet_id) VALUES (?, ?, ?, ?)"
         )
-        self._insert_history = p(
-            "INSERT INTO bet_history (bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        self._sel_bet = p(f"SELECT {_BET_COLUMNS} FROM bets WHERE bet_id = ?")
+        self._sel_history = p(f"SELECT {_HISTORY_COLUMNS} FROM bet_history WHERE bet_id = ?")
+        self._sel_account_bets = p(f"SELECT {_BET_COLUMNS} FROM bets_by_account WHERE account_id = ?")
+        self._sel_event_bets = p(f"SELECT {_BET_COLUMNS} FROM bets_by_event WHERE event_id = ? AND bucket = ?")
+        self._sel_entries = p(f"SELECT {_ENTRY_COLUMNS} FROM ledger_by_account WHERE account_id = ?")
+        self._sel_idem = p(
+            "SELECT bet_id FROM bets_by_idempotency WHERE account_id = ? AND idempotency_key = ? LIMIT 1"
         )
-        self._insert_idem = p(
-            "INSERT INTO bets_by_idempotency (account_id, idempotency_key, bet_id) VALUES (?, ?, ?)"
+        # Full scans for reconciliation, split by token range so that a few ranges are read at once.
+        self._scan = p(
+            "SELECT account_id, amount_minor FROM ledger_by_account "
+            "WHERE token(account_id) > ? AND token(account_id) <= ?"
         )
-        self._select_bet = p(f"SELECT {BET_COLUMNS} FROM bets WHERE bet_id = ?")
-        self._select_history = p(
-            "SELECT bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes FROM bet_history "
-            "WHERE bet_id = ?"
+        self._scan_as_of = p(
+            "SELECT account_id, amount_minor FROM ledger_by_account "
+            "WHERE token(account_id) > ? AND token(account_id) <= ? AND created_at_ms <= ? ALLOW FILTERING"
         )
-        self._select_account_bets = p("SELECT bet_id FROM bets_by_account WHERE account_id = ?")
-        self._select_event_bucket = p(f"SELECT {BET_COLUMNS} FROM bets_by_event WHERE event_id = ? AND bucket = ?")
-        self._select_entries = p(
-            "SELECT account_id, created_at_ms, entry_id, kind, amount_minor, currency, bet_id, reference "
-            "FROM ledger_by_account WHERE account_id = ?"
-        )
-        self._select_idem = p(
-            "SELECT bet_id FROM bets_by_idempotency WHERE account_id = ? AND idempotency_key = ?"
-        )
-        for statement in (self._insert_bet, self._insert_by_event, self._insert_entry, self._insert_history):
-            statement.consistency_level = self.consistency
+
+    # --- lifecycle -------------------------------------------------------------------------------------
 
     @classmethod
     async def connect(
-        cls, hosts: Sequence[str], port: int, keyspace: str, create_schema: bool = True
+        cls,
+        hosts: Sequence[str] | str,
+        port: int = 9042,
+        keyspace: str = "inplay",
+        create_schema: bool = True,
+        *,
+        consistency: str | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        connect_timeout_s: float = 5.0,
+        request_timeout_s: float = 15.0,
     ) -> CassandraLedger:
-        def build() -> CassandraLedger:
-            cluster = Cluster(
-                list(hosts),
-                port=port,
-                protocol_version=5,
-                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-                connect_timeout=5,
-            )
-            session = cluster.connect()
-            session.default_timeout = 20
-            if create_schema:
-                migrate(session, keyspace)
-            else:
-                session.set_keyspace(keyspace)
-            return cls(cluster, session, keyspace)
+        """Connects, applies pending migrations (``create_schema``) and prepares the statements.
+        ``consistency`` defaults to ``INPLAY_CASSANDRA_CONSISTENCY`` or ONE. Raises LedgerError when no
+        node can be reached."""
+        host_list = [h for h in (hosts.split(",") if isinstance(hosts, str) else hosts) if h]
+        check_keyspace_name(keyspace)
+        level = consistency or os.environ.get("INPLAY_CASSANDRA_CONSISTENCY") or "ONE"
 
-        return await asyncio.to_thread(build)
+        def build() -> CassandraLedger:
+            cluster = _cluster(host_list, port, level, connect_timeout_s, request_timeout_s)
+            try:
+                session = cluster.connect()
+                if create_schema:
+                    migrate(session, keyspace)
+                else:
+                    session.set_keyspace(keyspace)
+                return cls(cluster, session, keyspace, max_in_flight=max_in_flight)
+            except BaseException:
+                cluster.shutdown()
+                raise
+
+        try:
+            # The driver's connect/prepare/DDL calls block: keep them off the event loop.
+            return await asyncio.to_thread(build)
+        except (NoHostAvailable, OperationTimedOut) as exc:
+            raise LedgerError(f"cannot reach Cassandra at {','.join(host_list)}:{port}: {exc}") from exc
 
     async def close(self) -> None:
         await asyncio.to_thread(self.cluster.shutdown)
 
-    # --- async bridge --------------------------------------------------------------------------------------
+    # --- plumbing --------------------------------------------------------------------------------------
 
-    async def _execute(self, statement: Any, params: Any = None) -> Any:
-        loop = asyncio.get_running_loop()
-        async with self._limit:
-            future: asyncio.Future[Any] = loop.create_future()
+    async def _execute(self, statement: Any, params: Any = None, paging_state: bytes | None = None) -> ResponseFuture:
+        async with self._slots:
+            return await _bridge(self.session.execute_async(statement, params, paging_state=paging_state))
 
-            def ok(rows: Any) -> None:
-                loop.call_soon_threadsafe(lambda: future.done() or future.set_result(rows))
+    async def _page(
+        self, prepared: Any, params: Sequence[Any], page_size: int, paging_state: bytes | None
+    ) -> tuple[list[Any], bytes | None]:
+        """One page of a query: (rows, paging state of the next page or None)."""
+        stmt = prepared.bind(params)
+        stmt.fetch_size = page_size
+        while True:
+            response = await self._execute(stmt, paging_state=paging_state)
+            result = response.result()
+            rows = list(result.current_rows)
+            paging_state = result.paging_state
+            # Cassandra may return an empty page that still has a continuation: skip it.
+            if rows or not paging_state:
+                return rows, paging_state
 
-            def err(exc: BaseException) -> None:
-                loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+    # --- bets ------------------------------------------------------------------------------------------
 
-            response: ResponseFuture = self.session.execute_async(statement, params)
-            response.add_callbacks(ok, err)
-            return await future
-
-    # --- writes --------------------------------------------------------------------------------------------
+    async def append_bets(self, bets: Sequence[PlacedBet]) -> list[BaseException | None]:
+        return list(await asyncio.gather(*(self._append_bet(bet) for bet in bets)))
 
     def _bet_batch(self, bet: PlacedBet) -> BatchStatement:
-        batch = BatchStatement(batch_type=BatchType.LOGGED, consistency_level=self.consistency)
-        legs = _legs_json(bet)
+        legs = legs_to_json(bet.legs)
         common = (
-            bet.bet_id,
-            bet.account_id,
-            legs,
             bet.stake_minor,
             bet.currency,
             bet.potential_return_minor,
@@ -179,154 +261,205 @@ class CassandraLedger:
             bet.idempotency_key,
             bet.placed_at_ms,
         )
-        batch.add(self._insert_bet, common)
+        row = (bet.bet_id, bet.account_id, legs, *common)
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._ins_bet, row)
         bucket = event_bucket(bet.bet_id)
         for event_id in bet.event_ids:
-            batch.add(self._insert_by_event, (event_id, bucket, *common))
-        batch.add(self._insert_by_account, (bet.account_id, bet.placed_at_ms, bet.bet_id))
-        stake = stake_entry(bet)
-        batch.add(self._insert_entry, self._entry_params(stake))
-        placed = placed_event(bet)
-        batch.add(self._insert_history, self._event_params(placed))
-        batch.add(self._insert_idem, (bet.account_id, bet.idempotency_key, bet.bet_id))
+            if event_id:  # an empty partition key is invalid in CQL; placement always sets the event
+                batch.add(self._ins_by_event, (event_id, bucket, *row))
+        batch.add(self._ins_by_account, row)
+        batch.add(self._ins_entry, _entry_params(stake_entry(bet)))
+        batch.add(self._ins_history, _event_params(placed_event(bet)))
+        batch.add(self._ins_idem, (bet.account_id, bet.idempotency_key, bet.placed_at_ms, bet.bet_id))
         return batch
 
-    @staticmethod
-    def _entry_params(e: LedgerEntry) -> tuple[Any, ...]:
-        return (e.account_id, e.created_at_ms, e.entry_id, int(e.kind), e.amount_minor, e.currency, e.bet_id, e.reference)
-
-    @staticmethod
-    def _event_params(ev: BetEvent) -> tuple[Any, ...]:
-        return (
-            ev.bet_id,
-            ev.seq_key,
-            ev.kind,
-            int(ev.status),
-            ev.amount_minor,
-            ev.run_id,
-            ev.at_ms,
-            [int(o) for o in ev.leg_outcomes],
-        )
-
-    async def append_bets(self, bets: Sequence[PlacedBet]) -> list[BaseException | None]:
-        async def one(bet: PlacedBet) -> BaseException | None:
-            try:
-                await self._execute(self._bet_batch(bet))
-                return None
-            except WriteTimeout as exc:
-                # The batch log was written: the coordinator will apply the batch. Anything else is unknown
-                # or failed, and the caller compensates.
-                if getattr(exc, "write_type", None) == WriteType.BATCH:
-                    return None
-                return exc
-            except Exception as exc:
-                return exc
-
-        return list(await asyncio.gather(*(one(b) for b in bets)))
-
-    async def append_entries(self, entries: Sequence[LedgerEntry]) -> None:
+    async def _append_bet(self, bet: PlacedBet) -> BaseException | None:
         try:
-            await asyncio.gather(*(self._execute(self._insert_entry, self._entry_params(e)) for e in entries))
+            await self._execute(self._bet_batch(bet))
+            return None
+        except WriteTimeout as exc:
+            # BATCH: the batchlog was written, so the coordinator (or the batchlog replay) will apply every
+            # mutation: the bet is recorded. Any other write type (BATCH_LOG: the log itself timed out) is
+            # uncertain and reported as a failure; the caller compensates.
+            return None if exc.write_type == WriteType.BATCH else exc
         except Exception as exc:
-            raise LedgerError(f"ledger entries not (certainly) written: {exc!r}") from exc
-
-    async def append_bet_events(self, events: Sequence[BetEvent]) -> None:
-        try:
-            await asyncio.gather(*(self._execute(self._insert_history, self._event_params(ev)) for ev in events))
-        except Exception as exc:
-            raise LedgerError(f"bet history not (certainly) written: {exc!r}") from exc
-
-    # --- reads ---------------------------------------------------------------------------------------------
+            return exc
 
     async def get_bet(self, bet_id: str) -> PlacedBet | None:
-        rows = await self._execute(self._select_bet, (bet_id,))
-        return _bet_from_row(rows[0]) if rows else None
+        rows = list((await self._execute(self._sel_bet, (bet_id,))).result().current_rows)
+        return _bet(rows[0]) if rows else None
 
-    async def bet_history(self, bet_id: str) -> list[BetEvent]:
-        rows = await self._execute(self._select_history, (bet_id,))
-        return [
-            BetEvent(
-                bet_id=r.bet_id,
-                seq_key=r.seq_key,
-                kind=r.kind,
-                status=BetState(r.status),
-                amount_minor=r.amount_minor,
-                run_id=r.run_id or "",
-                at_ms=r.at_ms,
-                leg_outcomes=tuple(LegOutcome(o) for o in (r.leg_outcomes or [])),
-            )
-            for r in rows
-        ]
-
-    def _page(self, statement: PreparedStatement, params: tuple[Any, ...], size: int, token: str) -> tuple[list[Any], str]:
-        bound = statement.bind(params)
-        bound.fetch_size = size
-        result = self.session.execute(bound, paging_state=_paging_state(token))
-        return list(result.current_rows), _token(result.paging_state)
+    async def get_bet_by_idempotency(self, account_id: str, idempotency_key: str) -> str | None:
+        rows = list((await self._execute(self._sel_idem, (account_id, idempotency_key))).result().current_rows)
+        return str(rows[0].bet_id) if rows else None
 
     async def list_account_bets(self, account_id: str, page_size: int, page_token: str) -> tuple[list[PlacedBet], str]:
-        rows, token = await asyncio.to_thread(
-            self._page, self._select_account_bets, (account_id,), page_size, page_token
-        )
-        bets = await asyncio.gather(*(self.get_bet(r.bet_id) for r in rows))
-        return [b for b in bets if b is not None], token
-
-    async def account_entries(
-        self, account_id: str, page_size: int, page_token: str
-    ) -> tuple[list[LedgerEntry], str]:
-        rows, token = await asyncio.to_thread(self._page, self._select_entries, (account_id,), page_size, page_token)
-        return [
-            LedgerEntry(
-                entry_id=r.entry_id,
-                account_id=r.account_id,
-                kind=EntryKind(r.kind),
-                amount_minor=r.amount_minor,
-                currency=r.currency,
-                bet_id=r.bet_id or "",
-                reference=r.reference or "",
-                created_at_ms=r.created_at_ms,
-            )
-            for r in rows
-        ], token
-
-    def _bucket_rows(self, event_id: str, bucket: int, page_size: int) -> list[list[PlacedBet]]:
-        bound = self._select_event_bucket.bind((event_id, bucket))
-        bound.fetch_size = page_size
-        result = self.session.execute(bound)
-        pages = [[_bet_from_row(r) for r in result.current_rows]]
-        while result.has_more_pages:
-            result.fetch_next_page()
-            pages.append([_bet_from_row(r) for r in result.current_rows])
-        return [p for p in pages if p]
+        rows, state = await self._page(self._sel_account_bets, (account_id,), page_size, decode_token(page_token))
+        return [_bet(r, account_id) for r in rows], encode_token(state)
 
     async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
-        """Every bet with a leg on the event, in pages; a few buckets are read concurrently."""
-        parallel = 8
-        for start in range(0, EVENT_BUCKETS, parallel):
-            groups = await asyncio.gather(
-                *(
-                    asyncio.to_thread(self._bucket_rows, event_id, bucket, page_size)
-                    for bucket in range(start, min(start + parallel, EVENT_BUCKETS))
-                )
-            )
-            for pages in groups:
-                for page in pages:
-                    yield page
+        """Pages of at most ``page_size`` bets over the 64 buckets; up to EVENT_READ_WINDOW page reads in
+        flight (a bucket's next page is requested as soon as its previous one arrives). Memory stays
+        bounded by the window: nothing is read ahead of it."""
+        in_flight: set[asyncio.Task[tuple[int, list[Any], bytes | None]]] = set()
+        next_bucket = 0
+
+        async def read(bucket: int, state: bytes | None) -> tuple[int, list[Any], bytes | None]:
+            rows, nxt = await self._page(self._sel_event_bets, (event_id, bucket), page_size, state)
+            return bucket, rows, nxt
+
+        buffer: list[PlacedBet] = []
+        try:
+            while in_flight or next_bucket < EVENT_BUCKETS:
+                while len(in_flight) < EVENT_READ_WINDOW and next_bucket < EVENT_BUCKETS:
+                    in_flight.add(asyncio.create_task(read(next_bucket, None)))
+                    next_bucket += 1
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    in_flight.discard(task)
+                    bucket, rows, state = task.result()
+                    if state:
+                        in_flight.add(asyncio.create_task(read(bucket, state)))
+                    buffer.extend(_bet(r) for r in rows)
+                while len(buffer) >= page_size:
+                    yield buffer[:page_size]
+                    buffer = buffer[page_size:]
+            if buffer:
+                yield buffer
+        finally:
+            # The consumer stopped early (or a read failed): do not leave reads running.
+            for task in in_flight:
+                task.cancel()
+
+    # --- money -----------------------------------------------------------------------------------------
+
+    async def append_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        by_account: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for e in entries:
+            by_account[e.account_id].append(_entry_params(e))
+        await self._write_partitions(self._ins_entry, by_account, "ledger entries")
+
+    async def append_bet_events(self, events: Sequence[BetEvent]) -> None:
+        by_bet: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for ev in events:
+            by_bet[ev.bet_id].append(_event_params(ev))
+        await self._write_partitions(self._ins_history, by_bet, "bet history rows")
+
+    async def _write_partitions(self, prepared: Any, rows: dict[str, list[tuple[Any, ...]]], what: str) -> None:
+        """Rows grouped by partition: one single-partition unlogged batch per group (one mutation, applied
+        atomically by the replica), groups sent concurrently. Raises LedgerError if any group failed; the
+        others are stored, which is safe because the caller retries with the same deterministic keys."""
+        statements: list[Any] = []
+        for group in rows.values():
+            for start in range(0, len(group), MAX_PARTITION_BATCH):
+                chunk = group[start : start + MAX_PARTITION_BATCH]
+                if len(chunk) == 1:
+                    statements.append(prepared.bind(chunk[0]))
+                    continue
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for params in chunk:
+                    batch.add(prepared, params)
+                statements.append(batch)
+        results = await asyncio.gather(*(self._execute(s) for s in statements), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for r in errors:
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+            raise LedgerError(f"{len(errors)} of {len(statements)} writes of {what} failed: {errors[0]!r}") from errors[
+                0
+            ]
+
+    async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
+        rows, state = await self._page(self._sel_entries, (account_id,), page_size, decode_token(page_token))
+        return [_entry(r) for r in rows], encode_token(state)
 
     async def account_balances(self, as_of_ms: int | None = None) -> dict[str, int]:
-        def scan() -> dict[str, int]:
-            totals: dict[str, int] = defaultdict(int)
-            statement = self.session.prepare(
-                "SELECT account_id, created_at_ms, amount_minor FROM ledger_by_account"
-            ).bind(())
-            statement.fetch_size = 5000
-            for row in self.session.execute(statement, timeout=120):
-                if as_of_ms is None or row.created_at_ms <= as_of_ms:
-                    totals[row.account_id] += row.amount_minor
-            return dict(totals)
+        """Σ amount per account over the whole ledger (entries created <= ``as_of_ms`` if given). The
+        token ring is split into SCAN_SPLITS ranges scanned concurrently (each page by page)."""
+        lo, hi = -(2**63), 2**63 - 1
+        step = (hi - lo) // SCAN_SPLITS
+        bounds = [lo + i * step for i in range(SCAN_SPLITS)] + [hi]
+        totals: dict[str, int] = defaultdict(int)
 
-        return await asyncio.to_thread(scan)
+        async def scan(start: int, end: int) -> None:
+            # Murmur3 never yields the minimum token, so (lo, hi] ranges cover the ring.
+            params: tuple[int, ...] = (start, end) if as_of_ms is None else (start, end, as_of_ms)
+            prepared = self._scan if as_of_ms is None else self._scan_as_of
+            state: bytes | None = None
+            while True:
+                rows, state = await self._page(prepared, params, SCAN_PAGE, state)
+                for r in rows:
+                    totals[r.account_id] += int(r.amount_minor)
+                if not state:
+                    return
 
-    async def get_bet_by_idempotency(self, account_id: str, key: str) -> str | None:
-        rows = await self._execute(self._select_idem, (account_id, key))
-        return str(rows[0].bet_id) if rows else None
+        await asyncio.gather(*(scan(bounds[i], bounds[i + 1]) for i in range(SCAN_SPLITS)))
+        return dict(totals)
+
+    # --- history ---------------------------------------------------------------------------------------
+
+    async def bet_history(self, bet_id: str) -> list[BetEvent]:
+        response = await self._execute(self._sel_history, (bet_id,))
+        return [_event(r) for r in response.result()]
+
+
+def _entry_params(e: LedgerEntry) -> tuple[Any, ...]:
+    return (e.account_id, e.created_at_ms, e.entry_id, int(e.kind), e.amount_minor, e.currency, e.bet_id, e.reference)
+
+
+def _event_params(ev: BetEvent) -> tuple[Any, ...]:
+    return (
+        ev.bet_id,
+        ev.seq_key,
+        ev.kind,
+        int(ev.status),
+        ev.amount_minor,
+        ev.run_id,
+        ev.at_ms,
+        [int(o) for o in ev.leg_outcomes],
+    )
+
+
+def _bet(row: Any, account_id: str | None = None) -> PlacedBet:
+    return PlacedBet(
+        bet_id=row.bet_id,
+        account_id=account_id if account_id is not None else row.account_id,
+        legs=legs_from_json(row.legs),
+        stake_minor=int(row.stake_minor),
+        currency=row.currency,
+        potential_return_minor=int(row.potential_return_minor),
+        policy=AcceptancePolicy(row.policy),
+        idempotency_key=row.idempotency_key or "",
+        placed_at_ms=int(row.placed_at_ms),
+    )
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        entry_id=row.entry_id,
+        account_id=row.account_id,
+        kind=EntryKind(row.kind),
+        amount_minor=int(row.amount_minor),
+        currency=row.currency or "",
+        bet_id=row.bet_id or "",
+        reference=row.reference or "",
+        created_at_ms=int(row.created_at_ms),
+    )
+
+
+def _event(row: Any) -> BetEvent:
+    return BetEvent(
+        bet_id=row.bet_id,
+        seq_key=row.seq_key,
+        kind=row.kind,
+        status=BetState(row.status),
+        amount_minor=int(row.amount_minor),
+        run_id=row.run_id or "",
+        at_ms=int(row.at_ms),
+        leg_outcomes=tuple(LegOutcome(o) for o in (row.leg_outcomes or ())),
+    )
+
+
+__all__ = ["EVENT_BUCKETS", "PLACED_SEQ_KEY", "CassandraLedger", "event_bucket", "legs_from_json", "legs_to_json"]

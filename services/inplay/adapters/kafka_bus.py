@@ -1,146 +1,248 @@
-"""Kafka adapter (confluent-kafka / librdkafka): an idempotent producer behind the EventBus port, topic
-creation, and a small consumer loop.
+"""Kafka (confluent-kafka / librdkafka) behind :class:`inplay.ports.EventBus`, topic creation, and a small
+consumer loop for services and tests.
 
-The producer keeps per-key order (same key -> same partition; idempotence forbids reordering on retries).
-librdkafka's delivery reports arrive on a poll thread and resolve asyncio futures, so ``flush`` awaits the
-acknowledgement of exactly the messages this process enqueued.
+Producer: idempotent (``enable.idempotence``, ``acks=all``): a retried send is not duplicated and, per
+partition, not reordered, so per-key order holds (same key -> same partition). ``linger.ms=2`` and lz4
+batch messages of concurrent publishers. librdkafka reports deliveries from ``poll()``; a background thread
+polls and resolves one asyncio future per message with ``loop.call_soon_threadsafe``, so ``publish`` never
+blocks the event loop and ``flush`` awaits exactly the acknowledgements of what was enqueued, raising if any
+delivery failed (e.g. ``message.timeout.ms`` elapsed because no broker answers).
+
+Topics: a ``BusMessage`` carries the full topic name. Services build it as ``topic_prefix + ports.TOPIC_*``
+(the prefix isolates tests and demos on one cluster); :meth:`KafkaEventBus.topic` does the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from inplay.ports import BusMessage
+
+log = logging.getLogger("inplay.kafka")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 2,
+    "compression.type": "lz4",
+    # An undeliverable message fails after this (flush then raises) instead of waiting forever.
+    "message.timeout.ms": 30_000,
+    "queue.buffering.max.messages": 1_000_000,
+}
 
 
 class KafkaEventBus:
     def __init__(self, bootstrap: str, topic_prefix: str = "", **overrides: Any) -> None:
+        """``overrides``: librdkafka settings (e.g. ``**{"message.timeout.ms": 2000}``)."""
         self.topic_prefix = topic_prefix
-        config = {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "compression.type": "lz4",
-            "message.timeout.ms": 30_000,
-            "queue.buffering.max.messages": 1_000_000,
-            **overrides,
-        }
-        self._producer = Producer(config)
+        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **overrides})
+        # Deliveries not yet reported by a flush: successes leave on completion, failures stay until a
+        # flush reports them (a failure is never lost between flushes).
         self._pending: set[asyncio.Future[None]] = set()
-        self._lock = threading.Lock()
+        self._closed = False
         self._running = True
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()
+
+    def topic(self, name: str) -> str:
+        """The full topic name of ``ports.TOPIC_*`` ``name``."""
+        return self.topic_prefix + name
 
     def _poll(self) -> None:
         while self._running:
             self._producer.poll(0.05)
 
     async def publish(self, messages: Sequence[BusMessage]) -> None:
+        if self._closed:
+            raise RuntimeError("KafkaEventBus is closed")
         loop = asyncio.get_running_loop()
         for message in messages:
             future: asyncio.Future[None] = loop.create_future()
             self._pending.add(future)
-
-            def report(err: KafkaError | None, _msg: Any, future: asyncio.Future[None] = future) -> None:
-                def settle() -> None:
-                    if future.done():
-                        return
-                    if err is not None:
-                        future.set_exception(KafkaException(err))
-                    else:
-                        future.set_result(None)
-
-                loop.call_soon_threadsafe(settle)
-
+            future.add_done_callback(self._forget_success)
+            report = _delivery_report(loop, future)
             while True:
                 try:
                     self._producer.produce(message.topic, value=message.value, key=message.key, on_delivery=report)
                     break
-                except BufferError:  # local queue full: let deliveries drain
-                    await asyncio.sleep(0.01)
+                except BufferError:  # the local queue is full: let the poll thread drain deliveries
+                    await asyncio.sleep(0.005)
+
+    def _forget_success(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._pending.discard(future)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
-        pending, self._pending = list(self._pending), set()
-        if not pending:
+        """Waits for every message enqueued so far. Raises ``KafkaException`` if any delivery failed (each
+        failure is reported once) and ``TimeoutError`` if some are still unacknowledged after ``timeout_s``
+        (those stay pending: a later flush waits for them again)."""
+        waiting = list(self._pending)
+        if not waiting:
             return
-        done, not_done = await asyncio.wait(pending, timeout=timeout_s)
-        for future in not_done:
-            future.cancel()
+        _, not_done = await asyncio.wait(waiting, timeout=timeout_s)
+        failed = [f for f in waiting if f.done() and f.exception() is not None]
+        for f in failed:
+            self._pending.discard(f)
+        if failed:
+            first = failed[0].exception()
+            raise KafkaException(f"{len(failed)} of {len(waiting)} Kafka deliveries failed; first: {first}") from first
         if not_done:
             raise TimeoutError(f"{len(not_done)} Kafka deliveries not acknowledged within {timeout_s} s")
-        errors = [f.exception() for f in done if f.exception() is not None]
-        if errors:
-            raise KafkaException(f"{len(errors)} Kafka deliveries failed; first: {errors[0]!r}")
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
+        if self._closed:
+            return
+        self._closed = True
+        try:
             await self.flush(timeout_s=10.0)
-        self._running = False
-        await asyncio.to_thread(self._producer.flush, 5)
-        self._poller.join(timeout=1)
+        except Exception:  # closing goes on; the failure was logged by whoever flushed, or is logged here
+            log.exception("Kafka deliveries lost while closing")
+        finally:
+            self._running = False
+            await asyncio.to_thread(self._poller.join, 2.0)
+            await asyncio.to_thread(self._producer.flush, 1.0)
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) -> None:
-    """Creates missing topics (idempotent)."""
+def _delivery_report(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Any:
+    def settle(err: KafkaError | None) -> None:
+        if future.done():
+            return
+        if err is None:
+            future.set_result(None)
+        else:
+            future.set_exception(KafkaException(err))
+
+    def report(err: KafkaError | None, _msg: Any) -> None:
+        # Called on the poll thread: hop to the loop's thread.
+        try:
+            loop.call_soon_threadsafe(settle, err)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more (and the thread must live)
+            pass
+
+    return report
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1, timeout_s: float = 30.0) -> None:
+    """Creates the missing topics (name -> partitions) and waits until their metadata is visible.
+    Idempotent: existing topics are left alone (also when another process creates them concurrently)."""
 
     def create() -> None:
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        existing = set(admin.list_topics(timeout=10).topics)
-        wanted = [NewTopic(name, num_partitions=p, replication_factor=replication) for name, p in topics.items()
-                  if name not in existing]
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        wanted = [
+            NewTopic(name, num_partitions=partitions, replication_factor=replication)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
         if not wanted:
             return
-        for name, future in admin.create_topics(wanted, operation_timeout=15).items():
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
             try:
                 future.result()
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"could not create Kafka topic {name}: {exc}") from exc
+        # Creation is acknowledged by the controller before every broker knows the topic's leaders.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            meta = admin.list_topics(timeout=timeout_s).topics
+            if all(t.topic in meta and meta[t.topic].error is None and meta[t.topic].partitions for t in wanted):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"Kafka topics not ready after {timeout_s} s: {[t.topic for t in wanted]}")
 
     await asyncio.to_thread(create)
 
 
 class KafkaConsumerLoop:
-    """Async iteration over (key, value) of a consumer group; offsets committed after processing."""
+    """``async for key, value in loop:`` over a consumer group's messages, in partition order.
 
-    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], from_beginning: bool = True) -> None:
+    Offsets are committed after processing (at least once): a message counts as processed when the
+    iteration asks for the next one; processed offsets are committed after each fetched batch and on
+    ``close``. Fetches run in a worker thread (librdkafka calls block)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        from_beginning: bool = True,
+        batch_size: int = 500,
+        poll_timeout_s: float = 0.5,
+        **overrides: Any,
+    ) -> None:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": group_id,
                 "auto.offset.reset": "earliest" if from_beginning else "latest",
                 "enable.auto.commit": False,
+                **overrides,
             }
         )
         self._consumer.subscribe(list(topics))
-        self._last: Any = None
+        self._batch_size = batch_size
+        self._poll_timeout_s = poll_timeout_s
+        # (topic, partition) -> next offset to commit
+        self._processed: dict[tuple[str, int], int] = {}
+        # One librdkafka call at a time (close must not race a fetch running in a thread).
+        self._lock = asyncio.Lock()
         self.closed = False
 
-    async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
+    def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[tuple[str, bytes]]:
         while not self.closed:
-            if self._last is not None:
-                await asyncio.to_thread(self._consumer.commit, self._last, asynchronous=False)
-                self._last = None
-            message = await asyncio.to_thread(self._consumer.poll, 0.5)
-            if message is None:
-                continue
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(message.error())
-            self._last = message
-            key = message.key()
-            yield (key.decode() if key else ""), message.value()
+            async with self._lock:
+                if self.closed:
+                    return
+                batch: list[Message] = await asyncio.to_thread(
+                    self._consumer.consume, self._batch_size, self._poll_timeout_s
+                )
+            for message in batch:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                key = message.key()
+                yield (key.decode() if key else ""), message.value() or b""
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if topic is not None and partition is not None and offset is not None:
+                    self._processed[(topic, partition)] = offset + 1
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commits the offsets of the messages processed so far (synchronously)."""
+        if not self._processed or self.closed:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._processed.items()]
+        self._processed.clear()
+        async with self._lock:
+            await asyncio.to_thread(self._commit, offsets)
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        self._consumer.commit(offsets=offsets, asynchronous=False)
 
     async def close(self) -> None:
+        if self.closed:
+            return
+        await self.commit()
         self.closed = True
-        await asyncio.to_thread(self._consumer.close)
+        async with self._lock:
+            await asyncio.to_thread(self._consumer.close)
+
+
+__all__ = ["PRODUCER_DEFAULTS", "KafkaConsumerLoop", "KafkaEventBus", "ensure_topics"]

@@ -1,22 +1,73 @@
-"""Embedded in-memory stores with the same semantics as the real adapters (for the demo without servers and
-for unit tests of pure logic). Every batch call is atomic under one asyncio lock, like one Lua script or one
-logged batch. Nothing here is durable: the real adapters are what the integration tests prove.
+"""Embedded in-memory stores with the same semantics as the real adapters, for the demo without servers and
+for unit tests of pure logic. Every batch call is atomic under one asyncio lock, as one Lua script call
+(Redis) or one logged batch per bet (Cassandra) is. Nothing here is durable: the integration tests prove the
+real adapters (``redis_wallet``, ``cassandra_ledger``, ``kafka_bus``).
+
+``stake_entry`` / ``placed_event`` / ``PLACED_SEQ_KEY`` define the rows a placed bet adds to the ledger; the
+Cassandra ledger uses the same functions, so both stores record a bet identically.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
+from inplay.errors import FieldViolation, InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, PlacedBet
 from inplay.ports import AccountLimits, BusMessage, Credit, Debit, DebitResult
 
+_T = TypeVar("_T")
+
 PENDING = "PENDING:"
+# Sorts before every settlement key ("<13-digit ms>:<run_id>"): '-' < '0'.
+PLACED_SEQ_KEY = "0000-placed"
+
+
+def stake_entry(bet: PlacedBet) -> LedgerEntry:
+    """The ledger row of a bet's stake (deterministic id and timestamp: a rewrite is the same row)."""
+    return LedgerEntry(
+        entry_id=f"stake:{bet.bet_id}",
+        account_id=bet.account_id,
+        kind=EntryKind.STAKE,
+        amount_minor=-bet.stake_minor,
+        currency=bet.currency,
+        bet_id=bet.bet_id,
+        reference=bet.idempotency_key,
+        created_at_ms=bet.placed_at_ms,
+    )
+
+
+def placed_event(bet: PlacedBet) -> BetEvent:
+    """The first bet history row of a bet."""
+    return BetEvent(
+        bet_id=bet.bet_id,
+        seq_key=PLACED_SEQ_KEY,
+        kind="PLACED",
+        status=BetState.OPEN,
+        amount_minor=bet.stake_minor,
+        run_id="",
+        at_ms=bet.placed_at_ms,
+    )
+
+
+def is_acceptance(result_json: str) -> bool:
+    """A final idempotency record of an accepted bet (``inplay.domain.bets.result_to_json``)."""
+    return result_json.startswith('{"bet"')
+
+
+def _offset_token(token: str) -> int:
+    try:
+        return int(token) if token else 0
+    except ValueError as exc:
+        raise InvalidArgument("invalid page_token", violations=[FieldViolation("page_token", "malformed")]) from exc
 
 
 class MemoryWallet:
+    """:class:`inplay.ports.WalletStore` in memory; mirrors ``RedisWallet``'s Lua scripts step by step."""
+
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self.balance: dict[str, int] = defaultdict(int)
@@ -29,38 +80,35 @@ class MemoryWallet:
 
     async def debit_batch(self, debits: Sequence[Debit]) -> list[DebitResult]:
         async with self._lock:
-            out: list[DebitResult] = []
-            for d in debits:
-                key = (d.account_id, d.idempotency_key)
-                balance = self.balance[d.account_id]
-                if key in self._idem:
-                    out.append(DebitResult("DUPLICATE", balance, self._idem[key]))
-                    continue
-                limits = self._limits.get(d.account_id, AccountLimits())
-                if limits.self_excluded_until_ms > d.now_ms:
-                    out.append(DebitResult("SELF_EXCLUDED", balance))
-                    continue
-                daily_key = (d.account_id, d.day)
-                if limits.daily_stake_limit_minor > 0 and (
-                    self._daily[daily_key] + d.amount_minor > limits.daily_stake_limit_minor
-                ):
-                    out.append(DebitResult("DAILY_STAKE_LIMIT", balance))
-                    continue
-                if balance < d.amount_minor:
-                    out.append(DebitResult("INSUFFICIENT_FUNDS", balance))
-                    continue
-                if d.liability_cap_minor > 0 and any(
-                    self._liability[k] + d.liability_minor > d.liability_cap_minor for k in d.liability_keys
-                ):
-                    out.append(DebitResult("LIABILITY_EXCEEDED", balance))
-                    continue
-                self.balance[d.account_id] = balance - d.amount_minor
-                self._daily[daily_key] += d.amount_minor
-                for k in d.liability_keys:
-                    self._liability[k] += d.liability_minor
-                self._idem[key] = PENDING + d.bet_id
-                out.append(DebitResult("DEBITED", self.balance[d.account_id]))
-            return out
+            return [self._debit(d) for d in debits]
+
+    def _debit(self, d: Debit) -> DebitResult:
+        key = (d.account_id, d.idempotency_key)
+        balance = self.balance[d.account_id]
+        existing = self._idem.get(key)
+        if existing is not None:
+            # Our own reservation: a retried call whose first attempt was applied.
+            if existing == PENDING + d.bet_id:
+                return DebitResult("DEBITED", balance)
+            return DebitResult("DUPLICATE", balance, existing)
+        limits = self._limits.get(d.account_id, AccountLimits())
+        if limits.self_excluded_until_ms > d.now_ms:
+            return DebitResult("SELF_EXCLUDED", balance)
+        daily_key = (d.account_id, d.day)
+        limit = limits.daily_stake_limit_minor
+        if limit > 0 and self._daily[daily_key] + d.amount_minor > limit:
+            return DebitResult("DAILY_STAKE_LIMIT", balance)
+        if balance < d.amount_minor:
+            return DebitResult("INSUFFICIENT_FUNDS", balance)
+        cap = d.liability_cap_minor
+        if cap > 0 and any(self._liability[k] + d.liability_minor > cap for k in d.liability_keys):
+            return DebitResult("LIABILITY_EXCEEDED", balance)
+        self.balance[d.account_id] = balance - d.amount_minor
+        self._daily[daily_key] += d.amount_minor
+        for k in d.liability_keys:
+            self._liability[k] += d.liability_minor
+        self._idem[key] = PENDING + d.bet_id
+        return DebitResult("DEBITED", self.balance[d.account_id])
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         async with self._lock:
@@ -77,19 +125,25 @@ class MemoryWallet:
     async def compensate(self, debits: Sequence[Debit]) -> None:
         async with self._lock:
             for d in debits:
-                if d.bet_id in self._compensated:
+                key = (d.account_id, d.idempotency_key)
+                # Once per bet, and only for a debit that happened (its reservation is still held).
+                if d.bet_id in self._compensated or self._idem.get(key) != PENDING + d.bet_id:
                     continue
                 self._compensated.add(d.bet_id)
                 self.balance[d.account_id] += d.amount_minor
-                self._daily[(d.account_id, d.day)] -= d.amount_minor
+                daily_key = (d.account_id, d.day)
+                if daily_key in self._daily:
+                    self._daily[daily_key] -= d.amount_minor
                 for k in d.liability_keys:
                     self._liability[k] -= d.liability_minor
-                self._idem.pop((d.account_id, d.idempotency_key), None)
+                del self._idem[key]
 
     async def finish_idempotent(self, records: Sequence[tuple[str, str, str]]) -> None:
         async with self._lock:
             for account, key, result in records:
-                if result.startswith('{"bet"') or (account, key) not in self._idem:
+                # An acceptance replaces its own PENDING reservation; a rejection is stored only where
+                # nothing is, so it can never replace a concurrent call's reservation or acceptance.
+                if is_acceptance(result) or (account, key) not in self._idem:
                     self._idem[(account, key)] = result
 
     async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -106,18 +160,22 @@ class MemoryWallet:
         return self._limits.get(account_id, AccountLimits())
 
     async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
-        self._limits[account_id] = limits
+        async with self._lock:
+            self._limits[account_id] = limits
 
 
 class MemoryLedger:
+    """:class:`inplay.ports.Ledger` in memory. Rows are keyed by their Cassandra primary keys, so a rewrite
+    of the same row replaces it with itself, as an idempotent INSERT does. Page tokens are offsets."""
+
     EVENT_BUCKETS = 64
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self.bets: dict[str, PlacedBet] = {}
         self._by_event: dict[str, dict[str, PlacedBet]] = defaultdict(dict)
-        self._by_account: dict[str, list[PlacedBet]] = defaultdict(list)
-        # Primary key (account_id, created_at_ms, entry_id) -> entry, as in Cassandra.
+        self._by_account: dict[str, dict[str, PlacedBet]] = defaultdict(dict)
+        # (account_id, created_at_ms, entry_id) -> entry, as in ledger_by_account.
         self._entries: dict[tuple[str, int, str], LedgerEntry] = {}
         self._history: dict[str, dict[str, BetEvent]] = defaultdict(dict)
         self._idem: dict[tuple[str, str], str] = {}
@@ -125,16 +183,15 @@ class MemoryLedger:
     async def append_bets(self, bets: Sequence[PlacedBet]) -> list[BaseException | None]:
         async with self._lock:
             for bet in bets:
-                if bet.bet_id not in self.bets:
-                    self._by_account[bet.account_id].append(bet)
                 self.bets[bet.bet_id] = bet
+                self._by_account[bet.account_id][bet.bet_id] = bet
                 for event_id in bet.event_ids:
                     self._by_event[event_id][bet.bet_id] = bet
                 stake = stake_entry(bet)
                 self._entries[(stake.account_id, stake.created_at_ms, stake.entry_id)] = stake
                 placed = placed_event(bet)
                 self._history[bet.bet_id][placed.seq_key] = placed
-                self._idem[(bet.account_id, bet.idempotency_key)] = bet.bet_id
+                self._idem.setdefault((bet.account_id, bet.idempotency_key), bet.bet_id)
             return [None] * len(bets)
 
     async def append_entries(self, entries: Sequence[LedgerEntry]) -> None:
@@ -150,14 +207,17 @@ class MemoryLedger:
     async def get_bet(self, bet_id: str) -> PlacedBet | None:
         return self.bets.get(bet_id)
 
+    async def get_bet_by_idempotency(self, account_id: str, key: str) -> str | None:
+        return self._idem.get((account_id, key))
+
     async def bet_history(self, bet_id: str) -> list[BetEvent]:
         return [ev for _, ev in sorted(self._history.get(bet_id, {}).items())]
 
     async def list_account_bets(self, account_id: str, page_size: int, page_token: str) -> tuple[list[PlacedBet], str]:
-        bets = sorted(self._by_account.get(account_id, []), key=lambda b: (b.placed_at_ms, b.bet_id), reverse=True)
-        start = int(page_token) if page_token else 0
-        page = bets[start : start + page_size]
-        return page, str(start + page_size) if start + page_size < len(bets) else ""
+        bets = sorted(
+            self._by_account.get(account_id, {}).values(), key=lambda b: (b.placed_at_ms, b.bet_id), reverse=True
+        )
+        return _page(bets, page_size, page_token)
 
     async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
         bets = sorted(self._by_event.get(event_id, {}).values(), key=lambda b: b.bet_id)
@@ -166,9 +226,7 @@ class MemoryLedger:
 
     async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
         entries = [e for (acc, _, _), e in sorted(self._entries.items()) if acc == account_id]
-        start = int(page_token) if page_token else 0
-        page = entries[start : start + page_size]
-        return page, str(start + page_size) if start + page_size < len(entries) else ""
+        return _page(entries, page_size, page_token)
 
     async def account_balances(self, as_of_ms: int | None = None) -> dict[str, int]:
         totals: dict[str, int] = defaultdict(int)
@@ -177,52 +235,33 @@ class MemoryLedger:
                 totals[account] += e.amount_minor
         return dict(totals)
 
-    async def get_bet_by_idempotency(self, account_id: str, key: str) -> str | None:
-        return self._idem.get((account_id, key))
 
-
-def stake_entry(bet: PlacedBet) -> LedgerEntry:
-    """The ledger row of a bet's stake debit (deterministic id, so a rewrite is the same row)."""
-    return LedgerEntry(
-        entry_id=f"stake:{bet.bet_id}",
-        account_id=bet.account_id,
-        kind=EntryKind.STAKE,
-        amount_minor=-bet.stake_minor,
-        currency=bet.currency,
-        bet_id=bet.bet_id,
-        reference=bet.idempotency_key,
-        created_at_ms=bet.placed_at_ms,
-    )
-
-
-PLACED_SEQ_KEY = "0000000000000-placed"
-
-
-def placed_event(bet: PlacedBet) -> BetEvent:
-    return BetEvent(
-        bet_id=bet.bet_id,
-        seq_key=PLACED_SEQ_KEY,
-        kind="PLACED",
-        status=BetState.OPEN,
-        amount_minor=bet.stake_minor,
-        run_id="",
-        at_ms=bet.placed_at_ms,
-    )
+def _page(items: list[_T], page_size: int, page_token: str) -> tuple[list[_T], str]:
+    start = _offset_token(page_token)
+    end = start + max(1, page_size)
+    return items[start:end], str(end) if end < len(items) else ""
 
 
 class MemoryEventBus:
-    def __init__(self) -> None:
-        self.messages: dict[str, list[BusMessage]] = defaultdict(list)
+    """:class:`inplay.ports.EventBus` in memory: keeps the last ``max_per_topic`` messages of each topic
+    (bounded, for a long embedded demo) in publish order."""
+
+    def __init__(self, max_per_topic: int = 100_000) -> None:
+        self._max = max_per_topic
+        self.messages: dict[str, deque[BusMessage]] = defaultdict(lambda: deque(maxlen=self._max))
+        self.closed = False
 
     async def publish(self, messages: Sequence[BusMessage]) -> None:
+        if self.closed:
+            raise RuntimeError("the event bus is closed")
         for m in messages:
             self.messages[m.topic].append(m)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
-        return None
+        return None  # delivered on publish
 
     async def close(self) -> None:
-        return None
+        self.closed = True
 
     def decoded(self, topic: str) -> list[dict[str, object]]:
-        return [json.loads(m.value) for m in self.messages.get(topic, [])]
+        return [json.loads(m.value) for m in self.messages.get(topic, ())]

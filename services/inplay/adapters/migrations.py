@@ -1,83 +1,245 @@
-"""Versioned CQL migrations: every ``cql/NNNN_*.cql`` file, applied in order, once.
+"""Versioned CQL migrations of the ledger keyspace.
 
-Applied versions are recorded in ``schema_migrations`` (append-only). Statements use IF NOT EXISTS, so a
-migration interrupted half-way is simply applied again. The keyspace uses SimpleStrategy RF 1 unless
-``INPLAY_CASSANDRA_REPLICATION`` gives a replication map (production: NetworkTopologyStrategy, RF 3).
+Every ``cql/NNNN_<name>.cql`` file next to this module is one migration, applied in version order (other
+features add ``0002_*.cql``, ``0003_*.cql`` ...; nothing to register). A file holds CQL statements
+separated by ``;`` (``--``, ``//`` and ``/* */`` comments allowed; quoted strings respected). Statements
+must be idempotent (``CREATE ... IF NOT EXISTS``): a migration interrupted half-way is applied again whole,
+and two services starting at once may both apply a pending one.
 
-    python -m inplay.adapters.migrations --hosts 127.0.0.1 --port 19042 --keyspace inplay
+Applied migrations are recorded in ``schema_migrations``, append-only like the rest of the keyspace: one
+row per application (version, name, sha256 of the file, when). A migration is pending while it has no row.
+A file edited after it was applied is reported (logged), never re-applied: schema changes go in a new file.
+
+The keyspace is created with ``SimpleStrategy`` RF 1 (the single dev/test node) unless
+``INPLAY_CASSANDRA_REPLICATION`` says otherwise: ``dc1=3,dc2=3`` (NetworkTopologyStrategy, production) or a
+CQL map verbatim (``{'class': 'NetworkTopologyStrategy', 'dc1': 3}``). It only matters on creation.
+
+CLI (defaults from ``INPLAY_CASSANDRA_HOSTS`` / ``INPLAY_CASSANDRA_PORT`` / ``INPLAY_KEYSPACE``)::
+
+    python -m inplay.adapters.migrations --hosts 127.0.0.1 --port 19042 --keyspace inplay [--status]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
 import os
 import re
+import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("inplay.migrations")
+
 CQL_DIR = Path(__file__).resolve().parent / "cql"
-_KEYSPACE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,47}$")
+REPLICATION_ENV = "INPLAY_CASSANDRA_REPLICATION"
+# The partition of schema_migrations: the whole (small) history in one partition, read in version order.
+SCOPE = "inplay"
+# DDL on a busy 2-core node can take a while (the driver also waits for schema agreement).
+DDL_TIMEOUT_S = 120.0
+
+_FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.cql$")
+_IDENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_DC_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+_HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    scope text,
+    version int,
+    applied_at_ms bigint,
+    name text,
+    checksum text,
+    PRIMARY KEY ((scope), version, applied_at_ms)
+)"""
 
 
-def migration_files() -> list[tuple[int, Path]]:
-    files = []
-    for path in sorted(CQL_DIR.glob("[0-9][0-9][0-9][0-9]_*.cql")):
-        files.append((int(path.name[:4]), path))
-    return files
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def statements(self) -> list[str]:
+        return split_statements(self.text)
 
 
-def statements(text: str) -> list[str]:
-    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+def discover(directory: Path = CQL_DIR) -> list[Migration]:
+    """Every ``NNNN_name.cql`` of ``directory`` in version order. A badly named ``.cql`` file or two files
+    with one version number are errors (better than silently skipping a table)."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.cql")):
+        match = _FILE_RE.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file name must be NNNN_name.cql: {path.name}")
+        version = int(match.group(1))
+        if version in found:
+            raise ValueError(f"two migrations with version {version:04d}: {found[version].path.name}, {path.name}")
+        found[version] = Migration(version, match.group(2), path, path.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
 
 
-def replication() -> str:
-    return os.environ.get("INPLAY_CASSANDRA_REPLICATION") or "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+def split_statements(text: str) -> list[str]:
+    """Splits CQL on ``;`` outside quotes, dropping ``--`` / ``//`` line comments and ``/* */`` blocks
+    (a comment may well contain a ``;``)."""
+    statements: list[str] = []
+    current: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "'\"":
+            # A quoted string or identifier: copy it through its closing quote ('' and "" escape a quote).
+            j = i + 1
+            while j < n:
+                if text[j] == ch:
+                    if j + 1 < n and text[j + 1] == ch:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            current.append(text[i : j + 1])
+            i = j + 1
+        elif text.startswith("--", i) or text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif ch == ";":
+            statement = "".join(current).strip()
+            if statement:
+                statements.append(statement)
+            current = []
+            i += 1
+        else:
+            current.append(ch)
+            i += 1
+    tail = "".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements
 
 
-def migrate(session: Any, keyspace: str) -> list[int]:
-    """Creates the keyspace if needed and applies pending migrations; returns the versions applied now."""
-    if not _KEYSPACE_RE.match(keyspace):
-        raise ValueError(f"bad keyspace name {keyspace!r}")
-    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication()}")
-    session.cluster.control_connection.wait_for_schema_agreement()
-    session.set_keyspace(keyspace)
+def replication_map(spec: str | None = None) -> str:
+    """The keyspace's replication as a CQL map, from ``spec`` or else ``INPLAY_CASSANDRA_REPLICATION``:
+    ``""`` -> SimpleStrategy RF 1; ``"dc1=3,dc2=3"`` -> NetworkTopologyStrategy; ``"{...}"`` verbatim."""
+    spec = (os.environ.get(REPLICATION_ENV, "") if spec is None else spec).strip()
+    if not spec:
+        return "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    if spec.startswith("{"):
+        return spec
+    parts = []
+    for item in spec.split(","):
+        dc, _, rf = item.strip().partition("=")
+        if not _DC_RE.match(dc) or not rf.strip().isdigit():
+            raise ValueError(f"{REPLICATION_ENV}: expected dc=rf[,dc=rf...] or a CQL map, got {spec!r}")
+        parts.append(f"'{dc}': {int(rf)}")
+    return "{'class': 'NetworkTopologyStrategy', " + ", ".join(parts) + "}"
+
+
+def check_keyspace_name(keyspace: str) -> str:
+    """Keyspace names go into DDL text (they cannot be bound): only plain identifiers are accepted."""
+    if not _IDENT_RE.match(keyspace):
+        raise ValueError(f"invalid keyspace name {keyspace!r} (a letter, then letters, digits, _; at most 48)")
+    return keyspace
+
+
+def applied_versions(session: Any) -> dict[int, str]:
+    """version -> checksum of its first recorded application (``session`` bound to the keyspace)."""
+    rows = session.execute("SELECT version, checksum FROM schema_migrations WHERE scope = %s", (SCOPE,))
+    out: dict[int, str] = {}
+    for row in rows:  # clustered by (version, applied_at_ms): the first row of a version is its first run
+        out.setdefault(int(row.version), str(row.checksum))
+    return out
+
+
+def migrate(
+    session: Any,
+    keyspace: str,
+    *,
+    replication: str | None = None,
+    directory: Path = CQL_DIR,
+) -> list[Migration]:
+    """Creates the keyspace if missing, binds ``session`` to it and applies the pending migrations in
+    order. Blocking (the driver's synchronous API): call it in a thread from async code. Returns the
+    migrations applied by this call."""
+    check_keyspace_name(keyspace)
     session.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at_ms bigint)"
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication_map(replication)}",
+        timeout=DDL_TIMEOUT_S,
     )
-    done = {row.version for row in session.execute("SELECT version FROM schema_migrations")}
-    applied = []
-    for version, path in migration_files():
-        if version in done:
+    session.set_keyspace(keyspace)
+    session.execute(_HISTORY_DDL, timeout=DDL_TIMEOUT_S)
+    done = applied_versions(session)
+    record = session.prepare(
+        "INSERT INTO schema_migrations (scope, version, applied_at_ms, name, checksum) VALUES (?, ?, ?, ?, ?)"
+    )
+    applied: list[Migration] = []
+    for migration in discover(directory):
+        if migration.version in done:
+            if done[migration.version] != migration.checksum:
+                log.warning(
+                    "migration %04d_%s changed after it was applied to %s; not re-applied (add a new file)",
+                    migration.version,
+                    migration.name,
+                    keyspace,
+                )
             continue
-        for statement in statements(path.read_text()):
-            session.execute(statement, timeout=60)
-        session.cluster.control_connection.wait_for_schema_agreement()
+        for statement in migration.statements:
+            session.execute(statement, timeout=DDL_TIMEOUT_S)
+        # Recorded only once every statement succeeded: a failed migration is retried whole next time.
         session.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (%s, %s, %s)",
-            (version, path.name, time.time_ns() // 1_000_000),
+            record, (SCOPE, migration.version, time.time_ns() // 1_000_000, migration.name, migration.checksum)
         )
-        applied.append(version)
+        log.info("applied migration %04d_%s to %s", migration.version, migration.name, keyspace)
+        applied.append(migration)
     return applied
 
 
-def main() -> None:
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m inplay.adapters.migrations", description="Inplay CQL migrations")
+    parser.add_argument("--hosts", default=os.environ.get("INPLAY_CASSANDRA_HOSTS") or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("INPLAY_CASSANDRA_PORT") or 9042))
+    parser.add_argument("--keyspace", default=os.environ.get("INPLAY_KEYSPACE") or "inplay")
+    parser.add_argument("--replication", default=None, help=f"overrides {REPLICATION_ENV}")
+    parser.add_argument("--status", action="store_true", help="list the migrations and whether each is applied")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     from cassandra.cluster import Cluster
 
-    parser = argparse.ArgumentParser(description="Apply Inplay's CQL migrations")
-    parser.add_argument("--hosts", default=os.environ.get("INPLAY_CASSANDRA_HOSTS", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("INPLAY_CASSANDRA_PORT", "9042")))
-    parser.add_argument("--keyspace", default=os.environ.get("INPLAY_KEYSPACE", "inplay"))
-    args = parser.parse_args()
-    cluster = Cluster(args.hosts.split(","), port=args.port)
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cluster = Cluster([h for h in args.hosts.split(",") if h], port=args.port, connect_timeout=5)
     try:
         session = cluster.connect()
-        applied = migrate(session, args.keyspace)
-        print(f"keyspace {args.keyspace}: applied {applied or 'nothing (up to date)'}")
+        if args.status:
+            session.set_keyspace(check_keyspace_name(args.keyspace))
+            done = applied_versions(session)
+            for m in discover():
+                state = "pending"
+                if m.version in done:
+                    state = "applied" if done[m.version] == m.checksum else "applied (file changed since)"
+                print(f"{m.version:04d}_{m.name}: {state}")
+            return 0
+        applied = migrate(session, args.keyspace, replication=args.replication)
+        print(f"keyspace {args.keyspace}: {len(applied)} migration(s) applied")
+        for m in applied:
+            print(f"  {m.version:04d}_{m.name}")
+        return 0
     finally:
         cluster.shutdown()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
