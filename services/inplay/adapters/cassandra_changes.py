@@ -1,6 +1,6 @@
 """The market change log in Cassandra (table ``market_changes``, migration 0003): one partition per market,
-clustered oldest first. Appends group the rows of one market into one unlogged batch (a single-partition
-mutation) and send the batches concurrently; reads page with the driver's paging state."""
+clustered oldest first. Appends pack rows into small unlogged batches sent concurrently; reads page with the
+driver's paging state."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cassandra.query import BatchStatement, BatchType
 
 from inplay.model import MarketChange
 
-MAX_BATCH_ROWS = 200
+MAX_BATCH_ROWS = 30
 
 
 def with_seq(changes: Sequence[MarketChange]) -> list[tuple[int, MarketChange]]:
@@ -64,20 +64,29 @@ class CassandraMarketChangeLog:
         )
 
     async def append(self, changes: Sequence[MarketChange]) -> None:
+        """Rows of one market stay together; markets are packed into unlogged batches of up to
+        ``MAX_BATCH_ROWS`` rows (~4 KB, under Cassandra's batch warning threshold), sent concurrently: one
+        request per ~30 rows instead of one per market write. Unlogged: a partial failure raises and the
+        caller retries the whole append, which rewrites identical rows (deterministic keys)."""
         by_market: dict[str, list[tuple[int, MarketChange]]] = {}
         for seq, c in with_seq(changes):
             by_market.setdefault(c.market_id, []).append((seq, c))
-        futures = []
+        batches: list[list[tuple[int, MarketChange]]] = [[]]
         for rows in by_market.values():
-            for start in range(0, len(rows), MAX_BATCH_ROWS):
-                part = rows[start : start + MAX_BATCH_ROWS]
-                if len(part) == 1:
-                    stmt: Any = self._insert.bind(self._row(*part[0]))
-                else:
-                    stmt = BatchStatement(batch_type=BatchType.UNLOGGED)
-                    for seq, c in part:
-                        stmt.add(self._insert, self._row(seq, c))
-                futures.append(_await(self._session.execute_async(stmt)))
+            if batches[-1] and len(batches[-1]) + len(rows) > MAX_BATCH_ROWS:
+                batches.append([])
+            batches[-1].extend(rows)
+        futures = []
+        for part in batches:
+            if not part:
+                continue
+            if len(part) == 1:
+                stmt: Any = self._insert.bind(self._row(*part[0]))
+            else:
+                stmt = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for seq, c in part:
+                    stmt.add(self._insert, self._row(seq, c))
+            futures.append(_await(self._session.execute_async(stmt)))
         if futures:
             await asyncio.gather(*futures)
 

@@ -75,8 +75,8 @@ FEED_SWITCHES = PromCounter("inplay_feed_provider_switches_total", "Provider fai
 
 
 # Price-jump memory per market: the updates of the last window, at most this many (a live market moves every
-# few hundred ms, so 16 covers a 2 s window; a burstier feed compares against the latest 16).
-JUMP_HISTORY = 16
+# few hundred ms, 8 distinct price sets cover a 2 s window; a burstier feed compares against the latest 8).
+JUMP_HISTORY = 8
 
 
 def now_ms() -> int:
@@ -423,6 +423,8 @@ class FeedPipeline:
             history.clear()
         while history and history[0][0] < ts - self.rules.jump_window_ms:
             history.popleft()
+        if history and history[-1][1] == prices:  # unchanged prices: refresh the time, keep one entry
+            history.pop()
         history.append((ts, prices))
         if len(history) > JUMP_HISTORY:
             history.popleft()
