@@ -18,6 +18,7 @@ from inplay.convert import market_change_to_proto
 from inplay.domain.markets import MarketChangeLog, MarketControl
 from inplay.errors import FieldViolation, InvalidArgument, abort_with
 from inplay.ports import AccountLimits, WalletStore
+from inplay.servicers.odds import unavailable
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -51,7 +52,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             await self._control.operator_suspend(_required(request.market_id, "market_id"), who.subject, request.reason)
             return admin_pb2.SuspendMarketResponse(market_id=request.market_id)
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
     async def ResumeMarket(
         self, request: admin_pb2.ResumeMarketRequest, context: grpc.aio.ServicerContext
@@ -61,7 +62,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             await self._control.operator_resume(_required(request.market_id, "market_id"), who.subject, request.reason)
             return admin_pb2.ResumeMarketResponse(market_id=request.market_id)
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
     async def SetKillSwitch(
         self, request: admin_pb2.SetKillSwitchRequest, context: grpc.aio.ServicerContext
@@ -82,7 +83,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
             return admin_pb2.SetKillSwitchResponse(markets_affected=affected)
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
     async def SetAccountLimits(
         self, request: admin_pb2.SetAccountLimitsRequest, context: grpc.aio.ServicerContext
@@ -105,7 +106,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
             return admin_pb2.SetAccountLimitsResponse(account_id=account)
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
     async def ListMarketChanges(
         self, request: admin_pb2.ListMarketChangesRequest, context: grpc.aio.ServicerContext
@@ -128,7 +129,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 changes=[market_change_to_proto(c) for c in changes], next_page_token=token
             )
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
 
 def add_to_server(

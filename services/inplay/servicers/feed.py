@@ -23,6 +23,7 @@ from inplay import auth
 from inplay.domain.feed.pipeline import FeedPipeline, IngestSummary, RawMessage
 from inplay.errors import PermissionDenied, abort_with
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
+from inplay.servicers.odds import unavailable
 
 QUEUE = 2048
 FEED_ROLE = "feed"
@@ -85,7 +86,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                 rejected_by_reason=dict(summary.rejected),
             )
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
         finally:
             if not reader.done():
                 reader.cancel()

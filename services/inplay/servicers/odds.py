@@ -12,10 +12,11 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from redis.exceptions import RedisError
 
 from inplay.convert import market_to_proto
 from inplay.domain.feed.hub import ClientFeed, OddsHub
-from inplay.errors import FieldViolation, InvalidArgument, NotFound, abort_with
+from inplay.errors import FieldViolation, InvalidArgument, NotFound, Unavailable, abort_with
 from inplay.model import MarketState
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
 from inplay.ports import LiveOddsCache
@@ -52,6 +53,13 @@ def _offset(token: str) -> int:
         ) from None
 
 
+def unavailable(exc: BaseException) -> BaseException:
+    """Store outages (Redis errors, lost connections) are UNAVAILABLE (retryable), not INTERNAL."""
+    if isinstance(exc, RedisError | ConnectionError | TimeoutError):
+        return Unavailable(f"odds cache unavailable: {type(exc).__name__}")
+    return exc
+
+
 def _check_id(value: str, name: str) -> None:
     if not value or len(value) > MAX_ID:
         raise InvalidArgument(f"{name} is required", violations=[FieldViolation(name, "required, <= 200 chars")])
@@ -72,7 +80,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                 raise NotFound(f"market {request.market_id} not found")
             return odds_pb2.GetMarketResponse(market=market_to_proto(state, _now_ms()))
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
     async def ListMarkets(
         self, request: odds_pb2.ListMarketsRequest, context: grpc.aio.ServicerContext
@@ -92,7 +100,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                 next_page_token=_page_token(end) if end < len(markets) else "",
             )
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, unavailable(exc))
 
     async def _snapshot(self, client: ClientFeed) -> list[MarketState]:
         states: dict[str, MarketState] = {}
@@ -136,9 +144,9 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
     ) -> AsyncIterator[odds_pb2.StreamOddsResponse]:
         try:
             client = await self._open(request)
+            await self._hub.attach(client)
         except Exception as exc:
-            await abort_with(context, exc)
-        await self._hub.attach(client)
+            await abort_with(context, unavailable(exc))
         try:
             # Subscribed first, then read: nothing applied after the read is missed (duplicates are dropped
             # by version below).

@@ -86,7 +86,16 @@ class OddsHub:
             if self._sub is None:
                 self._sub = self._cache.open_subscription()
             if new:
-                await self._sub.add(new)
+                try:
+                    await self._sub.add(new)
+                except BaseException:
+                    for e in client.events:
+                        clients = self._clients.get(e)
+                        if clients is not None:
+                            clients.discard(client)
+                            if not clients:
+                                del self._clients[e]
+                    raise
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._run(), name="odds-hub")
 
