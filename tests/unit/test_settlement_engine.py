@@ -129,7 +129,9 @@ def world() -> World:
     async def mark(market_ids: Sequence[str]) -> None:
         settled.extend(market_ids)
 
-    config = SettlementConfig(page_size=3, multi_page_size=2, lock_ttl_ms=5_000, lock_wait_ms=200)
+    config = SettlementConfig(
+        page_size=3, multi_page_size=2, lock_ttl_ms=5_000, lock_wait_ms=200, commit_concurrency=1
+    )
     service = SettlementService(
         store, ledger, wallet, bus, MemoryLocks(), mark_settled=mark, config=config, clock=clock
     )

@@ -28,7 +28,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from inplay import core
@@ -96,6 +97,8 @@ class SettlementConfig:
     lock_wait_ms: int = 10_000
     multi_lock_wait_ms: int = 600_000
     history_concurrency: int = 64
+    # Pages whose writes are in flight at once (while the next page is read and evaluated).
+    commit_concurrency: int = 2
     topic_prefix: str = ""
     # Test hooks: exit the process (as kill -9 would) at "<phase>:<page_no>:<stage>" with stage one of
     # "ledger" (rows written, not credited), "credit" (credited, no checkpoint), "checkpoint"; and a delay
@@ -112,6 +115,7 @@ class SettlementConfig:
             lock_wait_ms=_env_int("INPLAY_SETTLEMENT_LOCK_WAIT_MS", 10_000),
             multi_lock_wait_ms=_env_int("INPLAY_SETTLEMENT_MULTI_LOCK_WAIT_MS", 600_000),
             history_concurrency=_env_int("INPLAY_SETTLEMENT_HISTORY_CONCURRENCY", 64),
+            commit_concurrency=_env_int("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY", 2),
             topic_prefix=topic_prefix or os.environ.get("INPLAY_TOPIC_PREFIX", ""),
             crash_at=os.environ.get("INPLAY_SETTLEMENT_CRASH_AT", ""),
             page_delay_ms=_env_int("INPLAY_SETTLEMENT_PAGE_DELAY_MS", 0),
@@ -298,6 +302,16 @@ class RunExecutor:
         self._clock = clock
         self._mark_settled = mark_settled
         self._topic = config.topic_prefix + TOPIC_SETTLEMENTS
+        # Seconds spent per step (summed over pages, overlapping when pages commit concurrently).
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -370,24 +384,56 @@ class RunExecutor:
         multis: list[PlacedBet] = []
         page_no = 0
         seen = 0
-        async for page in _chunks(self._ledger.event_bets(event_id, self._config.page_size)):
-            seen += len(page)
-            singles = []
-            for bet in page:
-                if bet.bet_id in done_ids:
+        # Pages commit concurrently (up to ``commit_concurrency``) while the next ones are read and
+        # evaluated: checkpoints name the bets they cover, so pages may complete in any order.
+        in_flight: set[asyncio.Task[RunStats]] = set()
+
+        async def settle_page(stats: list[RunStats]) -> None:
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                in_flight.discard(task)
+                stats.append(task.result())
+
+        finished: list[RunStats] = []
+        pages = _chunks(self._ledger.event_bets(event_id, self._config.page_size)).__aiter__()
+        try:
+            while True:
+                with self._timed("read"):
+                    try:
+                        page = await pages.__anext__()
+                    except StopAsyncIteration:
+                        break
+                seen += len(page)
+                singles = []
+                for bet in page:
+                    if bet.bet_id in done_ids:
+                        continue
+                    if len(bet.event_ids) > 1:
+                        multis.append(bet)
+                    else:
+                        singles.append(bet)
+                if not singles:
                     continue
-                if len(bet.event_ids) > 1:
-                    multis.append(bet)
-                else:
-                    singles.append(bet)
-            if not singles:
-                continue
-            page_no += 1
-            evals = await asyncio.to_thread(evaluate, singles, {event_id: results})
-            planned = self._plan(
-                ctx, singles, [priors.get(b.bet_id, none) for b in singles], evals, record.started_at_ms
-            )
-            total = total.plus(await self._commit(ctx, "S", page_no, singles, planned, guard))
+                page_no += 1
+                with self._timed("evaluate"):
+                    evals = await asyncio.to_thread(evaluate, singles, {event_id: results})
+                    planned = self._plan(
+                        ctx, singles, [priors.get(b.bet_id, none) for b in singles], evals, record.started_at_ms
+                    )
+                while len(in_flight) >= max(1, self._config.commit_concurrency):
+                    await settle_page(finished)
+                in_flight.add(
+                    asyncio.get_running_loop().create_task(self._commit(ctx, "S", page_no, singles, planned, guard))
+                )
+            while in_flight:
+                await settle_page(finished)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+        for stats in finished:
+            total = total.plus(stats)
 
         if multis:
             total = total.plus(await self._multi_phase(ctx, multis, results, guard))
@@ -539,12 +585,14 @@ class RunExecutor:
         if planned.entries:
             writes.append(self._ledger.append_entries(planned.entries))
         if writes:
-            await asyncio.gather(*writes)
+            with self._timed("write_cassandra"):
+                await asyncio.gather(*writes)
         self._crash_point(phase, page_no, "ledger")
         negatives: tuple[str, ...] = ()
         if planned.credits:
             await guard.verify()
-            await self._wallet.credit_batch(planned.credits)
+            with self._timed("credit_redis"):
+                await self._wallet.credit_batch(planned.credits)
             debited = sorted({c.account_id for c in planned.credits if c.amount_minor < 0})
             if debited:
                 balances = await self._wallet.balances(debited)
@@ -553,13 +601,15 @@ class RunExecutor:
                     log.warning("run %s: %d accounts now negative", ctx.run_id, len(negatives))
         self._crash_point(phase, page_no, "credit")
         if planned.messages:
-            await self._bus.publish(planned.messages)
-            await self._bus.flush()
+            with self._timed("publish_kafka"):
+                await self._bus.publish(planned.messages)
+                await self._bus.flush()
         stats = replace(planned.stats, negative_balance_accounts=negatives)
         ids = tuple(b.bet_id for b in bets)
-        await self._store.append_checkpoints(
-            [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]
-        )
+        with self._timed("checkpoint"):
+            await self._store.append_checkpoints(
+                [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]
+            )
         self._crash_point(phase, page_no, "checkpoint")
         if self._config.page_delay_ms:
             await asyncio.sleep(self._config.page_delay_ms / 1000)
