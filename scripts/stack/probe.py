@@ -62,21 +62,21 @@ class _Reader:
         self.pos += n
         return out
 
-    def int(self) -> int:
+    def int32(self) -> int:
         return int(struct.unpack(">i", self.take(4))[0])
 
-    def short(self) -> int:
+    def uint16(self) -> int:
         return int(struct.unpack(">H", self.take(2))[0])
 
     def string(self) -> str:
-        return self.take(self.short()).decode()
+        return self.take(self.uint16()).decode()
 
     def bytes_(self) -> bytes | None:
-        n = self.int()
+        n = self.int32()
         return None if n < 0 else self.take(n)
 
     def option(self) -> None:
-        kind = self.short()
+        kind = self.uint16()
         if kind == 0x0000:  # custom
             self.string()
         elif kind in (0x0020, 0x0022):  # list, set
@@ -87,11 +87,11 @@ class _Reader:
         elif kind == 0x0030:  # udt
             self.string()
             self.string()
-            for _ in range(self.short()):
+            for _ in range(self.uint16()):
                 self.string()
                 self.option()
         elif kind == 0x0031:  # tuple
-            for _ in range(self.short()):
+            for _ in range(self.uint16()):
                 self.option()
 
 
@@ -101,7 +101,7 @@ def _cql_request(sock: socket.socket, opcode: int, body: bytes, stream: int) -> 
     payload = _recv_exact(sock, length)
     if op == 0x00:  # ERROR
         r = _Reader(payload)
-        code = r.int()
+        code = r.int32()
         raise ProbeError(f"CQL error 0x{code:04x}: {r.string()}")
     return op, payload
 
@@ -120,9 +120,9 @@ def cql(port: int) -> str:
     if op != 0x08:
         raise ProbeError(f"QUERY answered with opcode 0x{op:02x}, not RESULT")
     r = _Reader(payload)
-    if r.int() != 0x0002:
+    if r.int32() != 0x0002:
         raise ProbeError("RESULT is not Rows")
-    flags, columns = r.int(), r.int()
+    flags, columns = r.int32(), r.int32()
     if flags & 0x0002:  # has_more_pages
         r.bytes_()
     if flags & 0x0001:  # global_tables_spec
@@ -135,7 +135,7 @@ def cql(port: int) -> str:
                 r.string()
             r.string()
             r.option()
-    if r.int() < 1:
+    if r.int32() < 1:
         raise ProbeError("system.local has no row")
     value = r.bytes_()
     if not value:
@@ -153,14 +153,14 @@ def kafka(port: int) -> str:
         sock.sendall(struct.pack(">i", len(body)) + body)
         (size,) = struct.unpack(">i", _recv_exact(sock, 4))
         r = _Reader(_recv_exact(sock, size))
-    if r.int() != 7:
+    if r.int32() != 7:
         raise ProbeError("correlation id mismatch")
-    r.int()  # throttle_time_ms
-    brokers = r.int()
+    r.int32()  # throttle_time_ms
+    brokers = r.int32()
     for _ in range(max(brokers, 0)):
-        r.int()  # node id
+        r.int32()  # node id
         r.string()  # host
-        r.int()  # port
+        r.int32()  # port
         n = struct.unpack(">h", r.take(2))[0]  # rack (nullable string)
         if n > 0:
             r.take(n)
