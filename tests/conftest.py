@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
 from inplay import ports
 
 if TYPE_CHECKING:

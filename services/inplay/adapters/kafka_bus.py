@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -41,10 +41,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 
 class KafkaEventBus:
-    def __init__(self, bootstrap: str, topic_prefix: str = "", **overrides: Any) -> None:
-        """``overrides``: librdkafka settings (e.g. ``**{"message.timeout.ms": 2000}``)."""
+    def __init__(self, bootstrap: str, topic_prefix: str = "", *, config: Mapping[str, Any] | None = None) -> None:
+        """``config``: librdkafka settings over the defaults (e.g. ``{"message.timeout.ms": 2000}``)."""
         self.topic_prefix = topic_prefix
-        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **overrides})
+        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **(config or {})})
         # Deliveries not yet reported by a flush: successes leave on completion, failures stay until a
         # flush reports them (a failure is never lost between flushes).
         self._pending: set[asyncio.Future[None]] = set()
@@ -180,7 +180,7 @@ class KafkaConsumerLoop:
         from_beginning: bool = True,
         batch_size: int = 500,
         poll_timeout_s: float = 0.5,
-        **overrides: Any,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self._consumer = Consumer(
             {
@@ -188,7 +188,7 @@ class KafkaConsumerLoop:
                 "group.id": group_id,
                 "auto.offset.reset": "earliest" if from_beginning else "latest",
                 "enable.auto.commit": False,
-                **overrides,
+                **(config or {}),
             }
         )
         self._consumer.subscribe(list(topics))

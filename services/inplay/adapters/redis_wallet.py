@@ -38,7 +38,7 @@ per deployment of the wallet.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -49,6 +49,7 @@ from inplay.ports import AccountLimits, Credit, Debit, DebitResult
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 DAILY_TTL_S = 2 * 24 * 3600
 COMPENSATION_TTL_S = 7 * 24 * 3600
+MAX_CONNECTIONS = 64
 
 # Amounts are compared as Lua numbers (doubles, exact below 2^53) but handed to DECRBY/INCRBY as the original
 # argument strings, so Redis does the integer arithmetic (a Lua number may be formatted as 1e+15).
@@ -208,14 +209,19 @@ class RedisWallet:
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisWallet:
         """Connects (and checks the server answers: a wrong URL fails here, not on the first bet)."""
-        client = aioredis.Redis.from_url(
+        # A blocking pool: beyond MAX_CONNECTIONS concurrent calls wait for a free connection (backpressure)
+        # instead of failing with "Too many connections".
+        pool: Any = aioredis.BlockingConnectionPool.from_url(
             url,
-            decode_responses=False,
+            max_connections=MAX_CONNECTIONS,
+            timeout=10,
             socket_connect_timeout=2,
             socket_timeout=10,
             # Short retries: a blip is absorbed, a dead server is reported within a second.
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         )
+        # from_pool: the client owns the pool (close() releases its connections).
+        client: aioredis.Redis[bytes] = cast(Any, aioredis.Redis).from_pool(pool)
         try:
             await client.ping()
         except BaseException:

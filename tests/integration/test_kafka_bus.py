@@ -1,0 +1,126 @@
+"""KafkaEventBus, ensure_topics and KafkaConsumerLoop against the real Kafka broker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from inplay.adapters.kafka_bus import KafkaConsumerLoop, KafkaEventBus, ensure_topics
+from inplay.ports import TOPIC_BETS, BusMessage
+
+pytestmark = pytest.mark.integration
+
+
+async def consume(
+    bootstrap: str, group: str, topic: str, want: Callable[[dict[str, object]], bool], n: int, timeout_s: float = 30
+) -> list[tuple[str, dict[str, object]]]:
+    """Reads with a KafkaConsumerLoop until ``n`` messages match ``want`` (committing what it read)."""
+    found: list[tuple[str, dict[str, object]]] = []
+    loop = KafkaConsumerLoop(bootstrap, group, [topic])
+    deadline = time.monotonic() + timeout_s
+    try:
+        async for key, value in loop:
+            payload = json.loads(value)
+            if want(payload):
+                found.append((key, payload))
+            if len(found) >= n or time.monotonic() > deadline:
+                break
+    finally:
+        await loop.close()
+    return found
+
+
+async def test_keyed_messages_come_back_in_per_key_order(bus: KafkaEventBus, kafka_bootstrap: str) -> None:
+    run = uuid.uuid4().hex
+    keys = [f"ev-{run[:6]}-{k}" for k in range(7)]
+    messages = [
+        BusMessage(bus.topic(TOPIC_BETS), keys[i % 7], json.dumps({"run": run, "seq": i}).encode()) for i in range(350)
+    ]
+    # Published in several calls, as concurrent batches would be; one flush confirms them all.
+    for start in range(0, len(messages), 50):
+        await bus.publish(messages[start : start + 50])
+    await bus.flush(timeout_s=30)
+
+    got = await consume(kafka_bootstrap, f"g-{run}", bus.topic(TOPIC_BETS), lambda p: p["run"] == run, 350)
+    assert len(got) == 350
+    per_key: dict[str, list[object]] = defaultdict(list)
+    for key, payload in got:
+        per_key[key].append(payload["seq"])
+    assert set(per_key) == set(keys)
+    for k, key in enumerate(keys):
+        assert per_key[key] == list(range(k, 350, 7)), key  # in publish order within the key
+
+
+async def test_consumer_loop_commits_what_it_processed(bus: KafkaEventBus, kafka_bootstrap: str) -> None:
+    run, group = uuid.uuid4().hex, f"g-{uuid.uuid4().hex}"
+    topic = bus.topic(TOPIC_BETS)
+
+    async def send(batch: str, n: int) -> None:
+        await bus.publish([BusMessage(topic, f"k{i}", json.dumps({"run": run, "b": batch}).encode()) for i in range(n)])
+        await bus.flush()
+
+    await send("first", 20)
+    assert len(await consume(kafka_bootstrap, group, topic, lambda p: p["run"] == run, 20)) == 20
+    await send("second", 5)
+    # Same group: it resumes after the committed offsets. At least once: the message the previous loop
+    # stopped at (it broke out of the iteration before asking for the next one) may come again, nothing else.
+    seen: list[object] = []
+    loop = KafkaConsumerLoop(kafka_bootstrap, group, [topic])
+    try:
+        async for _, value in loop:
+            payload = json.loads(value)
+            if payload["run"] == run:
+                seen.append(payload["b"])
+            if seen.count("second") == 5:
+                break
+    finally:
+        await loop.close()
+    assert seen.count("second") == 5
+    assert seen.count("first") <= 1, seen
+
+
+async def test_ensure_topics_is_idempotent(kafka_bootstrap: str) -> None:
+    name = f"t{uuid.uuid4().hex[:8]}.idempotent"
+    await ensure_topics(kafka_bootstrap, {name: 4})
+    await ensure_topics(kafka_bootstrap, {name: 4})  # exists: left alone
+    meta = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert len(meta[name].partitions) == 4
+    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([name])  # our own topic
+
+
+async def test_flush_raises_when_no_broker_answers() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = KafkaEventBus(f"127.0.0.1:{port}", config={"message.timeout.ms": 1500})
+    try:
+        await bus.publish([BusMessage("nowhere", "k", b"v") for _ in range(3)])
+        started = time.monotonic()
+        with pytest.raises(KafkaException, match="3 of 3 Kafka deliveries failed"):
+            await bus.flush(timeout_s=20)
+        assert time.monotonic() - started < 15
+        await bus.flush()  # a failure is reported once; nothing is left pending
+    finally:
+        await bus.close()
+
+
+async def test_flush_times_out_while_deliveries_are_pending() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = KafkaEventBus(f"127.0.0.1:{port}", config={"message.timeout.ms": 3000})
+    try:
+        await bus.publish([BusMessage("nowhere", "k", b"v")])
+        with pytest.raises(TimeoutError):
+            await bus.flush(timeout_s=0.2)
+        with pytest.raises(KafkaException):  # still pending after the timeout, then failed: reported
+            await bus.flush(timeout_s=20)
+    finally:
+        await bus.close()
