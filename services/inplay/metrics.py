@@ -17,6 +17,7 @@ RPC_LATENCY = Histogram(
 )
 RPC_TOTAL = Counter("inplay_rpc_total", "RPCs handled by method and status code", ["method", "code"])
 BETS_ACCEPTED = Counter("inplay_bets_accepted_total", "Bets accepted")
+BETS_REPLAYED = Counter("inplay_bets_replayed_total", "Idempotent replays of an earlier result")
 BETS_REJECTED = Counter("inplay_bets_rejected_total", "Bets rejected by reason", ["reason"])
 BET_BATCH_SIZE = Histogram(
     "inplay_bet_batch_size", "Slips per group-committed batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from inplay import core
+from inplay import core, metrics
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds, Quote, QuoteResult
 from inplay.model import BetRequest, Leg, MarketState, MarketStatus, PlacedBet
@@ -312,6 +312,7 @@ class BetPlacement:
         for slot in slots:
             assert slot.result is not None
             out.append(slot.result)
+        _observe(out)
         return out
 
     @staticmethod
@@ -372,6 +373,7 @@ class BetPlacement:
                 sel = market.selection(leg.selection_id)
                 assert sel is not None
                 max_age = self.rules.max_price_age_inplay_ms if market.in_play else self.rules.max_price_age_prematch_ms
+                metrics.ODDS_AGE.observe(max(0, now - market.updated_at_ms) / 1000)
                 quotes.append(
                     Quote(
                         suspended=market.status != MarketStatus.ACTIVE,
@@ -549,6 +551,17 @@ class BetPlacement:
             await self._bus.flush(timeout_s=5.0)
         except Exception:  # the bet is in the ledger (the truth); the event can be re-derived from it
             log.exception("BetPlaced publish failed for %d bets", len(bets))
+
+
+def _observe(results: Sequence[PlacementResult]) -> None:
+    metrics.BET_BATCH_SIZE.observe(len(results))
+    for result in results:
+        if result.replayed:
+            metrics.BETS_REPLAYED.inc()
+        elif result.accepted:
+            metrics.BETS_ACCEPTED.inc()
+        elif result.rejection is not None:
+            metrics.BETS_REJECTED.labels(result.rejection.reason).inc()
 
 
 def _storable(rejection: Rejection) -> bool:
