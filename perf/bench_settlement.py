@@ -35,6 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from cassandra.query import BatchStatement, BatchType
+
 from inplay.adapters.cassandra_ledger import CassandraLedger
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
 from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
@@ -239,6 +240,7 @@ async def main() -> None:
     if stack.embedded:
         raise SystemExit("needs the real stack: ./dev up; set -a; . .stack/env; set +a")
     n = args.bets
+    load_at_start = round(os.getloadavg()[0], 2)
     ledger = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, args.keyspace)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     topic_prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -306,7 +308,14 @@ async def main() -> None:
         "baseline_bets_per_s": round(n / base["total_s"]),
         "settle_vs_baseline": round(settle_s / base["total_s"], 2),
         "exactly_once_options_rows_per_s": {k: round(v) for k, v in costs.items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cassandra_nodes": 1},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "cassandra_nodes": 1,
+            # Other processes share the box (tests, other benchmarks): the 1-minute load average at the end.
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "load_average_at_start_1m": load_at_start,
+        },
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_result(Path(args.out), entry)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from inplay.domain.settlement.worker import result_message
 from inplay.model import BetState, EntryKind, RunState
 from inplay.ports import TOPIC_RESULTS, BusMessage
-
 from tests.integration.test_settlement_runs import SettleEnv, W, open_senv, res
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
 from inplay.audit import balance_at, bet_audit
 from inplay.core import AcceptancePolicy, LegOutcome, Odds

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
+
 from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
 from inplay.core import AcceptancePolicy, LegOutcome, Odds

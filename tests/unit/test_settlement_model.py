@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from inplay.core import LegOutcome
 from inplay.domain.settlement.effective import (
     effective_results,
