@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from inplay import core
+from inplay import core, metrics
 from inplay.core import LegOutcome, SettleLeg
 from inplay.domain.settlement.effective import effective_results
 from inplay.domain.settlement.model import (
@@ -606,6 +606,7 @@ class RunExecutor:
                 await self._bus.flush()
         stats = replace(planned.stats, negative_balance_accounts=negatives)
         ids = tuple(b.bet_id for b in bets)
+        metrics.SETTLEMENT_BETS.labels(ctx.kind.name).inc(stats.bets_processed)
         with self._timed("checkpoint"):
             await self._store.append_checkpoints(
                 [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]

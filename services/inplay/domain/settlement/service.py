@@ -275,10 +275,19 @@ class SettlementService:
         finally:
             await lease.release()
 
-    async def drain(self) -> None:
-        """Waits for background runs (``wait=False``) to finish."""
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Waits for background runs (``wait=False``) to finish; after ``timeout_s`` cancels them (they
+        stay RUNNING in the history and are resumed by a retry or by ``worker resume``)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(list(self._background), timeout=remaining)
+            if pending and deadline is not None and loop.time() >= deadline:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                return
 
     # --- internals -------------------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class SettlementComponents:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
+        await self.service.drain(timeout_s=10.0)
         for closer in reversed(self.closers):
             with contextlib.suppress(Exception):
                 await closer()
