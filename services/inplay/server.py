@@ -21,6 +21,7 @@ from inplay.app import Runtime, open_runtime, register_services
 from inplay.config import Settings
 from inplay.logs import setup_logging
 from inplay.metrics import MetricsInterceptor
+from inplay.tracing import TracingInterceptor, setup_tracing
 
 log = logging.getLogger("inplay.server")
 
@@ -30,7 +31,7 @@ GRACE_S = 10.0
 async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> tuple[grpc.aio.Server, int]:
     """Builds and starts the server; returns it and the bound port (``port=0`` picks a free one)."""
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor()],
+        interceptors=[TracingInterceptor(), MetricsInterceptor()],
         options=[
             ("grpc.max_concurrent_streams", 1000),
             ("grpc.so_reuseport", 0),
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
     setup_logging()
+    setup_tracing("inplay-server")
     settings = Settings.from_env()
     if args.port is not None:
         from dataclasses import replace

@@ -28,11 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from opentelemetry.trace import SpanKind
+
 from inplay import core, metrics
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds, Quote, QuoteResult
 from inplay.model import BetRequest, Leg, MarketState, MarketStatus, PlacedBet
 from inplay.ports import TOPIC_BETS, BusMessage, Debit, EventBus, Ledger, OddsCache, WalletStore
+from inplay.tracing import tracer
 
 log = logging.getLogger("inplay.bets")
 
@@ -279,6 +282,14 @@ class BetPlacement:
         return await self._committer.submit(req)
 
     async def place_batch(self, reqs: Sequence[BetRequest]) -> list[PlacementResult]:
+        with tracer.start_as_current_span("bets.place_batch", attributes={"inplay.batch_size": len(reqs)}) as span:
+            results = await self._place_batch(reqs)
+            bet_ids = [r.bet.bet_id for r in results if r.bet is not None]
+            if bet_ids:
+                span.set_attribute("inplay.bet_ids", bet_ids)
+            return results
+
+    async def _place_batch(self, reqs: Sequence[BetRequest]) -> list[PlacementResult]:
         slots = [_Slot(req=r) for r in reqs]
         for slot in slots:
             rejection = validate_request(slot.req, self.rules)
@@ -478,7 +489,10 @@ class BetPlacement:
                     now_ms=now,
                 )
             )
-        outcomes = await self._wallet.debit_batch(debits)
+        with tracer.start_as_current_span(
+            "redis wallet.debit_batch", attributes={"db.system": "redis", "inplay.bet_ids": [d.bet_id for d in debits]}
+        ):
+            outcomes = await self._wallet.debit_batch(debits)
         debited: list[tuple[_Slot, Debit, PlacedBet]] = []
         for slot, debit, outcome in zip(slots, debits, outcomes, strict=True):
             if outcome.status == "DEBITED":
@@ -505,7 +519,11 @@ class BetPlacement:
                 slot.result = PlacementResult(rejection=_debit_rejection(outcome.status, outcome.balance_minor))
 
         if debited:
-            errors = await self._ledger.append_bets([bet for _, _, bet in debited])
+            with tracer.start_as_current_span(
+                "cassandra ledger.append_bets",
+                attributes={"db.system": "cassandra", "inplay.bet_ids": [bet.bet_id for _, _, bet in debited]},
+            ):
+                errors = await self._ledger.append_bets([bet for _, _, bet in debited])
             failed: list[Debit] = []
             recorded: list[PlacedBet] = []
             for (slot, debit, bet), error in zip(debited, errors, strict=True):
@@ -522,7 +540,6 @@ class BetPlacement:
                 await self._wallet.compensate(failed)
             if recorded:
                 await self._publish(recorded)
-
 
     async def _store_results(self, slots: Sequence[_Slot]) -> None:
         """Stores each slip's final result under its key: acceptances replace their reservation, state-based
@@ -547,8 +564,17 @@ class BetPlacement:
             for bet in bets
         ]
         try:
-            await self._bus.publish(messages)
-            await self._bus.flush(timeout_s=5.0)
+            with tracer.start_as_current_span(
+                "kafka bus.publish",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": self._topic,
+                    "inplay.bet_ids": [b.bet_id for b in bets],
+                },
+            ):
+                await self._bus.publish(messages)
+                await self._bus.flush(timeout_s=5.0)
         except Exception:  # the bet is in the ledger (the truth); the event can be re-derived from it
             log.exception("BetPlaced publish failed for %d bets", len(bets))
 
