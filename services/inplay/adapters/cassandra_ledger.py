@@ -32,7 +32,7 @@ import os
 import threading
 import weakref
 import zlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -95,6 +95,51 @@ def decode_token(token: str) -> bytes | None:
         return base64.urlsafe_b64decode(token.encode())
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument("invalid page_token", violations=[FieldViolation("page_token", "malformed")]) from exc
+
+
+class _Window:
+    """The ledger-wide bound on requests in flight.
+
+    Unlike a semaphore (one wake-up, one task switch per freed slot), a waiter takes every free slot it can
+    use when it wakes: completions are settled in bursts (see _LoopRelay), so a bulk writer refills many
+    slots per wake-up, close to what the driver's own ``execute_concurrent`` does on its I/O thread.
+    Waiters are served in arrival order.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, wanted: int) -> int:
+        """Waits for at least one free slot; takes up to ``wanted`` (>= 1) and returns how many."""
+        if self.used >= self.size or self._waiters:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # it was our turn: hand it on
+                raise
+        granted = min(wanted, self.size - self.used)
+        self.used += granted
+        if self.used < self.size:
+            self._wake()  # slots left over: the next waiter may use them
+        return granted
+
+    def release(self, n: int = 1) -> None:
+        self.used -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.used < self.size:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 class _LoopRelay:
@@ -180,7 +225,7 @@ class CassandraLedger:
         # Shared with the other Cassandra stores of the keyspace (settlement, change log, deposit keys).
         self.session = session
         self.keyspace = keyspace
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._window = _Window(max_in_flight)
         p = session.prepare
         self._ins_bet = p(f"INSERT INTO bets ({_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._ins_by_event = p(
@@ -257,29 +302,30 @@ class CassandraLedger:
     # --- plumbing --------------------------------------------------------------------------------------
 
     async def _execute(self, statement: Any, params: Any = None, paging_state: bytes | None = None) -> ResponseFuture:
-        async with self._slots:
-            return await _bridge(self.session.execute_async(statement, params, paging_state=paging_state))
-
-    async def _submit(self, statement: Any) -> asyncio.Future[ResponseFuture]:
-        """Sends ``statement`` as soon as an in-flight slot is free and returns its future; the slot is freed
-        when the request completes. Bulk writes use this instead of one task per request (cheaper)."""
-        await self._slots.acquire()
+        await self._window.acquire(1)
         try:
-            future = _bridge(self.session.execute_async(statement))
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
-        return future
+            return await _bridge(self.session.execute_async(statement, params, paging_state=paging_state))
+        finally:
+            self._window.release()
 
     async def _submit_all(self, statements: Sequence[Any]) -> list[BaseException | None]:
-        """Sends every statement (bounded in flight); per statement: None or the exception it failed with."""
+        """Sends every statement, at most the window's size in flight (ledger-wide), and waits for all.
+        Per statement: None, or the exception it failed with. No task per request: futures only."""
         sent: list[asyncio.Future[ResponseFuture] | BaseException] = []
-        for statement in statements:
-            try:
-                sent.append(await self._submit(statement))
-            except Exception as exc:  # e.g. the session is shut down: this statement failed
-                sent.append(exc)
+        release = self._window.release
+        i = 0
+        while i < len(statements):
+            granted = await self._window.acquire(len(statements) - i)
+            for statement in statements[i : i + granted]:
+                try:
+                    future = _bridge(self.session.execute_async(statement))
+                except Exception as exc:  # e.g. the session is shut down: this statement failed
+                    release()
+                    sent.append(exc)
+                    continue
+                future.add_done_callback(lambda _: release())
+                sent.append(future)
+            i += granted
         results: list[BaseException | None] = []
         for item in sent:
             if isinstance(item, BaseException):
