@@ -1,10 +1,25 @@
-"""Type stubs of the Rust extension (core_rs/py)."""
+"""Type stubs of the Rust extension (core_rs/py). Odds travel as (num, den) ints; money as int minor units.
 
-class CoreError(ValueError): ...
-class InvalidOdds(CoreError): ...
-class InvalidStake(CoreError): ...
-class InvalidArgument(CoreError): ...
-class ArithmeticOverflow(CoreError): ...
+Batch functions convert their inputs first, compute with the GIL released, and name the failing item
+(``item 3: ...``) in any error.
+"""
+
+MAX_LEGS: int
+
+class CoreError(Exception):
+    """Base of every error raised by the Rust core."""
+
+class InvalidOdds(CoreError, ValueError):
+    """Malformed odds, or odds outside (1, 10000] or with a reduced denominator above 1,000,000."""
+
+class InvalidStake(CoreError, ValueError):
+    """A stake that is not a positive i64 amount."""
+
+class InvalidArgument(CoreError, ValueError):
+    """A bad policy, outcome, dead-heat factor, leg count or other argument."""
+
+class ArithmeticOverflow(CoreError, OverflowError):
+    """An exact amount that does not fit a signed 64-bit integer."""
 
 def odds_from_decimal(text: str) -> tuple[int, int]: ...
 def odds_from_american(american: int) -> tuple[int, int]: ...

@@ -1,7 +1,12 @@
 """Typed facade over the Rust core (``inplay._core``): exact odds, price checks, payouts, settlement.
 
-Everything on the money path is an ``int`` (minor units) or an exact :class:`Odds` fraction. Batch
-functions make one call into Rust per batch; Rust releases the GIL while it computes.
+Everything on the money path is an ``int`` (minor units) or an exact :class:`Odds` fraction; there are no
+floats anywhere here. Batch functions make one call into Rust per batch, and Rust releases the GIL while
+it computes. The rules are written down in ``docs/betting-math.md``.
+
+Errors are the extension's own classes, re-exported: :class:`CoreError` (base), :class:`InvalidOdds`,
+:class:`InvalidStake` and :class:`InvalidArgument` (also ``ValueError``), :class:`ArithmeticOverflow` (also
+``OverflowError``). A batch error names the failing item (``"item 3: ..."``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from inplay import _core
 from inplay._core import ArithmeticOverflow, CoreError, InvalidArgument, InvalidOdds, InvalidStake
 
 __all__ = [
+    "MAX_LEGS",
     "AcceptancePolicy",
     "ArithmeticOverflow",
     "BetStatus",
@@ -32,49 +38,63 @@ __all__ = [
     "settle_bets",
 ]
 
+#: Most legs one bet may have.
+MAX_LEGS: int = _core.MAX_LEGS
+
 
 @dataclass(frozen=True, slots=True)
 class Odds:
-    """Decimal odds ``num/den`` (reduced, > 1). Build with the classmethods, which validate."""
+    """Decimal odds ``num/den``: reduced, ``1 < num/den <= 10_000``, ``den <= 1_000_000``.
+
+    Build with the classmethods, which validate through the core. The plain constructor does not validate:
+    use it only for values that already came out of the core (e.g. read back from storage).
+    """
 
     num: int
     den: int
 
     @classmethod
     def of(cls, num: int, den: int) -> Odds:
+        """Validates and reduces: ``Odds.of(10, 4) == Odds(5, 2)``. Raises :class:`InvalidOdds`."""
         n, d = _core.odds_normalize(num, den)
         return cls(n, d)
 
     @classmethod
     def from_decimal(cls, text: str) -> Odds:
+        """``"2.50"`` → 5/2. At most 6 places; no sign, exponent, spaces or NaN."""
         n, d = _core.odds_from_decimal(text)
         return cls(n, d)
 
     @classmethod
     def from_american(cls, american: int) -> Odds:
+        """``+150`` → 5/2, ``-110`` → 21/11. ``-99..+99`` are invalid."""
         n, d = _core.odds_from_american(american)
         return cls(n, d)
 
     @classmethod
     def from_fractional(cls, numerator: int, denominator: int) -> Odds:
+        """Fractional ``6/4`` (profit per unit staked) → decimal 5/2."""
         n, d = _core.odds_from_fractional(numerator, denominator)
         return cls(n, d)
 
     def american(self) -> int:
-        """American odds for display (rounded half away from zero)."""
+        """American odds for display, rounded half away from zero (21/11 → -110)."""
         return _core.odds_american_display(self.num, self.den)
 
     def american_exact(self) -> tuple[int, int]:
+        """American odds as an exact reduced fraction, sign on the numerator (501/301 → (-301, 2))."""
         return _core.odds_to_american(self.num, self.den)
 
     def fractional(self) -> tuple[int, int]:
+        """Fractional odds ``decimal - 1``, reduced (5/2 → (3, 2))."""
         return _core.odds_to_fractional(self.num, self.den)
 
     def decimal_str(self, places: int = 2) -> str:
-        """Decimal odds for display (rounded half up). Never used for money."""
+        """Decimal odds for display with ``places`` (0..18) digits, rounded half up. Never used for money."""
         return _core.odds_decimal_display(self.num, self.den, places)
 
     def implied_probability_ppm(self) -> int:
+        """Implied probability in parts per million, ``floor(1e6 * den / num)``."""
         return _core.implied_probability_ppm(self.num, self.den)
 
     def __str__(self) -> str:
@@ -82,11 +102,14 @@ class Odds:
 
 
 class AcceptancePolicy(enum.IntEnum):
-    """Matches ``inplay.bets.v1.AcceptancePolicy``."""
+    """What the bettor accepts when the price moved. Matches ``inplay.bets.v1.AcceptancePolicy``."""
 
     UNSPECIFIED = 0
+    #: Whatever the move.
     ANY = 1
+    #: Any rise; a drop only within tolerance.
     HIGHER = 2
+    #: Only a move within tolerance, either way.
     NONE = 3
 
 
@@ -109,15 +132,27 @@ class LegOutcome(enum.IntEnum):
 
 
 class BetStatus(enum.IntEnum):
+    """Decided by the return R against the stake S once no leg is open (or any leg lost)."""
+
     OPEN = 0
+    #: R > S
     WON = 1
+    #: R == 0
     LOST = 2
+    #: R == S
     REFUNDED = 3
+    #: 0 < R < S
     PARTIAL = 4
 
 
 @dataclass(frozen=True, slots=True)
 class Quote:
+    """One leg's price check at acceptance: suspended → stale (``age_ms > max_age_ms``) → tolerance.
+
+    ``tolerance_bp`` is the tolerated relative move of the decimal odds in basis points (500 = 5 %,
+    inclusive). An accepted bet is placed at ``current``.
+    """
+
     suspended: bool
     age_ms: int
     max_age_ms: int
@@ -128,7 +163,10 @@ class Quote:
 
 
 def check_quotes(quotes: Sequence[Quote]) -> list[QuoteResult]:
-    """Suspended → stale → tolerance for every quote, in one Rust call."""
+    """One :class:`QuoteResult` per quote, in one Rust call.
+
+    Raises :class:`InvalidArgument` for an UNSPECIFIED policy or a tolerance outside 0..1,000,000.
+    """
     raw = _core.check_quotes(
         [
             (
@@ -149,22 +187,34 @@ def check_quotes(quotes: Sequence[Quote]) -> list[QuoteResult]:
 
 
 def potential_return(stake_minor: int, legs: Sequence[Odds]) -> int:
+    """``floor(stake * prod(odds))`` in minor units: what the bet returns if every leg wins (1..30 legs).
+
+    Raises :class:`InvalidStake` (stake <= 0), :class:`InvalidArgument` (leg count),
+    :class:`ArithmeticOverflow` (the amount does not fit an i64).
+    """
     return _core.potential_return(stake_minor, [(o.num, o.den) for o in legs])
 
 
 def potential_returns(bets: Sequence[tuple[int, Sequence[Odds]]]) -> list[int]:
+    """:func:`potential_return` for each ``(stake_minor, legs)``, in one Rust call."""
     return _core.potential_returns([(stake, [(o.num, o.den) for o in legs]) for stake, legs in bets])
 
 
 @dataclass(frozen=True, slots=True)
 class SettleLeg:
+    """A leg's odds and result. ``dead_heat`` (num, den) in (0, 1] is read only for DEAD_HEAT."""
+
     odds: Odds
     outcome: LegOutcome
     dead_heat: tuple[int, int] = (1, 1)
 
 
 def settle_bets(bets: Sequence[tuple[int, Sequence[SettleLeg]]]) -> list[tuple[BetStatus, int]]:
-    """(status, return in minor units) per bet, in one Rust call."""
+    """``(status, return_minor)`` per ``(stake_minor, legs)``, in one Rust call.
+
+    Return = ``floor(stake * prod(multipliers))``, rounded once at the end. Any LOSE leg → (LOST, 0), even
+    with legs still open; otherwise any OPEN leg → (OPEN, 0).
+    """
     raw = _core.settle_bets(
         [
             (

@@ -3,10 +3,12 @@
 //! * Odds are decimal odds held as a reduced fraction `num/den` (> 1): American −110 is 21/11 and
 //!   fractional 6/4 is 5/2, both exact.
 //! * Money is `i64` minor units. A return is `floor(stake × Π multipliers)`: one rounding, at the end, down
-//!   to the minor unit (the house never pays a fraction of a cent it does not owe).
-//! * Nothing here allocates per bet beyond its inputs; batch functions take slices.
+//!   to the minor unit (the house never pays a fraction of a cent it does not owe). Products are exact:
+//!   `u128` with gcd reduction, and arbitrary precision when a long accumulator leaves `u128`.
+//! * The rules are written down in `docs/betting-math.md`.
 
 pub mod error;
+mod exact;
 pub mod odds;
 pub mod payout;
 pub mod quote;

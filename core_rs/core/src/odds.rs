@@ -1,5 +1,8 @@
 //! Exact odds and their conversions.
 
+use std::fmt;
+use std::str::FromStr;
+
 use crate::error::{CoreError, Result};
 use crate::gcd;
 
@@ -9,6 +12,8 @@ pub const MAX_DECIMAL: u64 = 10_000;
 pub const MAX_DENOMINATOR: u64 = 1_000_000;
 /// Most fractional digits in a decimal odds string.
 pub const MAX_DECIMAL_PLACES: usize = 6;
+/// Most places [`Odds::decimal_display`] accepts.
+pub const MAX_DISPLAY_PLACES: u32 = 18;
 
 /// Decimal odds `num/den`, reduced, with `1 < num/den <= 10_000` and `den <= 1_000_000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,8 +127,10 @@ impl Odds {
         (n / g, self.den / g)
     }
 
-    /// Decimal odds for display with `places` digits, rounded half up. Display only, never money.
+    /// Decimal odds for display with `places` digits (at most [`MAX_DISPLAY_PLACES`]; more are clamped),
+    /// rounded half up. Display only, never money.
     pub fn decimal_display(&self, places: u32) -> String {
+        let places = places.min(MAX_DISPLAY_PLACES);
         let scale = 10u128.pow(places);
         let scaled = (2 * self.num as u128 * scale + self.den as u128) / (2 * self.den as u128);
         if places == 0 {
@@ -135,6 +142,23 @@ impl Odds {
     /// Implied probability in parts per million, floored: 1e6 · den / num.
     pub fn implied_probability_ppm(&self) -> u64 {
         ((1_000_000u128 * self.den as u128) / self.num as u128) as u64
+    }
+}
+
+impl FromStr for Odds {
+    type Err = CoreError;
+
+    /// Same as [`Odds::from_decimal_str`].
+    fn from_str(text: &str) -> Result<Self> {
+        Odds::from_decimal_str(text)
+    }
+}
+
+impl fmt::Display for Odds {
+    /// Decimal odds with 2 places (display only), or as many as the formatter's precision asks for.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let places = f.precision().unwrap_or(2).min(MAX_DISPLAY_PLACES as usize) as u32;
+        f.write_str(&self.decimal_display(places))
     }
 }
 
@@ -169,6 +193,17 @@ mod tests {
         assert_eq!(Odds::new(5, 2).unwrap().decimal_display(2), "2.50");
         assert_eq!(Odds::from_decimal_str("2.005").unwrap().decimal_display(2), "2.01");
         assert_eq!(Odds::new(2, 1).unwrap().implied_probability_ppm(), 500_000);
+        assert_eq!(Odds::new(3, 1).unwrap().implied_probability_ppm(), 333_333);
+        assert_eq!(Odds::new(21, 11).unwrap().decimal_display(0), "2");
+        assert_eq!(Odds::new(21, 11).unwrap().decimal_display(6), "1.909091");
+        assert_eq!(format!("{}", Odds::new(21, 11).unwrap()), "1.91");
+        assert_eq!(format!("{:.4}", Odds::new(21, 11).unwrap()), "1.9091");
+        assert_eq!("2.5".parse::<Odds>().unwrap(), Odds::new(5, 2).unwrap());
+        assert_eq!(Odds::new(10_000_000_000, 1_000_000).unwrap().decimal_display(18), "10000.000000000000000000");
+        // American display rounds half away from zero: 1 + 100/150.5 → -150.5 → -151; 2.005 → +100.5 → +101.
+        assert_eq!(Odds::new(2505, 1505).unwrap().to_american(), (-301, 2));
+        assert_eq!(Odds::new(2505, 1505).unwrap().american_display(), -151);
+        assert_eq!(Odds::from_decimal_str("2.005").unwrap().american_display(), 101);
     }
 
     #[test]

@@ -1,176 +1,394 @@
-//! Thin PyO3 bindings of `inplay-core` as `inplay._core`. Inputs are converted to Rust values while
-//! holding the GIL; batch computation then runs with the GIL released; results go back as Python lists.
+//! Thin PyO3 bindings of `inplay-core` as `inplay._core`.
+//!
+//! Every batch function works in three steps: convert the Python inputs to Rust values while attached to
+//! the interpreter (errors name the item index), compute with the GIL released (`Python::detach`), then
+//! build the result list. Integers that do not fit the core's types become the core's typed errors, never a
+//! bare `OverflowError` from the conversion.
 
 use inplay_core::{
     check_quote, potential_return as core_potential_return, settle_bet, CoreError, LegOutcome, Odds, Policy,
     QuoteInput, SettleLeg,
 };
-use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 
-create_exception!(_core, CoreErrorPy, PyValueError, "Base of every error raised by the Rust core.");
-create_exception!(_core, InvalidOdds, CoreErrorPy, "Odds outside (1, 10000] or malformed.");
-create_exception!(_core, InvalidStake, CoreErrorPy, "A stake that is not a positive integer amount.");
-create_exception!(_core, InvalidArgument, CoreErrorPy, "Bad policy, outcome or leg count.");
-create_exception!(_core, ArithmeticOverflow, CoreErrorPy, "A product that does not fit the integer range.");
+// ---------------------------------------------------------------------------------------------- errors
 
-fn to_py(err: CoreError, index: Option<usize>) -> PyErr {
-    let message = match index {
-        Some(i) => format!("item {i}: {err}"),
-        None => err.to_string(),
-    };
+/// The module's exception classes, made once at import (they need two bases, e.g. `(CoreError, ValueError)`,
+/// which `create_exception!` cannot express).
+struct Errors {
+    core: Py<PyType>,
+    invalid_odds: Py<PyType>,
+    invalid_stake: Py<PyType>,
+    invalid_argument: Py<PyType>,
+    overflow: Py<PyType>,
+}
+
+static ERRORS: PyOnceLock<Errors> = PyOnceLock::new();
+
+fn new_exception(py: Python<'_>, name: &str, doc: &str, bases: &[&Bound<'_, PyType>]) -> PyResult<Py<PyType>> {
+    let namespace = PyDict::new(py);
+    namespace.set_item("__module__", "inplay._core")?;
+    namespace.set_item("__doc__", doc)?;
+    let bases = PyTuple::new(py, bases)?;
+    let made = py.get_type::<PyType>().call1((name, bases, namespace))?;
+    Ok(made.cast_into::<PyType>()?.unbind())
+}
+
+fn make_errors(py: Python<'_>) -> PyResult<Errors> {
+    let core = new_exception(
+        py,
+        "CoreError",
+        "Base of every error raised by the Rust core.",
+        &[&py.get_type::<PyException>()],
+    )?;
+    let base = core.bind(py);
+    let value_error = py.get_type::<PyValueError>();
+    let overflow_error = py.get_type::<PyOverflowError>();
+    Ok(Errors {
+        invalid_odds: new_exception(
+            py,
+            "InvalidOdds",
+            "Malformed odds, or odds outside (1, 10000] or with a reduced denominator above 1,000,000.",
+            &[base, &value_error],
+        )?,
+        invalid_stake: new_exception(
+            py,
+            "InvalidStake",
+            "A stake that is not a positive i64 amount.",
+            &[base, &value_error],
+        )?,
+        invalid_argument: new_exception(
+            py,
+            "InvalidArgument",
+            "A bad policy, outcome, dead-heat factor, leg count or other argument.",
+            &[base, &value_error],
+        )?,
+        overflow: new_exception(
+            py,
+            "ArithmeticOverflow",
+            "An exact amount that does not fit a signed 64-bit integer.",
+            &[base, &overflow_error],
+        )?,
+        core,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Odds,
+    Stake,
+    Argument,
+    Overflow,
+}
+
+fn kind_of(err: &CoreError) -> Kind {
     match err {
-        CoreError::InvalidOdds(_) => InvalidOdds::new_err(message),
-        CoreError::InvalidStake(_) => InvalidStake::new_err(message),
-        CoreError::InvalidPolicy(_) | CoreError::InvalidOutcome(_) | CoreError::TooManyLegs(_) => {
-            InvalidArgument::new_err(message)
-        }
-        CoreError::Overflow => ArithmeticOverflow::new_err(message),
+        CoreError::InvalidOdds(_) => Kind::Odds,
+        CoreError::InvalidStake(_) => Kind::Stake,
+        CoreError::InvalidPolicy(_) | CoreError::InvalidOutcome(_) | CoreError::TooManyLegs(_) => Kind::Argument,
+        CoreError::Overflow => Kind::Overflow,
     }
 }
 
-fn odds(num: i64, den: i64, index: Option<usize>) -> PyResult<Odds> {
-    Odds::from_i64(num, den).map_err(|e| to_py(e, index))
+/// Where an error happened: nothing (a scalar call), a batch item, or a leg of a batch item.
+#[derive(Clone, Copy)]
+enum At {
+    Call,
+    Item(usize),
+    Leg(usize, usize),
 }
+
+impl At {
+    fn prefix(self, message: String) -> String {
+        match self {
+            At::Call => message,
+            At::Item(i) => format!("item {i}: {message}"),
+            At::Leg(i, j) => format!("item {i}: leg {j}: {message}"),
+        }
+    }
+
+    fn leg(self, j: usize) -> At {
+        match self {
+            At::Item(i) => At::Leg(i, j),
+            At::Call | At::Leg(..) => At::Call,
+        }
+    }
+}
+
+fn raise(py: Python<'_>, kind: Kind, message: String) -> PyErr {
+    let errors = ERRORS.get(py).expect("inplay._core initialised its exceptions at import");
+    let ty = match kind {
+        Kind::Odds => &errors.invalid_odds,
+        Kind::Stake => &errors.invalid_stake,
+        Kind::Argument => &errors.invalid_argument,
+        Kind::Overflow => &errors.overflow,
+    };
+    PyErr::from_type(ty.bind(py).clone(), message)
+}
+
+fn core_err(py: Python<'_>, err: CoreError, at: At) -> PyErr {
+    raise(py, kind_of(&err), at.prefix(err.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------- inputs
+
+/// An `int` argument as `i64`. An int out of range raises `kind` (an out-of-range price is invalid odds, not
+/// an `OverflowError`); anything but an int is a `TypeError` (floats never reach the money path).
+fn int_arg(obj: &Bound<'_, PyAny>, what: &str, kind: Kind, at: At) -> PyResult<i64> {
+    match obj.extract::<i64>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+            Err(raise(obj.py(), kind, at.prefix(format!("{what} {obj} is out of range"))))
+        }
+        Err(_) => {
+            let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+            Err(PyTypeError::new_err(at.prefix(format!("{what} must be an int, not {type_name}"))))
+        }
+    }
+}
+
+/// One part of an odds fraction: a positive int up to u64 (unreduced parts may exceed i64).
+fn odds_part(obj: &Bound<'_, PyAny>, what: &str, at: At) -> PyResult<u64> {
+    match obj.extract::<i64>() {
+        Ok(v) if v > 0 => Ok(v as u64),
+        Ok(v) => Err(raise(obj.py(), Kind::Odds, at.prefix(format!("{what} {v} is not positive")))),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => obj
+            .extract::<u64>()
+            .map_err(|_| raise(obj.py(), Kind::Odds, at.prefix(format!("{what} {obj} is out of range")))),
+        Err(_) => int_arg(obj, what, Kind::Odds, at).map(|v| v as u64),
+    }
+}
+
+fn odds_arg(num: &Bound<'_, PyAny>, den: &Bound<'_, PyAny>, at: At) -> PyResult<Odds> {
+    let (n, d) = (odds_part(num, "odds numerator", at)?, odds_part(den, "odds denominator", at)?);
+    Odds::new(n, d).map_err(|e| core_err(num.py(), e, at))
+}
+
+fn bool_arg(obj: &Bound<'_, PyAny>, what: &str, at: At) -> PyResult<bool> {
+    obj.extract::<bool>().map_err(|_| PyTypeError::new_err(at.prefix(format!("{what} must be a bool"))))
+}
+
+/// A batch item or leg: a tuple of exactly `len` fields.
+fn tuple_of<'a, 'py>(obj: &'a Bound<'py, PyAny>, len: usize, what: &str, at: At) -> PyResult<&'a Bound<'py, PyTuple>> {
+    match obj.cast::<PyTuple>() {
+        Ok(t) if t.len() == len => Ok(t),
+        _ => Err(PyTypeError::new_err(at.prefix(format!("{what} must be a tuple of {len}")))),
+    }
+}
+
+/// The items of a list (or any iterable but a str/bytes).
+fn items<'py>(obj: &Bound<'py, PyAny>, what: &str, at: At) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>() {
+        return Err(PyTypeError::new_err(at.prefix(format!("{what} must be a list, not a str"))));
+    }
+    obj.try_iter().map_err(|_| PyTypeError::new_err(at.prefix(format!("{what} must be a list"))))?.collect()
+}
+
+fn stake_arg(obj: &Bound<'_, PyAny>, at: At) -> PyResult<i64> {
+    int_arg(obj, "stake", Kind::Stake, at)
+}
+
+/// Legs as `(num, den)` pairs.
+fn odds_legs(obj: &Bound<'_, PyAny>, at: At) -> PyResult<Vec<Odds>> {
+    let legs = items(obj, "legs", at)?;
+    let mut out = Vec::with_capacity(legs.len());
+    for (j, leg) in legs.iter().enumerate() {
+        let t = tuple_of(leg, 2, "a leg", at.leg(j))?;
+        out.push(odds_arg(&t.get_item(0)?, &t.get_item(1)?, at.leg(j))?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------- odds
 
 fn pair(o: Odds) -> (u64, u64) {
     (o.num(), o.den())
 }
 
+/// Decimal odds from a string such as "2.50" or "1.909" (at most 6 places; no sign, exponent or spaces).
 #[pyfunction]
-fn odds_from_decimal(text: &str) -> PyResult<(u64, u64)> {
-    Odds::from_decimal_str(text).map(pair).map_err(|e| to_py(e, None))
+fn odds_from_decimal(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    let text: String = text.extract().map_err(|_| PyTypeError::new_err("decimal odds must be a str"))?;
+    Odds::from_decimal_str(&text).map(pair).map_err(|e| core_err(py, e, At::Call))
 }
 
+/// +150 → (5, 2); −110 → (21, 11). −99..=+99 are invalid.
 #[pyfunction]
-fn odds_from_american(american: i64) -> PyResult<(u64, u64)> {
-    Odds::from_american(american).map(pair).map_err(|e| to_py(e, None))
+fn odds_from_american(py: Python<'_>, american: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    let a = int_arg(american, "American odds", Kind::Odds, At::Call)?;
+    Odds::from_american(a).map(pair).map_err(|e| core_err(py, e, At::Call))
 }
 
+/// Fractional n/d (profit per unit staked) → decimal 1 + n/d.
 #[pyfunction]
-fn odds_from_fractional(n: i64, d: i64) -> PyResult<(u64, u64)> {
-    Odds::from_fractional(n, d).map(pair).map_err(|e| to_py(e, None))
+fn odds_from_fractional(py: Python<'_>, n: &Bound<'_, PyAny>, d: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    let n = int_arg(n, "fractional numerator", Kind::Odds, At::Call)?;
+    let d = int_arg(d, "fractional denominator", Kind::Odds, At::Call)?;
+    Odds::from_fractional(n, d).map(pair).map_err(|e| core_err(py, e, At::Call))
 }
 
+/// Validates and reduces decimal odds num/den.
 #[pyfunction]
-fn odds_normalize(num: i64, den: i64) -> PyResult<(u64, u64)> {
-    odds(num, den, None).map(pair)
+fn odds_normalize(num: &Bound<'_, PyAny>, den: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    odds_arg(num, den, At::Call).map(pair)
 }
 
+/// Exact American odds as a reduced fraction, sign on the numerator: 21/11 → (−110, 1).
 #[pyfunction]
-fn odds_to_american(num: i64, den: i64) -> PyResult<(i64, i64)> {
-    Ok(odds(num, den, None)?.to_american())
+fn odds_to_american(num: &Bound<'_, PyAny>, den: &Bound<'_, PyAny>) -> PyResult<(i64, i64)> {
+    Ok(odds_arg(num, den, At::Call)?.to_american())
 }
 
+/// American odds for display, rounded half away from zero.
 #[pyfunction]
-fn odds_american_display(num: i64, den: i64) -> PyResult<i64> {
-    Ok(odds(num, den, None)?.american_display())
+fn odds_american_display(num: &Bound<'_, PyAny>, den: &Bound<'_, PyAny>) -> PyResult<i64> {
+    Ok(odds_arg(num, den, At::Call)?.american_display())
 }
 
+/// Fractional odds (decimal − 1), reduced.
 #[pyfunction]
-fn odds_to_fractional(num: i64, den: i64) -> PyResult<(u64, u64)> {
-    Ok(odds(num, den, None)?.to_fractional())
+fn odds_to_fractional(num: &Bound<'_, PyAny>, den: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    Ok(odds_arg(num, den, At::Call)?.to_fractional())
 }
 
+/// Decimal odds for display with `places` (0..=18) digits, rounded half up. Never used for money.
 #[pyfunction]
-#[pyo3(signature = (num, den, places = 2))]
-fn odds_decimal_display(num: i64, den: i64, places: u32) -> PyResult<String> {
-    if places > 6 {
-        return Err(PyValueError::new_err("places must be 0..=6"));
+#[pyo3(signature = (num, den, places = None))]
+fn odds_decimal_display(
+    py: Python<'_>,
+    num: &Bound<'_, PyAny>,
+    den: &Bound<'_, PyAny>,
+    places: Option<&Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let odds = odds_arg(num, den, At::Call)?;
+    let places = match places {
+        None => 2,
+        Some(p) => int_arg(p, "places", Kind::Argument, At::Call)?,
+    };
+    let max = inplay_core::odds::MAX_DISPLAY_PLACES as i64;
+    if !(0..=max).contains(&places) {
+        return Err(raise(py, Kind::Argument, format!("places {places} not in 0..={max}")));
     }
-    Ok(odds(num, den, None)?.decimal_display(places))
+    Ok(odds.decimal_display(places as u32))
 }
 
+/// floor(1e6 · den / num).
 #[pyfunction]
-fn implied_probability_ppm(num: i64, den: i64) -> PyResult<u64> {
-    Ok(odds(num, den, None)?.implied_probability_ppm())
+fn implied_probability_ppm(num: &Bound<'_, PyAny>, den: &Bound<'_, PyAny>) -> PyResult<u64> {
+    Ok(odds_arg(num, den, At::Call)?.implied_probability_ppm())
 }
 
-type QuoteTuple = (bool, i64, i64, i64, i64, i64, i64, i64, i64);
+// ---------------------------------------------------------------------------------------------- batches
+
+/// Most basis points a tolerance may name (100×).
+const MAX_TOLERANCE_BP: i64 = 1_000_000;
 
 /// Each quote (suspended, age_ms, max_age_ms, seen_num, seen_den, cur_num, cur_den, policy, tolerance_bp)
 /// → 0 ACCEPTED, 1 SUSPENDED, 2 STALE, 3 ODDS_CHANGED.
 #[pyfunction]
-fn check_quotes(py: Python<'_>, quotes: Vec<QuoteTuple>) -> PyResult<Vec<u8>> {
-    let mut inputs = Vec::with_capacity(quotes.len());
-    for (i, (suspended, age_ms, max_age_ms, sn, sd, cn, cd, policy, tol)) in quotes.into_iter().enumerate() {
-        if !(0..=1_000_000).contains(&tol) {
-            return Err(InvalidArgument::new_err(format!("item {i}: tolerance_bp {tol} out of range")));
+fn check_quotes(py: Python<'_>, quotes: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    let rows = items(quotes, "quotes", At::Call)?;
+    let mut inputs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let at = At::Item(i);
+        let t = tuple_of(row, 9, "a quote", at)?;
+        let f = |k: usize| t.get_item(k);
+        let policy = int_arg(&f(7)?, "policy", Kind::Argument, at)?;
+        let tolerance = int_arg(&f(8)?, "tolerance_bp", Kind::Argument, at)?;
+        if !(0..=MAX_TOLERANCE_BP).contains(&tolerance) {
+            return Err(raise(
+                py,
+                Kind::Argument,
+                at.prefix(format!("tolerance_bp {tolerance} not in 0..={MAX_TOLERANCE_BP}")),
+            ));
         }
         inputs.push(QuoteInput {
-            suspended,
-            age_ms,
-            max_age_ms,
-            seen: odds(sn, sd, Some(i))?,
-            current: odds(cn, cd, Some(i))?,
-            policy: Policy::from_code(policy).map_err(|e| to_py(e, Some(i)))?,
-            tolerance_bp: tol as u32,
+            suspended: bool_arg(&f(0)?, "suspended", at)?,
+            age_ms: int_arg(&f(1)?, "age_ms", Kind::Argument, at)?,
+            max_age_ms: int_arg(&f(2)?, "max_age_ms", Kind::Argument, at)?,
+            seen: odds_arg(&f(3)?, &f(4)?, at)?,
+            current: odds_arg(&f(5)?, &f(6)?, at)?,
+            policy: Policy::from_code(policy).map_err(|e| core_err(py, e, at))?,
+            tolerance_bp: tolerance as u32,
         });
     }
-    Ok(py.allow_threads(move || inputs.iter().map(|q| check_quote(q) as u8).collect()))
+    // u32, not u8: PyO3 turns a Vec<u8> into bytes.
+    Ok(py.detach(move || inputs.iter().map(|q| check_quote(q) as u32).collect()))
 }
 
-fn legs_of(legs: Vec<(i64, i64)>, index: Option<usize>) -> PyResult<Vec<Odds>> {
-    legs.into_iter().map(|(n, d)| odds(n, d, index)).collect()
-}
-
+/// floor(stake · Π odds) for one bet.
 #[pyfunction]
-fn potential_return(stake: i64, legs: Vec<(i64, i64)>) -> PyResult<i64> {
-    let legs = legs_of(legs, None)?;
-    core_potential_return(stake, &legs).map_err(|e| to_py(e, None))
+fn potential_return(py: Python<'_>, stake: &Bound<'_, PyAny>, legs: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let stake = stake_arg(stake, At::Call)?;
+    let legs = odds_legs(legs, At::Call)?;
+    core_potential_return(stake, &legs).map_err(|e| core_err(py, e, At::Call))
 }
 
+/// Runs `f` over the inputs with the GIL released; the first error names its item.
+fn compute<T: Send, R: Send>(
+    py: Python<'_>,
+    inputs: Vec<T>,
+    f: impl Fn(&T) -> Result<R, CoreError> + Send + Sync,
+) -> PyResult<Vec<R>> {
+    let results: Result<Vec<R>, (usize, CoreError)> =
+        py.detach(move || inputs.iter().enumerate().map(|(i, x)| f(x).map_err(|e| (i, e))).collect());
+    results.map_err(|(i, e)| core_err(py, e, At::Item(i)))
+}
+
+/// floor(stake · Π odds) for each (stake, [(num, den), …]).
 #[pyfunction]
-fn potential_returns(py: Python<'_>, bets: Vec<(i64, Vec<(i64, i64)>)>) -> PyResult<Vec<i64>> {
-    let mut inputs = Vec::with_capacity(bets.len());
-    for (i, (stake, legs)) in bets.into_iter().enumerate() {
-        inputs.push((stake, legs_of(legs, Some(i))?));
+fn potential_returns(py: Python<'_>, bets: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    let rows = items(bets, "bets", At::Call)?;
+    let mut inputs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let t = tuple_of(row, 2, "a bet", At::Item(i))?;
+        inputs.push((stake_arg(&t.get_item(0)?, At::Item(i))?, odds_legs(&t.get_item(1)?, At::Item(i))?));
     }
-    let results: Vec<Result<i64, (usize, CoreError)>> = py.allow_threads(move || {
-        inputs
-            .iter()
-            .enumerate()
-            .map(|(i, (stake, legs))| core_potential_return(*stake, legs).map_err(|e| (i, e)))
-            .collect()
-    });
-    results.into_iter().map(|r| r.map_err(|(i, e)| to_py(e, Some(i)))).collect()
+    compute(py, inputs, |(stake, legs)| core_potential_return(*stake, legs))
 }
 
-type LegTuple = (i64, i64, i64, i64, i64);
-
-/// Each bet (stake, [(odds_num, odds_den, outcome_code, dh_num, dh_den)]) → (status_code, return_minor).
+/// Each bet (stake, [(odds_num, odds_den, outcome_code, dh_num, dh_den), …]) → (status_code, return_minor).
 #[pyfunction]
-fn settle_bets(py: Python<'_>, bets: Vec<(i64, Vec<LegTuple>)>) -> PyResult<Vec<(u8, i64)>> {
-    let mut inputs = Vec::with_capacity(bets.len());
-    for (i, (stake, legs)) in bets.into_iter().enumerate() {
+fn settle_bets(py: Python<'_>, bets: &Bound<'_, PyAny>) -> PyResult<Vec<(u8, i64)>> {
+    let rows = items(bets, "bets", At::Call)?;
+    let mut inputs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let t = tuple_of(row, 2, "a bet", At::Item(i))?;
+        let stake = stake_arg(&t.get_item(0)?, At::Item(i))?;
+        let legs = items(&t.get_item(1)?, "legs", At::Item(i))?;
         let mut settle_legs = Vec::with_capacity(legs.len());
-        for (n, d, code, dh_n, dh_d) in legs {
-            settle_legs.push(SettleLeg {
-                odds: odds(n, d, Some(i))?,
-                outcome: LegOutcome::from_code(code, dh_n, dh_d).map_err(|e| to_py(e, Some(i)))?,
-            });
+        for (j, leg) in legs.iter().enumerate() {
+            let at = At::Leg(i, j);
+            let l = tuple_of(leg, 5, "a leg", at)?;
+            let odds = odds_arg(&l.get_item(0)?, &l.get_item(1)?, at)?;
+            let code = int_arg(&l.get_item(2)?, "outcome", Kind::Argument, at)?;
+            let outcome = if code == 7 {
+                let dh_num = int_arg(&l.get_item(3)?, "dead-heat numerator", Kind::Argument, at)?;
+                let dh_den = int_arg(&l.get_item(4)?, "dead-heat denominator", Kind::Argument, at)?;
+                LegOutcome::dead_heat(dh_num, dh_den)
+            } else {
+                LegOutcome::from_code(code, 1, 1)
+            };
+            settle_legs.push(SettleLeg { odds, outcome: outcome.map_err(|e| core_err(py, e, at))? });
         }
         inputs.push((stake, settle_legs));
     }
-    let results: Vec<Result<(u8, i64), (usize, CoreError)>> = py.allow_threads(move || {
-        inputs
-            .iter()
-            .enumerate()
-            .map(|(i, (stake, legs))| settle_bet(*stake, legs).map(|(s, v)| (s as u8, v)).map_err(|e| (i, e)))
-            .collect()
-    });
-    results.into_iter().map(|r| r.map_err(|(i, e)| to_py(e, Some(i)))).collect()
+    compute(py, inputs, |(stake, legs)| settle_bet(*stake, legs).map(|(s, v)| (s as u8, v)))
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("CoreError", py.get_type::<CoreErrorPy>())?;
-    m.add("InvalidOdds", py.get_type::<InvalidOdds>())?;
-    m.add("InvalidStake", py.get_type::<InvalidStake>())?;
-    m.add("InvalidArgument", py.get_type::<InvalidArgument>())?;
-    m.add("ArithmeticOverflow", py.get_type::<ArithmeticOverflow>())?;
+    let errors = ERRORS.get_or_try_init(py, || make_errors(py))?;
+    m.add("CoreError", errors.core.bind(py))?;
+    m.add("InvalidOdds", errors.invalid_odds.bind(py))?;
+    m.add("InvalidStake", errors.invalid_stake.bind(py))?;
+    m.add("InvalidArgument", errors.invalid_argument.bind(py))?;
+    m.add("ArithmeticOverflow", errors.overflow.bind(py))?;
+    m.add("MAX_LEGS", inplay_core::MAX_LEGS)?;
     m.add_function(wrap_pyfunction!(odds_from_decimal, m)?)?;
     m.add_function(wrap_pyfunction!(odds_from_american, m)?)?;
     m.add_function(wrap_pyfunction!(odds_from_fractional, m)?)?;
