@@ -314,7 +314,8 @@ def main() -> None:
         )
     raw = results["baseline_raw_cassandra_inserts"]
     lines.append(
-        f"| baseline_raw_cassandra_inserts ({raw['statements']} rows) | - | {raw['bets_per_s']} | - | - | - | failed {raw['failed']} |"
+        f"| baseline_raw_cassandra_inserts ({raw['statements']} rows) | - | {raw['bets_per_s']} | - | - | - "
+        f"| failed {raw['failed']} |"
     )
     report = "\n".join(lines)
     (RESULTS / "bets.md").write_text(report + "\n")

@@ -102,6 +102,7 @@ async def change_log(use_cassandra: bool) -> tuple[MarketChangeLog, Any]:
     if not use_cassandra:
         return MemoryMarketChangeLog(), None
     from cassandra.cluster import Cluster
+
     from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
 
     hosts = env("INPLAY_CASSANDRA_HOSTS").split(",")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
 from inplay import ports
 
 if TYPE_CHECKING:

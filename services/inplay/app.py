@@ -135,19 +135,18 @@ async def _open_features(runtime: Runtime) -> None:
 
 def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
     """Adds every servicer to ``server``; returns the full service names (for health and reflection)."""
-    from inplay.bets.v1 import bets_pb2
-    from inplay.servicers import bets as bets_servicer
-    from inplay.servicers import wallet as wallet_servicer
-    from inplay.wallet.v1 import wallet_pb2
-
     from inplay.admin.v1 import admin_pb2
+    from inplay.bets.v1 import bets_pb2
     from inplay.feed.v1 import feed_pb2
     from inplay.odds.v1 import odds_pb2
     from inplay.servicers import admin as admin_servicer
+    from inplay.servicers import bets as bets_servicer
     from inplay.servicers import feed as feed_servicer
     from inplay.servicers import odds as odds_servicer
     from inplay.servicers import settlement as settlement_servicer
+    from inplay.servicers import wallet as wallet_servicer
     from inplay.settlement.v1 import settlement_pb2
+    from inplay.wallet.v1 import wallet_pb2
 
     bets_servicer.add_to_server(server, runtime.placement, runtime.ledger)
     wallet_servicer.add_to_server(server, runtime.wallet, runtime.ledger)

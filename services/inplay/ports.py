@@ -324,13 +324,13 @@ TOPIC_RESULTS = "inplay.results.v1"  # key: event_id (result messages that trigg
 TOPIC_MARKET_CHANGES = "inplay.market-changes.v1"  # key: market_id
 
 __all__ = [
+    "STICKY_REASONS",
     "TOPIC_BETS",
     "TOPIC_FEED_RAW",
     "TOPIC_MARKET_CHANGES",
     "TOPIC_ODDS",
     "TOPIC_RESULTS",
     "TOPIC_SETTLEMENTS",
-    "STICKY_REASONS",
     "AccountLimits",
     "BusMessage",
     "CacheWrite",
@@ -340,9 +340,9 @@ __all__ = [
     "EventBus",
     "Ledger",
     "LedgerError",
+    "LiveOddsCache",
     "MarketChange",
     "MarketStatus",
-    "LiveOddsCache",
     "OddsCache",
     "OddsNotice",
     "OddsSubscription",

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from google.rpc import status_pb2
+
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
 from inplay.gateway import EdgeSettings, SigningKey, mint_token
 from inplay.type.v1 import types_pb2

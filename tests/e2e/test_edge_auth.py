@@ -12,6 +12,7 @@ import grpc
 import jwt
 import pytest
 from edge_helpers import Edge, FeedDriver, Metadata, grpc_web_call, unique
+
 from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc

@@ -16,6 +16,7 @@ from edge_helpers import ALLOWED_ORIGIN, Edge, FeedDriver, grpc_web_call, unique
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
 from inplay.type.v1 import types_pb2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from edge_helpers import Edge, FeedDriver
+
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.gateway import repo_root
 

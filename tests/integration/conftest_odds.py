@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from confluent_kafka import Consumer
+
 from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
 from inplay.adapters.redis_odds import RedisFeedMappings, RedisOddsCache
 from inplay.admin.v1 import admin_pb2_grpc

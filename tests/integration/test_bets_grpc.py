@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from inplay.app import Runtime, open_runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.config import Settings

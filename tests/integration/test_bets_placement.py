@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from cassandra import Unavailable as CassandraUnavailable
 from confluent_kafka import Consumer
+
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds

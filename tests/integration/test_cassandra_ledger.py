@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+
 from inplay.adapters.cassandra_ledger import EVENT_BUCKETS, CassandraLedger, event_bucket
 from inplay.adapters.memory import PLACED_SEQ_KEY
 from inplay.adapters.migrations import discover, split_statements

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.domain.feed import wire
 from inplay.domain.feed.rules import FeedRules
 from inplay.model import MarketStatus
 from inplay.ports import EventBus
-
 from tests.integration.conftest_odds import OddsEnv, build_env, now_ms
 
 pytest_plugins = ["tests.integration.conftest_odds"]

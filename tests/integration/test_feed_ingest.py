@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from inplay.domain.feed import wire
 from inplay.model import MarketStatus
 from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS
-
 from tests.integration.conftest_odds import OddsEnv, consume, now_ms
 
 pytest_plugins = ["tests.integration.conftest_odds"]

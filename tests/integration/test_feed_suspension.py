@@ -5,10 +5,10 @@ change in the change log (Cassandra) and on Kafka."""
 from __future__ import annotations
 
 import pytest
+
 from inplay.domain.feed import wire
 from inplay.model import MarketStatus
 from inplay.ports import TOPIC_MARKET_CHANGES
-
 from tests.integration.conftest_odds import OddsEnv, consume, now_ms
 
 pytest_plugins = ["tests.integration.conftest_odds"]

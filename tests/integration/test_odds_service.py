@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+
 from inplay.admin.v1 import admin_pb2
 from inplay.core import Odds
 from inplay.domain.feed import wire
@@ -18,7 +19,6 @@ from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.odds.v1 import odds_pb2
 from inplay.ports import WalletStore
 from inplay.type.v1 import types_pb2
-
 from tests.integration.conftest_odds import BETTOR, FEEDER, OPERATOR, OddsEnv, OddsGrpc, now_ms
 
 pytest_plugins = ["tests.integration.conftest_odds"]

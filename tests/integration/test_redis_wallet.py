@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from inplay.adapters.redis_wallet import RedisWallet
-from inplay.ports import AccountLimits, Credit, Debit, DebitResult
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from inplay.adapters.redis_wallet import RedisWallet
+from inplay.ports import AccountLimits, Credit, Debit, DebitResult
 
 pytestmark = pytest.mark.integration
 

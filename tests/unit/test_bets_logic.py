@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
+
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import (

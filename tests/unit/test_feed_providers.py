@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from inplay.core import Odds
 from inplay.domain.feed import wire
 from inplay.domain.feed.messages import (

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+
 from inplay.adapters.memory import PLACED_SEQ_KEY, MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.errors import InvalidArgument
