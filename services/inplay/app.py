@@ -5,6 +5,7 @@ Kept in one place so that every entry point (server, demo, tests, benchmarks) bu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,19 +149,39 @@ def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
     from inplay.settlement.v1 import settlement_pb2
     from inplay.wallet.v1 import wallet_pb2
 
-    bets_servicer.add_to_server(server, runtime.placement, runtime.ledger)
-    wallet_servicer.add_to_server(server, runtime.wallet, runtime.ledger)
     odds = runtime.components["odds"]
-    odds_servicer.add_to_server(server, runtime.odds, odds.hub)
-    feed_servicer.add_to_server(server, odds.pipeline)
-    admin_servicer.add_to_server(server, odds.control, odds.changes, runtime.wallet_store)
-    settlement_servicer.add_to_server(server, runtime.components["settlement"].service)
-    names = [
-        bets_pb2.DESCRIPTOR.services_by_name["BetService"].full_name,
-        wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
-        odds_pb2.DESCRIPTOR.services_by_name["OddsService"].full_name,
-        feed_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
-        admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-        settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
-    ]
+    # Each role is a deployable unit (k8s/): one image, INPLAY_SERVICES picks what a pod serves.
+    roles: dict[str, tuple[Any, str, Callable[[], object]]] = {
+        "bets": (
+            bets_pb2,
+            "BetService",
+            lambda: bets_servicer.add_to_server(server, runtime.placement, runtime.ledger),
+        ),
+        "wallet": (
+            wallet_pb2,
+            "WalletService",
+            lambda: wallet_servicer.add_to_server(server, runtime.wallet, runtime.ledger),
+        ),
+        "odds": (odds_pb2, "OddsService", lambda: odds_servicer.add_to_server(server, runtime.odds, odds.hub)),
+        "feed": (feed_pb2, "FeedService", lambda: feed_servicer.add_to_server(server, odds.pipeline)),
+        "admin": (
+            admin_pb2,
+            "AdminService",
+            lambda: admin_servicer.add_to_server(server, odds.control, odds.changes, runtime.wallet_store),
+        ),
+        "settlement": (
+            settlement_pb2,
+            "SettlementService",
+            lambda: settlement_servicer.add_to_server(server, runtime.components["settlement"].service),
+        ),
+    }
+    wanted = [r.strip() for r in os.environ.get("INPLAY_SERVICES", ",".join(roles)).split(",") if r.strip()]
+    unknown = set(wanted) - set(roles)
+    if unknown:
+        raise ValueError(f"INPLAY_SERVICES names unknown roles {sorted(unknown)}; known: {sorted(roles)}")
+    names = []
+    for role in wanted:
+        module, service, register = roles[role]
+        register()
+        names.append(module.DESCRIPTOR.services_by_name[service].full_name)
     return names
