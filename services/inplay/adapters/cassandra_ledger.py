@@ -15,11 +15,12 @@ Tables (migration ``cql/0001_ledger.cql``; the file explains each one):
 - Nothing is ever updated or deleted. Retryable writes carry deterministic primary keys (the caller fixes
   ``created_at_ms`` and ``entry_id``), so a retry rewrites the same row.
 
-Driver use: prepared statements only, ``execute_async`` futures bridged to asyncio with
-``loop.call_soon_threadsafe``, at most ``max_in_flight`` requests in flight per ledger (a semaphore), the
-consistency level of the default execution profile (``ONE`` for the single test node; set
-``INPLAY_CASSANDRA_CONSISTENCY=LOCAL_QUORUM`` with RF 3 in production). Paging uses the driver's paging
-state, handed to clients as an opaque urlsafe-base64 page token.
+Driver use: prepared statements only; ``execute_async`` futures bridged to asyncio with
+``loop.call_soon_threadsafe`` (completions coalesced per loop wake-up); at most ``max_in_flight`` requests
+in flight per ledger (a window that bulk writers refill many slots at a time); the consistency level of
+the default execution profile (``ONE`` for the single test node; ``INPLAY_CASSANDRA_CONSISTENCY=LOCAL_QUORUM``
+with RF 3 in production). Paging uses the driver's paging state, handed to clients as an opaque
+urlsafe-base64 page token.
 """
 
 from __future__ import annotations
