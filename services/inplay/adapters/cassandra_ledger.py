@@ -210,6 +210,8 @@ def _cluster(
     return Cluster(
         list(hosts),
         port=port,
+        # Cassandra 4+/5 speak v5: fixing it skips the driver's version negotiation (and its warnings).
+        protocol_version=5,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=connect_timeout_s,
     )

@@ -217,10 +217,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from cassandra.cluster import Cluster
+    from cassandra.policies import DCAwareRoundRobinPolicy
 
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cluster = Cluster([h for h in args.hosts.split(",") if h], port=args.port, connect_timeout=5)
+    cluster = Cluster(
+        [h for h in args.hosts.split(",") if h],
+        port=args.port,
+        protocol_version=5,
+        load_balancing_policy=DCAwareRoundRobinPolicy(),
+        connect_timeout=5,
+    )
     try:
         session = cluster.connect()
         if args.status:
