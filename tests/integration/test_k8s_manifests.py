@@ -83,7 +83,9 @@ def test_operational_invariants(kustomize: str) -> None:
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
-    services = [n for n, d in by_kind["Deployment"].items() if d["metadata"]["labels"].get("inplay.dev/tier") == "service"]
+    services = [
+        n for n, d in by_kind["Deployment"].items() if d["metadata"]["labels"].get("inplay.dev/tier") == "service"
+    ]
     assert sorted(services) == ["bet-api", "feed-ingest", "odds-api", "settlement"]
     for name in services:
         container = by_kind["Deployment"][name]["spec"]["template"]["spec"]["containers"][0]
@@ -95,7 +97,10 @@ def test_operational_invariants(kustomize: str) -> None:
     assert {m["type"] for m in bet_hpa} == {"Resource", "Pods"}
     assert by_kind["Service"]["envoy"]["spec"]["type"] == "LoadBalancer"
     assert by_kind["StatefulSet"]["cassandra"]["spec"]["replicas"] == 3
-    kafka_env = {e["name"]: e.get("value") for e in by_kind["StatefulSet"]["kafka"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    kafka_env = {
+        e["name"]: e.get("value")
+        for e in by_kind["StatefulSet"]["kafka"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert kafka_env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3" and kafka_env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("inplay-config"))
     assert config["data"]["INPLAY_CASSANDRA_CONSISTENCY"] == "LOCAL_QUORUM"
