@@ -3,12 +3,12 @@ after a short load."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -73,7 +73,7 @@ async def test_metrics_after_load(server: tuple[str, int]) -> None:
             ),
             metadata=OPERATOR,
         )
-        for i in range(50):
+        for _ in range(50):
             await wallet.GetBalance(wallet_pb2.GetBalanceRequest(), metadata=(("x-inplay-subject", "m-acc"),))
         slip = bets_pb2.BetSlip(
             legs=[bets_pb2.BetLeg(market_id="nope", selection_id="x", odds=types_pb2.Odds(numerator=2, denominator=1))],
@@ -81,12 +81,12 @@ async def test_metrics_after_load(server: tuple[str, int]) -> None:
             acceptance_policy=bets_pb2.ACCEPTANCE_POLICY_ANY,
             idempotency_key="k",
         )
-        for i in range(20):
+        for _ in range(20):
             with pytest.raises(grpc.aio.AioRpcError):
                 await bets.PlaceBet(bets_pb2.PlaceBetRequest(slip=slip), metadata=(("x-inplay-subject", "m-acc"),))
         with pytest.raises(grpc.aio.AioRpcError):
             await bets.PlaceBet(bets_pb2.PlaceBetRequest(slip=slip))  # no identity
-    time.sleep(0.2)
+    await asyncio.sleep(0.2)
     values = scrape(metrics_port)
     get_balance = 'inplay_rpc_total{code="OK",method="/inplay.wallet.v1.WalletService/GetBalance"}'
     assert values[get_balance] == 50
