@@ -121,7 +121,6 @@ def main() -> None:
     timings["settlement"]["python_reference"] = t
     assert [(int(s), v) for s, v in facade_s] == raw_s == want_s
 
-    # Compute alone (no conversion): one bet vs many is dominated by conversion, so show the split.
     results: dict[str, Any] = {
         "bets": n,
         "repeat": repeat,

@@ -68,10 +68,11 @@ valid_odds = st.sampled_from(POOL)
 # Dead-heat factors n/d in (0, 1], d <= 8.
 DEAD_HEATS = sorted({(n, d) for d in range(1, 9) for n in range(1, d + 1)}, key=lambda f: (f[1], f[0]))
 # One choice per leg outcome: the seven plain results, or DEAD_HEAT with one of the factors.
-outcomes = st.sampled_from(
-    [(o, (1, 1)) for o in LegOutcome if o != LegOutcome.DEAD_HEAT] + [(LegOutcome.DEAD_HEAT, f) for f in DEAD_HEATS]
-)
-settled = outcomes.filter(lambda oc: oc[0] != LegOutcome.OPEN)
+OUTCOMES = [(o, (1, 1)) for o in LegOutcome if o != LegOutcome.DEAD_HEAT] + [
+    (LegOutcome.DEAD_HEAT, f) for f in DEAD_HEATS
+]
+outcomes = st.sampled_from(OUTCOMES)
+settled = st.sampled_from([oc for oc in OUTCOMES if oc[0] != LegOutcome.OPEN])
 stakes = st.one_of(st.integers(1, 10_000_000), st.integers(1, 2**63 - 1))
 
 

@@ -195,7 +195,8 @@ def test_potential_return_rounds_once_down() -> None:
     assert potential_return(1000, [d("2.50")]) == 2500
     assert potential_return(333, [d("1.5")]) == 499  # 499.5 floors
     assert potential_return(100, [Odds.from_american(-110)]) == 190  # 190.909...
-    # One rounding at the end, not per leg: 10 x 1.5 x 1.5 x 1.5 = 33.75 → 33 (per-leg flooring gives 32).
+    # One rounding at the end, not per leg: 5 x 1.5 x 1.5 = 11.25 → 11 (flooring per leg: 7 → 10).
+    assert potential_return(5, [d("1.5")] * 2) == 11
     assert potential_return(10, [d("1.5")] * 3) == 33
     assert potential_returns([(1000, [d("2.5")]), (100, [d("2"), d("3")])]) == [2500, 600]
     assert potential_returns([]) == []
