@@ -70,7 +70,15 @@ def write_protoset(path: Path) -> Path:
 PROTOSET = write_protoset(Path(tempfile.mkdtemp()) / "inplay.protoset") if __name__ == "__main__" else None
 
 
-def ghz(call: str, target: str, data: Any, metadata: dict[str, str], concurrency: int, duration: int) -> dict[str, Any]:
+def ghz(
+    call: str,
+    target: str,
+    data: Any,
+    metadata: dict[str, str],
+    concurrency: int,
+    duration: int,
+    extra: list[str] | None = None,
+) -> dict[str, Any]:
     ghz_bin = os.environ.get("INPLAY_GHZ_BIN") or str(Path.home() / ".cache/inplay/bin/ghz")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
@@ -94,6 +102,7 @@ def ghz(call: str, target: str, data: Any, metadata: dict[str, str], concurrency
         f"{duration}s",
         "--format",
         "json",
+        *(extra or []),
         target,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
@@ -216,6 +225,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument(
+        "--scenario",
+        choices=["steady", "kickoff"],
+        default="steady",
+        help="steady: fixed concurrency; kickoff: unary PlaceBet ramping x10 (50 -> 500 calls/s) within 10 s",
+    )
     args = parser.parse_args()
     if "INPLAY_REDIS_URL" not in os.environ:
         sys.exit("load the stack env first: set -a; . .stack/env; set +a")
@@ -265,6 +280,17 @@ def main() -> None:
         results["baseline_health_check"] = ghz(
             "grpc.health.v1.Health/Check", target, {}, {}, args.concurrency, args.duration
         )
+        kickoff = (
+            [
+                "--load-schedule=step",
+                "--load-start=50",
+                "--load-step=50",
+                "--load-end=500",
+                "--load-step-duration=1s",
+            ]
+            if args.scenario == "kickoff"
+            else None
+        )
         single = ghz(
             "inplay.bets.v1.BetService/PlaceBet",
             target,
@@ -272,6 +298,7 @@ def main() -> None:
             user_md,
             args.concurrency,
             args.duration,
+            kickoff,
         )
         single["accepted_bets"] = accepted()
         single["bets_per_s"] = round(single["accepted_bets"] / args.duration, 1)
@@ -301,7 +328,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bets.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"bets-{args.scenario}.json").write_text(json.dumps(results, indent=2))
     lines = [
         "| run | calls/s | accepted bets/s | p50 ms | p95 ms | p99 ms | status codes |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -318,7 +345,7 @@ def main() -> None:
         f"| failed {raw['failed']} |"
     )
     report = "\n".join(lines)
-    (RESULTS / "bets.md").write_text(report + "\n")
+    (RESULTS / f"bets-{args.scenario}.md").write_text(report + "\n")
     print(report)
 
 
