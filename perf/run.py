@@ -83,7 +83,7 @@ def plot(rows: list[tuple[str, float, float, float]], out: Path) -> None:
         return
     labels = [r[0] for r in rows]
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2))
-    for i, (label, p50, p95, p99) in enumerate(rows):
+    for i, (_label, p50, p95, p99) in enumerate(rows):
         ax.barh(i, p99, color="#f4a261", label="p99" if i == 0 else None)
         ax.barh(i, p95, color="#e9c46a", label="p95" if i == 0 else None)
         ax.barh(i, p50, color="#2a9d8f", label="p50" if i == 0 else None)
