@@ -7,12 +7,13 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from inplay.adapters.cassandra_ledger import EVENT_BUCKETS, CassandraLedger, event_bucket
+from inplay.adapters.cassandra_ledger import EVENT_BUCKETS, CassandraLedger, event_bucket, legs_from_json, legs_to_json
 from inplay.adapters.memory import PLACED_SEQ_KEY
-from inplay.adapters.migrations import discover, split_statements
+from inplay.adapters.migrations import Migration, discover, split_statements
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.errors import InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
@@ -232,6 +233,26 @@ async def test_migrations_are_recorded_once(ledger: CassandraLedger) -> None:
     await again.close()
     rows = await asyncio.to_thread(ledger.session.execute, "SELECT version FROM schema_migrations")
     assert len(list(rows)) == len(recorded)
+
+
+def test_migration_checksums_cover_statements_not_comments(tmp_path: Path) -> None:
+    def migration(text: str) -> Migration:
+        return Migration(9, "x", tmp_path / "0009_x.cql", text)
+
+    base = migration("-- v1\nCREATE TABLE IF NOT EXISTS a (x text PRIMARY KEY);\n")
+    reworded = migration("-- reworded; comment\nCREATE TABLE IF NOT EXISTS a\n    (x text PRIMARY KEY);")
+    assert reworded.matches(base.checksum)
+    assert not migration("CREATE TABLE IF NOT EXISTS a (x int PRIMARY KEY);").matches(base.checksum)
+    # Keyspaces migrated by the earlier runner recorded whole-file checksums: still "applied, unchanged".
+    first = discover()[0]
+    assert first.matches("a50be3aeba85b7e8e4cd22673842aa45ce51c50cf7821657270e03636e728b1b")
+
+
+def test_legs_json_order_and_rows_of_the_earlier_order() -> None:
+    legs = (Leg("m1", "home", Odds(21, 10), "ev1"), Leg("m2", "over", Odds(3, 1), "ev2"))
+    assert legs_to_json(legs) == '[["m1","home",21,10,"ev1"],["m2","over",3,1,"ev2"]]'
+    assert legs_from_json(legs_to_json(legs)) == legs
+    assert legs_from_json('[["m1","home","ev1",21,10],["m2","over","ev2",3,1]]') == legs
 
 
 def test_statement_splitting_respects_comments_and_quotes() -> None:

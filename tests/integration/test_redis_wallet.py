@@ -211,6 +211,9 @@ async def test_finish_never_overwrites_a_reservation_with_a_rejection(
     assert await wallet.get_idempotent([(account, "k")]) == ["PENDING:b1"]
     await wallet.finish_idempotent([(account, "k", '{"bet":{"id":"b1"}}'), (account, "free", rejection)])
     assert await wallet.get_idempotent([(account, "k"), (account, "free")]) == ['{"bet":{"id":"b1"}}', rejection]
+    # A late rejection (e.g. a concurrent retry that lost) never replaces the acceptance.
+    await wallet.finish_idempotent([(account, "k", rejection)])
+    assert await wallet.get_idempotent([(account, "k")]) == ['{"bet":{"id":"b1"}}']
     ttl = await wallet.client.ttl(f"{wallet.prefix}idem:{account}:k")
     assert 6 * 86_400 < ttl <= 7 * 86_400
 

@@ -99,6 +99,8 @@ async def test_finish_keeps_reservations_from_rejections() -> None:
     assert await w.get_idempotent([("a", "k"), ("a", "free")]) == ["PENDING:b1", '{"rejection":{}}']
     await w.finish_idempotent([("a", "k", '{"bet":{}}')])
     assert await w.get_idempotent([("a", "k")]) == ['{"bet":{}}']
+    await w.finish_idempotent([("a", "k", '{"rejection":{}}')])
+    assert await w.get_idempotent([("a", "k")]) == ['{"bet":{}}']
 
 
 async def test_concurrent_debits_never_overdraw() -> None:

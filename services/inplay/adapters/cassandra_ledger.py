@@ -9,7 +9,7 @@ Tables (migration ``cql/0001_ledger.cql``; the file explains each one):
   the STAKE entry can never exist without the bet (or the reverse). Batches of different bets run
   concurrently (a logged batch spanning partitions is the price of per-bet atomicity; group commit happens
   upstream in Redis, one Lua call per batch of slips).
-- Legs are JSON text ``[[market_id, selection_id, event_id, odds_num, odds_den], ...]``: the bet is
+- Legs are JSON text ``[[market_id, selection_id, odds_num, odds_den, event_id], ...]``: the bet is
   denormalized into three tables and always read whole, odds stay exact integers, and a compact array
   keeps a 20-leg accumulator's batch far from the batch size limits.
 - Nothing is ever updated or deleted. Retryable writes carry deterministic primary keys (the caller fixes
@@ -18,9 +18,9 @@ Tables (migration ``cql/0001_ledger.cql``; the file explains each one):
 Driver use: prepared statements only; ``execute_async`` futures bridged to asyncio with
 ``loop.call_soon_threadsafe`` (completions coalesced per loop wake-up); at most ``max_in_flight`` requests
 in flight per ledger (a window that bulk writers refill many slots at a time); the consistency level of
-the default execution profile (``ONE`` for the single test node; ``INPLAY_CASSANDRA_CONSISTENCY=LOCAL_QUORUM``
-with RF 3 in production). Paging uses the driver's paging state, handed to clients as an opaque
-urlsafe-base64 page token.
+the default execution profile (``INPLAY_CASSANDRA_CONSISTENCY``: ``LOCAL_ONE`` by default, for the single
+dev/test node; ``LOCAL_QUORUM`` with RF 3 in production, see k8s/base/config.yaml). Paging uses the
+driver's paging state, handed to clients as an opaque urlsafe-base64 page token.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ MAX_PARTITION_BATCH = 100
 EVENT_READ_WINDOW = 4
 SCAN_SPLITS = 8
 SCAN_PAGE = 5000
+HISTORY_PAGE = 1000
 
 _BET_COLUMNS = (
     "bet_id, account_id, legs, stake_minor, currency, potential_return_minor, policy, idempotency_key, placed_at_ms"
@@ -71,18 +72,22 @@ def event_bucket(bet_id: str) -> int:
 
 
 def legs_to_json(legs: Sequence[Leg]) -> str:
+    """``[[market_id, selection_id, odds_num, odds_den, event_id], ...]`` (the order of the API's result
+    records, ``inplay.domain.bets``)."""
     return json.dumps(
-        [[leg.market_id, leg.selection_id, leg.event_id, leg.odds.num, leg.odds.den] for leg in legs],
+        [[leg.market_id, leg.selection_id, leg.odds.num, leg.odds.den, leg.event_id] for leg in legs],
         separators=(",", ":"),
     )
 
 
 def legs_from_json(text: str) -> tuple[Leg, ...]:
     # Stored odds were already reduced by inplay.core when the bet was accepted: rebuild them as is.
-    return tuple(
-        Leg(market_id=m, selection_id=s, odds=Odds(int(num), int(den)), event_id=e)
-        for m, s, e, num, den in json.loads(text)
-    )
+    legs = []
+    for m, s, a, b, c in json.loads(text):
+        if isinstance(a, str):  # rows written before the order was fixed: [m, s, event, num, den]
+            a, b, c = b, c, a
+        legs.append(Leg(market_id=m, selection_id=s, odds=Odds(int(a), int(b)), event_id=c))
+    return tuple(legs)
 
 
 def encode_token(paging_state: bytes | None) -> str:
@@ -274,11 +279,11 @@ class CassandraLedger:
         request_timeout_s: float = 15.0,
     ) -> CassandraLedger:
         """Connects, applies pending migrations (``create_schema``) and prepares the statements.
-        ``consistency`` defaults to ``INPLAY_CASSANDRA_CONSISTENCY`` or ONE. Raises LedgerError when no
+        ``consistency`` defaults to ``INPLAY_CASSANDRA_CONSISTENCY`` or LOCAL_ONE. Raises LedgerError when no
         node can be reached."""
         host_list = [h for h in (hosts.split(",") if isinstance(hosts, str) else hosts) if h]
         check_keyspace_name(keyspace)
-        level = consistency or os.environ.get("INPLAY_CASSANDRA_CONSISTENCY") or "ONE"
+        level = consistency or os.environ.get("INPLAY_CASSANDRA_CONSISTENCY") or "LOCAL_ONE"
 
         def build() -> CassandraLedger:
             cluster = _cluster(host_list, port, level, connect_timeout_s, request_timeout_s)
@@ -503,8 +508,14 @@ class CassandraLedger:
     # --- history ---------------------------------------------------------------------------------------
 
     async def bet_history(self, bet_id: str) -> list[BetEvent]:
-        response = await self._execute(self._sel_history, (bet_id,))
-        return [_event(r) for r in response.result()]
+        # Page by page through the loop (iterating a ResultSet would fetch further pages blocking it).
+        events: list[BetEvent] = []
+        state: bytes | None = None
+        while True:
+            rows, state = await self._page(self._sel_history, (bet_id,), HISTORY_PAGE, state)
+            events.extend(_event(r) for r in rows)
+            if not state:
+                return events
 
 
 def _recorded(error: BaseException | None) -> BaseException | None:

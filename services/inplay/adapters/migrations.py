@@ -8,7 +8,8 @@ and two services starting at once may both apply a pending one.
 
 Applied migrations are recorded in ``schema_migrations``, append-only like the rest of the keyspace: one
 row per application (version, name, sha256 of the file, when). A migration is pending while it has no row.
-A file edited after it was applied is reported (logged), never re-applied: schema changes go in a new file.
+A file whose statements changed after it was applied is reported (logged), never re-applied: schema changes
+go in a new file (the checksum covers the statements, so editing a comment is fine).
 
 The keyspace is created with ``SimpleStrategy`` RF 1 (the single dev/test node) unless
 ``INPLAY_CASSANDRA_REPLICATION`` says otherwise: ``dc1=3,dc2=3`` (NetworkTopologyStrategy, production) or a
@@ -46,6 +47,32 @@ _FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.cql$")
 _IDENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _DC_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+# Checksums recorded by earlier versions of this runner (sha256 of the whole file text) -> the statement
+# checksum of that text. An old record still matches while the file's statements are those (only comments
+# changed since); it reports a change as soon as a statement does.
+_EARLIER_CHECKSUMS: dict[int, dict[str, str]] = {
+    1: {
+        "a50be3aeba85b7e8e4cd22673842aa45ce51c50cf7821657270e03636e728b1b": (
+            "9ec9ac59b1619c0430f65acf11946c8f27fe2618837e4e4281a0114f7005b0f7"
+        )
+    },
+    2: {
+        "0f8d80653e13e7dcaa07372715c7063e9d14765f2754c6911e72abd41002268f": (
+            "365880863e414f203b6452cdffc8b7ab839edde036a9f71fc75fd3c869c278a0"
+        )
+    },
+    3: {
+        "48aefa38c1b658734ab4a02a7a3e790ce94b8a0c356e1339acd79f9466d69a73": (
+            "c657cc0f400878b2b12142a9aa1667bc2d17953465d9d8c6dfc991499c9efcd6"
+        )
+    },
+    4: {
+        "91b06c3d41034bea2f5d6f3c6cefd9d9d0a80cb10391e26bd3d5882d0fd91ee6": (
+            "3f71fae13e02f7a7c3884cb5e99524cd500dcfafa842716e84dcdcff3967351d"
+        )
+    },
+}
+
 _HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     scope text,
@@ -66,7 +93,14 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        """sha256 of the statements (whitespace-normalized): editing a comment is not a schema change."""
+        normalized = ";\n".join(" ".join(statement.split()) for statement in self.statements)
+        return hashlib.sha256(normalized.encode()).hexdigest()
+
+    def matches(self, recorded: str) -> bool:
+        """``recorded`` (the checksum stored when the migration was applied) is this file's."""
+        checksum = self.checksum
+        return recorded == checksum or _EARLIER_CHECKSUMS.get(self.version, {}).get(recorded) == checksum
 
     @property
     def statements(self) -> list[str]:
@@ -186,7 +220,7 @@ def migrate(
     applied: list[Migration] = []
     for migration in discover(directory):
         if migration.version in done:
-            if done[migration.version] != migration.checksum:
+            if not migration.matches(done[migration.version]):
                 log.warning(
                     "migration %04d_%s changed after it was applied to %s; not re-applied (add a new file)",
                     migration.version,
@@ -202,6 +236,13 @@ def migrate(
         )
         log.info("applied migration %04d_%s to %s", migration.version, migration.name, keyspace)
         applied.append(migration)
+    if applied:
+        # The driver already waits for agreement after each DDL response (up to max_schema_agreement_wait);
+        # check once more, so that statements prepared right after this call find every table on every node.
+        cluster = getattr(session, "cluster", None)
+        control = getattr(cluster, "control_connection", None)
+        if control is not None and not control.wait_for_schema_agreement(wait_time=DDL_TIMEOUT_S):
+            log.warning("schema of %s not agreed by every node after %.0f s", keyspace, DDL_TIMEOUT_S)
     return applied
 
 
@@ -236,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for m in discover():
                 state = "pending"
                 if m.version in done:
-                    state = "applied" if done[m.version] == m.checksum else "applied (file changed since)"
+                    state = "applied" if m.matches(done[m.version]) else "applied (file changed since)"
                 print(f"{m.version:04d}_{m.name}: {state}")
             return 0
         applied = migrate(session, args.keyspace, replication=args.replication)
