@@ -134,9 +134,7 @@ class FeedEvent:
                     f"{a}-MR",
                     {f"{ev}:mr:home": f"{a}-H", f"{ev}:mr:draw": f"{a}-D", f"{ev}:mr:away": f"{a}-A"},
                 ),
-                FeedMarket(
-                    f"{ev}:ou25", f"{a}-OU", {f"{ev}:ou25:over": f"{a}-O", f"{ev}:ou25:under": f"{a}-U"}
-                ),
+                FeedMarket(f"{ev}:ou25", f"{a}-OU", {f"{ev}:ou25:over": f"{a}-O", f"{ev}:ou25:under": f"{a}-U"}),
             ],
         )
 
@@ -204,9 +202,7 @@ class FeedDriver:
             requests = []
             for doc in docs:
                 body = {**doc, "seq": next(self._seq), "ts": _iso_now()}
-                requests.append(
-                    feed_pb2.IngestOddsRequest(provider="alpha", payload=json.dumps(body).encode())
-                )
+                requests.append(feed_pb2.IngestOddsRequest(provider="alpha", payload=json.dumps(body).encode()))
             resp: feed_pb2.IngestOddsResponse = self._stub.IngestOdds(
                 iter(requests), metadata=self.edge.operator(), timeout=10
             )
@@ -299,12 +295,17 @@ class WebResult:
 
 
 def _frames(resp: http.client.HTTPResponse) -> Iterator[tuple[int, bytes]]:
+    """gRPC-web frames until the end of the body, or until the socket times out (an open stream)."""
     while True:
-        head = resp.read(5)
-        if len(head) < 5:
+        try:
+            head = resp.read(5)
+            if len(head) < 5:
+                return
+            flags, length = struct.unpack(">BI", head)
+            payload = resp.read(length)
+        except TimeoutError:
             return
-        flags, length = struct.unpack(">BI", head)
-        yield flags, resp.read(length)
+        yield flags, payload
 
 
 def grpc_web_call(
