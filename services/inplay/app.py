@@ -124,6 +124,15 @@ async def _open_features(runtime: Runtime) -> None:
     odds = await open_odds_components(runtime.odds, runtime.bus, runtime.settings.stack, cassandra_session=session)
     runtime.components["odds"] = odds
     runtime.components["feed_mappings"] = odds.mappings
+    mapping_file = os.environ.get("INPLAY_FEED_MAPPING_FILE")
+    if mapping_file:
+        # Provider id mapping table loaded at startup (also: python -m inplay.domain.feed.mapping load FILE).
+        import asyncio
+        import json
+        from pathlib import Path
+
+        document = json.loads(await asyncio.to_thread(Path(mapping_file).read_text, encoding="utf-8"))
+        await odds.mappings.load(document)
     runtime.components["market_control"] = odds.control
     runtime.closers.append(odds.close)
 
