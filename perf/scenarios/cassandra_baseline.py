@@ -1,0 +1,112 @@
+"""Same-run store baseline: the rows N accepted bets write, inserted straight through the driver.
+
+* ``raw_logged_batches``: for each bet, exactly the LOGGED batch ``CassandraLedger.append_bets`` sends
+  (``CassandraLedger.bet_batch``), through the driver's ``execute_concurrent`` (no asyncio, no service logic);
+* ``raw_rows_unbatched`` (when ``perf/bench_ledger.py`` is present, its ``ledger_rows``/``INSERTS``
+  helpers): the same rows as independent INSERTs.
+
+Written into the scenario server's own keyspace (already migrated), with bet ids of their own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import uuid
+from typing import Any
+
+from .common import ROOT
+
+CONCURRENCY = 256  # the ledger adapter's in-flight bound
+
+
+def _bets(n: int, tag: str, accounts: int) -> list[Any]:
+    from inplay.core import AcceptancePolicy, Odds
+    from inplay.model import Leg, PlacedBet
+
+    t0 = time.time_ns() // 1_000_000
+    event = f"{tag}-ev"
+    return [
+        PlacedBet(
+            bet_id=f"{t0 + i:013x}{uuid.uuid4().hex[:16]}",
+            account_id=f"{tag}-acct-{i % accounts}",
+            legs=(Leg(f"{tag}-mkt", "home", Odds(2, 1), event),),
+            stake_minor=100,
+            currency="EUR",
+            potential_return_minor=200,
+            policy=AcceptancePolicy.ANY,
+            idempotency_key=f"{tag}-{i}",
+            placed_at_ms=t0 + i,
+        )
+        for i in range(n)
+    ]
+
+
+def run(env: dict[str, str], n: int, accounts: int = 200) -> dict[str, Any]:
+    import asyncio
+
+    from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
+
+    from inplay.adapters.cassandra_ledger import CassandraLedger
+
+    ledger = asyncio.run(
+        CassandraLedger.connect(
+            env["INPLAY_CASSANDRA_HOSTS"],
+            int(env.get("INPLAY_CASSANDRA_PORT", "9042")),
+            env["INPLAY_KEYSPACE"],
+            create_schema=False,
+        )
+    )
+    session = ledger.session
+    out: dict[str, Any] = {"bets": n}
+    try:
+        tag = f"raw{uuid.uuid4().hex[:6]}"
+        bets = _bets(n, tag, accounts)
+        start = time.perf_counter()
+        done = execute_concurrent(
+            session, [(ledger.bet_batch(b), None) for b in bets], concurrency=CONCURRENCY, raise_on_first_error=False
+        )
+        secs = time.perf_counter() - start
+        out["raw_logged_batches"] = {
+            "seconds": round(secs, 3),
+            "failed": sum(1 for ok, _ in done if not ok),
+            "bets_per_s": round(n / secs, 1),
+        }
+        helper = _bench_ledger()
+        if helper is not None:
+            bets = _bets(n, tag + "u", accounts)
+            by_table: dict[str, list[tuple[Any, ...]]] = {t: [] for t in helper.INSERTS}
+            for b in bets:
+                for table, rows in helper.ledger_rows(b).items():
+                    by_table[table] += rows
+            prepared = {t: session.prepare(q) for t, q in helper.INSERTS.items()}
+            rows_total = sum(len(v) for v in by_table.values())
+            failed = 0
+            start = time.perf_counter()
+            for table, rows in by_table.items():
+                results = execute_concurrent_with_args(
+                    session, prepared[table], rows, concurrency=CONCURRENCY, raise_on_first_error=False
+                )
+                failed += sum(1 for ok, _ in results if not ok)
+            secs = time.perf_counter() - start
+            out["raw_rows_unbatched"] = {
+                "seconds": round(secs, 3),
+                "rows": rows_total,
+                "failed": failed,
+                "bets_per_s": round(n / secs, 1),
+            }
+    finally:
+        asyncio.run(ledger.close())
+    return out
+
+
+def _bench_ledger() -> Any:
+    """perf/bench_ledger.py (another benchmark's helpers) if present, else None."""
+    perf = str(ROOT / "perf")
+    if perf not in sys.path:
+        sys.path.insert(0, perf)
+    try:
+        return importlib.import_module("bench_ledger")
+    except ImportError:
+        return None
