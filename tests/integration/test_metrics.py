@@ -104,7 +104,9 @@ async def put_market(server: Server, market_id: str) -> None:
         await cache.close()
 
 
-def slip(market: str, key: str, num: int = 2, stake: int = 100, policy: int = 1) -> bets_pb2.BetSlip:
+def slip(
+    market: str, key: str, num: int = 2, stake: int = 100, policy: str = "ACCEPTANCE_POLICY_ANY"
+) -> bets_pb2.BetSlip:
     return bets_pb2.BetSlip(
         legs=[
             bets_pb2.BetLeg(market_id=market, selection_id="home", odds=types_pb2.Odds(numerator=num, denominator=1))
@@ -141,7 +143,9 @@ async def test_metrics_after_load(server: Server) -> None:
             *(bets.PlaceBet(bets_pb2.PlaceBetRequest(slip=slip(market, f"u{i}")), metadata=rich) for i in range(100))
         )
         # One batch: 20 accepted, 1 rejected for a moved price (3/1 asked, 2/1 offered, no price moves accepted).
-        batch = [slip(market, f"b{i}") for i in range(20)] + [slip(market, "moved", num=3, policy=3)]
+        batch = [slip(market, f"b{i}") for i in range(20)] + [
+            slip(market, "moved", num=3, policy="ACCEPTANCE_POLICY_NONE")
+        ]
         reply = await bets.PlaceBets(bets_pb2.PlaceBetsRequest(slips=batch), metadata=rich)
         assert sum(r.HasField("bet") for r in reply.results) == 20
         # 150 in the account: the first 100-stake bet goes through, the second is short of funds.
