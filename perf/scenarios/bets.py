@@ -197,7 +197,7 @@ def _phases(result: GhzResult, out_dir: Path) -> dict[str, Any]:
 
 
 def _raw_baseline(srv: Server, accepted: int) -> dict[str, Any]:
-    n = max(2_000, min(accepted, 20_000))
+    n = max(10_000, min(accepted, 20_000))  # small samples are dominated by warm-up
     started = loadavg()
     out = cassandra_baseline.run(srv.env, n)
     out["loadavg_1m"] = [started, loadavg()]
