@@ -128,9 +128,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Host: {report['cpus']} CPUs, load average (1/5/15 min) at start {report['loadavg']}. Every figure sits "
         "beside a baseline measured in the same run on the same (shared) machine; compare with the baseline.",
         "",
-        "![latency](latency.png)",
-        "",
     ]
+    if any(n in GHZ_SCENARIOS and "runs" in r for n, r in report["scenarios"].items()):
+        lines += ["![latency](latency.png)", ""]
     for name, result in report["scenarios"].items():
         lines.append(f"## {name}")
         if "error" in result:
