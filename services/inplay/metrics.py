@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 RPC_LATENCY = Histogram(
     "inplay_rpc_duration_seconds",
@@ -27,10 +27,7 @@ ODDS_AGE = Histogram(
     "Age of the cached price when a bet was checked",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30),
 )
-SUSPENDED_MARKETS = Gauge("inplay_suspended_markets", "Markets currently suspended (as last seen)")
 SETTLEMENT_BETS = Counter("inplay_settlement_bets_total", "Bets processed by settlement runs", ["kind"])
-SETTLEMENT_PROGRESS = Gauge("inplay_settlement_progress_ratio", "Progress of the running settlement", ["event_id"])
-KAFKA_LAG = Gauge("inplay_kafka_consumer_lag", "Consumer lag by topic", ["topic"])
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
