@@ -22,7 +22,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -159,3 +159,30 @@ async def bus(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[KafkaEve
     producer = KafkaEventBus(kafka_bootstrap, topic_prefix=topic_prefix)
     yield producer
     await producer.close()
+
+
+@pytest.fixture
+async def served(redis_prefix: str, cassandra_keyspace: str, topic_prefix: str) -> AsyncIterator[tuple[Any, Any]]:
+    """All gRPC services in-process on the real stores (this test's Redis prefix, the session keyspace and
+    topics), with wide price-freshness windows; yields (runtime, channel)."""
+    from dataclasses import replace
+
+    import grpc
+
+    from inplay.app import open_runtime
+    from inplay.config import Settings
+    from inplay.server import start_server
+
+    base = Settings.from_env()
+    settings = replace(
+        base,
+        stack=replace(base.stack, redis_prefix=redis_prefix, keyspace=cassandra_keyspace, topic_prefix=topic_prefix),
+        bets=replace(base.bets, max_price_age_inplay_ms=60_000, max_price_age_prematch_ms=60_000),
+    )
+    runtime = await open_runtime(settings)
+    server, port = await start_server(runtime, 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield runtime, channel
+    await channel.close()
+    await server.stop(None)
+    await runtime.close()

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import Callable
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from inplay.app import Runtime, open_runtime
+from inplay.app import Runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
-from inplay.config import Settings
 from inplay.core import Odds
 from inplay.model import MarketState, MarketStatus, SelectionPrice
-from inplay.server import start_server
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -27,25 +24,6 @@ OPERATOR = (("x-inplay-subject", "ops-1"), ("x-inplay-roles", "operator"))
 
 def as_user(account: str) -> tuple[tuple[str, str], ...]:
     return (("x-inplay-subject", account),)
-
-
-@pytest.fixture
-async def served(
-    redis_prefix: str, cassandra_keyspace: str, topic_prefix: str
-) -> AsyncIterator[tuple[Runtime, grpc.aio.Channel]]:
-    base = Settings.from_env()
-    settings = replace(
-        base,
-        stack=replace(base.stack, redis_prefix=redis_prefix, keyspace=cassandra_keyspace, topic_prefix=topic_prefix),
-        bets=replace(base.bets, max_price_age_inplay_ms=60_000, max_price_age_prematch_ms=60_000),
-    )
-    runtime = await open_runtime(settings)
-    server, port = await start_server(runtime, 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield runtime, channel
-    await channel.close()
-    await server.stop(None)
-    await runtime.close()
 
 
 async def make_market(runtime: Runtime, unique_id: Callable[[str], str], home: str = "2.00") -> MarketState:

@@ -4,8 +4,7 @@ store call (Redis, Cassandra, Kafka), with the bet id on the spans. Real stores;
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -14,12 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from inplay.app import Runtime, open_runtime
+from inplay.app import Runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
-from inplay.config import Settings
 from inplay.core import Odds
 from inplay.model import MarketState, MarketStatus, SelectionPrice
-from inplay.server import start_server
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -34,24 +31,6 @@ def spans() -> InMemorySpanExporter:
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
     trace.set_tracer_provider(provider)
     return EXPORTER
-
-
-@pytest.fixture
-async def served(
-    redis_prefix: str, cassandra_keyspace: str, topic_prefix: str
-) -> AsyncIterator[tuple[Runtime, grpc.aio.Channel]]:
-    base = Settings.from_env()
-    settings = replace(
-        base,
-        stack=replace(base.stack, redis_prefix=redis_prefix, keyspace=cassandra_keyspace, topic_prefix=topic_prefix),
-    )
-    runtime = await open_runtime(settings)
-    server, port = await start_server(runtime, 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield runtime, channel
-    await channel.close()
-    await server.stop(None)
-    await runtime.close()
 
 
 async def test_one_bet_is_one_trace_across_every_hop(
