@@ -238,8 +238,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the batch variants (3, 4)")
     parser.add_argument("--keep", action="store_true", help="keep the bench keyspace")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     results = asyncio.run(run(args.bets, args.chunk, args.parallel, args.rounds, args.keep))
     results["cpus"] = os.cpu_count()
+    # The machine may be shared (other benchmarks, tests): the load says how much to trust one run.
+    results["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     for name in ("raw_bets_rows", "raw_all_rows", "raw_logged_batches", "append_bets"):
         r = results[name]
         extra = f", {r['bets_per_s']:>6} bets/s" if "bets_per_s" in r else ""
