@@ -90,7 +90,7 @@ def ghz_markdown(name: str, data: dict[str, Any]) -> list[str]:
             f"| {fmt_status(s['status'])} | {fmt_status(bets.get('rejected', {}))} |"
         )
     raw = data.get("raw_cassandra", {})
-    for key in ("raw_logged_batches", "raw_rows_unbatched"):
+    for key in ("raw_journal_batches", "raw_logged_batches", "raw_rows_unbatched"):
         if key in raw:
             lines.append(
                 f"| {key} ({raw['bets']} bets) | baseline | - | {raw[key]['bets_per_s']} | - | - "
@@ -108,9 +108,13 @@ def ghz_markdown(name: str, data: dict[str, Any]) -> list[str]:
             continue
         ratio = run["summary"]["ok_per_s"] / max(health["summary"]["ok_per_s"], 1e-9)
         notes.append(f"{run['name']}: {ratio:.0%} of the health-check call rate")
-        if "raw_logged_batches" in raw:
-            bets_ratio = run["bets"]["accepted_per_s"] / max(raw["raw_logged_batches"]["bets_per_s"], 1e-9)
-            notes.append(f"{run['name']}: {bets_ratio:.0%} of the raw logged-batch bet rate")
+        for key, what in (("raw_journal_batches", "raw journal-batch"), ("raw_logged_batches", "old per-bet")):
+            if key in raw:
+                bets_ratio = run["bets"]["accepted_per_s"] / max(raw[key]["bets_per_s"], 1e-9)
+                notes.append(f"{run['name']}: {bets_ratio:.0%} of the {what} write rate")
+        lag = run.get("projection_lag") or {}
+        if lag:
+            notes.append(f"{run['name']}: projection lag p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms")
     for run in runs.values():
         for phase, p in (run.get("phases") or {}).items():
             notes.append(

@@ -1,6 +1,9 @@
 """Same-run store baseline: the rows N accepted bets write, inserted straight through the driver.
 
-* ``raw_logged_batches``: for each bet, exactly the LOGGED batch ``CassandraLedger.append_bets`` sends
+* ``raw_journal_batches``: the journal's commit shape, the ceiling of the new bet path: the same bets as
+  journal rows, ``JOURNAL_BATCH`` per single-partition UNLOGGED batch (``CassandraLedger.write_journal``'s
+  statement), through ``execute_concurrent``;
+* ``raw_logged_batches``: the pre-journal shape, for each bet the LOGGED batch of 6 rows in 6 partitions
   (``CassandraLedger.bet_batch``), through the driver's ``execute_concurrent`` (no asyncio, no service logic);
 * ``raw_rows_unbatched`` (when ``perf/bench_ledger.py`` is present, its ``ledger_rows``/``INSERTS``
   helpers): the same rows as independent INSERTs.
@@ -19,6 +22,7 @@ from typing import Any
 from .common import ROOT
 
 CONCURRENCY = 256  # the ledger adapter's in-flight bound
+JOURNAL_BATCH = 100  # slips per PlaceBets call in the steady scenario
 
 
 def _bets(n: int, tag: str, accounts: int) -> list[Any]:
@@ -62,6 +66,7 @@ def run(env: dict[str, str], n: int, accounts: int = 200) -> dict[str, Any]:
     out: dict[str, Any] = {"bets": n}
     try:
         tag = f"raw{uuid.uuid4().hex[:6]}"
+        out["raw_journal_batches"] = _journal(ledger, _bets(n, tag + "j", accounts), tag)
         bets = _bets(n, tag, accounts)
         start = time.perf_counter()
         done = execute_concurrent(
@@ -99,6 +104,32 @@ def run(env: dict[str, str], n: int, accounts: int = 200) -> dict[str, Any]:
     finally:
         asyncio.run(ledger.close())
     return out
+
+
+def _journal(ledger: Any, bets: list[Any], tag: str) -> dict[str, Any]:
+    from cassandra.concurrent import execute_concurrent
+    from cassandra.query import BatchStatement, BatchType
+
+    from inplay.domain.journal import ROW_BET, bet_row_body
+
+    session = ledger.session
+    statements = []
+    for slot, start_i in enumerate(range(0, len(bets), JOURNAL_BATCH), start=1):
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        chunk = bets[start_i : start_i + JOURNAL_BATCH]
+        batch.add(ledger._ins_journal_header, (tag, 0, slot, slot - 1, "0" * 64, "x" * 64, 0, len(chunk)))
+        for pos, bet in enumerate(chunk):
+            batch.add(ledger._ins_journal_row, (tag, 0, slot, pos, ROW_BET, bet_row_body(bet, "h")))
+        statements.append((batch, None))
+    start = time.perf_counter()
+    done = execute_concurrent(session, statements, concurrency=32, raise_on_first_error=False)
+    secs = time.perf_counter() - start
+    return {
+        "seconds": round(secs, 3),
+        "batch": JOURNAL_BATCH,
+        "failed": sum(1 for ok, _ in done if not ok),
+        "bets_per_s": round(len(bets) / secs, 1),
+    }
 
 
 def _bench_ledger() -> Any:

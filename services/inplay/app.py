@@ -8,15 +8,17 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from inplay.adapters.deposit_keys import CassandraDepositKeys, DepositKeys, MemoryDepositKeys
 from inplay.config import Settings
 from inplay.domain.bets import BetPlacement
-from inplay.domain.wallet import Wallet
-from inplay.ports import EventBus, Ledger, LiveOddsCache, WalletStore
+from inplay.domain.commit import Projector, ShardWriter, WatermarkedLedger, WriterConfig, writer_owner
+from inplay.domain.journal import journal_tag
+from inplay.domain.wallet import DurableLimits, Wallet, ensure_projection_ready
+from inplay.ports import TOPIC_BETS, EventBus, Ledger, LiveOddsCache, WalletStore
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Runtime:
     deposit_keys: DepositKeys
     placement: BetPlacement
     wallet: Wallet
+    writer: ShardWriter
+    projector: Projector
     # Feature components (odds pipeline, settlement) built by their own modules.
     components: dict[str, Any] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -56,8 +60,15 @@ async def open_runtime(settings: Settings) -> Runtime:
         from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
         from inplay.adapters.memory_odds import MemoryOddsCache
 
-        odds = MemoryOddsCache()
-        wallet_store = MemoryWallet()
+        memory_odds = MemoryOddsCache()
+        odds = memory_odds
+
+        def market_status(market_id: str) -> Any:
+            # The Redis debit script reads the odds cache's hash in the same Redis; this is its twin.
+            state = memory_odds._markets.get(market_id)
+            return None if state is None else state.status
+
+        wallet_store = MemoryWallet(market_status)
         ledger = MemoryLedger()
         bus = MemoryEventBus()
         deposit_keys = MemoryDepositKeys()
@@ -99,7 +110,20 @@ async def open_runtime(settings: Settings) -> Runtime:
         closers.append(kafka.close)
         bus = kafka
         deposit_keys = CassandraDepositKeys(cassandra.session)
-    placement = BetPlacement(odds, wallet_store, ledger, bus, settings.bets, topic_prefix=settings.stack.topic_prefix)
+    bet_path = await open_bet_path(
+        odds,
+        wallet_store,
+        ledger,
+        bus,
+        settings.bets,
+        settings.journal,
+        settings.stack.redis_prefix,
+        settings.stack.topic_prefix,
+    )
+    closers.append(bet_path.close)
+    writer, projector, placement = bet_path.writer, bet_path.projector, bet_path.placement
+    # Settlement reads bets by event only up to the projection watermark (docs/ledger.md).
+    ledger = cast(Ledger, WatermarkedLedger(bet_path.ledger, wallet_store, settings.journal.shards))
     wallet = Wallet(wallet_store, ledger, deposit_keys, settings.bets.currency)
     runtime = Runtime(
         settings=settings,
@@ -110,10 +134,68 @@ async def open_runtime(settings: Settings) -> Runtime:
         deposit_keys=deposit_keys,
         placement=placement,
         wallet=wallet,
+        writer=writer,
+        projector=projector,
         closers=closers,
     )
     await _open_features(runtime)
     return runtime
+
+
+@dataclass
+class BetPath:
+    """The bet acceptance path of one process: the use case, its journal writer and the projector."""
+
+    placement: BetPlacement
+    writer: ShardWriter
+    projector: Projector
+    # The ledger bound to this deployment's journal (named by its wallet projection).
+    ledger: Ledger
+
+    async def caught_up(self, timeout_s: float = 10.0) -> None:
+        """Waits until the views and the outbox cover every batch this writer finished (tests, drains)."""
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.projector.checkpoint < self.writer.head_slot or self.projector.backlog:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"projection at {self.projector.checkpoint}, journal at {self.writer.head_slot}")
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        await self.writer.stop()  # drains the batch in flight first
+        await self.projector.stop()
+
+
+async def open_bet_path(
+    odds: Any,
+    wallet_store: WalletStore,
+    ledger: Ledger,
+    bus: EventBus,
+    rules: Any,
+    journal: Any,
+    projection: str,
+    topic_prefix: str,
+    *,
+    owner: str | None = None,
+) -> BetPath:
+    """The journal writer of this process and the projector of its shard (views + BetPlaced outbox).
+    The wallet projection is checked (and rebuilt if it lost its data) before the writer takes a slip."""
+    ledger = ledger.with_journal(projection)
+    await ensure_projection_ready(wallet_store, ledger, projection, journal.shards)
+    projector = Projector(ledger, bus, topic_prefix + TOPIC_BETS)
+    config = WriterConfig(
+        tag=journal_tag(projection),
+        shards=journal.shards,
+        max_batch=journal.max_batch,
+        max_queue=journal.max_queue,
+        lease_ttl_ms=journal.lease_ttl_ms,
+        commit_timeout_s=journal.commit_timeout_s,
+    )
+    writer = ShardWriter(wallet_store, ledger, config, owner=owner or writer_owner(), on_batch=projector.offer)
+    await writer.start()
+    await projector.start(writer.shard, writer.head_slot)
+    return BetPath(BetPlacement(odds, wallet_store, writer, rules), writer, projector, ledger)
 
 
 async def _open_features(runtime: Runtime) -> None:
@@ -176,7 +258,9 @@ def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
         "admin": (
             admin_pb2,
             "AdminService",
-            lambda: admin_servicer.add_to_server(server, odds.control, odds.changes, runtime.wallet_store),
+            lambda: admin_servicer.add_to_server(
+                server, odds.control, odds.changes, DurableLimits(runtime.wallet_store, runtime.ledger)
+            ),
         ),
         "settlement": (
             settlement_pb2,

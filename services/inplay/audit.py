@@ -5,8 +5,11 @@
 - :func:`balance_at`: an account's balance at any instant, rebuilt as the sum of its ledger entries
   created at or before that instant.
 
-``python -m inplay.audit bet BET_ID [--json]`` and
-``python -m inplay.audit balance ACCOUNT_ID [--at 2026-11-22T18:00:00Z | --at EPOCH_MS] [--json]``.
+- :func:`verify_journal`: every checksum chain of the bet journal; the first broken link per shard.
+
+``python -m inplay.audit bet BET_ID [--json]``,
+``python -m inplay.audit balance ACCOUNT_ID [--at 2026-11-22T18:00:00Z | --at EPOCH_MS] [--json]`` and
+``python -m inplay.audit verify`` (exit 1 when a chain is broken).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from inplay.domain.journal import ChainReport, JournalBatch, verify_chains
 from inplay.model import BetEvent, EntryKind, LedgerEntry, PlacedBet
 from inplay.ports import Ledger
 
@@ -80,6 +84,37 @@ async def balance_at(ledger: Ledger, account_id: str, at_ms: int) -> BalanceAt:
     return BalanceAt(account_id, at_ms, sum(e.amount_minor for e in entries), len(entries), by_kind)
 
 
+async def verify_journal(ledger: Ledger) -> ChainReport:
+    """Reads the whole journal of the ledger's deployment and verifies every shard's checksum chain."""
+    batches: list[JournalBatch] = [batch async for batch in ledger.scan_journal()]
+    return verify_chains(batches)
+
+
+def format_chain_report(report: ChainReport) -> str:
+    lines = [f"journal: {report.batches} batches, {report.rows} rows, {report.shards} shards"]
+    for b in report.breaks:
+        lines.append(f"  BROKEN shard {b.shard} at slot {b.slot}: {b.problem}")
+    lines.append("every chain verifies" if not report.breaks else f"{len(report.breaks)} broken chain(s)")
+    return "\n".join(lines)
+
+
+async def _verify() -> int:
+    from inplay.adapters.cassandra_ledger import CassandraLedger
+    from inplay.config import Settings
+
+    stack = Settings.from_env().stack
+    if stack.embedded:
+        print("verify needs the real stack: load .stack/env (./dev up) first", file=sys.stderr)
+        return 2
+    ledger = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
+    try:
+        report = await verify_journal(ledger.with_journal(stack.redis_prefix))
+    finally:
+        await ledger.close()
+    print(format_chain_report(report))
+    return 0 if not report.breaks else 1
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
@@ -103,9 +138,7 @@ def format_bet_audit(audit: BetAudit) -> str:
         legs = ", ".join(
             f"{lg.event_id}/{lg.market_id}/{lg.selection_id} @ {lg.odds.num}/{lg.odds.den}" for lg in b.legs
         )
-        lines.append(
-            f"bet {b.bet_id} account {b.account_id} stake {b.stake_minor} {b.currency} legs [{legs}]"
-        )
+        lines.append(f"bet {b.bet_id} account {b.account_id} stake {b.stake_minor} {b.currency} legs [{legs}]")
     lines.append("history:")
     for ev in audit.history:
         outcomes = ",".join(getattr(o, "name", str(o)) for o in ev.leg_outcomes)
@@ -115,9 +148,7 @@ def format_bet_audit(audit: BetAudit) -> str:
         )
     lines.append("entries:")
     for e in audit.entries:
-        lines.append(
-            f"  {_iso(e.created_at_ms)}  {EntryKind(e.kind).name:<16} {e.amount_minor:>10}  {e.entry_id}"
-        )
+        lines.append(f"  {_iso(e.created_at_ms)}  {EntryKind(e.kind).name:<16} {e.amount_minor:>10}  {e.entry_id}")
     lines.append(f"net: {audit.net_minor}")
     return "\n".join(lines)
 
@@ -126,6 +157,8 @@ async def _main(args: argparse.Namespace) -> int:
     from inplay.app import open_runtime
     from inplay.config import Settings
 
+    if args.command == "verify":
+        return await _verify()
     runtime = await open_runtime(Settings.from_env())
     try:
         if args.command == "bet":
@@ -179,9 +212,7 @@ async def _main(args: argparse.Namespace) -> int:
             )
         else:
             when = _iso(at_ms) if args.at else "now"
-            print(
-                f"balance of {result.account_id} at {when}: {result.balance_minor} ({result.entries} entries)"
-            )
+            print(f"balance of {result.account_id} at {when}: {result.balance_minor} ({result.entries} entries)")
             for kind, amount in sorted(result.by_kind.items()):
                 print(f"  {kind:<16} {amount:>12}")
         return 0
@@ -199,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     bal.add_argument("account_id")
     bal.add_argument("--at", default="", help="ISO 8601 instant or epoch ms (default: now)")
     bal.add_argument("--json", action="store_true")
+    sub.add_parser("verify", help="verify every checksum chain of the bet journal (tamper evidence)")
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

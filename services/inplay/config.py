@@ -85,9 +85,35 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class JournalSettings:
+    """The bet journal's writer (inplay.domain.commit, docs/ledger.md)."""
+
+    # Writer shards of the journal: at most this many bet-accepting processes per deployment.
+    shards: int = 64
+    # Slips per journal batch (one atomic single-partition write).
+    max_batch: int = 1000
+    # Slips waiting for the writer beyond which new slips get OVERLOADED (RESOURCE_EXHAUSTED).
+    max_queue: int = 20_000
+    # How long a batch's outcome is retried before the slips get UNAVAILABLE (the intent is kept).
+    commit_timeout_s: float = 20.0
+    lease_ttl_ms: int = 10_000
+
+    @classmethod
+    def from_env(cls) -> JournalSettings:
+        return cls(
+            shards=_int("INPLAY_JOURNAL_SHARDS", 64),
+            max_batch=_int("INPLAY_JOURNAL_MAX_BATCH", 1000),
+            max_queue=_int("INPLAY_JOURNAL_MAX_QUEUE", 20_000),
+            commit_timeout_s=float(_str("INPLAY_JOURNAL_COMMIT_TIMEOUT_S", "20")),
+            lease_ttl_ms=_int("INPLAY_JOURNAL_LEASE_TTL_MS", 10_000),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     bets: BetRules = field(default_factory=BetRules)
+    journal: JournalSettings = field(default_factory=JournalSettings)
     grpc_port: int = 50051
     metrics_port: int = 0
     # Identity: "header" trusts the x-inplay-subject/x-inplay-roles headers that Envoy sets after verifying
@@ -102,6 +128,7 @@ class Settings:
         return cls(
             stack=StackSettings.from_env(),
             bets=BetRules.from_env(),
+            journal=JournalSettings.from_env(),
             grpc_port=_int("INPLAY_GRPC_PORT", 50051),
             metrics_port=_int("INPLAY_METRICS_PORT", 0),
             auth_mode=_str("INPLAY_AUTH_MODE", "header"),

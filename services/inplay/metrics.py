@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RPC_LATENCY = Histogram(
     "inplay_rpc_duration_seconds",
@@ -26,6 +26,25 @@ ODDS_AGE = Histogram(
     "inplay_odds_age_seconds",
     "Age of the cached price when a bet was checked",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30),
+)
+# The journal commit (inplay.domain.commit).
+COMMIT_BATCH_SIZE = Histogram(
+    "inplay_journal_batch_size",
+    "Slips per journal batch (one atomic write)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+COMMIT_SECONDS = Histogram(
+    "inplay_journal_commit_seconds",
+    "Debit + journal write + finish of one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+COMMIT_QUEUE = Gauge("inplay_journal_queue_slips", "Slips waiting for the journal writer")
+BETS_SHED = Counter("inplay_bets_shed_total", "Slips refused with OVERLOADED (commit queue full)")
+INTENTS_RECOVERED = Counter("inplay_journal_intents_recovered_total", "Bets rolled forward from an intent")
+PROJECTION_LAG = Histogram(
+    "inplay_projection_lag_seconds",
+    "Journal commit to views + outbox written, per batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 SETTLEMENT_BETS = Counter("inplay_settlement_bets_total", "Bets processed by settlement runs", ["kind"])
 

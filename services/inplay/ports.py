@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from inplay.domain.journal import JournalBatch
 from inplay.model import (
     BetEvent,
     LedgerEntry,
@@ -103,14 +104,11 @@ class OddsSubscription(Protocol):
         """Returns once the subscription is confirmed (changes applied after this are delivered)."""
         ...
 
-    async def remove(self, event_ids: Sequence[str]) -> None:
-        ...
+    async def remove(self, event_ids: Sequence[str]) -> None: ...
 
-    def __aiter__(self) -> AsyncIterator[OddsNotice]:
-        ...
+    def __aiter__(self) -> AsyncIterator[OddsNotice]: ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...
 
 
 class OddsCache(Protocol):
@@ -151,11 +149,9 @@ class LiveOddsCache(OddsCache, Protocol):
         the markets in scope (the caller suspends them)."""
         ...
 
-    async def kill_switch_engaged(self, event_id: str, sport: str) -> bool:
-        ...
+    async def kill_switch_engaged(self, event_id: str, sport: str) -> bool: ...
 
-    def open_subscription(self) -> OddsSubscription:
-        ...
+    def open_subscription(self) -> OddsSubscription: ...
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,6 +175,64 @@ class Debit:
     day: str
     # Now, for the self-exclusion check.
     now_ms: int
+    # The journal row of the bet (stored in the batch's intent, atomically with the debit), its position in
+    # the batch, the hash of the slip (IDEMPOTENCY_KEY_REUSED) and the markets whose status the debit
+    # re-checks atomically (a market closed or suspended after the quote check rejects the slip).
+    slip_hash: str = ""
+    pos: int = 0
+    row: str = ""
+    market_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIntent:
+    """The journal batch a debit call belongs to: the call is fenced by the shard's lease (``owner``) and
+    records the debited slips' rows as the batch's intent, before anything is written to the journal."""
+
+    shard: int
+    slot: int
+    owner: str
+    prev_slot: int
+    prev_checksum: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingIntent:
+    """A batch debited in the wallet whose journal write was not (known to be) finished."""
+
+    shard: int
+    slot: int
+    prev_slot: int
+    prev_checksum: str
+    at_ms: int
+    rows: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardClaim:
+    shard: int
+    head_slot: int
+    last_slot: int
+    last_checksum: str
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRebuild:
+    """Everything the wallet projection holds for money, rebuilt from the ledger and the journal."""
+
+    balances: dict[str, int]
+    applied_entry_ids: list[str]
+    idempotency: dict[tuple[str, str], str]
+    daily_stake: dict[tuple[str, str], int]
+    liability: dict[str, int]
+    limits: dict[str, AccountLimits]
+    # shard -> (head slot, last committed slot, its checksum)
+    journal: dict[int, tuple[int, int, str]]
+
+
+class WalletUnavailable(Exception):
+    """The wallet projection refuses writes for now (a repair fence is up, or it is not rebuilt yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +260,48 @@ class AccountLimits:
     self_excluded_until_ms: int = 0
 
 
-class WalletStore(Protocol):
-    async def debit_batch(self, debits: Sequence[Debit]) -> list[DebitResult]:
-        """All debits of a batch in one atomic server-side call (Lua), in order."""
+class LimitsStore(Protocol):
+    """Account limits as the admin API sets them (``inplay.domain.wallet.DurableLimits``)."""
+
+    async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
         ...
+
+    async def get_limits(self, account_id: str) -> AccountLimits:
+        ...
+
+
+class WalletStore(Protocol):
+    async def debit_batch(self, debits: Sequence[Debit], intent: BatchIntent | None = None) -> list[DebitResult]:
+        """All debits of a batch in one atomic server-side call (Lua), in order. With ``intent``: fenced by
+        the shard lease and the projection's readiness, and the debited rows are recorded as the intent."""
+        ...
+
+    async def finish_batch(self, shard: int, slot: int, checksum: str, records: Sequence[tuple[str, str, str]]) -> None:
+        """After the journal write of (shard, slot) is acknowledged: final idempotency records (account, key,
+        result JSON), the intent dropped, the shard's last batch moved forward. Idempotent."""
+        ...
+
+    async def pending_intents(self, shard: int) -> list[PendingIntent]: ...
+
+    async def claim_shard(self, owner: str, ttl_ms: int, shards: int, preferred: int = -1) -> ShardClaim | None: ...
+
+    async def renew_shard(self, shard: int, owner: str, ttl_ms: int) -> bool:
+        """Extends (``ttl_ms`` > 0) or releases (0) the lease; False if it is no longer ours."""
+        ...
+
+    async def journal_heads(self, shards: int) -> list[int]: ...
+
+    async def intents_pending(self, shards: int) -> list[int]: ...
+
+    async def shard_holders(self, shards: int) -> list[str | None]: ...
+
+    async def epoch(self) -> str | None: ...
+
+    async def set_epoch(self, epoch: str) -> None: ...
+
+    async def set_fence(self, up: bool) -> None: ...
+
+    async def rebuild(self, state: WalletRebuild) -> None: ...
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         """Applies each credit at most once; returns True where it was applied now (False = already)."""
@@ -223,21 +315,17 @@ class WalletStore(Protocol):
         """Store the final result (JSON) of (account_id, idempotency_key, result_json)."""
         ...
 
-    async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
-        ...
+    async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]: ...
 
-    async def balances(self, account_ids: Sequence[str]) -> list[int]:
-        ...
+    async def balances(self, account_ids: Sequence[str]) -> list[int]: ...
 
     async def set_balances(self, balances: dict[str, int]) -> None:
         """Reconciliation only: overwrite the projection with balances rebuilt from the ledger."""
         ...
 
-    async def get_limits(self, account_id: str) -> AccountLimits:
-        ...
+    async def get_limits(self, account_id: str) -> AccountLimits: ...
 
-    async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
-        ...
+    async def set_limits(self, account_id: str, limits: AccountLimits) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,7 +334,11 @@ class WalletStore(Protocol):
 
 
 class LedgerError(Exception):
-    """A ledger write that did not (certainly) land. The caller compensates."""
+    """A ledger write whose outcome is unknown (it may or may not have landed): retry the same write."""
+
+
+class JournalRejected(LedgerError):
+    """The store refused a journal write: it certainly did not land."""
 
 
 class Ledger(Protocol):
@@ -259,19 +351,48 @@ class Ledger(Protocol):
         """Appends money entries (deposits, payouts, reversals). Idempotent by entry id. Raises LedgerError."""
         ...
 
+    # --- the bet journal (inplay.domain.journal) ---
+
+    def with_journal(self, name: str) -> Ledger:
+        """This ledger bound to the journal of one deployment (named by its wallet projection)."""
+        ...
+
+    async def write_journal(self, batch: JournalBatch) -> None:
+        """One atomic single-partition write of the batch; JournalRejected = certainly not written,
+        LedgerError = unknown (write the same batch again)."""
+        ...
+
+    async def read_journal(self, shard: int, slot: int) -> JournalBatch | None: ...
+
+    def scan_journal(self) -> AsyncIterator[JournalBatch]: ...
+
+    async def save_progress(self, shard: int, consumer: str, slot: int, at_ms: int) -> None: ...
+
+    async def load_progress(self, shard: int, consumer: str) -> int: ...
+
+    async def project_bets(self, bets: Sequence[PlacedBet]) -> None:
+        """The views of journal bets (by event, by account, STAKE entry, PLACED history). Idempotent."""
+        ...
+
+    async def record_limits(self, account_id: str, limits: AccountLimits, at_ms: int) -> None: ...
+
+    async def all_limits(self) -> dict[str, AccountLimits]: ...
+
+    async def credit_entry_ids(self) -> list[tuple[str, str]]: ...
+
+    async def record_epoch(self, projection: str, epoch: str, at_ms: int) -> None: ...
+
+    async def epochs(self, projection: str) -> list[str]: ...
+
     async def append_bet_events(self, events: Sequence[BetEvent]) -> None:
         """Appends bet history rows (settled, rolled back, ...). Idempotent by (bet_id, seq_key)."""
         ...
 
-    async def get_bet(self, bet_id: str) -> PlacedBet | None:
-        ...
+    async def get_bet(self, bet_id: str) -> PlacedBet | None: ...
 
-    async def bet_history(self, bet_id: str) -> list[BetEvent]:
-        ...
+    async def bet_history(self, bet_id: str) -> list[BetEvent]: ...
 
-    async def list_account_bets(
-        self, account_id: str, page_size: int, page_token: str
-    ) -> tuple[list[PlacedBet], str]:
+    async def list_account_bets(self, account_id: str, page_size: int, page_token: str) -> tuple[list[PlacedBet], str]:
         """Newest first. Returns (bets, next_page_token)."""
         ...
 
@@ -279,9 +400,7 @@ class Ledger(Protocol):
         """Every bet placed with a leg on this event, in pages (all buckets of the by-event table)."""
         ...
 
-    async def account_entries(
-        self, account_id: str, page_size: int, page_token: str
-    ) -> tuple[list[LedgerEntry], str]:
+    async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
         """Oldest first. Returns (entries, next_page_token)."""
         ...
 
@@ -311,8 +430,7 @@ class EventBus(Protocol):
         """Waits until every enqueued message is acknowledged; raises if any delivery failed."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...
 
 
 # Topic names (partitioned by the key noted).
@@ -332,22 +450,29 @@ __all__ = [
     "TOPIC_RESULTS",
     "TOPIC_SETTLEMENTS",
     "AccountLimits",
+    "BatchIntent",
     "BusMessage",
     "CacheWrite",
     "Credit",
     "Debit",
     "DebitResult",
     "EventBus",
+    "JournalRejected",
     "Ledger",
     "LedgerError",
+    "LimitsStore",
     "LiveOddsCache",
     "MarketChange",
     "MarketStatus",
     "OddsCache",
     "OddsNotice",
     "OddsSubscription",
+    "PendingIntent",
     "PriceWrite",
+    "ShardClaim",
     "StatusWrite",
+    "WalletRebuild",
     "WalletStore",
+    "WalletUnavailable",
     "WriteResult",
 ]

@@ -11,16 +11,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from cassandra import Unavailable as CassandraUnavailable
 from confluent_kafka import Consumer
 
 from inplay.adapters.redis_odds import RedisOddsCache
+from inplay.app import BetPath
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import BetPlacement, PlacementResult, Reason
 from inplay.domain.wallet import reconcile
-from inplay.model import BetRequest, Leg, MarketState, MarketStatus, PlacedBet, SelectionPrice
+from inplay.model import BetRequest, Leg, MarketState, MarketStatus, SelectionPrice
 from inplay.ports import TOPIC_BETS, AccountLimits, Credit, EventBus, Ledger, WalletStore
+from tests.support.bets import bet_path
 
 pytestmark = pytest.mark.integration
 
@@ -132,10 +133,17 @@ async def book(odds_cache: RedisOddsCache, wallet: WalletStore, unique_id: Calla
 
 
 @pytest.fixture
-def placement(
-    odds_cache: RedisOddsCache, wallet: WalletStore, ledger: Ledger, bus: EventBus, topic_prefix: str
-) -> BetPlacement:
-    return BetPlacement(odds_cache, wallet, ledger, bus, RULES, topic_prefix=topic_prefix)
+async def path(
+    odds_cache: RedisOddsCache, wallet: WalletStore, ledger: Ledger, bus: EventBus, topic_prefix: str, redis_prefix: str
+) -> AsyncIterator[BetPath]:
+    opened = await bet_path(odds_cache, wallet, ledger, bus, RULES, projection=redis_prefix, topic_prefix=topic_prefix)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def placement(path: BetPath) -> BetPlacement:
+    return path.placement
 
 
 async def balance(wallet: WalletStore, account: str) -> int:
@@ -149,7 +157,13 @@ def reason(result: PlacementResult) -> str:
 
 
 async def test_accepted_bet_debits_records_and_publishes(
-    book: Book, placement: BetPlacement, wallet: WalletStore, ledger: Ledger, kafka_bootstrap: str, topic_prefix: str
+    book: Book,
+    path: BetPath,
+    placement: BetPlacement,
+    wallet: WalletStore,
+    ledger: Ledger,
+    kafka_bootstrap: str,
+    topic_prefix: str,
 ) -> None:
     market = await book.market({"home": "2.50", "away": "1.60"})
     account = await book.account(10_000)
@@ -159,8 +173,9 @@ async def test_accepted_bet_debits_records_and_publishes(
     assert bet.potential_return_minor == 2_500
     assert bet.legs[0].event_id == book.event_id
     assert await balance(wallet, account) == 9_000
-    stored = await ledger.get_bet(bet.bet_id)
+    stored = await path.ledger.get_bet(bet.bet_id)  # the journal row: readable right after the commit
     assert stored == bet
+    await path.caught_up()  # the views and the outbox are projections of the journal
     entries, _ = await ledger.account_entries(account, 100, "")
     assert [(e.kind.name, e.amount_minor, e.bet_id) for e in entries] == [("STAKE", -1_000, bet.bet_id)]
     history = await ledger.bet_history(bet.bet_id)
@@ -191,7 +206,7 @@ async def test_accepted_bet_debits_records_and_publishes(
 
 
 async def test_concurrent_bets_from_one_account_never_overdraw(
-    book: Book, placement: BetPlacement, wallet: WalletStore, ledger: Ledger
+    book: Book, path: BetPath, placement: BetPlacement, wallet: WalletStore, ledger: Ledger
 ) -> None:
     market = await book.market({"home": "2.00", "away": "2.00"})
     account = await book.account(1_000)
@@ -201,12 +216,15 @@ async def test_concurrent_bets_from_one_account_never_overdraw(
     assert len(accepted) == 10
     assert {reason(r) for r in results if not r.accepted} == {Reason.INSUFFICIENT_FUNDS}
     assert await balance(wallet, account) == 0
+    await path.caught_up()
     entries, _ = await ledger.account_entries(account, 1000, "")
     assert sum(e.amount_minor for e in entries) == -1_000
 
 
 async def test_duplicate_submits_place_one_bet(
     book: Book,
+    path: BetPath,
+    redis_prefix: str,
     placement: BetPlacement,
     wallet: WalletStore,
     ledger: Ledger,
@@ -230,10 +248,17 @@ async def test_duplicate_submits_place_one_bet(
     bet_ids = {r.bet.bet_id for r in flat if r.bet is not None}
     assert len(bet_ids) == 1
     assert {reason(r) for r in flat if r.bet is None} <= {Reason.IN_PROGRESS}
-    # After a "restart" (a new placement object on the same stores) the key still replays.
-    restarted = BetPlacement(odds_cache, wallet, ledger, bus, RULES, topic_prefix=topic_prefix)
-    replay = await restarted.place(req2)
-    assert replay.replayed and replay.bet is not None and replay.bet.bet_id in bet_ids
+    # After a restart (the bet path closed and opened again on the same stores) the key still replays.
+    await path.close()
+    restarted = await bet_path(
+        odds_cache, wallet, ledger, bus, RULES, projection=redis_prefix, topic_prefix=topic_prefix
+    )
+    try:
+        replay = await restarted.placement.place(req2)
+        assert replay.replayed and replay.bet is not None and replay.bet.bet_id in bet_ids
+        await restarted.caught_up()
+    finally:
+        await restarted.close()
     assert await balance(wallet, account) == 800
     entries, _ = await ledger.account_entries(account, 1000, "")
     assert len([e for e in entries if e.kind.name == "STAKE"]) == 2
@@ -302,11 +327,9 @@ async def test_stale_price_is_rejected(book: Book, placement: BetPlacement) -> N
 
 
 async def test_inplay_delay_rechecks_the_then_current_price(
-    odds_cache: RedisOddsCache, wallet: WalletStore, ledger: Ledger, bus: EventBus, topic_prefix: str, book: Book
+    odds_cache: RedisOddsCache, wallet: WalletStore, path: BetPath, book: Book
 ) -> None:
-    delayed = BetPlacement(
-        odds_cache, wallet, ledger, bus, replace(RULES, inplay_delay_ms=300), topic_prefix=topic_prefix
-    )
+    delayed = BetPlacement(odds_cache, wallet, path.writer, replace(RULES, inplay_delay_ms=300))
     market = await book.market({"home": "2.00", "away": "2.00"}, in_play=True)
     account = await book.account(1_000)
     started = time.monotonic()
@@ -340,9 +363,7 @@ async def test_risk_limits(
     placement: BetPlacement,
     wallet: WalletStore,
     odds_cache: RedisOddsCache,
-    ledger: Ledger,
-    bus: EventBus,
-    topic_prefix: str,
+    path: BetPath,
 ) -> None:
     market = await book.market({"home": "50.00", "away": "1.01"})
     account = await book.account(1_000_000)
@@ -357,9 +378,7 @@ async def test_risk_limits(
     await wallet.set_limits(account, AccountLimits(self_excluded_until_ms=now_ms() + 86_400_000))
     assert reason(await placement.place(slip(account, market, "home", "50.00", stake=10))) == Reason.SELF_EXCLUDED
     # Liability cap per selection for the book: 2 bets of 100 at 50.00 = 4_900 each.
-    capped = BetPlacement(
-        odds_cache, wallet, ledger, bus, replace(RULES, liability_cap_minor=9_000), topic_prefix=topic_prefix
-    )
+    capped = BetPlacement(odds_cache, wallet, path.writer, replace(RULES, liability_cap_minor=9_000))
     fresh = await book.market({"home": "50.00", "away": "1.01"})
     other = await book.account(10_000)
     assert (await capped.place(slip(other, fresh, "home", "50.00", stake=100))).accepted
@@ -395,40 +414,9 @@ async def test_invalid_input_writes_nothing(book: Book, placement: BetPlacement,
     assert stored == [None] * len(stored)
 
 
-class FailingLedger:
-    """The real ledger, except that bet writes fail the way an unreachable Cassandra replica set fails."""
-
-    def __init__(self, real: Ledger) -> None:
-        self._real = real
-
-    async def append_bets(self, bets: Sequence[PlacedBet]) -> list[BaseException | None]:
-        return [CassandraUnavailable("Cannot achieve consistency level ONE") for _ in bets]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-async def test_ledger_write_failure_leaves_the_balance_intact(
-    book: Book, odds_cache: RedisOddsCache, wallet: WalletStore, ledger: Ledger, bus: EventBus, topic_prefix: str
-) -> None:
-    market = await book.market({"home": "2.00", "away": "2.00"})
-    account = await book.account(1_000)
-    broken = BetPlacement(odds_cache, wallet, FailingLedger(ledger), bus, RULES, topic_prefix=topic_prefix)  # type: ignore[arg-type]
-    req = slip(account, market, "home", "2.00", stake=300, key="will-fail")
-    result = await broken.place(req)
-    assert reason(result) == Reason.UNAVAILABLE
-    assert await balance(wallet, account) == 1_000
-    entries, _ = await ledger.account_entries(account, 100, "")
-    assert [e.entry_id for e in entries] == [] or all(e.kind.name != "STAKE" for e in entries)
-    # The key is free again: a retry on a healthy ledger places the bet once.
-    healthy = BetPlacement(odds_cache, wallet, ledger, bus, RULES, topic_prefix=topic_prefix)
-    retry = await healthy.place(req)
-    assert retry.bet is not None and not retry.replayed
-    assert await balance(wallet, account) == 700
-
-
 async def test_reconciliation_rebuilds_balances_after_redis_is_flushed(
     book: Book,
+    path: BetPath,
     placement: BetPlacement,
     wallet: WalletStore,
     ledger: Ledger,
@@ -447,6 +435,8 @@ async def test_reconciliation_rebuilds_balances_after_redis_is_flushed(
         assert (await placement.place(slip(account, market, "home", "2.00", stake=100 * (i + 1)))).accepted
     before = await wallet.balances(accounts)
     assert before == [900, 1_800, 2_700]
+    await path.caught_up()
+    await path.close()  # the writer of this process stops (its lease would be flushed with the rest)
     # Flush this test's part of Redis (the shared server holds other tests' keys).
     client = aioredis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*", count=1000)]
@@ -454,9 +444,10 @@ async def test_reconciliation_rebuilds_balances_after_redis_is_flushed(
         await client.delete(*keys)
     await client.aclose()
     assert await wallet.balances(accounts) == [0, 0, 0]
-    report = await reconcile(wallet, ledger, repair=False, accounts=accounts)
+    journal = path.ledger
+    report = await reconcile(wallet, journal, repair=False, accounts=accounts, projection=redis_prefix, shards=4)
     assert set(report.mismatched) == set(accounts) and not report.repaired
-    report = await reconcile(wallet, ledger, repair=True, accounts=accounts)
+    report = await reconcile(wallet, journal, repair=True, accounts=accounts, projection=redis_prefix, shards=4)
     assert report.repaired
     assert await wallet.balances(accounts) == before
-    assert not (await reconcile(wallet, ledger, repair=False, accounts=accounts)).mismatched
+    assert not (await reconcile(wallet, journal, repair=False, accounts=accounts, shards=4)).mismatched

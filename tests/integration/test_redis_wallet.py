@@ -130,7 +130,7 @@ async def test_every_debit_status(wallet: RedisWallet, unique_id: Callable[[str]
         "DEBITED",
     ]
     assert results[0].balance_minor == 99_000
-    assert results[1].existing == "PENDING:bet-d1"
+    assert results[1].existing == "PENDING:bet-d1:"
     assert results[2].balance_minor == 50  # unchanged, reported
     assert results[9].balance_minor == 98_900
     assert await wallet.balances([rich, poor, limited, excluded]) == [98_900, 50, 98_800, 99_990]
@@ -208,7 +208,7 @@ async def test_finish_never_overwrites_a_reservation_with_a_rejection(
     await wallet.debit_batch([debit(account, 100, "k", "b1")])
     rejection = '{"rejection":{"reason":"INSUFFICIENT_FUNDS"}}'
     await wallet.finish_idempotent([(account, "k", rejection)])
-    assert await wallet.get_idempotent([(account, "k")]) == ["PENDING:b1"]
+    assert await wallet.get_idempotent([(account, "k")]) == ["PENDING:b1:"]
     await wallet.finish_idempotent([(account, "k", '{"bet":{"id":"b1"}}'), (account, "free", rejection)])
     assert await wallet.get_idempotent([(account, "k"), (account, "free")]) == ['{"bet":{"id":"b1"}}', rejection]
     # A late rejection (e.g. a concurrent retry that lost) never replaces the acceptance.

@@ -19,6 +19,7 @@ from inplay.core import Odds
 from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from tests.support.api import caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -78,17 +79,27 @@ async def test_one_bet_is_one_trace_across_every_hop(
         metadata=(("x-inplay-subject", account), ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")),
     )
     bet_id = placed.bet.bet_id
-    finished = {s.name: s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id}
-    for name in (
-        "inplay.bets.v1.BetService/PlaceBet",
-        "bets.place_batch",
-        "redis wallet.debit_batch",
-        "cassandra ledger.append_bets",
-        "kafka bus.publish",
-    ):
+    await caught_up(runtime)
+    every = spans.get_finished_spans()
+    finished = {s.name: s for s in every if format(s.context.trace_id, "032x") == trace_id}
+    for name in ("inplay.bets.v1.BetService/PlaceBet", "bets.place_batch", "journal.commit"):
         assert name in finished, f"span {name} missing from the trace; have {sorted(finished)}"
+    # The commit is one batch for many requests: its span links to each request's trace and carries the
+    # bet ids; the store calls are its children; the projection (views + BetPlaced) carries the bet ids too.
+    [batch] = [
+        s
+        for s in every
+        if s.name == "journal.batch" and any(format(link.context.trace_id, "032x") == trace_id for link in s.links)
+    ]
+    batch_trace = batch.context.trace_id
+    children = {s.name: s for s in every if s.context.trace_id == batch_trace}
+    finished.update({name: children[name] for name in ("redis wallet.debit_batch", "cassandra journal.write")})
+    [publish] = [
+        s for s in every if s.name == "kafka bus.publish" and bet_id in tuple(s.attributes.get("inplay.bet_ids", ()))
+    ]
+    finished["kafka bus.publish"] = publish
     server_span = finished["inplay.bets.v1.BetService/PlaceBet"]
     assert server_span.parent is not None and format(server_span.parent.span_id, "016x") == "00f067aa0ba902b7"
-    for name in ("bets.place_batch", "redis wallet.debit_batch", "cassandra ledger.append_bets", "kafka bus.publish"):
+    for name in ("bets.place_batch", "redis wallet.debit_batch", "cassandra journal.write", "kafka bus.publish"):
         attributes = finished[name].attributes or {}
         assert bet_id in tuple(attributes["inplay.bet_ids"]), name  # type: ignore[arg-type]

@@ -16,11 +16,11 @@ from inplay.domain.bets import (
     PlacementResult,
     Reason,
     Rejection,
-    new_bet_id,
     result_from_json,
     result_to_json,
     validate_request,
 )
+from inplay.domain.journal import journal_bet_id, parse_journal_bet_id
 from inplay.model import BetRequest, Leg, PlacedBet
 
 RULES = BetRules()
@@ -84,7 +84,7 @@ def test_invalid_requests_name_the_field(changes: dict[str, object], reason: str
 
 def test_stored_results_round_trip() -> None:
     bet = PlacedBet(
-        bet_id=new_bet_id(1_700_000_000_000),
+        bet_id=journal_bet_id(3, 12345, 7),
         account_id="alice",
         legs=(Leg("m1", "home", Odds.from_american(-110), "ev1"), Leg("m2", "x", Odds.from_fractional(6, 4), "ev2")),
         stake_minor=1234,
@@ -105,10 +105,14 @@ def test_stored_results_round_trip() -> None:
     assert rejected.rejection == rejection
 
 
-def test_bet_ids_are_time_ordered_and_unique() -> None:
-    ids = [new_bet_id(1_000 + i // 10) for i in range(1000)]
-    assert len(set(ids)) == 1000
-    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+def test_journal_bet_ids_name_their_position_and_sort_by_it() -> None:
+    positions = [(shard, slot, pos) for shard in (0, 1, 65535) for slot in (1, 2, 2**40) for pos in (0, 1, 999)]
+    ids = [journal_bet_id(*p, tag="0badcafe") for p in positions]
+    assert len(set(ids)) == len(ids)
+    assert [parse_journal_bet_id(i) for i in ids] == [("0badcafe", *p) for p in positions]
+    assert sorted(ids) == ids  # fixed-width hex: string order is journal order
+    for not_journal in ("", "J", "0000018bcfe56800" + "ab" * 8, "J" + "g" * 20, journal_bet_id(1, 2, 3) + "0"):
+        assert parse_journal_bet_id(not_journal) is None
 
 
 async def test_group_committer_batches_concurrent_calls() -> None:

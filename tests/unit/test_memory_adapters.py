@@ -67,7 +67,7 @@ async def test_every_debit_status_in_one_batch() -> None:
         "LIABILITY_EXCEEDED",
     ]
     assert results[0] == DebitResult("DEBITED", 99_000)
-    assert results[1].existing == "PENDING:bet-d1"
+    assert results[1].existing == "PENDING:bet-d1:"
     assert await w.balances(["rich", "poor", "limited", "excluded", "nobody"]) == [99_000, 50, 99_400, 100_000, 0]
     # A retried debit (same bet id) finds its own reservation and is not applied twice.
     assert (await w.debit_batch([debit("rich", 1_000, "d1")]))[0].status == "DEBITED"
@@ -96,7 +96,7 @@ async def test_finish_keeps_reservations_from_rejections() -> None:
     await w.set_balances({"a": 100})
     await w.debit_batch([debit("a", 100, "k", "b1")])
     await w.finish_idempotent([("a", "k", '{"rejection":{}}'), ("a", "free", '{"rejection":{}}')])
-    assert await w.get_idempotent([("a", "k"), ("a", "free")]) == ["PENDING:b1", '{"rejection":{}}']
+    assert await w.get_idempotent([("a", "k"), ("a", "free")]) == ["PENDING:b1:", '{"rejection":{}}']
     await w.finish_idempotent([("a", "k", '{"bet":{}}')])
     assert await w.get_idempotent([("a", "k")]) == ['{"bet":{}}']
     await w.finish_idempotent([("a", "k", '{"rejection":{}}')])

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import json
 import os
 import threading
@@ -37,7 +38,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout, WriteType
+from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, WriteTimeout, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
@@ -45,9 +46,10 @@ from cassandra.query import BatchStatement, BatchType
 from inplay.adapters.memory import PLACED_SEQ_KEY, placed_event, stake_entry
 from inplay.adapters.migrations import check_keyspace_name, migrate
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
+from inplay.domain.journal import JournalBatch, JournalRow, decode_bet_row, journal_tag, parse_journal_bet_id
 from inplay.errors import FieldViolation, InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
-from inplay.ports import LedgerError
+from inplay.ports import AccountLimits, JournalRejected, LedgerError
 
 EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
@@ -64,6 +66,13 @@ _BET_COLUMNS = (
 )
 _ENTRY_COLUMNS = "account_id, created_at_ms, entry_id, kind, amount_minor, currency, bet_id, reference"
 _HISTORY_COLUMNS = "bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes"
+_JOURNAL_COLUMNS = (
+    "journal, shard, slot, pos, kind, body, prev_slot, prev_checksum, checksum, committed_at_ms, row_count"
+)
+# Rows per multi-partition UNLOGGED batch of the projection (idempotent rows: atomicity is not needed, the
+# batch only saves driver requests, which cost ~0.3 ms of client CPU each). On a multi-node cluster these
+# should be grouped by token range so that the coordinator owns its rows (docs/ledger.md).
+PROJECTION_CHUNK = 100
 
 
 def event_bucket(bet_id: str) -> int:
@@ -234,6 +243,8 @@ class CassandraLedger:
         self.session = session
         self.keyspace = keyspace
         self._window = _Window(max_in_flight)
+        # The journal this ledger object writes and reads (``with_journal``): one per deployment.
+        self.journal = "inplay"
         p = session.prepare
         self._ins_bet = p(f"INSERT INTO bets ({_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._ins_by_event = p(
@@ -252,6 +263,43 @@ class CassandraLedger:
         self._sel_entries = p(f"SELECT {_ENTRY_COLUMNS} FROM ledger_by_account WHERE account_id = ?")
         self._sel_idem = p(
             "SELECT bet_id FROM bets_by_idempotency WHERE account_id = ? AND idempotency_key = ? LIMIT 1"
+        )
+        self._ins_journal_row = p(
+            "INSERT INTO bet_journal (journal, shard, slot, pos, kind, body) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self._ins_journal_header = p(
+            "INSERT INTO bet_journal (journal, shard, slot, prev_slot, prev_checksum, checksum, committed_at_ms, "
+            "row_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._sel_journal = p(
+            f"SELECT {_JOURNAL_COLUMNS} FROM bet_journal WHERE journal = ? AND shard = ? AND slot = ?"
+        )
+        self._sel_journal_row = p(
+            f"SELECT {_JOURNAL_COLUMNS} FROM bet_journal WHERE journal = ? AND shard = ? AND slot = ? AND pos = ?"
+        )
+        self._scan_journal = p(
+            f"SELECT {_JOURNAL_COLUMNS} FROM bet_journal "
+            "WHERE token(journal, shard, slot) > ? AND token(journal, shard, slot) <= ?"
+        )
+        self._ins_progress = p(
+            "INSERT INTO journal_progress (journal, shard, consumer, slot, at_ms) VALUES (?, ?, ?, ?, ?)"
+        )
+        self._sel_progress = p(
+            "SELECT slot FROM journal_progress WHERE journal = ? AND shard = ? AND consumer = ? LIMIT 1"
+        )
+        self._ins_limits = p(
+            "INSERT INTO account_limits (account_id, set_at_ms, daily_stake_limit_minor, self_excluded_until_ms) "
+            "VALUES (?, ?, ?, ?)"
+        )
+        self._scan_limits = p(
+            "SELECT account_id, set_at_ms, daily_stake_limit_minor, self_excluded_until_ms FROM account_limits "
+            "WHERE token(account_id) > ? AND token(account_id) <= ?"
+        )
+        self._ins_epoch = p("INSERT INTO wallet_epochs (projection, epoch, created_at_ms) VALUES (?, ?, ?)")
+        self._sel_epochs = p("SELECT epoch FROM wallet_epochs WHERE projection = ?")
+        self._scan_entry_ids = p(
+            "SELECT account_id, entry_id, kind FROM ledger_by_account "
+            "WHERE token(account_id) > ? AND token(account_id) <= ?"
         )
         # Full scans for reconciliation, split by token range so that a few ranges are read at once.
         self._scan = p(
@@ -306,6 +354,12 @@ class CassandraLedger:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.cluster.shutdown)
+
+    def with_journal(self, name: str) -> CassandraLedger:
+        """The same ledger (session, statements, request window) bound to the journal ``name``."""
+        view = copy.copy(self)
+        view.journal = name
+        return view
 
     # --- plumbing --------------------------------------------------------------------------------------
 
@@ -399,8 +453,153 @@ class CassandraLedger:
         return batch
 
     async def get_bet(self, bet_id: str) -> PlacedBet | None:
+        position = parse_journal_bet_id(bet_id)
+        if position is not None:  # a journal bet: one row of one partition, readable right after the commit
+            tag, shard, slot, pos = position
+            if tag != journal_tag(self.journal):
+                return None
+            params = (self.journal, shard, slot, pos)
+            rows = list((await self._execute(self._sel_journal_row, params)).result().current_rows)
+            return decode_bet_row(rows[0].body)[0] if rows and rows[0].body else None
         rows = list((await self._execute(self._sel_bet, (bet_id,))).result().current_rows)
         return _bet(rows[0]) if rows else None
+
+    # --- the journal (the commit point: inplay.domain.journal) -----------------------------------------
+
+    async def write_journal(self, batch: JournalBatch) -> None:
+        """Writes the batch as ONE single-partition batch (one mutation: all rows and the header, or
+        nothing). Raises JournalRejected when the coordinator refused the request (certainly not applied)
+        and LedgerError for any other failure, whose outcome is unknown: the caller writes the same batch
+        again (identical bytes, so a write that did land is simply rewritten)."""
+        statement = BatchStatement(batch_type=BatchType.UNLOGGED)
+        statement.add(
+            self._ins_journal_header,
+            (
+                self.journal,
+                batch.shard,
+                batch.slot,
+                batch.prev_slot,
+                batch.prev_checksum,
+                batch.checksum,
+                batch.committed_at_ms,
+                len(batch.rows),
+            ),
+        )
+        for row in batch.rows:
+            statement.add(self._ins_journal_row, (self.journal, batch.shard, batch.slot, row.pos, row.kind, row.body))
+        try:
+            await self._execute(statement)
+        except InvalidRequest as exc:
+            raise JournalRejected(f"journal batch {batch.shard}/{batch.slot} refused: {exc}") from exc
+        except Exception as exc:
+            raise LedgerError(f"journal batch {batch.shard}/{batch.slot}: outcome unknown: {exc!r}") from exc
+
+    async def read_journal(self, shard: int, slot: int) -> JournalBatch | None:
+        rows = list((await self._execute(self._sel_journal, (self.journal, shard, slot))).result().current_rows)
+        return _journal_batch(rows) if rows else None
+
+    async def scan_journal(self) -> AsyncIterator[JournalBatch]:
+        """Every journal batch (token order, not slot order): for rebuilding projections and for audits."""
+        lo, hi = -(2**63), 2**63 - 1
+        step = (hi - lo) // SCAN_SPLITS
+        bounds = [lo + i * step for i in range(SCAN_SPLITS)] + [hi]
+        for i in range(SCAN_SPLITS):
+            partition: list[Any] = []
+            state: bytes | None = None
+            while True:
+                rows, state = await self._page(self._scan_journal, (bounds[i], bounds[i + 1]), SCAN_PAGE, state)
+                for row in rows:
+                    if row.journal != self.journal:
+                        continue
+                    if partition and (partition[0].shard, partition[0].slot) != (row.shard, row.slot):
+                        yield _journal_batch(partition)
+                        partition = []
+                    partition.append(row)
+                if not state:
+                    break
+            if partition:
+                yield _journal_batch(partition)
+
+    async def save_progress(self, shard: int, consumer: str, slot: int, at_ms: int) -> None:
+        await self._execute(self._ins_progress, (self.journal, shard, consumer, slot, at_ms))
+
+    async def load_progress(self, shard: int, consumer: str) -> int:
+        rows = list((await self._execute(self._sel_progress, (self.journal, shard, consumer))).result().current_rows)
+        return int(rows[0].slot) if rows else 0
+
+    async def project_bets(self, bets: Sequence[PlacedBet]) -> None:
+        """The views of journal bets: bets_by_event, bets_by_account, the STAKE entry of ledger_by_account
+        and the PLACED row of bet_history. Idempotent (deterministic keys); raises LedgerError if any
+        write failed (the projector then writes the same rows again)."""
+        by_event: list[tuple[Any, ...]] = []
+        by_account: list[tuple[Any, ...]] = []
+        entries: list[tuple[Any, ...]] = []
+        history: list[tuple[Any, ...]] = []
+        for bet in bets:
+            row = (bet.bet_id, bet.account_id, legs_to_json(bet.legs), *_bet_common(bet))
+            bucket = event_bucket(bet.bet_id)
+            by_event.extend((event_id, bucket, *row) for event_id in bet.event_ids if event_id)
+            by_account.append(row)
+            entries.append(_entry_params(stake_entry(bet)))
+            history.append(_event_params(placed_event(bet)))
+        statements = [
+            *_chunked(self._ins_by_event, by_event),
+            *_chunked(self._ins_by_account, by_account),
+            *_chunked(self._ins_entry, entries),
+            *_chunked(self._ins_history, history),
+        ]
+        errors = [e for e in await self._submit_all(statements) if e is not None]
+        if errors:
+            raise LedgerError(f"{len(errors)} of {len(statements)} projection writes failed: {errors[0]!r}")
+
+    # --- durable account limits and projection epochs --------------------------------------------------
+
+    async def record_limits(self, account_id: str, limits: AccountLimits, at_ms: int) -> None:
+        await self._execute(
+            self._ins_limits,
+            (account_id, at_ms, limits.daily_stake_limit_minor, limits.self_excluded_until_ms),
+        )
+
+    async def all_limits(self) -> dict[str, AccountLimits]:
+        """The newest limits row of every account."""
+        newest: dict[str, tuple[int, AccountLimits]] = {}
+        async for row in self._scan_all(self._scan_limits):
+            at = int(row.set_at_ms)
+            if row.account_id not in newest or newest[row.account_id][0] < at:
+                newest[row.account_id] = (
+                    at,
+                    AccountLimits(int(row.daily_stake_limit_minor or 0), int(row.self_excluded_until_ms or 0)),
+                )
+        return {account: limits for account, (_, limits) in newest.items()}
+
+    async def credit_entry_ids(self) -> list[tuple[str, str]]:
+        """(account, entry id) of every credit-side entry (everything but STAKE rows): the once-markers
+        of the wallet projection."""
+        out: list[tuple[str, str]] = []
+        async for row in self._scan_all(self._scan_entry_ids):
+            if row.kind != int(EntryKind.STAKE):
+                out.append((row.account_id, row.entry_id))
+        return out
+
+    async def record_epoch(self, projection: str, epoch: str, at_ms: int) -> None:
+        await self._execute(self._ins_epoch, (projection, epoch, at_ms))
+
+    async def epochs(self, projection: str) -> list[str]:
+        rows = (await self._execute(self._sel_epochs, (projection,))).result().current_rows
+        return [str(r.epoch) for r in rows]
+
+    async def _scan_all(self, prepared: Any) -> AsyncIterator[Any]:
+        lo, hi = -(2**63), 2**63 - 1
+        step = (hi - lo) // SCAN_SPLITS
+        bounds = [lo + i * step for i in range(SCAN_SPLITS)] + [hi]
+        for i in range(SCAN_SPLITS):
+            state: bytes | None = None
+            while True:
+                rows, state = await self._page(prepared, (bounds[i], bounds[i + 1]), SCAN_PAGE, state)
+                for row in rows:
+                    yield row
+                if not state:
+                    break
 
     async def get_bet_by_idempotency(self, account_id: str, idempotency_key: str) -> str | None:
         rows = list((await self._execute(self._sel_idem, (account_id, idempotency_key))).result().current_rows)
@@ -525,6 +724,45 @@ def _recorded(error: BaseException | None) -> BaseException | None:
     if isinstance(error, WriteTimeout) and error.write_type == WriteType.BATCH:
         return None
     return error
+
+
+def _bet_common(bet: PlacedBet) -> tuple[Any, ...]:
+    return (
+        bet.stake_minor,
+        bet.currency,
+        bet.potential_return_minor,
+        int(bet.policy),
+        bet.idempotency_key,
+        bet.placed_at_ms,
+    )
+
+
+def _chunked(prepared: Any, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    out: list[Any] = []
+    for start in range(0, len(rows), PROJECTION_CHUNK):
+        chunk = rows[start : start + PROJECTION_CHUNK]
+        if len(chunk) == 1:
+            out.append(prepared.bind(chunk[0]))
+            continue
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for params in chunk:
+            batch.add(prepared, params)
+        out.append(batch)
+    return out
+
+
+def _journal_batch(rows: Sequence[Any]) -> JournalBatch:
+    head = rows[0]
+    return JournalBatch(
+        shard=int(head.shard),
+        slot=int(head.slot),
+        prev_slot=int(head.prev_slot or 0),
+        prev_checksum=head.prev_checksum or "",
+        committed_at_ms=int(head.committed_at_ms or 0),
+        rows=tuple(JournalRow(int(r.pos), r.kind, r.body) for r in rows if r.pos is not None),
+        stored_checksum=head.checksum or "",
+        stored_row_count=int(head.row_count or 0),
+    )
 
 
 def _entry_params(e: LedgerEntry) -> tuple[Any, ...]:

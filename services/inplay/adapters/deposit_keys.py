@@ -10,6 +10,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inplay.ids import join_key
+
 
 @dataclass(frozen=True, slots=True)
 class DepositClaim:
@@ -26,7 +28,7 @@ class DepositKeys(Protocol):
 
 
 def deposit_entry_id(account_id: str, key: str) -> str:
-    return f"deposit:{account_id}:{key}"
+    return join_key("deposit", account_id, key)
 
 
 class MemoryDepositKeys:

@@ -12,12 +12,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
+from inplay.domain.journal import JournalBatch, decode_bet_row, parse_journal_bet_id
 from inplay.errors import FieldViolation, InvalidArgument
-from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, PlacedBet
-from inplay.ports import AccountLimits, BusMessage, Credit, Debit, DebitResult
+from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, MarketStatus, PlacedBet
+from inplay.ports import (
+    AccountLimits,
+    BatchIntent,
+    BusMessage,
+    Credit,
+    Debit,
+    DebitResult,
+    JournalRejected,
+    PendingIntent,
+    ShardClaim,
+    WalletRebuild,
+    WalletUnavailable,
+)
 
 _T = TypeVar("_T")
 
@@ -66,10 +79,13 @@ def _offset_token(token: str) -> int:
 
 
 class MemoryWallet:
-    """:class:`inplay.ports.WalletStore` in memory; mirrors ``RedisWallet``'s Lua scripts step by step."""
+    """:class:`inplay.ports.WalletStore` in memory; mirrors ``RedisWallet``'s Lua scripts step by step.
+    ``market_status`` gives the status of a market as the odds cache holds it (the Redis script reads the
+    same Redis hash), for the atomic re-check of closed/suspended markets at debit time."""
 
-    def __init__(self) -> None:
+    def __init__(self, market_status: Callable[[str], MarketStatus | None] | None = None) -> None:
         self._lock = asyncio.Lock()
+        self._market_status = market_status or (lambda _m: None)
         self.balance: dict[str, int] = defaultdict(int)
         self._idem: dict[tuple[str, str], str] = {}
         self._daily: dict[tuple[str, str], int] = defaultdict(int)
@@ -77,10 +93,32 @@ class MemoryWallet:
         self._applied: set[str] = set()
         self._compensated: set[str] = set()
         self._limits: dict[str, AccountLimits] = {}
+        self._shards: dict[int, str] = {}
+        self._heads: dict[int, int] = defaultdict(int)
+        self._last: dict[int, tuple[int, str]] = {}
+        self._intents: dict[tuple[int, int], PendingIntent] = {}
+        self._epoch: str | None = None
+        self._fence = False
 
-    async def debit_batch(self, debits: Sequence[Debit]) -> list[DebitResult]:
+    async def debit_batch(self, debits: Sequence[Debit], intent: BatchIntent | None = None) -> list[DebitResult]:
         async with self._lock:
-            return [self._debit(d) for d in debits]
+            gate = None
+            if intent is not None:
+                if self._shards.get(intent.shard) != intent.owner:
+                    gate = "SHARD_LOST"
+                elif self._epoch is None or self._fence:
+                    gate = "NOT_READY"
+            if gate is not None:
+                return [DebitResult(gate, self.balance[d.account_id]) for d in debits]
+            results = [self._debit(d) for d in debits]
+            if intent is not None:
+                self._heads[intent.shard] = max(self._heads[intent.shard], intent.slot)
+                rows = {d.pos: d.row for d, r in zip(debits, results, strict=True) if r.status == "DEBITED"}
+                if rows:
+                    self._intents[(intent.shard, intent.slot)] = PendingIntent(
+                        intent.shard, intent.slot, intent.prev_slot, intent.prev_checksum, intent.at_ms, rows
+                    )
+            return results
 
     def _debit(self, d: Debit) -> DebitResult:
         key = (d.account_id, d.idempotency_key)
@@ -88,9 +126,15 @@ class MemoryWallet:
         existing = self._idem.get(key)
         if existing is not None:
             # Our own reservation: a retried call whose first attempt was applied.
-            if existing == PENDING + d.bet_id:
+            if existing == f"{PENDING}{d.bet_id}:{d.slip_hash}":
                 return DebitResult("DEBITED", balance)
             return DebitResult("DUPLICATE", balance, existing)
+        for market_id in d.market_ids:
+            status = self._market_status(market_id)
+            if status == MarketStatus.SETTLED:
+                return DebitResult("MARKET_CLOSED", balance)
+            if status == MarketStatus.SUSPENDED:
+                return DebitResult("MARKET_SUSPENDED", balance)
         limits = self._limits.get(d.account_id, AccountLimits())
         if limits.self_excluded_until_ms > d.now_ms:
             return DebitResult("SELF_EXCLUDED", balance)
@@ -107,11 +151,77 @@ class MemoryWallet:
         self._daily[daily_key] += d.amount_minor
         for k in d.liability_keys:
             self._liability[k] += d.liability_minor
-        self._idem[key] = PENDING + d.bet_id
+        self._idem[key] = f"{PENDING}{d.bet_id}:{d.slip_hash}"
         return DebitResult("DEBITED", self.balance[d.account_id])
+
+    async def finish_batch(self, shard: int, slot: int, checksum: str, records: Sequence[tuple[str, str, str]]) -> None:
+        async with self._lock:
+            self._store_records(records)
+            if checksum and self._last.get(shard, (0, ""))[0] < slot:
+                self._last[shard] = (slot, checksum)
+            self._intents.pop((shard, slot), None)
+
+    async def pending_intents(self, shard: int) -> list[PendingIntent]:
+        return [i for (n, _), i in sorted(self._intents.items()) if n == shard]
+
+    async def claim_shard(self, owner: str, ttl_ms: int, shards: int, preferred: int = -1) -> ShardClaim | None:
+        async with self._lock:
+            mine = [n for n, holder in self._shards.items() if holder == owner]
+            order = mine + ([preferred] if 0 <= preferred < shards else []) + list(range(shards))
+            for n in order:
+                if self._shards.get(n) in (None, owner):
+                    self._shards[n] = owner
+                    last_slot, last_checksum = self._last.get(n, (0, ""))
+                    return ShardClaim(n, self._heads[n], last_slot, last_checksum)
+            return None
+
+    async def renew_shard(self, shard: int, owner: str, ttl_ms: int) -> bool:
+        async with self._lock:
+            if self._shards.get(shard) != owner:
+                return False
+            if ttl_ms == 0:
+                del self._shards[shard]
+            return True
+
+    async def journal_heads(self, shards: int) -> list[int]:
+        return [self._heads[n] for n in range(shards)]
+
+    async def intents_pending(self, shards: int) -> list[int]:
+        return [sum(1 for (s, _) in self._intents if s == n) for n in range(shards)]
+
+    async def shard_holders(self, shards: int) -> list[str | None]:
+        return [self._shards.get(n) for n in range(shards)]
+
+    async def epoch(self) -> str | None:
+        return self._epoch
+
+    async def set_epoch(self, epoch: str) -> None:
+        self._epoch = epoch
+
+    async def set_fence(self, up: bool) -> None:
+        self._fence = up
+
+    async def rebuild(self, state: WalletRebuild) -> None:
+        async with self._lock:
+            self.balance.update(state.balances)
+            self._applied.update(state.applied_entry_ids)
+            self._idem.update(state.idempotency)
+            self._daily.update(state.daily_stake)
+            self._liability.update(state.liability)
+            self._limits.update(state.limits)
+            for shard, (head, last_slot, last_checksum) in state.journal.items():
+                self._heads[shard] = head
+                if last_slot:
+                    self._last[shard] = (last_slot, last_checksum)
+
+    def forget_everything(self) -> None:
+        """Test helper: the projection lost all its data (a flushed Redis)."""
+        self.__init__(self._market_status)  # type: ignore[misc]
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         async with self._lock:
+            if self._fence:
+                raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
             applied: list[bool] = []
             for c in credits:
                 if c.entry_id in self._applied:
@@ -127,7 +237,8 @@ class MemoryWallet:
             for d in debits:
                 key = (d.account_id, d.idempotency_key)
                 # Once per bet, and only for a debit that happened (its reservation is still held).
-                if d.bet_id in self._compensated or self._idem.get(key) != PENDING + d.bet_id:
+                held = self._idem.get(key, "")
+                if d.bet_id in self._compensated or not held.startswith(f"{PENDING}{d.bet_id}:"):
                     continue
                 self._compensated.add(d.bet_id)
                 self.balance[d.account_id] += d.amount_minor
@@ -140,11 +251,14 @@ class MemoryWallet:
 
     async def finish_idempotent(self, records: Sequence[tuple[str, str, str]]) -> None:
         async with self._lock:
-            for account, key, result in records:
-                # An acceptance replaces its own PENDING reservation; a rejection is stored only where
-                # nothing is, so it can never replace a concurrent call's reservation or acceptance.
-                if is_acceptance(result) or (account, key) not in self._idem:
-                    self._idem[(account, key)] = result
+            self._store_records(records)
+
+    def _store_records(self, records: Sequence[tuple[str, str, str]]) -> None:
+        for account, key, result in records:
+            # An acceptance replaces its own PENDING reservation; a rejection is stored only where
+            # nothing is, so it can never replace a concurrent call's reservation or acceptance.
+            if is_acceptance(result) or (account, key) not in self._idem:
+                self._idem[(account, key)] = result
 
     async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
         return [self._idem.get(k) for k in keys]
@@ -179,6 +293,10 @@ class MemoryLedger:
         self._entries: dict[tuple[str, int, str], LedgerEntry] = {}
         self._history: dict[str, dict[str, BetEvent]] = defaultdict(dict)
         self._idem: dict[tuple[str, str], str] = {}
+        self.journal: dict[tuple[int, int], JournalBatch] = {}
+        self._progress: dict[tuple[int, str], int] = {}
+        self._limits: dict[str, tuple[int, AccountLimits]] = {}
+        self._epochs: dict[str, list[str]] = defaultdict(list)
 
     async def append_bets(self, bets: Sequence[PlacedBet]) -> list[BaseException | None]:
         async with self._lock:
@@ -205,7 +323,81 @@ class MemoryLedger:
                 self._history[ev.bet_id][ev.seq_key] = ev
 
     async def get_bet(self, bet_id: str) -> PlacedBet | None:
-        return self.bets.get(bet_id)
+        position = parse_journal_bet_id(bet_id)
+        if position is None:
+            return self.bets.get(bet_id)
+        _, shard, slot, pos = position
+        batch = self.journal.get((shard, slot))
+        for row in batch.rows if batch is not None else ():
+            if row.pos == pos:
+                return decode_bet_row(row.body)[0]
+        return None
+
+    # --- the journal -------------------------------------------------------------------------------------
+
+    def with_journal(self, name: str) -> MemoryLedger:
+        return self  # one embedded deployment: one journal
+
+    async def write_journal(self, batch: JournalBatch) -> None:
+        async with self._lock:
+            key = (batch.shard, batch.slot)
+            stored = self.journal.get(key)
+            if stored is not None and (stored.rows, stored.checksum) != (batch.rows, batch.checksum):
+                # Cannot happen with one fenced writer per shard; a store would keep the newer cells.
+                raise JournalRejected(f"journal batch {key} exists with other content")
+            self.journal[key] = JournalBatch(
+                batch.shard,
+                batch.slot,
+                batch.prev_slot,
+                batch.prev_checksum,
+                batch.committed_at_ms,
+                batch.rows,
+                stored_checksum=batch.checksum,
+                stored_row_count=len(batch.rows),
+            )
+
+    async def read_journal(self, shard: int, slot: int) -> JournalBatch | None:
+        return self.journal.get((shard, slot))
+
+    async def scan_journal(self) -> AsyncIterator[JournalBatch]:
+        for _, batch in sorted(self.journal.items()):
+            yield batch
+
+    async def save_progress(self, shard: int, consumer: str, slot: int, at_ms: int) -> None:
+        key = (shard, consumer)
+        self._progress[key] = max(self._progress.get(key, 0), slot)
+
+    async def load_progress(self, shard: int, consumer: str) -> int:
+        return self._progress.get((shard, consumer), 0)
+
+    async def project_bets(self, bets: Sequence[PlacedBet]) -> None:
+        async with self._lock:
+            for bet in bets:
+                self._by_account[bet.account_id][bet.bet_id] = bet
+                for event_id in bet.event_ids:
+                    self._by_event[event_id][bet.bet_id] = bet
+                stake = stake_entry(bet)
+                self._entries[(stake.account_id, stake.created_at_ms, stake.entry_id)] = stake
+                placed = placed_event(bet)
+                self._history[bet.bet_id][placed.seq_key] = placed
+
+    async def record_limits(self, account_id: str, limits: AccountLimits, at_ms: int) -> None:
+        current = self._limits.get(account_id)
+        if current is None or current[0] <= at_ms:
+            self._limits[account_id] = (at_ms, limits)
+
+    async def all_limits(self) -> dict[str, AccountLimits]:
+        return {account: limits for account, (_, limits) in self._limits.items()}
+
+    async def credit_entry_ids(self) -> list[tuple[str, str]]:
+        return [(acc, entry_id) for (acc, _, entry_id), e in self._entries.items() if e.kind != EntryKind.STAKE]
+
+    async def record_epoch(self, projection: str, epoch: str, at_ms: int) -> None:
+        if epoch not in self._epochs[projection]:
+            self._epochs[projection].append(epoch)
+
+    async def epochs(self, projection: str) -> list[str]:
+        return list(self._epochs.get(projection, ()))
 
     async def get_bet_by_idempotency(self, account_id: str, key: str) -> str | None:
         return self._idem.get((account_id, key))

@@ -44,7 +44,18 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from inplay.ports import AccountLimits, Credit, Debit, DebitResult
+from inplay.ids import key_part
+from inplay.ports import (
+    AccountLimits,
+    BatchIntent,
+    Credit,
+    Debit,
+    DebitResult,
+    PendingIntent,
+    ShardClaim,
+    WalletRebuild,
+    WalletUnavailable,
+)
 
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 DAILY_TTL_S = 2 * 24 * 3600
@@ -55,60 +66,98 @@ MAX_CONNECTIONS = 64
 # argument strings, so Redis does the integer arithmetic (a Lua number may be formatted as 1e+15).
 # Balances go back as the stored strings (exact integers).
 #
-# ARGV: prefix, ttl, then per debit: account, key, bet_id, amount, day, now_ms, liability, cap, n, then n
-# liability keys. Returns per debit: status, balance, existing record.
+# ARGV: prefix, ttl, daily_ttl, journal header (shard, slot, owner, meta; shard "" = no journal: the
+# legacy call without an intent), then per debit: account, key, bet_id, amount, day, now_ms, liability,
+# cap, hash, pos, row, n_markets, n_liability, then the market ids, then the liability keys (all parts
+# already escaped by inplay.ids). Returns per debit: status, balance, existing record.
+#
+# With a journal header the batch is fenced: it runs only while ``jshard:<n>`` is held by ``owner`` (else
+# every debit is SHARD_LOST), only while the projection's epoch marker exists and no repair fence is up
+# (else NOT_READY), and every debited slip's journal row is stored in ``intent:<n>:<slot>`` in the same
+# atomic step: the intent is recorded before any effect outside Redis.
 _DEBIT_BATCH = """
 local prefix, ttl, daily_ttl = ARGV[1], ARGV[2], ARGV[3]
+local shard, slot, owner, meta = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local out = {}
-local i = 4
+local gate = nil
+if shard ~= '' then
+  if redis.call('GET', prefix .. 'jshard:' .. shard) ~= owner then
+    gate = 'SHARD_LOST'
+  elseif redis.call('EXISTS', prefix .. 'wallet:epoch') == 0 or redis.call('EXISTS', prefix .. 'wallet:fence') == 1 then
+    gate = 'NOT_READY'
+  end
+end
+local intent_key = prefix .. 'intent:' .. shard .. ':' .. slot
+local debited = 0
+local i = 8
 while i <= #ARGV do
   local account, key, bet_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local amount_s, day = ARGV[i + 3], ARGV[i + 4]
   local amount, now_ms = tonumber(amount_s), tonumber(ARGV[i + 5])
   local liability_s = ARGV[i + 6]
-  local liability, cap, n = tonumber(liability_s), tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
-  local first = i + 9
-  i = first + n
+  local liability, cap = tonumber(liability_s), tonumber(ARGV[i + 7])
+  local hash, pos, row = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+  local n_markets, n_liab = tonumber(ARGV[i + 11]), tonumber(ARGV[i + 12])
+  local first_market = i + 13
+  local first = first_market + n_markets
+  i = first + n_liab
   local bal_key = prefix .. 'bal:' .. account
   local idem_key = prefix .. 'idem:' .. account .. ':' .. key
+  local reservation = 'PENDING:' .. bet_id .. ':' .. hash
   local status
-  local existing = redis.call('GET', idem_key)
-  if existing then
-    if existing == 'PENDING:' .. bet_id then
-      status, existing = 'DEBITED', ''  -- our own reservation: a retried call that was applied
-    else
-      status = 'DUPLICATE'
-    end
+  local existing = ''
+  if gate then
+    status = gate
   else
-    existing = ''
-    local limits = redis.call('HMGET', prefix .. 'limits:' .. account, 'daily_limit', 'excluded_until')
-    local daily_limit = tonumber(limits[1]) or 0
-    local excluded_until = tonumber(limits[2]) or 0
-    local daily_key = prefix .. 'daily:' .. account .. ':' .. day
-    if excluded_until > now_ms then
-      status = 'SELF_EXCLUDED'
-    elseif daily_limit > 0 and (tonumber(redis.call('GET', daily_key)) or 0) + amount > daily_limit then
-      status = 'DAILY_STAKE_LIMIT'
-    elseif (tonumber(redis.call('GET', bal_key)) or 0) < amount then
-      status = 'INSUFFICIENT_FUNDS'
+    existing = redis.call('GET', idem_key)
+    if existing then
+      if existing == reservation then
+        status, existing = 'DEBITED', ''  -- our own reservation: a retried call that was applied
+      else
+        status = 'DUPLICATE'
+      end
     else
-      status = 'DEBITED'
-      if cap > 0 then
-        for j = first, first + n - 1 do
-          if (tonumber(redis.call('GET', prefix .. 'liab:' .. ARGV[j])) or 0) + liability > cap then
-            status = 'LIABILITY_EXCEEDED'
-            break
+      existing = ''
+      for j = first_market, first_market + n_markets - 1 do
+        local st = redis.call('HGET', prefix .. 'mkt:' .. ARGV[j], 'st')
+        if st == '3' then status = 'MARKET_CLOSED' break end
+        if st == '2' then status = 'MARKET_SUSPENDED' break end
+      end
+    end
+    if not status then
+      local limits = redis.call('HMGET', prefix .. 'limits:' .. account, 'daily_limit', 'excluded_until')
+      local daily_limit = tonumber(limits[1]) or 0
+      local excluded_until = tonumber(limits[2]) or 0
+      local daily_key = prefix .. 'daily:' .. account .. ':' .. day
+      if excluded_until > now_ms then
+        status = 'SELF_EXCLUDED'
+      elseif daily_limit > 0 and (tonumber(redis.call('GET', daily_key)) or 0) + amount > daily_limit then
+        status = 'DAILY_STAKE_LIMIT'
+      elseif (tonumber(redis.call('GET', bal_key)) or 0) < amount then
+        status = 'INSUFFICIENT_FUNDS'
+      else
+        status = 'DEBITED'
+        if cap > 0 then
+          for j = first, first + n_liab - 1 do
+            if (tonumber(redis.call('GET', prefix .. 'liab:' .. ARGV[j])) or 0) + liability > cap then
+              status = 'LIABILITY_EXCEEDED'
+              break
+            end
           end
         end
-      end
-      if status == 'DEBITED' then
-        redis.call('DECRBY', bal_key, amount_s)
-        redis.call('INCRBY', daily_key, amount_s)
-        redis.call('EXPIRE', daily_key, daily_ttl)
-        if liability ~= 0 then
-          for j = first, first + n - 1 do redis.call('INCRBY', prefix .. 'liab:' .. ARGV[j], liability_s) end
+        if status == 'DEBITED' then
+          redis.call('DECRBY', bal_key, amount_s)
+          redis.call('INCRBY', daily_key, amount_s)
+          redis.call('EXPIRE', daily_key, daily_ttl)
+          if liability ~= 0 then
+            for j = first, first + n_liab - 1 do redis.call('INCRBY', prefix .. 'liab:' .. ARGV[j], liability_s) end
+          end
+          redis.call('SET', idem_key, reservation, 'EX', ttl)
+          if shard ~= '' then
+            redis.call('HSET', intent_key, 'r' .. pos, row)
+            debited = debited + 1
+          end
         end
-        redis.call('SET', idem_key, 'PENDING:' .. bet_id, 'EX', ttl)
       end
     end
   end
@@ -116,12 +165,83 @@ while i <= #ARGV do
   out[#out + 1] = redis.call('GET', bal_key) or '0'
   out[#out + 1] = existing
 end
+if shard ~= '' and not gate then
+  local head_key = prefix .. 'jhead:' .. shard
+  if (tonumber(redis.call('GET', head_key)) or 0) < tonumber(slot) then redis.call('SET', head_key, slot) end
+  if debited > 0 then
+    redis.call('HSET', intent_key, 'meta', meta)
+    redis.call('SADD', prefix .. 'jintents:' .. shard, slot)
+  end
+end
 return out
 """
 
-# ARGV: prefix, then per credit: account, entry_id, amount. Returns 1 (applied now) / 0 (already) per credit.
+# ARGV: prefix, ttl, shard, slot, checksum, then per record: account, key, result, is_acceptance (1/0).
+# Ends a journal batch whose write is acknowledged: final idempotency records (an acceptance replaces its
+# reservation; a rejection is stored only where nothing is), the intent is dropped, and the shard's last
+# committed batch (for the checksum chain) moves forward. Safe to run twice (the same values again).
+_FINISH_BATCH = """
+local prefix, ttl, shard, slot, checksum = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 4 do
+  local k = prefix .. 'idem:' .. ARGV[i] .. ':' .. ARGV[i + 1]
+  if ARGV[i + 3] == '1' then
+    redis.call('SET', k, ARGV[i + 2], 'EX', ttl)
+  else
+    redis.call('SET', k, ARGV[i + 2], 'NX', 'EX', ttl)
+  end
+end
+if checksum ~= '' then
+  local last_key = prefix .. 'jlast:' .. shard
+  local last = redis.call('GET', last_key)
+  local last_slot = last and tonumber(string.match(last, '^(%d+)|')) or 0
+  if last_slot < tonumber(slot) then redis.call('SET', last_key, slot .. '|' .. checksum) end
+end
+redis.call('DEL', prefix .. 'intent:' .. shard .. ':' .. slot)
+redis.call('SREM', prefix .. 'jintents:' .. shard, slot)
+return 1
+"""
+
+# ARGV: prefix, owner, ttl_ms, shards, preferred. Claims a writer shard: the owner's own lease if it still
+# holds one (a restart with the same writer id), else the preferred or the lowest free shard. Returns
+# shard, head slot, "slot|checksum" of the last committed batch (or -1 when every shard is taken).
+_CLAIM_SHARD = """
+local prefix, owner, ttl, shards, preferred = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local function grab(n)
+  local key = prefix .. 'jshard:' .. n
+  local holder = redis.call('GET', key)
+  if holder == owner or (not holder and redis.call('SET', key, owner, 'NX', 'PX', ttl)) then
+    redis.call('PEXPIRE', key, ttl)
+    return {n, redis.call('GET', prefix .. 'jhead:' .. n) or '0', redis.call('GET', prefix .. 'jlast:' .. n) or ''}
+  end
+  return nil
+end
+for n = 0, shards - 1 do
+  if redis.call('GET', prefix .. 'jshard:' .. n) == owner then return grab(n) end
+end
+if preferred >= 0 and preferred < shards then
+  local got = grab(preferred)
+  if got then return got end
+end
+for n = 0, shards - 1 do
+  local got = grab(n)
+  if got then return got end
+end
+return {-1, '0', ''}
+"""
+
+# ARGV: prefix, shard, owner, ttl_ms (ttl 0 = release). 1 if the lease is (still) ours.
+_RENEW_SHARD = """
+local key = ARGV[1] .. 'jshard:' .. ARGV[2]
+if redis.call('GET', key) ~= ARGV[3] then return 0 end
+if tonumber(ARGV[4]) == 0 then redis.call('DEL', key) else redis.call('PEXPIRE', key, ARGV[4]) end
+return 1
+"""
+
+# ARGV: prefix, then per credit: account, entry_id, amount. Returns 1 (applied now) / 0 (already) per
+# credit, or a single -1 when a repair fence is up (nothing applied: the caller retries after the repair).
 _CREDIT_BATCH = """
 local prefix = ARGV[1]
+if redis.call('EXISTS', prefix .. 'wallet:fence') == 1 then return {-1} end
 local out = {}
 for i = 2, #ARGV, 3 do
   if redis.call('SET', prefix .. 'applied:' .. ARGV[i + 1], '1', 'NX') then
@@ -147,7 +267,9 @@ while i <= #ARGV do
   local first = i + 7
   i = first + n
   local idem_key = prefix .. 'idem:' .. account .. ':' .. key
-  if redis.call('GET', idem_key) == 'PENDING:' .. bet_id
+  local held = redis.call('GET', idem_key)
+  local reservation = 'PENDING:' .. bet_id .. ':'
+  if held and string.sub(held, 1, #reservation) == reservation
       and redis.call('SET', prefix .. 'comp:' .. bet_id, '1', 'NX', 'EX', comp_ttl) then
     redis.call('INCRBY', prefix .. 'bal:' .. account, amount_s)
     local daily_key = prefix .. 'daily:' .. account .. ':' .. day
@@ -205,6 +327,9 @@ class RedisWallet:
         self._credit = client.register_script(_CREDIT_BATCH)
         self._compensate = client.register_script(_COMPENSATE)
         self._finish = client.register_script(_FINISH)
+        self._finish_batch = client.register_script(_FINISH_BATCH)
+        self._claim = client.register_script(_CLAIM_SHARD)
+        self._renew = client.register_script(_RENEW_SHARD)
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisWallet:
@@ -233,25 +358,34 @@ class RedisWallet:
         await _aclose(self.client)
 
     def _k(self, kind: str, *parts: str) -> str:
-        return self.prefix + kind + ":" + ":".join(parts)
+        return self.prefix + kind + ":" + ":".join(key_part(p) for p in parts)
 
     # --- bets ------------------------------------------------------------------------------------------
 
-    async def debit_batch(self, debits: Sequence[Debit]) -> list[DebitResult]:
+    async def debit_batch(self, debits: Sequence[Debit], intent: BatchIntent | None = None) -> list[DebitResult]:
         if not debits:
             return []
-        args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S, DAILY_TTL_S]
+        header: list[Any] = ["", "", "", ""]
+        if intent is not None:
+            meta = f"{intent.prev_slot}|{intent.prev_checksum}|{intent.at_ms}"
+            header = [intent.shard, intent.slot, intent.owner, meta]
+        args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S, DAILY_TTL_S, *header]
         for d in debits:
             args += [
-                d.account_id,
-                d.idempotency_key,
+                key_part(d.account_id),
+                key_part(d.idempotency_key),
                 d.bet_id,
                 d.amount_minor,
                 d.day,
                 d.now_ms,
                 d.liability_minor,
                 d.liability_cap_minor,
+                d.slip_hash,
+                d.pos,
+                d.row,
+                len(d.market_ids),
                 len(d.liability_keys),
+                *d.market_ids,
                 *d.liability_keys,
             ]
         raw = await self._debit(args=args)
@@ -259,6 +393,54 @@ class RedisWallet:
             DebitResult(status=_text(raw[i]), balance_minor=int(raw[i + 1]), existing=_text(raw[i + 2]))
             for i in range(0, len(raw), 3)
         ]
+
+    async def finish_batch(self, shard: int, slot: int, checksum: str, records: Sequence[tuple[str, str, str]]) -> None:
+        args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S, shard, slot, checksum]
+        for account, key, result in records:
+            args += [key_part(account), key_part(key), result, 1 if _is_acceptance(result) else 0]
+        await self._finish_batch(args=args)
+
+    async def pending_intents(self, shard: int) -> list[PendingIntent]:
+        slots = sorted(int(v) for v in await self.client.smembers(f"{self.prefix}jintents:{shard}"))
+        out: list[PendingIntent] = []
+        for slot in slots:
+            fields = {
+                _text(k): _text(v)
+                for k, v in (await self.client.hgetall(f"{self.prefix}intent:{shard}:{slot}")).items()
+            }
+            meta = fields.pop("meta", "")
+            if not meta:  # dropped meanwhile (finished by the owner): nothing to resolve
+                continue
+            prev_slot, prev_checksum, at_ms = meta.split("|")
+            rows = {int(k[1:]): v for k, v in fields.items() if k.startswith("r")}
+            out.append(PendingIntent(shard, slot, int(prev_slot), prev_checksum, int(at_ms), rows))
+        return out
+
+    async def claim_shard(self, owner: str, ttl_ms: int, shards: int, preferred: int = -1) -> ShardClaim | None:
+        shard, head, last = await self._claim(args=[self.prefix, owner, ttl_ms, shards, preferred])
+        if int(shard) < 0:
+            return None
+        last_text = _text(last)
+        last_slot, _, last_checksum = last_text.partition("|")
+        return ShardClaim(int(shard), int(_text(head)), int(last_slot or 0), last_checksum)
+
+    async def renew_shard(self, shard: int, owner: str, ttl_ms: int) -> bool:
+        return bool(int(await self._renew(args=[self.prefix, shard, owner, ttl_ms])))
+
+    async def journal_heads(self, shards: int) -> list[int]:
+        raw = await self.client.mget([f"{self.prefix}jhead:{n}" for n in range(shards)])
+        return [int(v) if v is not None else 0 for v in raw]
+
+    async def intents_pending(self, shards: int) -> list[int]:
+        """Number of unresolved intents per shard (0 everywhere = every debit is committed or resolved)."""
+        pipe = self.client.pipeline(transaction=False)
+        for n in range(shards):
+            pipe.scard(f"{self.prefix}jintents:{n}")
+        return [int(v) for v in await pipe.execute()]
+
+    async def shard_holders(self, shards: int) -> list[str | None]:
+        raw = await self.client.mget([f"{self.prefix}jshard:{n}" for n in range(shards)])
+        return [None if v is None else _text(v) for v in raw]
 
     async def compensate(self, debits: Sequence[Debit]) -> None:
         await self.compensate_count(debits)
@@ -270,8 +452,8 @@ class RedisWallet:
         args: list[Any] = [self.prefix, COMPENSATION_TTL_S]
         for d in debits:
             args += [
-                d.account_id,
-                d.idempotency_key,
+                key_part(d.account_id),
+                key_part(d.idempotency_key),
                 d.bet_id,
                 d.amount_minor,
                 d.day,
@@ -286,7 +468,7 @@ class RedisWallet:
             return
         args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S]
         for account, key, result in records:
-            args += [account, key, result, 1 if _is_acceptance(result) else 0]
+            args += [key_part(account), key_part(key), result, 1 if _is_acceptance(result) else 0]
         await self._finish(args=args)
 
     async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -302,8 +484,11 @@ class RedisWallet:
             return []
         args: list[Any] = [self.prefix]
         for c in credits:
-            args += [c.account_id, c.entry_id, c.amount_minor]
-        return [bool(int(v)) for v in await self._credit(args=args)]
+            args += [key_part(c.account_id), key_part(c.entry_id), c.amount_minor]
+        raw = await self._credit(args=args)
+        if raw and int(raw[0]) < 0:
+            raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
+        return [bool(int(v)) for v in raw]
 
     async def balances(self, account_ids: Sequence[str]) -> list[int]:
         if not account_ids:
@@ -315,6 +500,49 @@ class RedisWallet:
         """Reconciliation only (the ledger wins). One MSET: all accounts are overwritten at once."""
         if balances:
             await self.client.mset({self._k("bal", a): v for a, v in balances.items()})
+
+    # --- the projection's lifecycle (epoch, repair fence, rebuild) ---------------------------------------
+
+    async def epoch(self) -> str | None:
+        raw = await self.client.get(f"{self.prefix}wallet:epoch")
+        return None if raw is None else _text(raw)
+
+    async def set_epoch(self, epoch: str) -> None:
+        await self.client.set(f"{self.prefix}wallet:epoch", epoch)
+
+    async def set_fence(self, up: bool) -> None:
+        key = f"{self.prefix}wallet:fence"
+        if up:
+            await self.client.set(key, "1")
+        else:
+            await self.client.delete(key)
+
+    async def rebuild(self, state: WalletRebuild) -> None:
+        """Overwrites the projection with state rebuilt from the ledger (only under the repair fence)."""
+        pipe = self.client.pipeline(transaction=False)
+        for account, balance in state.balances.items():
+            pipe.set(self._k("bal", account), balance)
+        for entry_id in state.applied_entry_ids:
+            pipe.set(f"{self.prefix}applied:{key_part(entry_id)}", "1")
+        for (account, key), record in state.idempotency.items():
+            pipe.set(self._k("idem", account, key), record, ex=IDEMPOTENCY_TTL_S)
+        for (account, day), amount in state.daily_stake.items():
+            pipe.set(self._k("daily", account, day), amount, ex=DAILY_TTL_S)
+        for selection, amount in state.liability.items():
+            pipe.set(f"{self.prefix}liab:{selection}", amount)
+        for account, limits in state.limits.items():
+            pipe.hset(
+                self._k("limits", account),
+                mapping={
+                    "daily_limit": limits.daily_stake_limit_minor,
+                    "excluded_until": limits.self_excluded_until_ms,
+                },
+            )
+        for shard, (head, last_slot, last_checksum) in state.journal.items():
+            pipe.set(f"{self.prefix}jhead:{shard}", head)
+            if last_slot:
+                pipe.set(f"{self.prefix}jlast:{shard}", f"{last_slot}|{last_checksum}")
+        await pipe.execute()
 
     # --- limits ----------------------------------------------------------------------------------------
 

@@ -6,14 +6,18 @@ Order of checks (each rejection is final for that slip and writes nothing but it
   3. market checks per leg, in the Rust core, one call per batch: suspended -> stale -> odds tolerance
   4. risk: stake limits, maximum payout (potential return from the Rust core, one call per batch)
   5. in-play delay: in-play slips wait, then are re-checked against the then-current prices and status
-  6. money: one Lua call debits the batch atomically (idempotency reservation, self-exclusion, daily
-     stake limit, book liability per selection, balance); the ledger records each debited bet (logged
-     batch per bet, concurrently); a bet the ledger could not record is compensated (stake returned) and
-     reported UNAVAILABLE; BetPlaced events go to Kafka; the final result is stored under the key.
+  6. commit (:mod:`inplay.domain.commit`): the slips join the journal writer's queue; the writer debits a
+     whole batch in one atomic wallet call (idempotency reservation, market status re-check, self-exclusion,
+     daily stake limit, book liability, balance, the batch's intent), writes it to the journal as ONE
+     single-partition write (retried until known, never refunded on a guess), stores the final results and
+     answers; views and BetPlaced are projected from the journal.
 
-Group commit: :class:`BetPlacement.place_batch` is the unit of work. Unary ``PlaceBet`` calls go through a
-:class:`GroupCommitter` that gathers concurrent calls for up to ``batch_window_ms`` so that a busy server
-makes one core call, one Lua call and one Kafka flush per batch instead of one per bet.
+The commit runs in the writer's task and is awaited through ``asyncio.shield``: a cancelled RPC stops
+waiting, never committing. One slip's failure never changes another slip's result.
+
+Group commit: unary ``PlaceBet`` calls go through a :class:`GroupCommitter` that gathers concurrent calls
+for up to ``batch_window_ms`` (one market read and one core call per group); every caller's slips then
+meet in the writer's queue, which forms batches as large as the load makes them (one in flight per shard).
 """
 
 from __future__ import annotations
@@ -21,20 +25,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Generic, TypeVar
-
-from opentelemetry.trace import SpanKind
 
 from inplay import core, metrics
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds, Quote, QuoteResult
+from inplay.domain.commit import CommitOutcome, CommitSlip, ShardWriter, accepted_record
+from inplay.domain.journal import bet_from_json, slip_hash
 from inplay.model import BetRequest, Leg, MarketState, MarketStatus, PlacedBet
-from inplay.ports import TOPIC_BETS, BusMessage, Debit, EventBus, Ledger, OddsCache, WalletStore
+from inplay.ports import OddsCache, WalletStore
 from inplay.tracing import tracer
 
 log = logging.getLogger("inplay.bets")
@@ -63,11 +65,15 @@ class Reason:
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
     UNAVAILABLE = "UNAVAILABLE"
     IN_PROGRESS = "IN_PROGRESS"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    OVERLOADED = "OVERLOADED"
 
 
-# Reasons that are not a property of the slip but of a transient failure: never stored under the key,
-# so a retry with the same key is evaluated afresh.
-TRANSIENT_REASONS = frozenset({Reason.UNAVAILABLE, Reason.IN_PROGRESS})
+# Reasons that are not a property of the slip but of a transient failure or of another call: never stored
+# under the key, so a retry with the same key is evaluated afresh.
+TRANSIENT_REASONS = frozenset(
+    {Reason.UNAVAILABLE, Reason.IN_PROGRESS, Reason.OVERLOADED, Reason.IDEMPOTENCY_KEY_REUSED}
+)
 # Reasons found by input validation alone: nothing at all is written for them.
 INPUT_REASONS = frozenset(
     {Reason.INVALID_ARGUMENT, Reason.STAKE_TOO_LOW, Reason.STAKE_TOO_HIGH, Reason.CURRENCY_MISMATCH}
@@ -97,6 +103,8 @@ class PlacementResult:
     bet: PlacedBet | None = None
     rejection: Rejection | None = None
     replayed: bool = False
+    # Its record was stored by the journal writer with the batch (not again by the placement).
+    committed_by_writer: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -108,42 +116,10 @@ class PlacementResult:
 # --------------------------------------------------------------------------------------------------------
 
 
-def bet_to_json(bet: PlacedBet) -> dict[str, object]:
-    return {
-        "id": bet.bet_id,
-        "acc": bet.account_id,
-        "legs": [[lg.market_id, lg.selection_id, lg.odds.num, lg.odds.den, lg.event_id] for lg in bet.legs],
-        "stake": bet.stake_minor,
-        "cur": bet.currency,
-        "ret": bet.potential_return_minor,
-        "pol": int(bet.policy),
-        "key": bet.idempotency_key,
-        "at": bet.placed_at_ms,
-    }
-
-
-def bet_from_json(data: dict[str, object]) -> PlacedBet:
-    legs_raw = data["legs"]
-    assert isinstance(legs_raw, list)
-    return PlacedBet(
-        bet_id=str(data["id"]),
-        account_id=str(data["acc"]),
-        legs=tuple(
-            Leg(market_id=str(m), selection_id=str(s), odds=Odds(int(n), int(d)), event_id=str(e))
-            for m, s, n, d, e in legs_raw
-        ),
-        stake_minor=int(str(data["stake"])),
-        currency=str(data["cur"]),
-        potential_return_minor=int(str(data["ret"])),
-        policy=AcceptancePolicy(int(str(data["pol"]))),
-        idempotency_key=str(data["key"]),
-        placed_at_ms=int(str(data["at"])),
-    )
-
-
-def result_to_json(result: PlacementResult) -> str:
+def result_to_json(result: PlacementResult, slip: str = "") -> str:
+    """The record stored under an idempotency key; ``slip`` is the slip's hash (``journal.slip_hash``)."""
     if result.bet is not None:
-        return json.dumps({"bet": bet_to_json(result.bet)}, separators=(",", ":"))
+        return accepted_record(result.bet, slip)
     assert result.rejection is not None
     rej = result.rejection
     payload: dict[str, object] = {"reason": rej.reason, "message": rej.message, "field": rej.field}
@@ -159,7 +135,15 @@ def result_to_json(result: PlacementResult) -> str:
             int(oc.policy),
             oc.tolerance_bp,
         ]
-    return json.dumps({"rejection": payload}, separators=(",", ":"))
+    return json.dumps({"rejection": payload, "h": slip}, separators=(",", ":"))
+
+
+def record_slip_hash(record: str) -> str:
+    """The slip hash a stored record was made for ("" for records written before hashes existed)."""
+    if record.startswith("PENDING:"):
+        parts = record.split(":")
+        return parts[2] if len(parts) > 2 else ""
+    return str(json.loads(record).get("h", ""))
 
 
 def result_from_json(text: str) -> PlacementResult:
@@ -232,11 +216,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new_bet_id(at_ms: int) -> str:
-    """Time-ordered, unique: 13 hex digits of ms + 16 random hex digits."""
-    return f"{at_ms:013x}{os.urandom(8).hex()}"
-
-
 @dataclass
 class _Slot:
     """Working state of one slip inside a batch."""
@@ -247,35 +226,35 @@ class _Slot:
     accepted_legs: tuple[Leg, ...] = ()
     potential_return: int = 0
     in_play: bool = False
-    bet_id: str = ""
+    slip_hash: str = ""
 
 
 class BetPlacement:
-    """The bet acceptance use case over the ports."""
+    """The bet acceptance use case over the ports; the commit itself is the journal writer's."""
 
     def __init__(
         self,
         odds: OddsCache,
         wallet: WalletStore,
-        ledger: Ledger,
-        bus: EventBus,
+        writer: ShardWriter,
         rules: BetRules,
         *,
         clock: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        topic_prefix: str = "",
     ) -> None:
         self._odds = odds
         self._wallet = wallet
-        self._ledger = ledger
-        self._bus = bus
+        self._writer = writer
         self.rules = rules
         self._clock = clock
         self._sleep = sleep
-        self._topic = topic_prefix + TOPIC_BETS
         self._committer: GroupCommitter[BetRequest, PlacementResult] = GroupCommitter(
             self.place_batch, window_ms=rules.batch_window_ms, max_batch=rules.batch_max
         )
+
+    @property
+    def writer(self) -> ShardWriter:
+        return self._writer
 
     async def place(self, req: BetRequest) -> PlacementResult:
         """One bet, group-committed with concurrent callers."""
@@ -295,7 +274,27 @@ class BetPlacement:
             rejection = validate_request(slot.req, self.rules)
             if rejection is not None:
                 slot.result = PlacementResult(rejection=rejection)
-        # Two slips of one batch with the same key: the later one is a duplicate of the first.
+            else:
+                slot.slip_hash = slip_hash(slot.req)
+        duplicates = self._in_batch_duplicates(slots)
+        await self._replay_known_keys(self._pending(slots))
+        await self._check_markets(self._pending(slots), first_pass=True)
+        self._check_risk(self._pending(slots))
+        await self._inplay_delay(self._pending(slots))
+        await self._commit(self._pending(slots))
+        await self._store_results(slots)
+        for dup, first in duplicates:
+            assert first.result is not None
+            dup.result = _duplicate_result(dup, first)
+        out: list[PlacementResult] = []
+        for slot in slots:
+            assert slot.result is not None
+            out.append(slot.result)
+        _observe(out)
+        return out
+
+    def _in_batch_duplicates(self, slots: list[_Slot]) -> list[tuple[_Slot, _Slot]]:
+        """Two slips of one batch with the same key: the later one is answered from the first."""
         first_by_key: dict[tuple[str, str], _Slot] = {}
         duplicates: list[tuple[_Slot, _Slot]] = []
         for slot in self._pending(slots):
@@ -305,26 +304,7 @@ class BetPlacement:
                 slot.result = PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "duplicate in batch"))
             else:
                 first_by_key[ident] = slot
-
-        await self._replay_known_keys(self._pending(slots))
-        await self._check_markets(self._pending(slots), first_pass=True)
-        self._check_risk(self._pending(slots))
-        await self._inplay_delay(self._pending(slots))
-        await self._commit(self._pending(slots))
-        await self._store_results(slots)
-
-        for dup, first in duplicates:
-            assert first.result is not None
-            if first.result.accepted or (
-                first.result.rejection is not None and first.result.rejection.reason not in TRANSIENT_REASONS
-            ):
-                dup.result = PlacementResult(bet=first.result.bet, rejection=first.result.rejection, replayed=True)
-        out: list[PlacementResult] = []
-        for slot in slots:
-            assert slot.result is not None
-            out.append(slot.result)
-        _observe(out)
-        return out
+        return duplicates
 
     @staticmethod
     def _pending(slots: Sequence[_Slot]) -> list[_Slot]:
@@ -335,14 +315,8 @@ class BetPlacement:
             return
         stored = await self._wallet.get_idempotent([(s.req.account_id, s.req.idempotency_key) for s in slots])
         for slot, record in zip(slots, stored, strict=True):
-            if record is None:
-                continue
-            if record.startswith("PENDING:"):
-                slot.result = PlacementResult(
-                    rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight")
-                )
-            else:
-                slot.result = result_from_json(record)
+            if record is not None:
+                slot.result = _replay(record, slot.slip_hash)
 
     async def _check_markets(self, slots: list[_Slot], *, first_pass: bool) -> None:
         if not slots:
@@ -447,17 +421,18 @@ class BetPlacement:
     def _check_risk(self, slots: list[_Slot]) -> None:
         if not slots:
             return
-        returns = core.potential_returns([(s.req.stake_minor, [lg.odds for lg in s.accepted_legs]) for s in slots])
-        for slot, potential in zip(slots, returns, strict=True):
-            slot.potential_return = potential
-            if potential > self.rules.max_payout_minor:
+        for slot, potential in zip(slots, _potential_returns(slots), strict=True):
+            if potential is None or potential > self.rules.max_payout_minor:
+                shown = "beyond every limit" if potential is None else str(potential)
                 slot.result = PlacementResult(
                     rejection=Rejection(
                         Reason.PAYOUT_TOO_HIGH,
-                        f"potential return {potential} exceeds the maximum payout {self.rules.max_payout_minor}",
+                        f"potential return {shown} exceeds the maximum payout {self.rules.max_payout_minor}",
                         "slip.stake.amount_minor",
                     )
                 )
+            else:
+                slot.potential_return = potential
 
     async def _inplay_delay(self, slots: list[_Slot]) -> None:
         delayed = [s for s in slots if s.in_play]
@@ -471,112 +446,129 @@ class BetPlacement:
     async def _commit(self, slots: list[_Slot]) -> None:
         if not slots:
             return
-        now = self._clock()
-        day = datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y%m%d")
-        debits: list[Debit] = []
-        for slot in slots:
-            slot.bet_id = new_bet_id(now)
-            debits.append(
-                Debit(
-                    account_id=slot.req.account_id,
-                    idempotency_key=slot.req.idempotency_key,
-                    bet_id=slot.bet_id,
-                    amount_minor=slot.req.stake_minor,
-                    liability_keys=tuple(f"{lg.market_id}/{lg.selection_id}" for lg in slot.accepted_legs),
-                    liability_minor=max(0, slot.potential_return - slot.req.stake_minor),
-                    liability_cap_minor=self.rules.liability_cap_minor,
-                    day=day,
-                    now_ms=now,
-                )
+        commit_slips = [
+            CommitSlip(
+                account_id=slot.req.account_id,
+                idempotency_key=slot.req.idempotency_key,
+                legs=slot.accepted_legs,
+                stake_minor=slot.req.stake_minor,
+                currency=slot.req.currency,
+                potential_return_minor=slot.potential_return,
+                policy=int(slot.req.policy),
+                slip_hash=slot.slip_hash,
+                liability_cap_minor=self.rules.liability_cap_minor,
             )
-        with tracer.start_as_current_span(
-            "redis wallet.debit_batch", attributes={"db.system": "redis", "inplay.bet_ids": [d.bet_id for d in debits]}
-        ):
-            outcomes = await self._wallet.debit_batch(debits)
-        debited: list[tuple[_Slot, Debit, PlacedBet]] = []
-        for slot, debit, outcome in zip(slots, debits, outcomes, strict=True):
-            if outcome.status == "DEBITED":
-                bet = PlacedBet(
-                    bet_id=slot.bet_id,
-                    account_id=slot.req.account_id,
-                    legs=slot.accepted_legs,
-                    stake_minor=slot.req.stake_minor,
-                    currency=slot.req.currency,
-                    potential_return_minor=slot.potential_return,
-                    policy=slot.req.policy,
-                    idempotency_key=slot.req.idempotency_key,
-                    placed_at_ms=now,
-                )
-                debited.append((slot, debit, bet))
-            elif outcome.status == "DUPLICATE":
-                if outcome.existing.startswith("PENDING:") or not outcome.existing:
-                    slot.result = PlacementResult(
-                        rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight")
-                    )
-                else:
-                    slot.result = result_from_json(outcome.existing)
-            else:
-                slot.result = PlacementResult(rejection=_debit_rejection(outcome.status, outcome.balance_minor))
-
-        if debited:
-            with tracer.start_as_current_span(
-                "cassandra ledger.append_bets",
-                attributes={"db.system": "cassandra", "inplay.bet_ids": [bet.bet_id for _, _, bet in debited]},
-            ):
-                errors = await self._ledger.append_bets([bet for _, _, bet in debited])
-            failed: list[Debit] = []
-            recorded: list[PlacedBet] = []
-            for (slot, debit, bet), error in zip(debited, errors, strict=True):
-                if error is None:
-                    slot.result = PlacementResult(bet=bet)
-                    recorded.append(bet)
-                else:
-                    log.error("ledger write failed for bet %s: %r; compensating", bet.bet_id, error)
-                    failed.append(debit)
-                    slot.result = PlacementResult(
-                        rejection=Rejection(Reason.UNAVAILABLE, "the bet could not be recorded; stake returned")
-                    )
-            if failed:
-                await self._wallet.compensate(failed)
-            if recorded:
-                await self._publish(recorded)
+            for slot in slots
+        ]
+        with tracer.start_as_current_span("journal.commit", attributes={"inplay.batch_size": len(slots)}):
+            futures = self._writer.submit(commit_slips, _final_record)
+            # Shielded: a cancelled RPC stops waiting here; the writer still commits and answers the key.
+            outcomes = await asyncio.shield(asyncio.gather(*futures))
+        for slot, outcome in zip(slots, outcomes, strict=True):
+            slot.result = _commit_result(outcome, slot.slip_hash)
 
     async def _store_results(self, slots: Sequence[_Slot]) -> None:
-        """Stores each slip's final result under its key: acceptances replace their reservation, state-based
-        rejections are stored only where no record exists (so they never replace a concurrent acceptance)."""
+        """Stores the final result of slips rejected before the commit (state-based rejections only, and
+        only where no record exists, so they never replace a concurrent acceptance). The writer stores the
+        results of the slips it handled together with their batch."""
         final = [
-            (s.req.account_id, s.req.idempotency_key, result_to_json(s.result))
+            (s.req.account_id, s.req.idempotency_key, result_to_json(s.result, s.slip_hash))
             for s in slots
             if s.result is not None
+            and s.slip_hash
             and not s.result.replayed
-            and (s.result.accepted or (s.result.rejection is not None and _storable(s.result.rejection)))
+            and s.result.rejection is not None
+            and not s.result.committed_by_writer
+            and _storable(s.result.rejection)
         ]
         if final:
             await self._wallet.finish_idempotent(final)
 
-    async def _publish(self, bets: list[PlacedBet]) -> None:
-        messages = [
-            BusMessage(
-                topic=self._topic,
-                key=bet.legs[0].event_id,
-                value=json.dumps({"type": "BetPlaced", "bet": bet_to_json(bet)}, separators=(",", ":")).encode(),
+
+def _potential_returns(slots: Sequence[_Slot]) -> list[int | None]:
+    """One core call for the batch; if any slip overflows, each slip alone, so that the overflowing slip
+    fails by itself (PAYOUT_TOO_HIGH) and never fails its neighbours."""
+    items = [(s.req.stake_minor, [lg.odds for lg in s.accepted_legs]) for s in slots]
+    try:
+        return list(core.potential_returns(items))
+    except core.CoreError:
+        out: list[int | None] = []
+        for item in items:
+            try:
+                out.append(core.potential_returns([item])[0])
+            except core.CoreError:
+                out.append(None)
+        return out
+
+
+def _replay(record: str, slip: str) -> PlacementResult:
+    """The answer for a key that already has a record: the first call's result, unless the slip differs."""
+    stored_hash = record_slip_hash(record)
+    if stored_hash and slip and stored_hash != slip:
+        return PlacementResult(
+            rejection=Rejection(
+                Reason.IDEMPOTENCY_KEY_REUSED,
+                "this idempotency key was used for a different slip; use a new key for a new slip",
+                "slip.idempotency_key",
             )
-            for bet in bets
-        ]
-        try:
-            with tracer.start_as_current_span(
-                "kafka bus.publish",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.destination.name": self._topic,
-                    "inplay.bet_ids": [b.bet_id for b in bets],
-                },
-            ):
-                await self._bus.publish(messages)
-                await self._bus.flush(timeout_s=5.0)
-        except Exception:  # the bet is in the ledger (the truth); the event can be re-derived from it
-            log.exception("BetPlaced publish failed for %d bets", len(bets))
+        )
+    if record.startswith("PENDING:"):
+        return PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight"))
+    return result_from_json(record)
+
+
+def _duplicate_result(dup: _Slot, first: _Slot) -> PlacementResult:
+    assert first.result is not None
+    if dup.slip_hash != first.slip_hash:
+        return _replay(f"PENDING:x:{first.slip_hash}", dup.slip_hash)
+    if first.result.accepted or (
+        first.result.rejection is not None and first.result.rejection.reason not in TRANSIENT_REASONS
+    ):
+        return PlacementResult(bet=first.result.bet, rejection=first.result.rejection, replayed=True)
+    return PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "duplicate in batch"))
+
+
+_WALLET_REASONS = {
+    "INSUFFICIENT_FUNDS": Reason.INSUFFICIENT_FUNDS,
+    "DAILY_STAKE_LIMIT": Reason.DAILY_STAKE_LIMIT,
+    "SELF_EXCLUDED": Reason.SELF_EXCLUDED,
+    "LIABILITY_EXCEEDED": Reason.LIABILITY_EXCEEDED,
+    "MARKET_CLOSED": Reason.MARKET_CLOSED,
+    "MARKET_SUSPENDED": Reason.MARKET_SUSPENDED,
+}
+
+
+def _commit_result(outcome: CommitOutcome, slip: str) -> PlacementResult:
+    if outcome.status == "DEBITED":
+        assert outcome.bet is not None
+        return PlacementResult(bet=outcome.bet, committed_by_writer=True)
+    if outcome.status == "DUPLICATE":
+        if not outcome.existing:
+            return PlacementResult(
+                rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight")
+            )
+        return _replay(outcome.existing, slip)
+    if outcome.status in _WALLET_REASONS:
+        rejection = _debit_rejection(_WALLET_REASONS[outcome.status], outcome.balance_minor)
+        return PlacementResult(rejection=rejection, committed_by_writer=True)
+    if outcome.status == "OVERLOADED":
+        return PlacementResult(rejection=Rejection(Reason.OVERLOADED, outcome.message or "overloaded"))
+    messages = {
+        "NOT_READY": "the wallet projection is being rebuilt; retry with the same key",
+        "SHARD_LOST": "the journal writer lost its shard; retry with the same key",
+    }
+    message = outcome.message or messages.get(outcome.status, "unavailable; retry with the same key")
+    return PlacementResult(rejection=Rejection(Reason.UNAVAILABLE, message))
+
+
+def _final_record(slip: CommitSlip, outcome: CommitOutcome) -> str | None:
+    """What the writer stores under the key with the batch: acceptances and state-based wallet refusals."""
+    result = _commit_result(outcome, slip.slip_hash)
+    if result.bet is not None:
+        return accepted_record(result.bet, slip.slip_hash)
+    if result.rejection is not None and outcome.status in _WALLET_REASONS and _storable(result.rejection):
+        return result_to_json(result, slip.slip_hash)
+    return None
 
 
 def _observe(results: Sequence[PlacementResult]) -> None:
@@ -611,6 +603,8 @@ def _debit_rejection(status: str, balance: int) -> Rejection:
         Reason.DAILY_STAKE_LIMIT: "the daily stake limit would be exceeded",
         Reason.SELF_EXCLUDED: "the account is self-excluded",
         Reason.LIABILITY_EXCEEDED: "the book's liability limit for this selection is reached",
+        Reason.MARKET_CLOSED: "a market of the slip closed before the bet was committed",
+        Reason.MARKET_SUSPENDED: "a market of the slip was suspended before the bet was committed",
     }
     return Rejection(status, messages.get(status, status.lower()))
 

@@ -7,14 +7,24 @@ between the steps is repaired by retrying the same call: every step is idempoten
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from inplay.adapters.deposit_keys import DepositKeys
-from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from inplay.domain.commit import accepted_record, wait_for_projection
+from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
+from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
+from inplay.ids import liability_key
 from inplay.model import EntryKind, LedgerEntry
-from inplay.ports import Credit, Ledger, WalletStore
+from inplay.ports import AccountLimits, Credit, Ledger, WalletRebuild, WalletStore, WalletUnavailable
+
+log = logging.getLogger("inplay.wallet")
 
 MAX_DEPOSIT_MINOR = 100_000_000_00
 
@@ -64,6 +74,8 @@ class Wallet:
             raise FailedPrecondition(
                 "idempotency_key already used for a different amount", reason="IDEMPOTENCY_KEY_REUSED"
             )
+        # Every column comes from the claim (or the key), never from the retried request: a retry rewrites
+        # the identical row (M3: a retry with another reason must not change the stored row).
         entry = LedgerEntry(
             entry_id=claim.entry_id,
             account_id=account_id,
@@ -71,17 +83,38 @@ class Wallet:
             amount_minor=claim.amount_minor,
             currency=claim.currency,
             bet_id="",
-            reference=reason or idempotency_key,
+            reference=idempotency_key,
             created_at_ms=claim.created_at_ms,
         )
         await self._ledger.append_entries([entry])
-        await self._wallet.credit_batch([Credit(account_id, entry.entry_id, entry.amount_minor)])
+        try:
+            await self._wallet.credit_batch([Credit(account_id, entry.entry_id, entry.amount_minor)])
+        except WalletUnavailable as exc:
+            # The ledger has the deposit; a retry with the same key credits the projection once.
+            raise Unavailable(str(exc), reason="WALLET_REPAIRING") from exc
         [balance] = await self._wallet.balances([account_id])
         return DepositResult(entry=entry, balance_minor=balance, replayed=not claim.fresh)
 
     async def balance(self, account_id: str) -> int:
         [balance] = await self._wallet.balances([account_id])
         return balance
+
+
+class DurableLimits:
+    """Responsible-gambling limits: recorded in the ledger first (durable, rebuilt into the projection by a
+    repair), then set in the wallet projection that the atomic debit reads."""
+
+    def __init__(self, wallet: WalletStore, ledger: Ledger, clock: Callable[[], int] = _now_ms) -> None:
+        self._wallet = wallet
+        self._ledger = ledger
+        self._clock = clock
+
+    async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
+        await self._ledger.record_limits(account_id, limits, self._clock())
+        await self._wallet.set_limits(account_id, limits)
+
+    async def get_limits(self, account_id: str) -> AccountLimits:
+        return await self._wallet.get_limits(account_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +125,18 @@ class ReconcileReport:
 
 
 async def reconcile(
-    wallet: WalletStore, ledger: Ledger, repair: bool, accounts: list[str] | None = None
+    wallet: WalletStore,
+    ledger: Ledger,
+    repair: bool,
+    accounts: list[str] | None = None,
+    *,
+    projection: str = "",
+    shards: int = 64,
 ) -> ReconcileReport:
-    """Compares the Redis balance projection with Σ ledger entries; with ``repair`` the ledger wins."""
+    """Compares the Redis balance projection with Σ ledger entries once the views cover the journal; with
+    ``repair`` the whole projection is rebuilt from the ledger under a fence (``repair_projection``), never
+    by overwriting balances while bets and credits run (H10)."""
+    await wait_for_projection(wallet, ledger, shards, timeout_s=30.0)
     truth = await ledger.account_balances()
     if accounts is not None:
         truth = {a: truth.get(a, 0) for a in accounts}
@@ -102,5 +144,105 @@ async def reconcile(
     projected = await wallet.balances(names) if names else []
     mismatched = {name: (proj, truth[name]) for name, proj in zip(names, projected, strict=True) if proj != truth[name]}
     if repair and mismatched:
-        await wallet.set_balances({name: ledger_value for name, (_, ledger_value) in mismatched.items()})
+        await repair_projection(wallet, ledger, projection, shards)
     return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repair and bool(mismatched))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The projection's lifecycle: epoch marker, fenced rebuild from the ledger and the journal
+# --------------------------------------------------------------------------------------------------------
+
+
+async def ensure_projection_ready(
+    wallet: WalletStore, ledger: Ledger, projection: str, shards: int, *, clock: Callable[[], int] = _now_ms
+) -> str:
+    """Called at start. A fresh projection gets an epoch (recorded in the ledger); a projection the ledger
+    knows but whose epoch marker is gone has lost its data (a flushed or failed-over Redis) and is rebuilt
+    from the ledger before any bet can use it (the debit refuses NOT_READY meanwhile). Returns the action."""
+    epoch = await wallet.epoch()
+    known = await ledger.epochs(projection)
+    if epoch is not None:
+        if epoch not in known:
+            await ledger.record_epoch(projection, epoch, clock())
+        return "ready"
+    if not known:
+        fresh = os.urandom(8).hex()
+        await ledger.record_epoch(projection, fresh, clock())
+        await wallet.set_epoch(fresh)
+        return "fresh"
+    log.error("wallet projection %r lost its data (epoch marker missing): rebuilding from the ledger", projection)
+    await repair_projection(wallet, ledger, projection, shards, clock=clock)
+    return "rebuilt"
+
+
+async def repair_projection(
+    wallet: WalletStore,
+    ledger: Ledger,
+    projection: str,
+    shards: int,
+    *,
+    clock: Callable[[], int] = _now_ms,
+    settle_timeout_s: float = 30.0,
+) -> WalletRebuild:
+    """Rebuilds everything the projection holds for money from the ledger and the journal, without racing
+    live traffic: a fence makes every debit answer NOT_READY and every credit refuse (callers retry),
+    in-flight batches finish, the views catch up with the journal, then the state is rebuilt and the fence
+    lifted. Returns what was written."""
+    await wallet.set_fence(True)
+    try:
+        await _quiesce(wallet, ledger, shards, settle_timeout_s)
+        state = await rebuild_state(ledger, clock())
+        await wallet.rebuild(state)
+        epoch = os.urandom(8).hex()
+        await ledger.record_epoch(projection, epoch, clock())
+        await wallet.set_epoch(epoch)
+        return state
+    finally:
+        await wallet.set_fence(False)
+
+
+async def _quiesce(wallet: WalletStore, ledger: Ledger, shards: int, timeout_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while any(await wallet.intents_pending(shards)):
+        if asyncio.get_running_loop().time() > deadline:
+            raise Unavailable("journal intents are still unresolved; is a writer down? (retry the repair)")
+        await asyncio.sleep(0.05)
+    if not await wait_for_projection(wallet, ledger, shards, timeout_s=timeout_s):
+        raise Unavailable("the journal views did not catch up; retry the repair")
+
+
+async def rebuild_state(ledger: Ledger, now: int) -> WalletRebuild:
+    balances = await ledger.account_balances()
+    applied = [entry_id for _, entry_id in await ledger.credit_entry_ids()]
+    idempotency: dict[tuple[str, str], str] = {}
+    daily: dict[tuple[str, str], int] = defaultdict(int)
+    liability: dict[str, int] = defaultdict(int)
+    journal: dict[int, tuple[int, int, str]] = {}
+    recent_days = {_day(now), _day(now - 86_400_000)}
+    async for batch in ledger.scan_journal():
+        head, last_slot, _ = journal.get(batch.shard, (0, 0, GENESIS_CHECKSUM))
+        if batch.slot > last_slot:
+            journal[batch.shard] = (max(head, batch.slot), batch.slot, batch.stored_checksum or batch.checksum)
+        for row in batch.rows:
+            bet, slip = decode_bet_row(row.body)
+            idempotency[(bet.account_id, bet.idempotency_key)] = accepted_record(bet, slip)
+            day = _day(bet.placed_at_ms)
+            if day in recent_days:
+                daily[(bet.account_id, day)] += bet.stake_minor
+            for leg in bet.legs:
+                liability[liability_key(leg.market_id, leg.selection_id)] += max(
+                    0, bet.potential_return_minor - bet.stake_minor
+                )
+    return WalletRebuild(
+        balances=balances,
+        applied_entry_ids=applied,
+        idempotency=idempotency,
+        daily_stake=dict(daily),
+        liability=dict(liability),
+        limits=await ledger.all_limits(),
+        journal=journal,
+    )
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d")

@@ -17,7 +17,7 @@ from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.convert import market_change_to_proto
 from inplay.domain.markets import MarketChangeLog, MarketControl
 from inplay.errors import FieldViolation, InvalidArgument, abort_with
-from inplay.ports import AccountLimits, WalletStore
+from inplay.ports import AccountLimits, LimitsStore
 from inplay.servicers.odds import unavailable
 
 DEFAULT_PAGE = 100
@@ -33,7 +33,7 @@ def _required(value: str, name: str) -> str:
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, control: MarketControl, changes: MarketChangeLog, wallet: WalletStore) -> None:
+    def __init__(self, control: MarketControl, changes: MarketChangeLog, wallet: LimitsStore) -> None:
         self._control = control
         self._changes = changes
         self._wallet = wallet
@@ -133,9 +133,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
 
 def add_to_server(
-    server: grpc.aio.Server, control: MarketControl, changes: MarketChangeLog, wallet: WalletStore
+    server: grpc.aio.Server, control: MarketControl, changes: MarketChangeLog, wallet: LimitsStore
 ) -> None:
-    """Registers AdminService. Needs MarketControl, the MarketChangeLog and the WalletStore."""
+    """Registers AdminService. Needs MarketControl, the MarketChangeLog and the (durable) account limits."""
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(control, changes, wallet), server)
 
 

@@ -22,6 +22,7 @@ from inplay.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unavailable,
     abort_with,
 )
@@ -90,11 +91,18 @@ def bet_to_proto(bet: PlacedBet, status: BetState = BetState.OPEN, settled_retur
     )
 
 
-def rejection_to_proto(rejection: Rejection) -> bets_pb2.BetRejection:
+def item_field(field: str, index: int) -> str:
+    """One path style for the whole API: a slip's field ``slip.x`` is ``slips[i].x`` inside PlaceBets."""
+    if field == "slip" or field.startswith("slip."):
+        return f"slips[{index}]" + field[len("slip") :]
+    return field
+
+
+def rejection_to_proto(rejection: Rejection, index: int | None = None) -> bets_pb2.BetRejection:
     proto = bets_pb2.BetRejection(
         reason=bets_pb2.RejectionReason.Value(f"REJECTION_REASON_{rejection.reason}"),  # type: ignore[arg-type]
         message=rejection.message,
-        field=rejection.field,
+        field=rejection.field if index is None else item_field(rejection.field, index),
     )
     if rejection.odds_changed is not None:
         proto.odds_changed.CopyFrom(odds_changed_to_proto(rejection))
@@ -133,6 +141,8 @@ def rejection_to_error(rejection: Rejection) -> DomainError:
         return NotFound(rejection.message, reason=rejection.reason, metadata=metadata)
     if rejection.reason == Reason.UNAVAILABLE:
         return Unavailable(rejection.message, reason=rejection.reason)
+    if rejection.reason == Reason.OVERLOADED:
+        return ResourceExhausted(rejection.message, reason=rejection.reason)
     if rejection.reason == Reason.IN_PROGRESS:
         return Aborted(rejection.message, reason=rejection.reason)
     details = [odds_changed_to_proto(rejection)] if rejection.odds_changed is not None else []
@@ -209,7 +219,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
                     item.bet.CopyFrom(bet_to_proto(result.bet))
                 else:
                     assert result.rejection is not None
-                    item.rejection.CopyFrom(rejection_to_proto(result.rejection))
+                    item.rejection.CopyFrom(rejection_to_proto(result.rejection, i))
             return response
         except Exception as exc:
             await abort_with(context, exc)

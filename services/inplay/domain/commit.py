@@ -1,0 +1,730 @@
+"""Group commit of bets through the journal: one writer per shard, one batch in flight, deterministic retries.
+
+The protocol of one batch (``ShardWriter._commit``), each step fixed before the next starts:
+
+1. **Form.** Up to ``max_batch`` queued slips become batch ``(shard, slot)``; every bet id
+   (``journal_bet_id(shard, slot, pos)``), the timestamp and every journal row are fixed now.
+2. **Debit + intent** (one atomic wallet call, fenced by the shard lease): balances, limits, liability and
+   the idempotency reservation, and the debited slips' rows stored as the batch's *intent*. Slips the wallet
+   refuses get their rejection; nothing of them goes further.
+3. **Journal write**: one single-partition write of the batch. Unknown outcome (timeout, reset) -> the
+   same bytes are written again, with backoff, until acknowledged: the stake is never refunded on a guess.
+   Only a write the store certainly refused (``JournalRejected``) is compensated in the wallet.
+4. **Finish**: final idempotency records and the intent dropped (one wallet call; idempotent).
+5. **Answer** each slip, then hand the batch to the projector (views + BetPlaced outbox).
+
+A writer that cannot learn a batch's outcome within ``commit_timeout_s`` answers UNAVAILABLE ("retry with
+the same key"), keeps the intent, and resolves it (``recover``) before it forms any further batch, so the
+checksum chain stays in slot order. A writer that starts (or adopts an orphaned shard) first resolves every
+intent of the shard: each is written to the journal as recorded (roll forward: the debit happened, the rows
+are deterministic) and finished. No key stays IN_PROGRESS after a restart.
+
+The commit runs in the writer's own task, never in an RPC's: a cancelled or timed-out call stops waiting,
+not committing. A full queue answers OVERLOADED (RESOURCE_EXHAUSTED) at once: clients retry with the same
+key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+
+from inplay import metrics
+from inplay.domain.journal import (
+    GENESIS_CHECKSUM,
+    ROW_BET,
+    JournalBatch,
+    JournalRow,
+    bet_row_body,
+    decode_bet_row,
+    journal_bet_id,
+)
+from inplay.ids import liability_key
+from inplay.model import Leg, PlacedBet
+from inplay.ports import (
+    BatchIntent,
+    BusMessage,
+    Debit,
+    DebitResult,
+    EventBus,
+    JournalRejected,
+    Ledger,
+    LedgerError,
+    PendingIntent,
+    WalletStore,
+)
+from inplay.tracing import tracer
+
+log = logging.getLogger("inplay.commit")
+
+PROJECTION_CONSUMER = "views+outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSlip:
+    """A slip that passed every check that does not need the wallet: it only needs to be debited and written."""
+
+    account_id: str
+    idempotency_key: str
+    legs: tuple[Leg, ...]
+    stake_minor: int
+    currency: str
+    potential_return_minor: int
+    policy: int
+    slip_hash: str
+    liability_cap_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """``status``: DEBITED (the bet is committed: ``bet``), a wallet refusal (INSUFFICIENT_FUNDS,
+    DUPLICATE with ``existing``, MARKET_CLOSED ...), UNAVAILABLE (not committed or outcome unknown: retry
+    with the same key) or OVERLOADED (queue full)."""
+
+    status: str
+    bet: PlacedBet | None = None
+    balance_minor: int = 0
+    existing: str = ""
+    message: str = ""
+
+
+@dataclass
+class _Queued:
+    slip: CommitSlip
+    future: asyncio.Future[CommitOutcome]
+    # The record stored under the slip's key with the batch (None: nothing is stored, e.g. transient).
+    final_record: Callable[[CommitSlip, CommitOutcome], str | None]
+    # The submitting request's span: the batch span links to it (one batch serves many traces).
+    origin: trace.SpanContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    # The journal's tag (``journal.journal_tag`` of its name), part of every bet id.
+    tag: str = "00000000"
+    shards: int = 64
+    max_batch: int = 1000
+    max_queue: int = 20_000
+    lease_ttl_ms: int = 10_000
+    commit_timeout_s: float = 20.0
+    retry_base_s: float = 0.02
+    retry_cap_s: float = 1.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _utc_day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d")
+
+
+async def retry_until(
+    attempt: Callable[[], Awaitable[None]], *, deadline: float, base_s: float, cap_s: float, what: str
+) -> bool:
+    """Runs ``attempt`` until it succeeds (True) or the monotonic ``deadline`` passes (False). Only for
+    attempts that are safe to repeat. ``JournalRejected`` (certain refusal) propagates."""
+    delay = base_s
+    while True:
+        try:
+            await attempt()
+            return True
+        except JournalRejected:
+            raise
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                log.warning("%s: giving up for now after %r", what, exc)
+                return False
+            log.info("%s failed (%r); retrying in %.2f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(cap_s, delay * 2)
+
+
+class ShardWriter:
+    """The single writer of one journal shard in this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        wallet: WalletStore,
+        ledger: Ledger,
+        config: WriterConfig,
+        *,
+        owner: str,
+        on_batch: Callable[[int, int, JournalBatch | None, list[PlacedBet]], None],
+        clock: Callable[[], int] = now_ms,
+        preferred_shard: int = -1,
+    ) -> None:
+        self._wallet = wallet
+        self._ledger = ledger
+        self.config = config
+        self.owner = owner
+        self._on_batch = on_batch
+        self._clock = clock
+        self._preferred = preferred_shard
+        self.shard = -1
+        self._next_slot = 1
+        self._last_slot = 0
+        self._last_checksum = GENESIS_CHECKSUM
+        self._queue: deque[_Queued] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._needs_recovery = True
+        self._lease_ok = False
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Claims a shard and resolves its intents (a dead writer's batches) before taking any slip."""
+        await self._claim()
+        with contextlib.suppress(Exception):
+            await self.recover()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"journal-writer-{self.shard}")
+        self._lease_task = asyncio.get_running_loop().create_task(self._keep_lease(), name="journal-lease")
+
+    async def stop(self) -> None:
+        """Finishes the batch in flight, answers the queued slips UNAVAILABLE, releases the lease."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        self._fail_queued("the server is shutting down; retry with the same key")
+        if self._lease_ok:
+            with contextlib.suppress(Exception):
+                await self._wallet.renew_shard(self.shard, self.owner, 0)
+
+    @property
+    def head_slot(self) -> int:
+        return self._next_slot - 1
+
+    async def _claim(self) -> None:
+        preferred = self.shard if self.shard >= 0 else self._preferred
+        claim = await self._wallet.claim_shard(self.owner, self.config.lease_ttl_ms, self.config.shards, preferred)
+        if claim is None:
+            raise RuntimeError(f"every one of the {self.config.shards} journal shards is taken")
+        self.shard = claim.shard
+        self._next_slot = claim.head_slot + 1
+        self._last_slot = claim.last_slot
+        self._last_checksum = claim.last_checksum or GENESIS_CHECKSUM
+        self._lease_ok = True
+        self._needs_recovery = True
+        log.info("journal shard %d claimed by %s (head slot %d)", self.shard, self.owner, claim.head_slot)
+
+    async def _keep_lease(self) -> None:
+        period = self.config.lease_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self._lease_ok = await self._wallet.renew_shard(self.shard, self.owner, self.config.lease_ttl_ms)
+            except Exception:
+                log.warning("journal lease renewal failed", exc_info=True)
+                continue
+            if not self._lease_ok:
+                log.error("journal shard %d lease lost; claiming again", self.shard)
+                with contextlib.suppress(Exception):
+                    await self._claim()
+
+    # --- submission ------------------------------------------------------------------------------------
+
+    def submit(
+        self, slips: Sequence[CommitSlip], final_record: Callable[[CommitSlip, CommitOutcome], str | None]
+    ) -> list[asyncio.Future[CommitOutcome]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[CommitOutcome]] = []
+        for slip in slips:
+            future: asyncio.Future[CommitOutcome] = loop.create_future()
+            if self._stopping or len(self._queue) >= self.config.max_queue:
+                metrics.BETS_SHED.inc()
+                future.set_result(
+                    CommitOutcome("OVERLOADED", message="the commit queue is full; retry with the same key")
+                )
+            else:
+                origin = trace.get_current_span().get_span_context()
+                self._queue.append(_Queued(slip, future, final_record, origin if origin.is_valid else None))
+            futures.append(future)
+        metrics.COMMIT_QUEUE.set(len(self._queue))
+        self._wake.set()
+        return futures
+
+    def _fail_queued(self, message: str) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_result(CommitOutcome("UNAVAILABLE", message=message))
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._needs_recovery:
+                await self._recover_or_wait()
+                continue
+            items = [self._queue.popleft() for _ in range(min(self.config.max_batch, len(self._queue)))]
+            metrics.COMMIT_QUEUE.set(len(self._queue))
+            try:
+                await self._commit(items)
+            except Exception:  # a bug must not kill the writer: answer and resolve the batch by recovery
+                log.exception("journal batch failed unexpectedly")
+                self._needs_recovery = True
+                self._answer_all(items, CommitOutcome("UNAVAILABLE", message="internal error; retry with the same key"))
+
+    async def _recover_or_wait(self) -> None:
+        try:
+            await self.recover()
+        except Exception:
+            log.warning("journal recovery of shard %d failed; retrying", self.shard, exc_info=True)
+            await asyncio.sleep(self.config.retry_cap_s)
+
+    @staticmethod
+    def _answer_all(items: Sequence[_Queued], outcome: CommitOutcome) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(outcome)
+
+    # --- one batch -------------------------------------------------------------------------------------
+
+    async def _commit(self, items: list[_Queued]) -> None:
+        origins = {(o.trace_id, o.span_id): o for item in items if (o := item.origin) is not None}
+        links = [Link(origin) for origin in origins.values()]
+        with tracer.start_as_current_span("journal.batch", links=links) as span:
+            span.set_attribute("inplay.batch_size", len(items))
+            await self._commit_traced(items, span)
+
+    async def _commit_traced(self, items: list[_Queued], span: trace.Span) -> None:
+        slot = self._next_slot
+        self._next_slot += 1
+        at = self._clock()
+        bets, debits = self._form(items, slot, at)
+        intent = BatchIntent(self.shard, slot, self.owner, self._last_slot, self._last_checksum, at)
+        started = time.perf_counter()
+        bet_ids = [b.bet_id for b in bets]
+        span.set_attribute("inplay.bet_ids", bet_ids)
+        try:
+            with tracer.start_as_current_span(
+                "redis wallet.debit_batch", attributes={"db.system": "redis", "inplay.bet_ids": bet_ids}
+            ):
+                outcomes = await self._wallet.debit_batch(debits, intent)
+        except Exception as exc:
+            # The script may or may not have run: its intent (if any) is resolved before the next batch.
+            log.warning("wallet debit of batch %d/%d failed: %r", self.shard, slot, exc)
+            self._needs_recovery = True
+            self._answer_all(
+                items, CommitOutcome("UNAVAILABLE", message="the wallet did not answer; retry with the same key")
+            )
+            return
+        if outcomes and outcomes[0].status == "SHARD_LOST":
+            self._lease_ok = False
+            self._needs_recovery = True
+            with contextlib.suppress(Exception):
+                await self._claim()
+        rows = tuple(
+            JournalRow(d.pos, ROW_BET, d.row) for d, o in zip(debits, outcomes, strict=True) if o.status == "DEBITED"
+        )
+        batch = JournalBatch(self.shard, slot, self._last_slot, self._last_checksum, at, rows) if rows else None
+        committed = await self._write(batch, debits, outcomes) if batch is not None else True
+        if committed is None:  # unknown: the intent stays; recovery resolves it before the next batch
+            self._needs_recovery = True
+        results = self._results(items, bets, outcomes, committed)
+        await self._finish(slot, batch if committed else None, items, results, keep_intent=committed is None)
+        metrics.COMMIT_BATCH_SIZE.observe(len(items))
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        self._answer(items, results)
+        if committed is not None:
+            self._on_batch(
+                self.shard,
+                slot,
+                batch if committed else None,
+                [b for b, r in zip(bets, results, strict=True) if r.status == "DEBITED"],
+            )
+
+    def _form(self, items: Sequence[_Queued], slot: int, at: int) -> tuple[list[PlacedBet], list[Debit]]:
+        day = _utc_day(at)
+        bets: list[PlacedBet] = []
+        debits: list[Debit] = []
+        for pos, item in enumerate(items):
+            s = item.slip
+            bet = PlacedBet(
+                bet_id=journal_bet_id(self.shard, slot, pos, self.config.tag),
+                account_id=s.account_id,
+                legs=s.legs,
+                stake_minor=s.stake_minor,
+                currency=s.currency,
+                potential_return_minor=s.potential_return_minor,
+                policy=s.policy,  # type: ignore[arg-type]
+                idempotency_key=s.idempotency_key,
+                placed_at_ms=at,
+            )
+            bets.append(bet)
+            debits.append(
+                Debit(
+                    account_id=s.account_id,
+                    idempotency_key=s.idempotency_key,
+                    bet_id=bet.bet_id,
+                    amount_minor=s.stake_minor,
+                    liability_keys=tuple(liability_key(lg.market_id, lg.selection_id) for lg in s.legs),
+                    liability_minor=max(0, s.potential_return_minor - s.stake_minor),
+                    liability_cap_minor=s.liability_cap_minor,
+                    day=day,
+                    now_ms=at,
+                    slip_hash=s.slip_hash,
+                    pos=pos,
+                    row=bet_row_body(bet, s.slip_hash),
+                    market_ids=tuple(lg.market_id for lg in s.legs),
+                )
+            )
+        return bets, debits
+
+    async def _write(self, batch: JournalBatch, debits: list[Debit], outcomes: list[DebitResult]) -> bool | None:
+        """True = written, False = certainly not (stakes returned), None = unknown (intent kept)."""
+        deadline = time.monotonic() + self.config.commit_timeout_s
+        attributes = {"db.system": "cassandra", "inplay.bet_ids": [b.bet_id for b in _bets_of(batch)]}
+        try:
+            with tracer.start_as_current_span("cassandra journal.write", attributes=attributes):
+                ok = await retry_until(
+                    lambda: self._ledger.write_journal(batch),
+                    deadline=deadline,
+                    base_s=self.config.retry_base_s,
+                    cap_s=self.config.retry_cap_s,
+                    what=f"journal batch {batch.shard}/{batch.slot}",
+                )
+        except JournalRejected:
+            log.error("journal batch %d/%d refused by the store; returning the stakes", batch.shard, batch.slot)
+            debited = [d for d, o in zip(debits, outcomes, strict=True) if o.status == "DEBITED"]
+            await self._wallet.compensate(debited)
+            return False
+        if not ok:
+            return None
+        self._last_slot, self._last_checksum = batch.slot, batch.checksum
+        return True
+
+    @staticmethod
+    def _results(
+        items: Sequence[_Queued], bets: Sequence[PlacedBet], outcomes: Sequence[DebitResult], committed: bool | None
+    ) -> list[CommitOutcome]:
+        results: list[CommitOutcome] = []
+        for bet, outcome in zip(bets, outcomes, strict=True):
+            if outcome.status != "DEBITED":
+                results.append(
+                    CommitOutcome(outcome.status, balance_minor=outcome.balance_minor, existing=outcome.existing)
+                )
+            elif committed:
+                results.append(CommitOutcome("DEBITED", bet=bet, balance_minor=outcome.balance_minor))
+            elif committed is None:
+                results.append(
+                    CommitOutcome(
+                        "UNAVAILABLE", message="the commit's outcome is not known yet; retry with the same key"
+                    )
+                )
+            else:
+                results.append(CommitOutcome("UNAVAILABLE", message="the bet could not be recorded; stake returned"))
+        return results
+
+    async def _finish(
+        self,
+        slot: int,
+        batch: JournalBatch | None,
+        items: Sequence[_Queued],
+        results: Sequence[CommitOutcome],
+        *,
+        keep_intent: bool,
+    ) -> None:
+        records = [
+            (item.slip.account_id, item.slip.idempotency_key, record)
+            for item, result in zip(items, results, strict=True)
+            if (record := item.final_record(item.slip, result)) is not None
+        ]
+        if keep_intent:
+            if records:  # rejections only: the accepted rows' records are written by recovery
+                await self._finish_records(records)
+            return
+        checksum = batch.checksum if batch is not None else ""
+
+        async def attempt() -> None:
+            await self._wallet.finish_batch(self.shard, slot, checksum, records)
+
+        ok = await retry_until(
+            attempt,
+            deadline=time.monotonic() + self.config.commit_timeout_s,
+            base_s=self.config.retry_base_s,
+            cap_s=self.config.retry_cap_s,
+            what=f"finish of batch {self.shard}/{slot}",
+        )
+        if not ok:
+            self._needs_recovery = True
+
+    async def _finish_records(self, records: list[tuple[str, str, str]]) -> None:
+        with contextlib.suppress(Exception):
+            await self._wallet.finish_idempotent(records)
+
+    @staticmethod
+    def _answer(items: Sequence[_Queued], results: Sequence[CommitOutcome]) -> None:
+        for item, result in zip(items, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    # --- recovery --------------------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Resolves every intent of the shard (roll forward), in slot order. Returns how many."""
+        intents = await self._wallet.pending_intents(self.shard)
+        for intent in intents:
+            await self._resolve(intent)
+        self._needs_recovery = False
+        return len(intents)
+
+    async def _resolve(self, intent: PendingIntent) -> None:
+        rows = tuple(JournalRow(pos, ROW_BET, body) for pos, body in sorted(intent.rows.items()))
+        batch = JournalBatch(intent.shard, intent.slot, intent.prev_slot, intent.prev_checksum, intent.at_ms, rows)
+        ok = await retry_until(
+            lambda: self._ledger.write_journal(batch),
+            deadline=time.monotonic() + self.config.commit_timeout_s,
+            base_s=self.config.retry_base_s,
+            cap_s=self.config.retry_cap_s,
+            what=f"recovery of journal batch {intent.shard}/{intent.slot}",
+        )
+        if not ok:
+            raise LedgerError(f"journal batch {intent.shard}/{intent.slot} still unresolved")
+        bets = [decode_bet_row(r.body) for r in rows]
+        records = [(b.account_id, b.idempotency_key, accepted_record(b, h)) for b, h in bets]
+        await self._wallet.finish_batch(intent.shard, intent.slot, batch.checksum, records)
+        if intent.slot > self._last_slot:
+            self._last_slot, self._last_checksum = intent.slot, batch.checksum
+        self._next_slot = max(self._next_slot, intent.slot + 1)
+        metrics.INTENTS_RECOVERED.inc(len(rows))
+        log.warning(
+            "journal batch %d/%d rolled forward from its intent (%d bets)", intent.shard, intent.slot, len(rows)
+        )
+        self._on_batch(intent.shard, intent.slot, batch, [b for b, _ in bets])
+
+
+def _bets_of(batch: JournalBatch) -> list[PlacedBet]:
+    return [decode_bet_row(r.body)[0] for r in batch.rows]
+
+
+def accepted_record(bet: PlacedBet, slip_hash: str) -> str:
+    """The final idempotency record of an accepted bet (``inplay.domain.bets.result_from_json`` reads it)."""
+    import json
+
+    from inplay.domain.journal import bet_to_json
+
+    return json.dumps({"bet": bet_to_json(bet), "h": slip_hash}, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The projector: views and outbox from the journal
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Projected:
+    slot: int
+    batch: JournalBatch | None
+    bets: list[PlacedBet] = field(default_factory=list)
+
+
+class Projector:
+    """Tails one shard's journal: writes the views (``Ledger.project_bets``), publishes BetPlaced (the
+    outbox), then saves the checkpoint. Crash between any two steps: the same rows and messages are
+    written again from the checkpoint (views are idempotent; BetPlaced is at-least-once, keyed by event,
+    carrying the bet id for idempotent consumers)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        bus: EventBus,
+        topic: str,
+        *,
+        clock: Callable[[], int] = now_ms,
+        max_bets: int = 5000,
+        retry_cap_s: float = 1.0,
+    ) -> None:
+        self._ledger = ledger
+        self._bus = bus
+        self._topic = topic
+        self._clock = clock
+        self._max_bets = max_bets
+        self._retry_cap_s = retry_cap_s
+        self._queue: deque[_Projected] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.shard = -1
+        self.checkpoint = 0
+        self._caught_up = asyncio.Event()
+        self._stopping = False
+
+    def offer(self, shard: int, slot: int, batch: JournalBatch | None, bets: list[PlacedBet]) -> None:
+        """Called by the writer for every finished slot, in slot order (empty slots too)."""
+        self._queue.append(_Projected(slot, batch, bets))
+        self._wake.set()
+
+    async def start(self, shard: int, head_slot: int) -> None:
+        """Resumes from the checkpoint: first the journal up to ``head_slot`` (read back), then live."""
+        self.shard = shard
+        self.checkpoint = await self._ledger.load_progress(shard, PROJECTION_CONSUMER)
+        await self.catch_up(head_slot)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"projector-{shard}")
+
+    async def catch_up(self, head_slot: int) -> None:
+        slot = self.checkpoint + 1
+        while slot <= head_slot:
+            batch = await self._ledger.read_journal(self.shard, slot)
+            bets = [decode_bet_row(r.body)[0] for r in batch.rows] if batch is not None else []
+            await self._apply([_Projected(slot, batch, bets)])
+            slot += 1
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            group: list[_Projected] = []
+            count = 0
+            while self._queue and count < self._max_bets:
+                item = self._queue.popleft()
+                group.append(item)
+                count += len(item.bets)
+            while True:
+                try:
+                    await self._apply(group)
+                    break
+                except Exception:
+                    log.warning("projection of shard %d failed; retrying", self.shard, exc_info=True)
+                    await asyncio.sleep(self._retry_cap_s)
+
+    async def _apply(self, group: list[_Projected]) -> None:
+        fresh = [g for g in group if g.slot > self.checkpoint]
+        if not fresh:
+            return
+        bets = [b for g in fresh for b in g.bets]
+        if bets:
+            bet_ids = [b.bet_id for b in bets]
+            with tracer.start_as_current_span("journal.project", attributes={"inplay.bet_ids": bet_ids}):
+                await self._ledger.project_bets(bets)
+                with tracer.start_as_current_span(
+                    "kafka bus.publish",
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.destination.name": self._topic,
+                        "inplay.bet_ids": bet_ids,
+                    },
+                ):
+                    await self._publish(bets)
+        top = max(g.slot for g in fresh)
+        now = self._clock()
+        await self._ledger.save_progress(self.shard, PROJECTION_CONSUMER, top, now)
+        self.checkpoint = top
+        for g in fresh:
+            if g.batch is not None:
+                metrics.PROJECTION_LAG.observe(max(0, now - g.batch.committed_at_ms) / 1000)
+
+    async def _publish(self, bets: list[PlacedBet]) -> None:
+        import json
+
+        from inplay.domain.journal import bet_to_json
+
+        messages = [
+            BusMessage(
+                topic=self._topic,
+                key=bet.legs[0].event_id,
+                value=json.dumps({"type": "BetPlaced", "bet": bet_to_json(bet)}, separators=(",", ":")).encode(),
+            )
+            for bet in bets
+        ]
+        await self._bus.publish(messages)
+        await self._bus.flush(timeout_s=10.0)
+
+
+def writer_owner() -> str:
+    """This process's writer identity: ``INPLAY_WRITER_ID`` (a stable pod name: a restart takes its shard
+    back at once) or a random one."""
+    return os.environ.get("INPLAY_WRITER_ID") or f"w-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+async def wait_for_projection(
+    wallet: WalletStore, ledger: Ledger, shards: int, *, timeout_s: float, poll_s: float = 0.05
+) -> bool:
+    """The projection watermark: waits until every shard's views cover its journal head as of now (every
+    bet committed or debited before this call is in the views). False on timeout."""
+    heads = await wallet.journal_heads(shards)
+    deadline = time.monotonic() + timeout_s
+    waiting = {n: head for n, head in enumerate(heads) if head > 0}
+    while waiting:
+        for n in list(waiting):
+            if await ledger.load_progress(n, PROJECTION_CONSUMER) >= waiting[n]:
+                del waiting[n]
+        if not waiting:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True
+
+
+class WatermarkedLedger:
+    """The ledger as settlement must read it: ``event_bets`` first waits for the projection watermark, so
+    a run (which closes its markets before it reads) sees every bet accepted before the close. Everything
+    else is the ledger itself."""
+
+    def __init__(self, ledger: Ledger, wallet: WalletStore, shards: int, timeout_s: float = 30.0) -> None:
+        self._ledger = ledger
+        self._wallet = wallet
+        self._shards = shards
+        self._timeout_s = timeout_s
+
+    async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
+        if not await wait_for_projection(self._wallet, self._ledger, self._shards, timeout_s=self._timeout_s):
+            raise LedgerError("the bet views are behind the journal (a writer down?); retry the run")
+        async for page in self._ledger.event_bets(event_id, page_size):
+            yield page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
+__all__ = [
+    "PROJECTION_CONSUMER",
+    "CommitOutcome",
+    "CommitSlip",
+    "Projector",
+    "ShardWriter",
+    "WatermarkedLedger",
+    "WriterConfig",
+    "accepted_record",
+    "wait_for_projection",
+    "writer_owner",
+]
