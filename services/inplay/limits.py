@@ -1,0 +1,199 @@
+"""Size limits of every request of every service: the first wall, checked before any handler runs.
+
+One table for the whole API (documented in docs/limits.md and in the proto comments; a test keeps the three
+in agreement). A request breaking one of them gets INVALID_ARGUMENT with a google.rpc.BadRequest field path
+(``slips[3].legs[0].market_id``) before any store is touched; the per-domain validation (required fields,
+formats, the configurable ``INPLAY_MAX_LEGS``) still runs after it.
+
+- Strings and bytes: at most ``FIELD_MAX_BYTES[full field name]``, else ``NAME_MAX_BYTES[field name]``, else
+  ``DEFAULT_MAX_BYTES`` (UTF-8 bytes for strings). Map keys and values count as strings of the map field.
+- Repeated fields and maps: at most ``REPEATED_MAX[full field name]``, else ``DEFAULT_REPEATED_MAX`` items.
+- A whole message: at most ``MAX_MESSAGE_BYTES`` on the wire; the transport (gRPC core) drops anything
+  above ``TRANSPORT_MAX_MESSAGE_BYTES`` with RESOURCE_EXHAUSTED before it is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from inplay import core
+
+KIB = 1024
+MIB = 1024 * KIB
+
+MAX_MESSAGE_BYTES = 4 * MIB
+# gRPC's receive limit sits above MAX_MESSAGE_BYTES so that a message between the two reaches the guard,
+# which answers INVALID_ARGUMENT and counts it; above it gRPC answers RESOURCE_EXHAUSTED (uncounted).
+TRANSPORT_MAX_MESSAGE_BYTES = 8 * MIB
+MAX_SEND_MESSAGE_BYTES = 16 * MIB
+
+DEFAULT_MAX_BYTES = 200
+DEFAULT_REPEATED_MAX = 1000
+
+# By field name, wherever it appears.
+NAME_MAX_BYTES: dict[str, int] = {
+    "idempotency_key": 128,
+    "request_id": 128,
+    # Run ids are composed: event_id + ".s." + request_id (+ ".rN" per rollback); room for escaping too.
+    "run_id": 1024,
+    "reason": 500,
+    "page_token": 1024,
+    "currency": 8,
+    "decimal": 32,
+    "fractional": 32,
+    "provider": 64,
+}
+
+# By full field name (overrides NAME_MAX_BYTES).
+FIELD_MAX_BYTES: dict[str, int] = {
+    # The bet domain's own id limit (domain/bets.py MAX_ID_LENGTH): one number for both walls.
+    "inplay.bets.v1.BetLeg.market_id": 128,
+    "inplay.bets.v1.BetLeg.selection_id": 128,
+    # A provider message, stored raw and republished on Kafka (JSON-escaped, up to ~2x): it must stay far
+    # below the producer's message.max.bytes (adapters/kafka_bus.py) so a big one can never reach Kafka.
+    "inplay.feed.v1.IngestOddsRequest.payload": 256 * KIB,
+}
+
+REPEATED_MAX: dict[str, int] = {
+    "inplay.bets.v1.PlaceBetsRequest.slips": 1000,
+    # The core's hard cap; the configurable INPLAY_MAX_LEGS (default 20) rejects per slip below it.
+    "inplay.bets.v1.BetSlip.legs": core.MAX_LEGS,
+    "inplay.odds.v1.StreamOddsRequest.event_ids": 1000,
+    "inplay.odds.v1.StreamOddsRequest.market_ids": 1000,
+    "inplay.odds.v1.StreamOddsRequest.known_versions": 1000,
+    "inplay.settlement.v1.SettleEventRequest.outcomes": 10_000,
+    "inplay.settlement.v1.SettleEventRequest.void_market_ids": 10_000,
+    "inplay.settlement.v1.ResettleEventRequest.outcomes": 10_000,
+    "inplay.settlement.v1.ResettleEventRequest.void_market_ids": 10_000,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    field: str  # AIP-193 path: slips[1].legs[0].market_id
+    description: str
+    reason: str  # FIELD_TOO_LONG | TOO_MANY_ITEMS
+
+
+def max_bytes(field: FieldDescriptor) -> int:
+    """The maximum length of a string/bytes field (for a map field: of its keys and values)."""
+    return FIELD_MAX_BYTES.get(field.full_name, NAME_MAX_BYTES.get(field.name, DEFAULT_MAX_BYTES))
+
+
+def max_items(field: FieldDescriptor) -> int:
+    return REPEATED_MAX.get(field.full_name, DEFAULT_REPEATED_MAX)
+
+
+_TEXT = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return entry is not None and entry.GetOptions().map_entry
+
+
+def _too_long(value: str | bytes, limit: int) -> int:
+    """The size of ``value`` if it is above ``limit``, else 0 (most strings are decided without encoding)."""
+    if isinstance(value, bytes):
+        return len(value) if len(value) > limit else 0
+    if len(value) * 4 <= limit:  # UTF-8 is at most 4 bytes per code point
+        return 0
+    size = len(value.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0
+
+
+def check(message: Message, prefix: str = "") -> list[Violation]:
+    """Every limit ``message`` breaks (recursively), with field paths relative to the request."""
+    out: list[Violation] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.is_repeated:
+            _check_repeated(field, value, path, out)
+        elif field.type in _TEXT:
+            _check_text(field, value, path, out)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            out += check(value, f"{path}.")
+    return out
+
+
+def _check_text(field: FieldDescriptor, value: str | bytes, path: str, out: list[Violation]) -> None:
+    limit = max_bytes(field)
+    size = _too_long(value, limit)
+    if size:
+        out.append(Violation(path, f"{size} bytes; at most {limit}", "FIELD_TOO_LONG"))
+
+
+def _check_repeated(field: FieldDescriptor, value: Any, path: str, out: list[Violation]) -> None:
+    items = len(value)
+    limit = max_items(field)
+    if items > limit:
+        out.append(Violation(path, f"{items} items; at most {limit}", "TOO_MANY_ITEMS"))
+        return
+    if _is_map(field):
+        _check_map(field, value, path, out)
+    elif field.type in _TEXT:
+        limit_bytes = max_bytes(field)
+        for i, item in enumerate(value):
+            size = _too_long(item, limit_bytes)
+            if size:
+                out.append(Violation(f"{path}[{i}]", f"{size} bytes; at most {limit_bytes}", "FIELD_TOO_LONG"))
+    elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        for i, item in enumerate(value):
+            out += check(item, f"{path}[{i}].")
+
+
+def _check_map(field: FieldDescriptor, value: Any, path: str, out: list[Violation]) -> None:
+    limit = max_bytes(field)
+    entry = field.message_type
+    assert entry is not None  # a map field always has its entry type
+    value_field = entry.fields_by_name["value"]
+    for key in value:
+        if isinstance(key, str | bytes) and _too_long(key, limit):
+            # The key itself may be huge: the path names the map, not the key.
+            out.append(Violation(path, f"a key is longer than {limit} bytes", "FIELD_TOO_LONG"))
+            continue
+        item = value[key]
+        if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+            out += check(item, f"{path}[{key!r}].")
+        elif value_field.type in _TEXT:
+            size = _too_long(item, limit)
+            if size:
+                out.append(Violation(f"{path}[{key!r}]", f"{size} bytes; at most {limit}", "FIELD_TOO_LONG"))
+
+
+def request_fields(descriptor: Descriptor, prefix: str = "", seen: frozenset[str] = frozenset()) -> list[str]:
+    """Full names of every string/bytes/repeated field reachable from a request type (for docs and tests)."""
+    out: list[str] = []
+    for field in descriptor.fields:
+        if field.type in _TEXT or field.is_repeated:
+            out.append(field.full_name)
+        sub = field.message_type
+        if (
+            sub is not None
+            and not _is_map(field)
+            and sub.full_name not in seen
+            and not sub.full_name.startswith("google.protobuf.")
+        ):
+            out += request_fields(sub, prefix, seen | {descriptor.full_name})
+    return out
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_REPEATED_MAX",
+    "FIELD_MAX_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_SEND_MESSAGE_BYTES",
+    "NAME_MAX_BYTES",
+    "REPEATED_MAX",
+    "TRANSPORT_MAX_MESSAGE_BYTES",
+    "Violation",
+    "check",
+    "max_bytes",
+    "max_items",
+    "request_fields",
+]
