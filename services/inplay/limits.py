@@ -53,9 +53,9 @@ FIELD_MAX_BYTES: dict[str, int] = {
     # The bet domain's own id limit (domain/bets.py MAX_ID_LENGTH): one number for both walls.
     "inplay.bets.v1.BetLeg.market_id": 128,
     "inplay.bets.v1.BetLeg.selection_id": 128,
-    # A provider message, stored raw and republished on Kafka (JSON-escaped, up to ~2x): it must stay far
-    # below the producer's message.max.bytes (adapters/kafka_bus.py) so a big one can never reach Kafka.
-    "inplay.feed.v1.IngestOddsRequest.payload": 256 * KIB,
+    # A provider message, stored raw and republished on Kafka (JSON-escaped: up to 6x for control bytes): it
+    # stays below the producer's message.max.bytes (adapters/kafka_bus.py) so no feed message is too big.
+    "inplay.feed.v1.IngestOddsRequest.payload": 128 * KIB,
 }
 
 REPEATED_MAX: dict[str, int] = {

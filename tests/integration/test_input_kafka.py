@@ -1,0 +1,58 @@
+"""Issue 13, oversized feed message: a too-large Kafka message fails alone, at produce time, and never
+poisons the shared producer (real broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from inplay import limits
+from inplay.adapters.kafka_bus import PRODUCER_DEFAULTS, KafkaEventBus, MessageTooLarge
+from inplay.ports import TOPIC_FEED_RAW, BusMessage
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_too_large_message_fails_alone_and_the_producer_stays_healthy(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Before: produce() raised MSG_SIZE_TOO_LARGE after the message's delivery future was registered, so
+    every later flush of anyone waited for it and failed ("Kafka deliveries not acknowledged within 10 s")."""
+    bus = KafkaEventBus(kafka_bootstrap, topic_prefix=topic_prefix)
+    topic = bus.topic(TOPIC_FEED_RAW)
+    try:
+        ok = BusMessage(topic, "k", b"small")
+        huge = BusMessage(topic, "k", b"x" * 1_100_000)
+        with pytest.raises(MessageTooLarge):
+            await bus.publish([ok, huge])
+        t0 = time.perf_counter()
+        await bus.publish([BusMessage(topic, "k", b"after")])
+        await bus.flush(timeout_s=10)  # the small messages (before and after) are delivered; no failure
+        assert time.perf_counter() - t0 < 5
+    finally:
+        await bus.close()
+
+
+async def test_producer_limit_is_below_the_broker_limit(kafka_bootstrap: str) -> None:
+    """The producer refuses what the broker would refuse (so a big message never fails inside a shared
+    batch), and the feed payload limit leaves room for JSON escaping below the producer's limit."""
+    producer_max = int(PRODUCER_DEFAULTS["message.max.bytes"])
+    template = (ROOT / "scripts" / "stack" / "kafka" / "server.properties.in").read_text(encoding="utf-8")
+    configured = re.search(r"^message\.max\.bytes=(\d+)$", template, flags=re.MULTILINE)
+    assert configured is not None, "server.properties.in must state message.max.bytes"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    futures = admin.describe_configs([resource])
+    configs = await asyncio.to_thread(futures[resource].result, 30)
+    live = int(configs["message.max.bytes"].value)
+    assert producer_max < live and producer_max < int(configured.group(1))
+    payload_max = limits.FIELD_MAX_BYTES["inplay.feed.v1.IngestOddsRequest.payload"]
+    # The raw topic carries the payload JSON-escaped (a control byte becomes \u00XX: at most 6x) or base64.
+    assert payload_max * 6 + 4096 < producer_max
