@@ -8,6 +8,8 @@ formats, the configurable ``INPLAY_MAX_LEGS``) still runs after it.
 - Strings and bytes: at most ``FIELD_MAX_BYTES[full field name]``, else ``NAME_MAX_BYTES[field name]``, else
   ``DEFAULT_MAX_BYTES`` (UTF-8 bytes for strings). Map keys and values count as strings of the map field.
 - Repeated fields and maps: at most ``REPEATED_MAX[full field name]``, else ``DEFAULT_REPEATED_MAX`` items.
+- ``google.protobuf.Timestamp`` values: within 0001-01-01..9999-12-31 and ``0 <= nanos < 1e9`` (what
+  the protobuf spec allows; conversions such as ``ToMilliseconds`` fail outside it).
 - A whole message: at most ``MAX_MESSAGE_BYTES`` on the wire; the transport (gRPC core) drops anything
   above ``TRANSPORT_MAX_MESSAGE_BYTES`` with RESOURCE_EXHAUSTED before it is read.
 """
@@ -76,7 +78,7 @@ REPEATED_MAX: dict[str, int] = {
 class Violation:
     field: str  # AIP-193 path: slips[1].legs[0].market_id
     description: str
-    reason: str  # FIELD_TOO_LONG | TOO_MANY_ITEMS
+    reason: str  # FIELD_TOO_LONG | TOO_MANY_ITEMS | OUT_OF_RANGE
 
 
 def max_bytes(field: FieldDescriptor) -> int:
@@ -106,9 +108,26 @@ def _too_long(value: str | bytes, limit: int) -> int:
     return size if size > limit else 0
 
 
+# google.protobuf.Timestamp's valid range (timestamp.proto).
+TIMESTAMP_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+TIMESTAMP_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def _check_timestamp(message: Message, path: str, out: list[Violation]) -> None:
+    seconds: int = message.seconds  # type: ignore[attr-defined]
+    nanos: int = message.nanos  # type: ignore[attr-defined]
+    if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS or not 0 <= nanos < 1_000_000_000:
+        out.append(
+            Violation(path, "timestamp outside 0001-01-01..9999-12-31 or nanos outside 0..999999999", "OUT_OF_RANGE")
+        )
+
+
 def check(message: Message, prefix: str = "") -> list[Violation]:
     """Every limit ``message`` breaks (recursively), with field paths relative to the request."""
     out: list[Violation] = []
+    if message.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
+        _check_timestamp(message, prefix.rstrip("."), out)
+        return out
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         if field.is_repeated:

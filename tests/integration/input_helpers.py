@@ -74,7 +74,7 @@ async def call_raw(
 
 
 def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no google.rpc.Status in the trailers of {error.code()} {error.details()}"
     found: dict[str, Any] = {}
     for any_detail in status.details:

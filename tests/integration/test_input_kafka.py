@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from inplay import limits
 from inplay.adapters.kafka_bus import PRODUCER_DEFAULTS, KafkaEventBus, MessageTooLarge

@@ -42,7 +42,7 @@ Deserializer = Callable[[bytes], Any]
 class Rejected:
     """What the guarded deserializer returns for a request the handler must never see."""
 
-    reason: str  # UNDECODABLE | MESSAGE_TOO_LARGE | FIELD_TOO_LONG | TOO_MANY_ITEMS
+    reason: str  # UNDECODABLE | MESSAGE_TOO_LARGE | FIELD_TOO_LONG | TOO_MANY_ITEMS | OUT_OF_RANGE
     message: str
     violations: tuple[limits.Violation, ...] = field(default=())
 
