@@ -122,8 +122,83 @@ def _check_timestamp(message: Message, path: str, out: list[Violation]) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What to look at in a message type (only fields that can break a limit), compiled once per type."""
+
+    texts: tuple[tuple[str, int], ...] = ()  # singular string/bytes: (name, max bytes)
+    text_lists: tuple[tuple[str, int, int], ...] = ()  # repeated string/bytes: (name, max items, max bytes)
+    messages: tuple[tuple[str, _Plan], ...] = ()
+    message_lists: tuple[tuple[str, int, _Plan | None], ...] = ()
+    maps: tuple[str, ...] = ()
+    timestamp: bool = False
+
+    def empty(self) -> bool:
+        return not (self.texts or self.text_lists or self.messages or self.message_lists or self.maps or self.timestamp)
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(descriptor: Descriptor) -> _Plan:
+    cached = _PLANS.get(descriptor.full_name)
+    if cached is not None:
+        return cached
+    if descriptor.full_name == "google.protobuf.Timestamp":
+        plan = _Plan(timestamp=True)
+    else:
+        texts, text_lists, messages, message_lists, maps = [], [], [], [], []
+        for f in descriptor.fields:
+            if _is_map(f):
+                maps.append(f.name)
+            elif f.type in _TEXT:
+                (
+                    text_lists.append((f.name, max_items(f), max_bytes(f)))
+                    if f.is_repeated
+                    else texts.append((f.name, max_bytes(f)))
+                )
+            elif f.message_type is not None:
+                sub = _plan(f.message_type)
+                if f.is_repeated:
+                    message_lists.append((f.name, max_items(f), None if sub.empty() else sub))
+                elif not sub.empty():
+                    messages.append((f.name, sub))
+            elif f.is_repeated:
+                text_lists.append((f.name, max_items(f), 1 << 62))  # repeated scalars: only the count
+        plan = _Plan(tuple(texts), tuple(text_lists), tuple(messages), tuple(message_lists), tuple(maps))
+    _PLANS[descriptor.full_name] = plan
+    return plan
+
+
+def _within(message: Any, plan: _Plan) -> bool:
+    """True when ``message`` certainly breaks no limit (the fast path: no paths, no allocations)."""
+    if plan.timestamp:
+        seconds: int = message.seconds
+        nanos: int = message.nanos
+        return TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS and 0 <= nanos < 1_000_000_000
+    for name, limit in plan.texts:
+        value = getattr(message, name)
+        if len(value) * 4 > limit and _too_long(value, limit):  # inlined first test: the common case
+            return False
+    for name, items, limit in plan.text_lists:
+        values = getattr(message, name)
+        if len(values) > items or (limit < 1 << 62 and any(_too_long(v, limit) for v in values)):
+            return False
+    for name, sub in plan.messages:
+        if message.HasField(name) and not _within(getattr(message, name), sub):
+            return False
+    for name, items, maybe in plan.message_lists:
+        values = getattr(message, name)
+        if len(values) > items or (maybe is not None and not all(_within(v, maybe) for v in values)):
+            return False
+    # Maps are rare in requests: any entry sends the message to the exact check.
+    return not any(len(getattr(message, name)) for name in plan.maps)
+
+
 def check(message: Message, prefix: str = "") -> list[Violation]:
     """Every limit ``message`` breaks (recursively), with field paths relative to the request."""
+    if not prefix and _within(message, _plan(message.DESCRIPTOR)):  # type: ignore[arg-type]
+        return []
     out: list[Violation] = []
     if message.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
         _check_timestamp(message, prefix.rstrip("."), out)
