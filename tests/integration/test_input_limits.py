@@ -205,10 +205,28 @@ def _doc_table() -> dict[str, str]:
     return {name: value.strip() for name, value in rows}
 
 
+def _proto_comments() -> dict[str, str]:
+    """Full field name -> the ``// Limit: ...`` comment line right above the field in proto/."""
+    found: dict[str, str] = {}
+    for path in (ROOT / "proto").rglob("*.proto"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        package = next(line.split()[1].rstrip(";") for line in lines if line.startswith("package "))
+        message = ""
+        for prev, line in zip(["", *lines], lines, strict=False):
+            if m := re.match(r"^message (\w+) \{", line):
+                message = m.group(1)
+            field = re.match(r"^\s+(?:repeated )?(?:map<[^>]+>|[\w.]+) (\w+) = \d+;", line)
+            if field and prev.strip().startswith("// Limit: "):
+                found[f"{package}.{message}.{field.group(1)}"] = prev.strip()
+    return found
+
+
 def test_every_request_field_has_a_documented_limit() -> None:
-    """docs/limits.md lists every string, bytes and repeated field of every request with the enforced value,
-    and the table of limits.py names only real fields (a renamed field cannot silently lose its limit)."""
+    """docs/limits.md and the proto comments state the enforced limit of every string, bytes and repeated
+    field of every request, and the table of limits.py names only real fields (a renamed field cannot
+    silently lose its limit)."""
     table = _doc_table()
+    comments = _proto_comments()
     seen: set[str] = set()
     for method in all_methods():
         for name in limits.request_fields(method.input_type):
@@ -229,6 +247,8 @@ def test_every_request_field_has_a_documented_limit() -> None:
         else:
             want = f"{limits.max_bytes(field)} bytes"
         assert table.get(name, "").replace("_", "").replace(",", "") == want.replace(",", ""), name
+        stated = want.replace(" items, ", " items, each at most ").replace(" bytes each", " bytes")
+        assert comments.get(name, "").startswith(f"// Limit: at most {stated}"), (name, comments.get(name))
     for name in [*limits.FIELD_MAX_BYTES, *limits.REPEATED_MAX]:
         assert name in seen, f"limits.py names {name}, which no request has"
 
