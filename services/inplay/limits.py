@@ -195,10 +195,15 @@ def _within(message: Any, plan: _Plan) -> bool:
     return not any(len(getattr(message, name)) for name in plan.maps)
 
 
-def check(message: Message, prefix: str = "") -> list[Violation]:
-    """Every limit ``message`` breaks (recursively), with field paths relative to the request."""
-    if not prefix and _within(message, _plan(message.DESCRIPTOR)):  # type: ignore[arg-type]
+def check(message: Message) -> list[Violation]:
+    """Every limit a request breaks (recursively), with field paths relative to the request."""
+    if _within(message, _plan(message.DESCRIPTOR)):  # type: ignore[arg-type]
         return []
+    return walk(message)
+
+
+def walk(message: Message, prefix: str = "") -> list[Violation]:
+    """The exact (slow) check: every violation with its path. ``check`` calls it only when needed."""
     out: list[Violation] = []
     if message.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
         _check_timestamp(message, prefix.rstrip("."), out)
@@ -210,7 +215,7 @@ def check(message: Message, prefix: str = "") -> list[Violation]:
         elif field.type in _TEXT:
             _check_text(field, value, path, out)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            out += check(value, f"{path}.")
+            out += walk(value, f"{path}.")
     return out
 
 
@@ -237,7 +242,7 @@ def _check_repeated(field: FieldDescriptor, value: Any, path: str, out: list[Vio
                 out.append(Violation(f"{path}[{i}]", f"{size} bytes; at most {limit_bytes}", "FIELD_TOO_LONG"))
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         for i, item in enumerate(value):
-            out += check(item, f"{path}[{i}].")
+            out += walk(item, f"{path}[{i}].")
 
 
 def _check_map(field: FieldDescriptor, value: Any, path: str, out: list[Violation]) -> None:
@@ -252,7 +257,7 @@ def _check_map(field: FieldDescriptor, value: Any, path: str, out: list[Violatio
             continue
         item = value[key]
         if value_field.type == FieldDescriptor.TYPE_MESSAGE:
-            out += check(item, f"{path}[{key!r}].")
+            out += walk(item, f"{path}[{key!r}].")
         elif value_field.type in _TEXT:
             size = _too_long(item, limit)
             if size:
@@ -290,4 +295,5 @@ __all__ = [
     "max_bytes",
     "max_items",
     "request_fields",
+    "walk",
 ]

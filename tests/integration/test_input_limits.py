@@ -275,3 +275,20 @@ async def test_out_of_range_timestamp_is_invalid_argument(served: Served) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin_pb2_grpc.AdminServiceStub(channel).SetAccountLimits(request, metadata=OPERATOR)
     assert field_paths(err.value) == ["self_excluded_until"]
+
+
+async def test_client_stream_ends_at_the_first_bad_message(served: Served) -> None:
+    """IngestOdds: the messages before a bad one are processed, the call then fails naming the bad one (by its
+    index in the stream) — the handler never sees it."""
+    _, channel = served
+    feed = feed_pb2_grpc.FeedServiceStub(channel)
+
+    async def stream() -> Any:
+        yield feed_pb2.IngestOddsRequest(provider="alpha", payload=b"{}")
+        yield feed_pb2.IngestOddsRequest(provider="p" * 65, payload=b"{}")
+        yield feed_pb2.IngestOddsRequest(provider="alpha", payload=b"{}")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await feed.IngestOdds(stream(), metadata=OPERATOR, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_paths(err.value) == ["provider"] and "stream message 1" in (err.value.details() or "")
