@@ -292,3 +292,24 @@ async def test_client_stream_ends_at_the_first_bad_message(served: Served) -> No
         await feed.IngestOdds(stream(), metadata=OPERATOR, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_paths(err.value) == ["provider"] and "stream message 1" in (err.value.details() or "")
+
+
+async def test_health_and_reflection_pass_the_wall(served: Served) -> None:
+    """The guard wraps every handler shape, the server's own services included (unary, bidi streaming)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    _, channel = served
+    health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def ask() -> Any:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    names: list[str] = []
+    async for response in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(ask()):
+        names += [s.name for s in response.list_services_response.service]
+    assert "inplay.bets.v1.BetService" in names
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="s" * 201))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
