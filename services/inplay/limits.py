@@ -10,7 +10,8 @@ formats, the configurable ``INPLAY_MAX_LEGS``) still runs after it.
 - Repeated fields and maps: at most ``REPEATED_MAX[full field name]``, else ``DEFAULT_REPEATED_MAX`` items.
 - ``google.protobuf.Timestamp`` values: within 0001-01-01..9999-12-31 and ``0 <= nanos < 1e9`` (what
   the protobuf spec allows; conversions such as ``ToMilliseconds`` fail outside it).
-- A whole message: at most ``MAX_MESSAGE_BYTES`` on the wire; the transport (gRPC core) drops anything
+- A whole message: at most ``MAX_MESSAGE_BYTES`` on the wire (checked after the fields, so that a message too
+  big because of one field names that field); the transport (gRPC core) drops anything
   above ``TRANSPORT_MAX_MESSAGE_BYTES`` with RESOURCE_EXHAUSTED before it is read.
 """
 
@@ -27,10 +28,12 @@ from inplay import core
 KIB = 1024
 MIB = 1024 * KIB
 
-MAX_MESSAGE_BYTES = 4 * MIB
-# gRPC's receive limit sits above MAX_MESSAGE_BYTES so that a message between the two reaches the guard,
-# which answers INVALID_ARGUMENT and counts it; above it gRPC answers RESOURCE_EXHAUSTED (uncounted).
-TRANSPORT_MAX_MESSAGE_BYTES = 8 * MIB
+# Far above any real request (a 1000-slip PlaceBets is ~60 KB, a 10 000-outcome SettleEvent ~600 KB).
+MAX_MESSAGE_BYTES = 1 * MIB
+# gRPC's receive limit (its default, stated) sits above MAX_MESSAGE_BYTES so that a message between the two
+# reaches the guard, which answers INVALID_ARGUMENT and counts it; above it gRPC answers RESOURCE_EXHAUSTED
+# (uncounted). Not higher: it bounds what one stream may make the server buffer.
+TRANSPORT_MAX_MESSAGE_BYTES = 4 * MIB
 MAX_SEND_MESSAGE_BYTES = 16 * MIB
 
 DEFAULT_MAX_BYTES = 200

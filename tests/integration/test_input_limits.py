@@ -140,9 +140,12 @@ async def test_message_size_walls(served: Served, unique_id: Callable[[str], str
                 break
         return bytes([(15 << 3) | 2]) + bytes(length) + body
 
+    path = "/inplay.wallet.v1.WalletService/GetBalance"
+    before = rejected_count(path, "MESSAGE_TOO_LARGE")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call_raw(channel, method, [padded(limits.MAX_MESSAGE_BYTES + 1)], metadata=as_user(unique_id("a")))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reason(err.value) == "MESSAGE_TOO_LARGE"
+    assert rejected_count(path, "MESSAGE_TOO_LARGE") == before + 1
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call_raw(channel, method, [padded(limits.TRANSPORT_MAX_MESSAGE_BYTES + 1)])
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -197,6 +200,17 @@ async def test_oversized_feed_message_is_rejected_counted_and_harms_no_one(
     assert settled.run.state == settlement_pb2.RUN_STATE_COMPLETED
     assert time.perf_counter() - t0 < 5.0
     assert (await snapshot(channel, account)).balance == 1_000 - 100 + 200
+
+
+async def test_largest_real_batch_passes_the_wall(served: Served, unique_id: Callable[[str], str]) -> None:
+    """1000 slips with ids and keys at their maximum fit in MAX_MESSAGE_BYTES: the wall refuses only what no
+    real client sends (here the unfunded caller gets one rejection per slip, not a failed call)."""
+    _, channel = served
+    slips = [slip("m" * 128, f"{i:04d}" + "k" * 124) for i in range(1000)]
+    request = bets_pb2.PlaceBetsRequest(slips=slips)
+    assert request.ByteSize() < limits.MAX_MESSAGE_BYTES
+    got = await bets_pb2_grpc.BetServiceStub(channel).PlaceBets(request, metadata=as_user(unique_id("a")), timeout=30)
+    assert len(got.results) == 1000 and all(r.HasField("rejection") for r in got.results)
 
 
 def _doc_table() -> dict[str, str]:

@@ -57,21 +57,25 @@ class Rejected:
 
 def guarded_deserializer(inner: Deserializer | None) -> Deserializer:
     def decode(raw: bytes) -> Any:
-        if len(raw) > limits.MAX_MESSAGE_BYTES:
-            return Rejected("MESSAGE_TOO_LARGE", f"request of {len(raw)} bytes; at most {limits.MAX_MESSAGE_BYTES}")
+        too_large = len(raw) > limits.MAX_MESSAGE_BYTES
         if inner is None:
-            return raw
+            return _too_large(len(raw)) if too_large else raw
         try:
-            message = inner(raw)
+            message = inner(raw)  # at most TRANSPORT_MAX_MESSAGE_BYTES: parsing it is cheap (C)
         except Exception as exc:  # DecodeError and anything else the parser raises: the caller's bytes
             return Rejected("UNDECODABLE", f"request is not a valid message: {type(exc).__name__}")
+        # Fields first: a message too big because of one field names that field.
         violations = limits.check(message)
         if violations:
             first = violations[0]
             return Rejected(first.reason, f"{first.field}: {first.description}", tuple(violations[:20]))
-        return message
+        return _too_large(len(raw)) if too_large else message
 
     return decode
+
+
+def _too_large(size: int) -> Rejected:
+    return Rejected("MESSAGE_TOO_LARGE", f"request of {size} bytes; at most {limits.MAX_MESSAGE_BYTES}")
 
 
 async def _reject(context: grpc.aio.ServicerContext, method: str, rejected: Rejected, index: int | None = None) -> None:
