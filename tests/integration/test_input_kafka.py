@@ -56,3 +56,27 @@ async def test_producer_limit_is_below_the_broker_limit(kafka_bootstrap: str) ->
     payload_max = limits.FIELD_MAX_BYTES["inplay.feed.v1.IngestOddsRequest.payload"]
     # The raw topic carries the payload JSON-escaped (a control byte becomes \u00XX: at most 6x) or base64.
     assert payload_max * 6 + 4096 < producer_max
+
+
+async def test_a_poisoned_producer_is_replaced(kafka_bootstrap: str, topic_prefix: str) -> None:
+    """A fatal librdkafka error makes every later produce fail (_FATAL). The bus detects it (error_cb) and
+    replaces the producer on the next publish, so the next callers are served. The fatal error is injected
+    through the callback librdkafka calls (the Python client cannot make a real broker cause one)."""
+    from confluent_kafka import KafkaError
+
+    from inplay.adapters.kafka_bus import PRODUCER_RECREATED
+
+    bus = KafkaEventBus(kafka_bootstrap, topic_prefix=topic_prefix)
+    topic = bus.topic(TOPIC_FEED_RAW)
+    try:
+        await bus.publish([BusMessage(topic, "k", b"before")])
+        await bus.flush(timeout_s=10)
+        poisoned = bus._producer
+        recreated = PRODUCER_RECREATED._value.get()
+        bus._on_error(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
+        await bus.publish([BusMessage(topic, "k", b"after")])
+        await bus.flush(timeout_s=10)
+        assert bus._producer is not poisoned
+        assert PRODUCER_RECREATED._value.get() == recreated + 1
+    finally:
+        await bus.close()

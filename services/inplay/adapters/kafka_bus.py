@@ -15,6 +15,10 @@ alone: ``publish`` raises :class:`MessageTooLarge` (RESOURCE_EXHAUSTED for a cal
 affected. (A message refused by the broker instead would fail inside a shared batch and be reported by
 whichever flush comes next.) Request limits (inplay.limits) keep every message far below that size.
 
+Poisoning: a fatal librdkafka error (reported through ``error_cb``; with idempotence, e.g. a lost sequence)
+leaves the producer unusable for good. It is detected and the producer replaced on the next publish; the old
+one's undelivered messages are purged and reported as failed by the next flush (never silently lost).
+
 Topics: a ``BusMessage`` carries the full topic name. Services build it as ``topic_prefix + ports.TOPIC_*``
 (the prefix isolates tests and demos on one cluster); :meth:`KafkaEventBus.topic` does the same.
 """
@@ -43,6 +47,10 @@ PRODUCE_REJECTED = Counter(
     "inplay_kafka_produce_rejected_total", "Messages the producer refused at produce time, by error", ["error"]
 )
 
+PRODUCER_RECREATED = Counter(
+    "inplay_kafka_producer_recreated_total", "Producers replaced after a fatal error (a poisoned producer)"
+)
+
 # Below the broker's message.max.bytes (1048588, scripts/stack/kafka/server.properties.in): see the module doc.
 PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
 
@@ -69,7 +77,11 @@ class KafkaEventBus:
     def __init__(self, bootstrap: str, topic_prefix: str = "", *, config: Mapping[str, Any] | None = None) -> None:
         """``config``: librdkafka settings over the defaults (e.g. ``{"message.timeout.ms": 2000}``)."""
         self.topic_prefix = topic_prefix
-        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **(config or {})})
+        self._config: dict[str, Any] = {"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **(config or {})}
+        # A fatal error (reported on librdkafka's thread) poisons the producer for good: every later produce
+        # fails. It is recorded here and the producer replaced on the next publish (see _recover).
+        self._fatal: KafkaError | None = None
+        self._producer = self._new_producer()
         # Deliveries not yet reported by a flush: successes leave on completion, failures stay until a
         # flush reports them (a failure is never lost between flushes).
         self._pending: set[asyncio.Future[None]] = set()
@@ -77,6 +89,32 @@ class KafkaEventBus:
         self._running = True
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()
+
+    def _new_producer(self) -> Producer:
+        return Producer({**self._config, "error_cb": self._on_error})
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (its own thread). Non-fatal errors (a broker down, a reconnect) are
+        retried by librdkafka itself and logged by it; a fatal one is kept for ``publish`` to act on."""
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.debug("Kafka producer error (retried by librdkafka): %s", error)
+
+    async def _recover(self) -> None:
+        """Replaces a producer that reported a fatal error (e.g. the idempotent producer lost its sequence
+        state). Its undelivered messages are purged: their deliveries fail, and the next flush reports them."""
+        old, error = self._producer, self._fatal
+        self._producer = self._new_producer()  # the poll thread picks it up on its next turn
+        self._fatal = None
+        PRODUCER_RECREATED.inc()
+        log.error("Kafka producer fatal error; producer recreated", extra={"error": str(error)})
+
+        def drain() -> None:
+            old.purge(in_queue=True, in_flight=True)
+            old.flush(0)  # serves the purged messages' delivery reports
+
+        await asyncio.to_thread(drain)
 
     def topic(self, name: str) -> str:
         """The full topic name of ``ports.TOPIC_*`` ``name``."""
@@ -90,6 +128,8 @@ class KafkaEventBus:
         if self._closed:
             raise RuntimeError("KafkaEventBus is closed")
         loop = asyncio.get_running_loop()
+        if self._fatal is not None:
+            await self._recover()
         for message in messages:
             future: asyncio.Future[None] = loop.create_future()
             self._pending.add(future)
@@ -107,6 +147,7 @@ class KafkaEventBus:
                 raise
 
     async def _produce(self, message: BusMessage, report: Any) -> None:
+        recovered = False
         while True:
             try:
                 self._producer.produce(message.topic, value=message.value, key=message.key, on_delivery=report)
@@ -116,6 +157,11 @@ class KafkaEventBus:
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 code = error.code() if isinstance(error, KafkaError) else None
+                if code == KafkaError._FATAL and not recovered:  # poisoned since the last publish began
+                    self._fatal = self._fatal or error
+                    await self._recover()
+                    recovered = True
+                    continue
                 PRODUCE_REJECTED.labels(error.name() if isinstance(error, KafkaError) else "UNKNOWN").inc()
                 if code == KafkaError.MSG_SIZE_TOO_LARGE:
                     size = len(message.value or b"") + len(message.key or "")
