@@ -267,7 +267,7 @@ def _check_map(field: FieldDescriptor, value: Any, path: str, out: list[Violatio
                 out.append(Violation(f"{path}[{key!r}]", f"{size} bytes; at most {limit}", "FIELD_TOO_LONG"))
 
 
-def request_fields(descriptor: Descriptor, prefix: str = "", seen: frozenset[str] = frozenset()) -> list[str]:
+def request_fields(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> list[str]:
     """Full names of every string/bytes/repeated field reachable from a request type (for docs and tests)."""
     out: list[str] = []
     for field in descriptor.fields:
@@ -280,7 +280,7 @@ def request_fields(descriptor: Descriptor, prefix: str = "", seen: frozenset[str
             and sub.full_name not in seen
             and not sub.full_name.startswith("google.protobuf.")
         ):
-            out += request_fields(sub, prefix, seen | {descriptor.full_name})
+            out += request_fields(sub, seen | {descriptor.full_name})
     return out
 
 
