@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from inplay import limits
-from inplay.adapters.kafka_bus import PRODUCER_DEFAULTS, KafkaEventBus, MessageTooLarge
+from inplay.adapters.kafka_bus import PRODUCER_DEFAULTS, KafkaEventBus, MessageTooLarge, ensure_topics
 from inplay.ports import TOPIC_FEED_RAW, BusMessage
 
 pytestmark = pytest.mark.integration
@@ -20,12 +21,21 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+async def own_prefix(kafka_bootstrap: str) -> str:
+    """A topic of these tests only: their non-JSON test messages must not reach other tests' consumers of the
+    session topics."""
+    prefix = f"t{uuid.uuid4().hex[:8]}.input."
+    await ensure_topics(kafka_bootstrap, {prefix + TOPIC_FEED_RAW: 1})
+    return prefix
+
+
 async def test_too_large_message_fails_alone_and_the_producer_stays_healthy(
-    kafka_bootstrap: str, topic_prefix: str
+    kafka_bootstrap: str, own_prefix: str
 ) -> None:
     """Before: produce() raised MSG_SIZE_TOO_LARGE after the message's delivery future was registered, so
     every later flush of anyone waited for it and failed ("Kafka deliveries not acknowledged within 10 s")."""
-    bus = KafkaEventBus(kafka_bootstrap, topic_prefix=topic_prefix)
+    bus = KafkaEventBus(kafka_bootstrap, topic_prefix=own_prefix)
     topic = bus.topic(TOPIC_FEED_RAW)
     try:
         ok = BusMessage(topic, "k", b"small")
@@ -58,7 +68,7 @@ async def test_producer_limit_is_below_the_broker_limit(kafka_bootstrap: str) ->
     assert payload_max * 6 + 4096 < producer_max
 
 
-async def test_a_poisoned_producer_is_replaced(kafka_bootstrap: str, topic_prefix: str) -> None:
+async def test_a_poisoned_producer_is_replaced(kafka_bootstrap: str, own_prefix: str) -> None:
     """A fatal librdkafka error makes every later produce fail (_FATAL). The bus detects it (error_cb) and
     replaces the producer on the next publish, so the next callers are served. The fatal error is injected
     through the callback librdkafka calls (the Python client cannot make a real broker cause one)."""
@@ -66,7 +76,7 @@ async def test_a_poisoned_producer_is_replaced(kafka_bootstrap: str, topic_prefi
 
     from inplay.adapters.kafka_bus import PRODUCER_RECREATED
 
-    bus = KafkaEventBus(kafka_bootstrap, topic_prefix=topic_prefix)
+    bus = KafkaEventBus(kafka_bootstrap, topic_prefix=own_prefix)
     topic = bus.topic(TOPIC_FEED_RAW)
     try:
         await bus.publish([BusMessage(topic, "k", b"before")])
