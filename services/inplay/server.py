@@ -17,10 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from inplay import limits
 from inplay.app import Runtime, open_runtime, register_services
 from inplay.config import Settings
 from inplay.logs import setup_logging
 from inplay.metrics import MetricsInterceptor
+from inplay.servicers.guard import InputGuard
 from inplay.tracing import TracingInterceptor, setup_tracing
 
 log = logging.getLogger("inplay.server")
@@ -31,11 +33,16 @@ GRACE_S = 10.0
 async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> tuple[grpc.aio.Server, int]:
     """Builds and starts the server; returns it and the bound port (``port=0`` picks a free one)."""
     server = grpc.aio.server(
-        interceptors=[TracingInterceptor(), MetricsInterceptor()],
+        # InputGuard last (innermost): undecodable or oversized requests are answered INVALID_ARGUMENT before
+        # any handler runs, and the metrics/tracing interceptors around it record that answer.
+        interceptors=[TracingInterceptor(), MetricsInterceptor(), InputGuard()],
         options=[
             ("grpc.max_concurrent_streams", 1000),
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_time_ms", 30_000),
+            # Above limits.MAX_MESSAGE_BYTES on purpose: the guard answers (and counts) what lies between.
+            ("grpc.max_receive_message_length", limits.TRANSPORT_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", limits.MAX_SEND_MESSAGE_BYTES),
         ],
     )
     names = register_services(server, runtime)

@@ -8,6 +8,17 @@ polls and resolves one asyncio future per message with ``loop.call_soon_threadsa
 blocks the event loop and ``flush`` awaits exactly the acknowledgements of what was enqueued, raising if any
 delivery failed (e.g. ``message.timeout.ms`` elapsed because no broker answers).
 
+Size: the producer's ``message.max.bytes`` (1 000 000) is below the broker's (1 048 588, stated in
+scripts/stack/kafka/server.properties.in), so a too-large message is refused by librdkafka at ``produce()``,
+alone: ``publish`` raises :class:`MessageTooLarge` (RESOURCE_EXHAUSTED for a caller, counted in
+``inplay_kafka_produce_rejected_total``) and nothing of it stays pending, so other callers' flushes are not
+affected. (A message refused by the broker instead would fail inside a shared batch and be reported by
+whichever flush comes next.) Request limits (inplay.limits) keep every message far below that size.
+
+Poisoning: a fatal librdkafka error (reported through ``error_cb``; with idempotence, e.g. a lost sequence)
+leaves the producer unusable for good. It is detected and the producer replaced on the next publish; the old
+one's undelivered messages are purged and reported as failed by the next flush (never silently lost).
+
 Topics: a ``BusMessage`` carries the full topic name. Services build it as ``topic_prefix + ports.TOPIC_*``
 (the prefix isolates tests and demos on one cluster); :meth:`KafkaEventBus.topic` does the same.
 """
@@ -19,17 +30,32 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from prometheus_client import Counter
 
+from inplay.errors import ResourceExhausted
 from inplay.ports import BusMessage
 
 log = logging.getLogger("inplay.kafka")
 
+PRODUCE_REJECTED = Counter(
+    "inplay_kafka_produce_rejected_total", "Messages the producer refused at produce time, by error", ["error"]
+)
+
+PRODUCER_RECREATED = Counter(
+    "inplay_kafka_producer_recreated_total", "Producers replaced after a fatal error (a poisoned producer)"
+)
+
+# Below the broker's message.max.bytes (1048588, scripts/stack/kafka/server.properties.in): see the module doc.
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+
 PRODUCER_DEFAULTS: dict[str, Any] = {
+    "message.max.bytes": PRODUCER_MAX_MESSAGE_BYTES,
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 2,
@@ -40,11 +66,22 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+@dataclass
+class MessageTooLarge(ResourceExhausted):
+    """librdkafka refused one message at produce time (too large for ``message.max.bytes``)."""
+
+    reason: str = "MESSAGE_TOO_LARGE"
+
+
 class KafkaEventBus:
     def __init__(self, bootstrap: str, topic_prefix: str = "", *, config: Mapping[str, Any] | None = None) -> None:
         """``config``: librdkafka settings over the defaults (e.g. ``{"message.timeout.ms": 2000}``)."""
         self.topic_prefix = topic_prefix
-        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **(config or {})})
+        self._config: dict[str, Any] = {"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **(config or {})}
+        # A fatal error (reported on librdkafka's thread) poisons the producer for good: every later produce
+        # fails. It is recorded here and the producer replaced on the next publish (see _recover).
+        self._fatal: KafkaError | None = None
+        self._producer = self._new_producer()
         # Deliveries not yet reported by a flush: successes leave on completion, failures stay until a
         # flush reports them (a failure is never lost between flushes).
         self._pending: set[asyncio.Future[None]] = set()
@@ -52,6 +89,32 @@ class KafkaEventBus:
         self._running = True
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()
+
+    def _new_producer(self) -> Producer:
+        return Producer({**self._config, "error_cb": self._on_error})
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (its own thread). Non-fatal errors (a broker down, a reconnect) are
+        retried by librdkafka itself and logged by it; a fatal one is kept for ``publish`` to act on."""
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.debug("Kafka producer error (retried by librdkafka): %s", error)
+
+    async def _recover(self) -> None:
+        """Replaces a producer that reported a fatal error (e.g. the idempotent producer lost its sequence
+        state). Its undelivered messages are purged: their deliveries fail, and the next flush reports them."""
+        old, error = self._producer, self._fatal
+        self._producer = self._new_producer()  # the poll thread picks it up on its next turn
+        self._fatal = None
+        PRODUCER_RECREATED.inc()
+        log.error("Kafka producer fatal error; producer recreated", extra={"error": str(error)})
+
+        def drain() -> None:
+            old.purge(in_queue=True, in_flight=True)
+            old.flush(0)  # serves the purged messages' delivery reports
+
+        await asyncio.to_thread(drain)
 
     def topic(self, name: str) -> str:
         """The full topic name of ``ports.TOPIC_*`` ``name``."""
@@ -65,17 +128,47 @@ class KafkaEventBus:
         if self._closed:
             raise RuntimeError("KafkaEventBus is closed")
         loop = asyncio.get_running_loop()
+        if self._fatal is not None:
+            await self._recover()
         for message in messages:
             future: asyncio.Future[None] = loop.create_future()
             self._pending.add(future)
             future.add_done_callback(self._forget_success)
             report = _delivery_report(loop, future)
-            while True:
-                try:
-                    self._producer.produce(message.topic, value=message.value, key=message.key, on_delivery=report)
-                    break
-                except BufferError:  # the local queue is full: let the poll thread drain deliveries
-                    await asyncio.sleep(0.005)
+            try:
+                await self._produce(message, report)
+            except BaseException:
+                # Never enqueued, so never reported by librdkafka: a future left pending would make every
+                # later flush (of any caller) wait for it and time out. The failure goes to this publisher
+                # only; for a flush that already waits on the future it is simply no longer outstanding.
+                self._pending.discard(future)
+                if not future.done():
+                    future.set_result(None)
+                raise
+
+    async def _produce(self, message: BusMessage, report: Any) -> None:
+        recovered = False
+        while True:
+            try:
+                self._producer.produce(message.topic, value=message.value, key=message.key, on_delivery=report)
+                return
+            except BufferError:  # the local queue is full: let the poll thread drain deliveries
+                await asyncio.sleep(0.005)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                code = error.code() if isinstance(error, KafkaError) else None
+                if code == KafkaError._FATAL and not recovered:  # poisoned since the last publish began
+                    self._fatal = self._fatal or error
+                    await self._recover()
+                    recovered = True
+                    continue
+                PRODUCE_REJECTED.labels(error.name() if isinstance(error, KafkaError) else "UNKNOWN").inc()
+                if code == KafkaError.MSG_SIZE_TOO_LARGE:
+                    size = len(message.value or b"") + len(message.key or "")
+                    raise MessageTooLarge(
+                        f"Kafka message of {size} bytes on {message.topic} is above {PRODUCER_MAX_MESSAGE_BYTES}"
+                    ) from exc
+                raise
 
     def _forget_success(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -89,7 +182,7 @@ class KafkaEventBus:
         if not waiting:
             return
         _, not_done = await asyncio.wait(waiting, timeout=timeout_s)
-        failed = [f for f in waiting if f.done() and f.exception() is not None]
+        failed = [f for f in waiting if f.done() and not f.cancelled() and f.exception() is not None]
         for f in failed:
             self._pending.discard(f)
         if failed:
@@ -245,4 +338,11 @@ class KafkaConsumerLoop:
             await asyncio.to_thread(self._consumer.close)
 
 
-__all__ = ["PRODUCER_DEFAULTS", "KafkaConsumerLoop", "KafkaEventBus", "ensure_topics"]
+__all__ = [
+    "PRODUCER_DEFAULTS",
+    "PRODUCER_MAX_MESSAGE_BYTES",
+    "KafkaConsumerLoop",
+    "KafkaEventBus",
+    "MessageTooLarge",
+    "ensure_topics",
+]
