@@ -408,11 +408,6 @@ async def test_forged_ids_read_nothing_of_others(world: World) -> None:
     await run_with_probe(world, "forged-ids", body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead's item (issue 13, forged page tokens): ListBets/ListLedgerEntries with a forged page_token "
-    "answer INTERNAL; page tokens must be opaque and validated",
-)
 async def test_forged_page_tokens(world: World) -> None:
     tokens = [
         "AAAA",
@@ -442,11 +437,6 @@ async def test_forged_page_tokens(world: World) -> None:
     await run_with_probe(world, "page-tokens", body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead's item (issue 13, key encoding): Redis joins account and idempotency key with ':' unescaped, "
-    "so account 'V:p' with key 'q' replays account V's bet with key 'p:q'",
-)
 async def test_forged_identity_cannot_replay_anothers_bet(world: World) -> None:
     """A caller whose id and key split the victim's (account, key) differently: a fresh, unfunded account,
     so the only honest answer is FAILED_PRECONDITION (insufficient funds), never the victim's bet."""

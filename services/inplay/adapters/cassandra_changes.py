@@ -5,12 +5,12 @@ driver's paging state."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Sequence
 from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
+from inplay import pagetoken
 from inplay.model import MarketChange
 
 MAX_BATCH_ROWS = 30
@@ -108,7 +108,8 @@ class CassandraMarketChangeLog:
     async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
         stmt = self._select.bind((market_id,))
         stmt.fetch_size = page_size
-        paging_state = base64.urlsafe_b64decode(page_token.encode()) if page_token else None
+        # Signed, query-bound tokens: a forged one never reaches the driver (inplay.pagetoken).
+        paging_state = pagetoken.decode(f"changes|{market_id}", page_token)
         future = self._session.execute_async(stmt, paging_state=paging_state)
         await _await(future)
         result = future.result()
@@ -127,7 +128,7 @@ class CassandraMarketChangeLog:
             )
             for r in rows
         ]
-        token = base64.urlsafe_b64encode(result.paging_state).decode() if result.paging_state else ""
+        token = pagetoken.encode(f"changes|{market_id}", result.paging_state)
         return changes, token
 
 

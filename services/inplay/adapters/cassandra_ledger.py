@@ -26,8 +26,6 @@ driver's paging state, handed to clients as an opaque urlsafe-base64 page token.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import copy
 import json
 import os
@@ -43,11 +41,11 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, N
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
 
+from inplay import pagetoken
 from inplay.adapters.memory import PLACED_SEQ_KEY, placed_event, stake_entry
 from inplay.adapters.migrations import check_keyspace_name, migrate
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.journal import JournalBatch, JournalRow, decode_bet_row, journal_tag, parse_journal_bet_id
-from inplay.errors import FieldViolation, InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 from inplay.ports import AccountLimits, JournalRejected, LedgerError
 
@@ -97,19 +95,6 @@ def legs_from_json(text: str) -> tuple[Leg, ...]:
             a, b, c = b, c, a
         legs.append(Leg(market_id=m, selection_id=s, odds=Odds(int(a), int(b)), event_id=c))
     return tuple(legs)
-
-
-def encode_token(paging_state: bytes | None) -> str:
-    return base64.urlsafe_b64encode(paging_state).decode() if paging_state else ""
-
-
-def decode_token(token: str) -> bytes | None:
-    if not token:
-        return None
-    try:
-        return base64.urlsafe_b64decode(token.encode())
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument("invalid page_token", violations=[FieldViolation("page_token", "malformed")]) from exc
 
 
 class _Window:
@@ -606,8 +591,11 @@ class CassandraLedger:
         return str(rows[0].bet_id) if rows else None
 
     async def list_account_bets(self, account_id: str, page_size: int, page_token: str) -> tuple[list[PlacedBet], str]:
-        rows, state = await self._page(self._sel_account_bets, (account_id,), page_size, decode_token(page_token))
-        return [_bet(r, account_id) for r in rows], encode_token(state)
+        scope = f"bets|{account_id}"
+        rows, state = await self._page(
+            self._sel_account_bets, (account_id,), page_size, pagetoken.decode(scope, page_token)
+        )
+        return [_bet(r, account_id) for r in rows], pagetoken.encode(scope, state)
 
     async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
         """Pages of at most ``page_size`` bets over the 64 buckets; up to EVENT_READ_WINDOW page reads in
@@ -678,8 +666,9 @@ class CassandraLedger:
             raise LedgerError(f"{len(errors)} of {len(statements)} writes of {what} failed: {first!r}") from first
 
     async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
-        rows, state = await self._page(self._sel_entries, (account_id,), page_size, decode_token(page_token))
-        return [_entry(r) for r in rows], encode_token(state)
+        scope = f"entries|{account_id}"
+        rows, state = await self._page(self._sel_entries, (account_id,), page_size, pagetoken.decode(scope, page_token))
+        return [_entry(r) for r in rows], pagetoken.encode(scope, state)
 
     async def account_balances(self, as_of_ms: int | None = None) -> dict[str, int]:
         """Σ amount per account over the whole ledger (entries created <= ``as_of_ms`` if given). The

@@ -15,8 +15,8 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
+from inplay import pagetoken
 from inplay.domain.journal import JournalBatch, decode_bet_row, parse_journal_bet_id
-from inplay.errors import FieldViolation, InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, MarketStatus, PlacedBet
 from inplay.ports import (
     AccountLimits,
@@ -69,13 +69,6 @@ def placed_event(bet: PlacedBet) -> BetEvent:
 def is_acceptance(result_json: str) -> bool:
     """A final idempotency record of an accepted bet (``inplay.domain.bets.result_to_json``)."""
     return result_json.startswith('{"bet"')
-
-
-def _offset_token(token: str) -> int:
-    try:
-        return int(token) if token else 0
-    except ValueError as exc:
-        raise InvalidArgument("invalid page_token", violations=[FieldViolation("page_token", "malformed")]) from exc
 
 
 class MemoryWallet:
@@ -409,7 +402,7 @@ class MemoryLedger:
         bets = sorted(
             self._by_account.get(account_id, {}).values(), key=lambda b: (b.placed_at_ms, b.bet_id), reverse=True
         )
-        return _page(bets, page_size, page_token)
+        return _page(bets, page_size, page_token, f"bets|{account_id}")
 
     async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
         bets = sorted(self._by_event.get(event_id, {}).values(), key=lambda b: b.bet_id)
@@ -418,7 +411,7 @@ class MemoryLedger:
 
     async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
         entries = [e for (acc, _, _), e in sorted(self._entries.items()) if acc == account_id]
-        return _page(entries, page_size, page_token)
+        return _page(entries, page_size, page_token, f"entries|{account_id}")
 
     async def account_balances(self, as_of_ms: int | None = None) -> dict[str, int]:
         totals: dict[str, int] = defaultdict(int)
@@ -428,10 +421,12 @@ class MemoryLedger:
         return dict(totals)
 
 
-def _page(items: list[_T], page_size: int, page_token: str) -> tuple[list[_T], str]:
-    start = _offset_token(page_token)
+def _page(items: list[_T], page_size: int, page_token: str, scope: str) -> tuple[list[_T], str]:
+    """Offsets as signed page tokens (the same contract as the Cassandra adapter's paging states)."""
+    state = pagetoken.decode(scope, page_token)
+    start = int(state.decode()) if state else 0
     end = start + max(1, page_size)
-    return items[start:end], str(end) if end < len(items) else ""
+    return items[start:end], pagetoken.encode(scope, str(end).encode()) if end < len(items) else ""
 
 
 class MemoryEventBus:
