@@ -501,21 +501,22 @@ class RunExecutor:
         at_ms: int,
         *,
         write_event: bool,
+        write_row: bool = True,
     ) -> None:
         run_id = ctx.run_id
-        planned.rows.append(
-            BetSettlementRow(
-                run_id=run_id,
-                bet_id=bet.bet_id,
-                account_id=bet.account_id,
-                status=status,
-                return_minor=return_minor,
-                delta_minor=delta,
-                kind=ctx.row_kind,
-                leg_outcomes=legs,
-                event_ids=bet.event_ids,
-            )
+        row = BetSettlementRow(
+            run_id=run_id,
+            bet_id=bet.bet_id,
+            account_id=bet.account_id,
+            status=status,
+            return_minor=return_minor,
+            delta_minor=delta,
+            kind=ctx.row_kind,
+            leg_outcomes=legs,
+            event_ids=bet.event_ids,
         )
+        if write_row:
+            planned.rows.append(row)
         if write_event:
             planned.events.append(
                 BetEvent(
@@ -577,16 +578,8 @@ class RunExecutor:
         """Writes one page: ledger-side rows first, then the Redis credit, then the events, then the
         checkpoint. Every step is idempotent, so a crash anywhere is repaired by redoing the page."""
         await guard.verify()
-        writes: list[Awaitable[object]] = []
-        if planned.rows:
-            writes.append(self._store.append_bet_rows(planned.rows))
-        if planned.events:
-            writes.append(self._ledger.append_bet_events(planned.events))
-        if planned.entries:
-            writes.append(self._ledger.append_entries(planned.entries))
-        if writes:
-            with self._timed("write_cassandra"):
-                await asyncio.gather(*writes)
+        with self._timed("write_cassandra"):
+            await self._write_rows(planned)
         self._crash_point(phase, page_no, "ledger")
         negatives: tuple[str, ...] = ()
         if planned.credits:
@@ -615,6 +608,23 @@ class RunExecutor:
         if self._config.page_delay_ms:
             await asyncio.sleep(self._config.page_delay_ms / 1000)
         return stats
+
+    async def _write_rows(self, planned: _Planned) -> None:
+        """History rows first, acknowledged, then the per-run rows and the money rows (concurrently).
+
+        The history row records the intent: a resumed run that finds its own row for a bet reuses it
+        (never recomputes), and a bet without its own row has no entry either, because no entry is
+        sent before its history row returned. Every row is keyed by values fixed by the run, so redoing
+        any of these writes rewrites identical rows."""
+        if planned.events:
+            await self._ledger.append_bet_events(planned.events)
+        writes: list[Awaitable[object]] = []
+        if planned.rows:
+            writes.append(self._store.append_bet_rows(planned.rows))
+        if planned.entries:
+            writes.append(self._ledger.append_entries(planned.entries))
+        if writes:
+            await asyncio.gather(*writes)
 
     def _crash_point(self, phase: str, page_no: int, stage: str) -> None:
         if self._config.crash_at and self._config.crash_at == f"{phase}:{page_no}:{stage}":
@@ -684,12 +694,16 @@ class RunExecutor:
                 fresh.append(bet)
                 fresh_priors.append(prior)
         evals = await asyncio.to_thread(evaluate, fresh, results_by_event)
-        # Rows of the multi phase are written once (a row already there is reused, never recomputed), so
-        # they carry the time they are written: an accumulator's history is in write order.
-        planned = self._plan(ctx, fresh, fresh_priors, evals, self._clock())
+        # Timed by the run (its start), never by the clock at write time: a re-planned bet (one without
+        # its own history row, hence without an entry) gets the same keys as the first attempt would.
+        planned = self._plan(ctx, fresh, fresh_priors, evals, ctx.run.record.started_at_ms)
         extra = RunStats()
+        written = await self._store.bet_rows(ctx.run_id, [bet.bet_id for bet, _, _ in own_rows]) if own_rows else {}
         for bet, own, prior in own_rows:
-            total_paid = prior.paid_minor + own.amount_minor
+            # The per-run row already written (if any) is kept as it is: its return was computed with
+            # the other runs' rows of that moment.
+            row = written.get(bet.bet_id)
+            total_paid = row.return_minor if row is not None else prior.paid_minor + own.amount_minor
             self._add(
                 planned,
                 ctx,
@@ -700,6 +714,7 @@ class RunExecutor:
                 total_paid,
                 own.at_ms,
                 write_event=False,
+                write_row=row is None,
             )
             extra = extra.plus(
                 RunStats(

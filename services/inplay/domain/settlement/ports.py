@@ -31,6 +31,10 @@ class SettlementStore(Protocol):
         """Per-run bet rows, idempotent by (run_id, bet_id)."""
         ...
 
+    async def bet_rows(self, run_id: str, bet_ids: Sequence[str]) -> dict[str, BetSettlementRow]:
+        """The rows of a run already written for some bets (by bet id; missing ones absent)."""
+        ...
+
     def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
         """Every bet row of a run, in pages."""
         ...
