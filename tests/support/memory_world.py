@@ -96,3 +96,32 @@ def memory_world(**config: Any) -> MemoryWorld:
 
 
 W, L, OPEN = LegOutcome.WIN, LegOutcome.LOSE, LegOutcome.OPEN
+
+
+def market(market_id: str, event_id: str, *selections: str, status: int = 1) -> Any:
+    """A market as the odds cache holds it (for result validation)."""
+    from inplay.model import MarketState, MarketStatus, SelectionPrice
+
+    return MarketState(
+        market_id=market_id,
+        event_id=event_id,
+        sport="football",
+        market_type="1x2",
+        name=market_id,
+        in_play=True,
+        status=MarketStatus(status),
+        status_reason="",
+        selections=tuple(SelectionPrice(s, s, Odds.from_decimal("2.00")) for s in selections),
+        version=1,
+        updated_at_ms=clock(),
+    )
+
+
+class Catalog:
+    """A MarketCatalog over a dict (market id -> MarketState)."""
+
+    def __init__(self, *markets: Any) -> None:
+        self.markets = {m.market_id: m for m in markets}
+
+    async def get_markets(self, market_ids: Sequence[str]) -> list[Any]:
+        return [self.markets.get(m) for m in market_ids]

@@ -45,12 +45,13 @@ from inplay.domain.settlement.model import (
     PriorState,
     Results,
     RunMark,
+    RunRecord,
     RunStats,
     RunView,
     SelectionResult,
     outcome_name,
 )
-from inplay.domain.settlement.ports import Lease, LockService, SettlementStore
+from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, SettlementStore
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger, WalletStore
 
@@ -65,11 +66,21 @@ def event_lock_key(event_id: str) -> str:
     return f"settlement:event:{event_id}"
 
 
+def id_part(text: str) -> str:
+    """One component of a run id, escaped so that the id parses one way only: ``.`` separates the parts
+    of a run id, ``:`` those of an entry id (``payout:<run>:<bet>``), ``%`` is the escape. Ids made of
+    other characters are unchanged (so are the run ids written before the escaping)."""
+    return text.replace("%", "%25").replace(".", "%2E").replace(":", "%3A")
+
+
 def settle_run_id(event_id: str, request_id: str) -> str:
-    return f"{event_id}.s.{request_id}"
+    """``<event>.s.<request>`` (parts escaped): exactly two unescaped dots."""
+    return f"{id_part(event_id)}.s.{id_part(request_id)}"
 
 
 def rollback_run_id(target_run_id: str, n: int) -> str:
+    """``<target>.r<n>``: a settle id has exactly two unescaped dots and each rollback adds one, so no
+    rollback id equals a settle id (request ``a.r1`` gives ``E.s.a%2Er1``, the rollback ``E.s.a.r1``)."""
     return f"{target_run_id}.r{n}"
 
 
@@ -292,6 +303,8 @@ class RunExecutor:
         config: SettlementConfig,
         clock: Callable[[], int],
         mark_settled: MarkSettled | None = None,
+        *,
+        bet_watermark: BetWatermark | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
@@ -301,6 +314,7 @@ class RunExecutor:
         self._config = config
         self._clock = clock
         self._mark_settled = mark_settled
+        self._bet_watermark = bet_watermark
         self._topic = config.topic_prefix + TOPIC_SETTLEMENTS
         # Seconds spent per step (summed over pages, overlapping when pages commit concurrently).
         self.timings: dict[str, float] = {}
@@ -372,6 +386,7 @@ class RunExecutor:
             counted = counted or cp.phase == "C"
         if done_ids:
             log.info("run %s: resuming, %d bets already done", record.run_id, len(done_ids))
+        await self._close_markets(record, guard)
         if not counted:
             count = await self._store.count_event_bets(event_id)
             if count is not None:
@@ -439,10 +454,26 @@ class RunExecutor:
             total = total.plus(await self._multi_phase(ctx, multis, results, guard))
         if total.bets_total < seen:
             total = replace(total, bets_total=seen)
-
-        if record.kind == RunKind.SETTLE and self._mark_settled is not None and record.results.markets:
-            await self._mark_settled(sorted(record.results.markets))
         return total
+
+    async def _close_markets(self, record: RunRecord, guard: Guard) -> None:
+        """Closes the run's markets for betting (SETTLED in the odds cache) before any bet is read, then
+        waits until every bet accepted before the close is readable (:meth:`wait_for_bet_watermark`).
+        Redone on every attempt: closing a SETTLED market again changes nothing."""
+        if record.kind != RunKind.SETTLE or not record.results.markets or self._mark_settled is None:
+            return
+        await guard.verify()
+        await self._mark_settled(sorted(record.results.markets))
+        await self.wait_for_bet_watermark(record.event_id, self._clock())
+
+    async def wait_for_bet_watermark(self, event_id: str, closed_at_ms: int) -> None:
+        """THE HOOK for the bet journal's projection watermark: returns once the bets accepted on the
+        event before ``closed_at_ms`` can all be read by ``Ledger.event_bets``. Without a watermark port
+        wired it returns at once (today's bet path writes the ledger before it acknowledges a bet, but a
+        bet that passed the market check before the close may still be committing: the watermark closes
+        that window)."""
+        if self._bet_watermark is not None:
+            await self._bet_watermark.wait_visible(event_id, closed_at_ms)
 
     async def _single_priors(self, run_id: str, runs: Sequence[RunView]) -> dict[str, PriorState]:
         """Paid-so-far and last state of each single-event bet, from the rows of the event's other runs

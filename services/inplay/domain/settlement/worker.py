@@ -115,7 +115,14 @@ async def open_settlement(
         locks = redis_locks
     settler = mark_settled if mark_settled is not None else _market_settler(runtime)
     service = SettlementService(
-        store, runtime.ledger, runtime.wallet_store, runtime.bus, locks, mark_settled=settler, config=config
+        store,
+        runtime.ledger,
+        runtime.wallet_store,
+        runtime.bus,
+        locks,
+        mark_settled=settler,
+        config=config,
+        markets=runtime.odds,  # results are validated against the odds cache's markets
     )
     return SettlementComponents(service, store, locks, closers)
 
