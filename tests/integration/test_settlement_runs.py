@@ -530,15 +530,15 @@ async def test_results_from_kafka_settle_the_event(senv: SettleEnv) -> None:
         [
             BusMessage(topic, ev, result_message(ev, "feed-1", [("m", "h", "WIN")])),
             BusMessage(topic, ev, result_message(ev, "feed-1", [("m", "h", "WIN")])),  # duplicate delivery
-            BusMessage(topic, ev, b"not json"),  # poison: skipped
+            BusMessage(topic, ev, b"not json"),  # poison: parked in the dead-letter topic
         ]
     )
     await senv.bus.flush()
-    consumer = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, senv.unique_id("group"))
+    consumer = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, senv.unique_id("group"), bus=senv.bus)
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(200):
-            if consumer.processed >= 2:
+            if consumer.processed >= 2 and consumer.dead_lettered >= 1:
                 break
             await asyncio.sleep(0.1)
     finally:
@@ -548,4 +548,7 @@ async def test_results_from_kafka_settle_the_event(senv: SettleEnv) -> None:
     assert await senv.settled(bets[1]) == (BetState.LOST, 0)
     history = (await senv.service.status(ev)).history
     assert [r.run_id for r in history] == [f"{ev}.s.feed-1"]
+    assert consumer.dead_lettered == 1
+    parked = read_topic(senv.kafka_bootstrap, topic + ".dlq", lambda key, value: value["value"] == "not json", 1, 20)
+    assert len(parked) == 1 and parked[0]["reason"].startswith("unparseable")
     await senv.check_conservation()
