@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from inplay.core import LegOutcome
-from inplay.model import BetState, RunKind, RunState
+from inplay.model import BetEvent, BetState, RunKind, RunState
 
 # Bet history kinds written by settlement runs.
 KIND_SETTLED = "SETTLED"  # a settle run changed the bet (settled it, or recorded a settled leg)
@@ -257,3 +257,18 @@ class PriorState:
     paid_minor: int = 0
     status: BetState = BetState.OPEN
     leg_outcomes: tuple[LegOutcome, ...] = ()
+
+
+def settlement_state(history: Iterable[BetEvent]) -> tuple[BetState, int]:
+    """A bet's status and settled return from its history (for GetBet / ListBets).
+
+    Status: that of the latest settlement row (OPEN when none). Settled return: the TOTAL paid, i.e. the
+    sum of the settlement rows' deltas (each row stores what its run credited, not the total), so a bet
+    moved between two non-zero returns (a correction, a reinstatement) reports what it has been paid."""
+    status, paid = BetState.OPEN, 0
+    for event in history:
+        if event.kind not in SETTLEMENT_KINDS:
+            continue
+        paid += event.amount_minor
+        status = event.status if event.status != BetState.UNSPECIFIED else BetState.OPEN
+    return status, paid
