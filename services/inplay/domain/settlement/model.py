@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from inplay.core import LegOutcome
 from inplay.model import BetEvent, BetState, RunKind, RunState
@@ -35,6 +36,18 @@ _NAMES_BY_OUTCOME: dict[LegOutcome, str] = {v: k for k, v in _OUTCOMES_BY_NAME.i
 
 def outcome_name(outcome: LegOutcome) -> str:
     return _NAMES_BY_OUTCOME[outcome]
+
+
+def apply_void_factor(outcome: LegOutcome, void_factor: Fraction) -> LegOutcome:
+    """A result with a void factor as Sportradar defines it: the share of the stake refunded (1 = full
+    refund, 0.5 = half refund, the other half settled as WIN or LOSE, 0 = none)."""
+    if void_factor == 0:
+        return outcome
+    if void_factor == 1:
+        return LegOutcome.VOID
+    if void_factor == Fraction(1, 2) and outcome in (LegOutcome.WIN, LegOutcome.LOSE):
+        return LegOutcome.HALF_WIN if outcome == LegOutcome.WIN else LegOutcome.HALF_LOSE
+    raise ValueError(f"void factor {void_factor} with {outcome_name(outcome)}: expected 0, 0.5 (WIN/LOSE) or 1")
 
 
 def outcome_from_name(name: str) -> LegOutcome:

@@ -11,7 +11,8 @@
 Stores come from the environment (``INPLAY_*``; load ``.stack/env``). Result messages (JSON)::
 
   {"event_id": "...", "request_id": "...", "correction": false, "reason": "...",
-   "outcomes": [{"market_id": "...", "selection_id": "...", "result": "WIN", "dead_heat": [1, 2]}],
+   "outcomes": [{"market_id": "...", "selection_id": "...", "result": "WIN", "dead_heat": [1, 2],
+                 "void_factor": "0.5"}],     # optional, Sportradar's: 1 = full refund, 0.5 = half
    "void_market_ids": ["..."]}
 
 ``correction: true`` resettles. A message's offset is committed only after its run completed, so a crashed
@@ -31,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -39,7 +41,7 @@ from inplay.app import Runtime, open_runtime
 from inplay.config import Settings
 from inplay.core import LegOutcome
 from inplay.domain.settlement.engine import SettlementConfig
-from inplay.domain.settlement.model import Results, RunView, make_results, outcome_from_name
+from inplay.domain.settlement.model import Results, RunView, apply_void_factor, make_results, outcome_from_name
 from inplay.domain.settlement.ports import LockService, SettlementStore
 from inplay.domain.settlement.service import SettlementService
 from inplay.errors import Aborted, DomainError, FailedPrecondition, InvalidArgument, NotFound
@@ -159,13 +161,11 @@ def parse_result_message(raw: bytes, fallback_request_id: str) -> ResultMessage:
         outcomes = []
         for o in data.get("outcomes", []):
             dead_heat = o.get("dead_heat") or [1, 1]
+            outcome = outcome_from_name(str(o["result"]).upper())
+            if o.get("void_factor") not in (None, "", 0):
+                outcome = apply_void_factor(outcome, Fraction(str(o["void_factor"])))
             outcomes.append(
-                (
-                    str(o["market_id"]),
-                    str(o["selection_id"]),
-                    outcome_from_name(str(o["result"]).upper()),
-                    (int(dead_heat[0]), int(dead_heat[1])),
-                )
+                (str(o["market_id"]), str(o["selection_id"]), outcome, (int(dead_heat[0]), int(dead_heat[1])))
             )
         results = make_results(outcomes, [str(m) for m in data.get("void_market_ids", [])])
         return ResultMessage(
