@@ -63,6 +63,20 @@ class SettleEnv:
     settled_markets: list[str] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)
     deposits: int = 0
+    redis_url: str = ""
+    redis_prefix: str = ""
+
+    async def seed_markets(self, *markets: tuple[str, str, Sequence[str]]) -> None:
+        """Puts (event, market, selections) in this test's odds cache: results are validated against it
+        by the worker (``open_settlement`` wires the odds cache as the market catalog)."""
+        from inplay.adapters.redis_odds import RedisOddsCache
+        from tests.support.memory_world import market
+
+        cache = await RedisOddsCache.connect(self.redis_url, self.redis_prefix)
+        try:
+            await cache.put_markets([market(m, e, *sels) for e, m, sels in markets])
+        finally:
+            await cache.close()
 
     def new_service(self, **config: Any) -> SettlementService:
         async def mark(market_ids: Sequence[str]) -> None:
@@ -222,6 +236,7 @@ async def open_senv(
     store = CassandraSettlementStore(ledger.session, **_count_options(ledger))
     locks = RedisLocks.connect(redis_url, redis_prefix)
     env = SettleEnv(ledger, wallet, bus, store, locks, None, unique_id, topic_prefix, kafka_bootstrap)  # type: ignore[arg-type]
+    env.redis_url, env.redis_prefix = redis_url, redis_prefix
     env.service = env.new_service()
     try:
         yield env

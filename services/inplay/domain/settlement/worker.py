@@ -35,11 +35,16 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from inplay.app import Runtime, open_runtime
 from inplay.config import Settings
 from inplay.core import LegOutcome
+from inplay.domain.settlement.consumer_metrics import (
+    CONSUMER_LAG,
+    CONSUMER_LAST_POLL,
+    CONSUMER_RESTARTS,
+    CONSUMER_UP,
+    DEAD_LETTERED,
+)
 from inplay.domain.settlement.engine import SettlementConfig
 from inplay.domain.settlement.model import Results, RunView, apply_void_factor, make_results, outcome_from_name
 from inplay.domain.settlement.ports import LockService, SettlementStore
@@ -218,14 +223,6 @@ async def handle_result(service: SettlementService, message: ResultMessage) -> R
         message.event_id, message.results, message.request_id, reason=message.reason, wait=True
     )
 
-
-CONSUMER_UP = Gauge("inplay_results_consumer_up", "1 while the results consumer polls, 0 while it restarts")
-CONSUMER_LAST_POLL = Gauge(
-    "inplay_results_consumer_last_poll_timestamp_seconds", "When the results consumer last polled Kafka"
-)
-CONSUMER_LAG = Gauge("inplay_results_consumer_lag", "Result messages not yet committed (assigned partitions)")
-CONSUMER_RESTARTS = Counter("inplay_results_consumer_restarts_total", "Results consumer restarts after an error")
-DEAD_LETTERED = Counter("inplay_results_dead_lettered_total", "Result messages parked in the dead-letter topic")
 
 DEAD_LETTER_SUFFIX = ".dlq"
 
