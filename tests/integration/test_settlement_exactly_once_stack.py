@@ -4,6 +4,7 @@ equal to the ledger, money conserved (tests/support/ledger_checks.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -58,3 +59,26 @@ async def test_history_fault_in_accumulator_phase_then_retry_pays_once(senv: Set
     summary = await assert_money_invariants(senv.ledger, senv.wallet, senv.accounts, deposits=senv.deposits)
     assert summary.by_kind["PAYOUT"] == 8 * 600
     assert sorted(summary.payout_entry_ids()) == sorted(f"payout:{run.run_id}:{x.bet_id}" for x in accas)
+
+
+async def test_cancel_during_the_accumulator_history_write_then_retry_pays_once(senv: SettleEnv) -> None:
+    """SettleEvent(wait=true) cancelled (a client deadline) while the accumulator phase's history write is
+    in flight on Cassandra, then the same request again."""
+    a, b = senv.unique_id("evA"), senv.unique_id("evB")
+    acc = await senv.account()
+    accas = [await senv.bet(acc, [(a, "ma", "h", "2.00"), (b, "mb", "h", "3.00")], 100) for _ in range(6)]
+    await senv.service.settle_event(b, res(("mb", "h", W)), "r1")
+    ids = {x.bet_id for x in accas}
+    ledger = Faulty(senv.ledger)
+    entered = ledger.hang("append_bet_events", when=lambda args: any(ev.bet_id in ids for ev in args[0]))
+    service = faulty_service(senv, ledger)
+    task = asyncio.create_task(service.settle_event(a, res(("ma", "h", W)), "r1"))
+    await asyncio.wait_for(entered.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    run = await service.settle_event(a, res(("ma", "h", W)), "r1")
+    assert run.state == RunState.COMPLETED
+    assert [await senv.settled(x) for x in accas] == [(BetState.WON, 600)] * 6
+    summary = await assert_money_invariants(senv.ledger, senv.wallet, senv.accounts, deposits=senv.deposits)
+    assert len(summary.payout_entry_ids()) == 6

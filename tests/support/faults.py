@@ -4,6 +4,7 @@ outcome: a client timeout on a write that landed). Production code has no hooks 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ class _Fault:
     applied: bool  # True: the call reaches the store first, then the error is raised
     when: Callable[[tuple[Any, ...]], bool]
     remaining: int
+    hang: asyncio.Event | None = None  # set: the call hangs (until cancelled) instead of failing
 
 
 class Faulty:
@@ -39,6 +41,15 @@ class Faulty:
     ) -> None:
         self._faults.append(_Fault(method, applied, when, times))
 
+    def hang(
+        self, method: str, *, applied: bool = False, when: Callable[[tuple[Any, ...]], bool] = lambda args: True
+    ) -> asyncio.Event:
+        """The next matching call (after reaching the store if ``applied``) never returns: the caller can
+        only be cancelled there (a client deadline, a SIGTERM drain). Returns an event set on entry."""
+        entered = asyncio.Event()
+        self._faults.append(_Fault(method, applied, when, 1, entered))
+        return entered
+
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
         if not callable(target) or not any(f.method == name for f in self._faults):
@@ -52,6 +63,9 @@ class Faulty:
             self.fired.append(name)
             if fault.applied:
                 await target(*args, **kwargs)
+            if fault.hang is not None:
+                fault.hang.set()
+                await asyncio.Event().wait()
             raise InjectedFault(f"injected fault in {name} (applied={fault.applied})")
 
         return wrapped

@@ -95,3 +95,56 @@ async def test_history_is_acknowledged_before_the_money_row(world: MemoryWorld) 
             assert ("history", bet_id) in order[: order.index((kind, bet_id))], bet_id
     assert {b for k, b in order if k == "entry"} == {b.bet_id for b in bets}
     await world.check()
+
+
+@pytest.mark.parametrize(
+    ("method", "applied"), [("append_bet_events", False), ("append_bet_events", True), ("append_entries", True)]
+)
+async def test_cancelled_in_the_accumulator_phase_then_retry_pays_once(
+    world: MemoryWorld, method: str, applied: bool
+) -> None:
+    """A cancel (client deadline on SettleEvent(wait=true)) while a write of the accumulator phase is in
+    flight, then a retry of the same request."""
+    acc = await world.account()
+    accas = [await world.bet(acc, [("A", "ma", "h", "2.00"), ("B", "mb", "h", "3.00")], 100) for _ in range(5)]
+    await world.service.settle_event("B", res(("mb", "h", W)), "r1")
+    entered = world.ledger.hang(method, applied=applied, when=_touches({b.bet_id for b in accas}))
+    task = asyncio.create_task(world.service.settle_event("A", res(("ma", "h", W)), "r1"))
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    run = await world.service.settle_event("A", res(("ma", "h", W)), "r1")
+    assert run.state == RunState.COMPLETED
+    assert [await world.settled(b) for b in accas] == [(BetState.WON, 600)] * 5
+    assert len((await world.check()).payout_entry_ids()) == 5
+
+
+async def test_multi_lease_lost_during_the_page_reads_writes_nothing(world: MemoryWorld) -> None:
+    """M7 (narrowed): the multi-event lease is checked again after the page's history reads, right before
+    its writes; a lease lost in between (another run may hold it now) stops the run before any row."""
+    from inplay.domain.settlement.engine import MULTI_LOCK_KEY, LeaseLost
+
+    acc = await world.account()
+    accas = [await world.bet(acc, [("A", "ma", "h", "2.00"), ("B", "mb", "h", "3.00")], 100) for _ in range(2)]
+    await world.service.settle_event("B", res(("mb", "h", W)), "r1")
+    inner = world.inner_ledger
+    real = inner.bet_history
+    lost = {"done": False}
+
+    async def history(bet_id: str) -> Any:
+        if not lost["done"]:
+            lost["done"] = True
+            world.locks.held.pop(MULTI_LOCK_KEY, None)  # expired and (possibly) taken by another run
+        return await real(bet_id)
+
+    inner.bet_history = history  # type: ignore[method-assign]
+    with pytest.raises(LeaseLost):
+        await world.service.settle_event("A", res(("ma", "h", W)), "r1")
+    inner.bet_history = real  # type: ignore[method-assign]
+    for bet in accas:
+        assert [e.kind for e in await inner.bet_history(bet.bet_id)] == ["PLACED", "SETTLED"]  # B's row only
+    await world.check()
+    await world.service.settle_event("A", res(("ma", "h", W)), "r1")
+    assert [await world.settled(b) for b in accas] == [(BetState.WON, 600)] * 2
+    await world.check()

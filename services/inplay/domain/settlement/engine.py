@@ -604,11 +604,22 @@ class RunExecutor:
         )
 
     async def _commit(
-        self, ctx: _Ctx, phase: str, page_no: int, bets: Sequence[PlacedBet], planned: _Planned, guard: Guard
+        self,
+        ctx: _Ctx,
+        phase: str,
+        page_no: int,
+        bets: Sequence[PlacedBet],
+        planned: _Planned,
+        guard: Guard,
+        multi_guard: Guard | None = None,
     ) -> RunStats:
         """Writes one page: ledger-side rows first, then the Redis credit, then the events, then the
         checkpoint. Every step is idempotent, so a crash anywhere is repaired by redoing the page."""
         await guard.verify()
+        if multi_guard is not None:
+            # Right before the writes (after the page's history reads): narrows the window in which a
+            # lost multi-event lease lets another run pay the same accumulator (review M7).
+            await multi_guard.verify()
         with self._timed("write_cassandra"):
             await self._write_rows(planned)
         self._crash_point(phase, page_no, "ledger")
@@ -681,7 +692,7 @@ class RunExecutor:
                 for no, start in enumerate(range(0, len(bets), size), start=1):
                     await multi_guard.verify()
                     page = bets[start : start + size]
-                    total = total.plus(await self._multi_page(ctx, no, page, results_by_event, guard))
+                    total = total.plus(await self._multi_page(ctx, no, page, results_by_event, guard, multi_guard))
         finally:
             await lease.release()
         return total
@@ -693,6 +704,7 @@ class RunExecutor:
         bets: list[PlacedBet],
         results_by_event: dict[str, Results],
         guard: Guard,
+        multi_guard: Guard,
     ) -> RunStats:
         sem = asyncio.Semaphore(self._config.history_concurrency)
 
@@ -756,4 +768,4 @@ class RunExecutor:
                 )
             )
         planned.stats = planned.stats.plus(extra)
-        return await self._commit(ctx, "M", page_no, bets, planned, guard)
+        return await self._commit(ctx, "M", page_no, bets, planned, guard, multi_guard)
