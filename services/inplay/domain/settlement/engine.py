@@ -315,6 +315,7 @@ class RunExecutor:
         self._clock = clock
         self._mark_settled = mark_settled
         self._bet_watermark = bet_watermark
+        self._closed_runs: set[str] = set()
         self._topic = config.topic_prefix + TOPIC_SETTLEMENTS
         # Seconds spent per step (summed over pages, overlapping when pages commit concurrently).
         self.timings: dict[str, float] = {}
@@ -386,7 +387,7 @@ class RunExecutor:
             counted = counted or cp.phase == "C"
         if done_ids:
             log.info("run %s: resuming, %d bets already done", record.run_id, len(done_ids))
-        await self._close_markets(record, guard)
+        await self.close_markets(record, guard)
         if not counted:
             count = await self._store.count_event_bets(event_id)
             if count is not None:
@@ -456,15 +457,21 @@ class RunExecutor:
             total = replace(total, bets_total=seen)
         return total
 
-    async def _close_markets(self, record: RunRecord, guard: Guard) -> None:
+    async def close_markets(self, record: RunRecord, guard: Guard) -> None:
         """Closes the run's markets for betting (SETTLED in the odds cache) before any bet is read, then
         waits until every bet accepted before the close is readable (:meth:`wait_for_bet_watermark`).
-        Redone on every attempt: closing a SETTLED market again changes nothing."""
+        Done by the request (before SettleEvent returns) and again by any other process that executes
+        the run (a resume): closing a SETTLED market again changes nothing."""
         if record.kind != RunKind.SETTLE or not record.results.markets or self._mark_settled is None:
+            return
+        if record.run_id in self._closed_runs:  # closed by this process already (the request did it)
             return
         await guard.verify()
         await self._mark_settled(sorted(record.results.markets))
         await self.wait_for_bet_watermark(record.event_id, self._clock())
+        if len(self._closed_runs) >= 10_000:
+            self._closed_runs.clear()
+        self._closed_runs.add(record.run_id)
 
     async def wait_for_bet_watermark(self, event_id: str, closed_at_ms: int) -> None:
         """THE HOOK for the bet journal's projection watermark: returns once the bets accepted on the

@@ -130,6 +130,8 @@ class SettlementService:
             )
             await guard.verify()
             await self._store.create_run(record)
+            # Closed before the request returns (also with wait=false), not only when execution starts.
+            await self.executor.close_markets(record, guard)
             return RunView(record, RunState.RUNNING, RunStats())
 
         return await self._run_request(event_id, run_id, body, wait)
