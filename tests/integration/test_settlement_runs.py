@@ -29,6 +29,7 @@ from inplay.domain.settlement.worker import ResultsConsumer, _count_options, res
 from inplay.errors import Aborted, FailedPrecondition
 from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_RESULTS, TOPIC_SETTLEMENTS, BusMessage, Credit
+from tests.support.ledger_checks import assert_money_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +141,9 @@ class SettleEnv:
 
     async def check_conservation(self) -> dict[str, int]:
         """From the ledger alone: Σ balances = deposits - stakes + payouts (incl. refunds) - reversals;
-        the Redis projection equals the ledger for every account. Returns the sums by entry kind."""
+        the Redis projection equals the ledger for every account. Returns the sums by entry kind. Also the
+        shared invariants (tests/support/ledger_checks.py: each entry id once, money = history deltas)."""
+        await assert_money_invariants(self.ledger, self.wallet, self.accounts, deposits=self.deposits)
         by_kind: dict[str, int] = {}
         ledger_balance: dict[str, int] = {}
         for account in self.accounts:
@@ -487,6 +490,7 @@ async def test_audit_balance_at_any_instant_from_the_ledger(senv: SettleEnv) -> 
     assert at_settle.balance_minor == 1400 and at_settle.by_kind["PAYOUT"] == 800
     assert (await balance_at(senv.ledger, acc, rb.record.started_at_ms)).balance_minor == 600
     assert (await balance_at(senv.ledger, acc, now_ms())).balance_minor == (await senv.wallet.balances([acc]))[0]
+    await senv.check_conservation()  # the shared money invariants after every settlement test
 
 
 async def test_progress_and_history_of_a_running_run(senv: SettleEnv) -> None:
