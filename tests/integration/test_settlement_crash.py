@@ -85,6 +85,7 @@ async def run_worker(env: dict[str, str], *args: str, extra: dict[str, str] | No
 async def place_book(senv: SettleEnv, ev: str, n: int) -> tuple[list[Any], list[Any]]:
     """``n`` singles over 6 accounts; every third one loses."""
     accounts = [await senv.account(10**6) for _ in range(6)]
+    await senv.seed_markets((ev, "m", ("h", "a")))
     bets = [senv.make_bet(accounts[i % 6], [(ev, "m", "a" if i % 3 == 0 else "h", "2.50")], 100 + i) for i in range(n)]
     await senv.place(bets)
     winners = [b for i, b in enumerate(bets) if i % 3]
@@ -153,6 +154,7 @@ async def test_injected_crash_in_the_accumulator_phase(
         senv.make_bet(acc, [(e1, "a", "h", "2.00"), (e2, "b", "h" if i % 2 else "x", "3.00")], 100) for i in range(10)
     ]
     await senv.place(accas)
+    await senv.seed_markets((e1, "a", ("h",)), (e2, "b", ("h", "x")))
     await senv.service.settle_event(e1, res(("a", "h", W)), "ft")
     args = ["settle", "--event", e2, "--request-id", "ft", "--outcome", "b:h:WIN"]
     rc, _, err = await run_worker(

@@ -195,3 +195,4 @@ async def test_errors_map_to_status_codes(
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.RollbackSettlement(pb.RollbackSettlementRequest(event_id=ev, run_id="nope"), metadata=OPERATOR)
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    await env.check_conservation()  # the shared money invariants after every settlement test

@@ -29,6 +29,7 @@ from inplay.domain.settlement.worker import ResultsConsumer, _count_options, res
 from inplay.errors import Aborted, FailedPrecondition
 from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_RESULTS, TOPIC_SETTLEMENTS, BusMessage, Credit
+from tests.support.ledger_checks import assert_money_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,20 @@ class SettleEnv:
     settled_markets: list[str] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)
     deposits: int = 0
+    redis_url: str = ""
+    redis_prefix: str = ""
+
+    async def seed_markets(self, *markets: tuple[str, str, Sequence[str]]) -> None:
+        """Puts (event, market, selections) in this test's odds cache: results are validated against it
+        by the worker (``open_settlement`` wires the odds cache as the market catalog)."""
+        from inplay.adapters.redis_odds import RedisOddsCache
+        from tests.support.memory_world import market
+
+        cache = await RedisOddsCache.connect(self.redis_url, self.redis_prefix)
+        try:
+            await cache.put_markets([market(m, e, *sels) for e, m, sels in markets])
+        finally:
+            await cache.close()
 
     def new_service(self, **config: Any) -> SettlementService:
         async def mark(market_ids: Sequence[str]) -> None:
@@ -126,7 +141,9 @@ class SettleEnv:
 
     async def check_conservation(self) -> dict[str, int]:
         """From the ledger alone: Σ balances = deposits - stakes + payouts (incl. refunds) - reversals;
-        the Redis projection equals the ledger for every account. Returns the sums by entry kind."""
+        the Redis projection equals the ledger for every account. Returns the sums by entry kind. Also the
+        shared invariants (tests/support/ledger_checks.py: each entry id once, money = history deltas)."""
+        await assert_money_invariants(self.ledger, self.wallet, self.accounts, deposits=self.deposits)
         by_kind: dict[str, int] = {}
         ledger_balance: dict[str, int] = {}
         for account in self.accounts:
@@ -222,6 +239,7 @@ async def open_senv(
     store = CassandraSettlementStore(ledger.session, **_count_options(ledger))
     locks = RedisLocks.connect(redis_url, redis_prefix)
     env = SettleEnv(ledger, wallet, bus, store, locks, None, unique_id, topic_prefix, kafka_bootstrap)  # type: ignore[arg-type]
+    env.redis_url, env.redis_prefix = redis_url, redis_prefix
     env.service = env.new_service()
     try:
         yield env
@@ -472,6 +490,7 @@ async def test_audit_balance_at_any_instant_from_the_ledger(senv: SettleEnv) -> 
     assert at_settle.balance_minor == 1400 and at_settle.by_kind["PAYOUT"] == 800
     assert (await balance_at(senv.ledger, acc, rb.record.started_at_ms)).balance_minor == 600
     assert (await balance_at(senv.ledger, acc, now_ms())).balance_minor == (await senv.wallet.balances([acc]))[0]
+    await senv.check_conservation()  # the shared money invariants after every settlement test
 
 
 async def test_progress_and_history_of_a_running_run(senv: SettleEnv) -> None:
@@ -530,15 +549,15 @@ async def test_results_from_kafka_settle_the_event(senv: SettleEnv) -> None:
         [
             BusMessage(topic, ev, result_message(ev, "feed-1", [("m", "h", "WIN")])),
             BusMessage(topic, ev, result_message(ev, "feed-1", [("m", "h", "WIN")])),  # duplicate delivery
-            BusMessage(topic, ev, b"not json"),  # poison: skipped
+            BusMessage(topic, ev, b"not json"),  # poison: parked in the dead-letter topic
         ]
     )
     await senv.bus.flush()
-    consumer = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, senv.unique_id("group"))
+    consumer = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, senv.unique_id("group"), bus=senv.bus)
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(200):
-            if consumer.processed >= 2:
+            if consumer.processed >= 2 and consumer.dead_lettered >= 1:
                 break
             await asyncio.sleep(0.1)
     finally:
@@ -548,4 +567,7 @@ async def test_results_from_kafka_settle_the_event(senv: SettleEnv) -> None:
     assert await senv.settled(bets[1]) == (BetState.LOST, 0)
     history = (await senv.service.status(ev)).history
     assert [r.run_id for r in history] == [f"{ev}.s.feed-1"]
+    assert consumer.dead_lettered == 1
+    parked = read_topic(senv.kafka_bootstrap, topic + ".dlq", lambda key, value: value["value"] == "not json", 1, 20)
+    assert len(parked) == 1 and parked[0]["reason"].startswith("unparseable")
     await senv.check_conservation()

@@ -20,6 +20,7 @@ from inplay.domain.settlement.engine import fingerprint
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, Credit
+from tests.support.ledger_checks import assert_money_invariants
 
 W, L, V, P = LegOutcome.WIN, LegOutcome.LOSE, LegOutcome.VOID, LegOutcome.PUSH
 HW, HL, DH = LegOutcome.HALF_WIN, LegOutcome.HALF_LOSE, LegOutcome.DEAD_HEAT
@@ -94,7 +95,8 @@ class World:
 
     async def check_conservation(self) -> dict[str, int]:
         """Σ balances (ledger) = deposits - stakes + payouts (incl. refunds) - reversals (- withdrawals), and
-        the Redis projection == the ledger, per account."""
+        the Redis projection == the ledger, per account; and the shared invariants (tests/support)."""
+        await assert_money_invariants(self.ledger, self.wallet, self.accounts)
         truth = await self.ledger.account_balances()
         by_kind: dict[EntryKind, int] = {}
         for account in self.accounts:
@@ -273,6 +275,7 @@ async def test_resume_skips_checkpointed_bets(world: World) -> None:
     assert len(cps) == 3 and all(len(c.bet_ids) == 3 and c.page_key == fingerprint(c.bet_ids) for c in cps)
     assert len({b for c in cps for b in c.bet_ids}) == 9
     assert sum(c.stats.bets_processed for c in cps) == 9
+    await world.check_conservation()  # the shared money invariants after every settlement test
 
 
 async def test_void_market_refunds_once(world: World) -> None:
@@ -371,3 +374,4 @@ async def test_status_reports_progress_and_history(world: World) -> None:
     assert report.run.state == RunState.COMPLETED
     assert (report.run.stats.bets_total, report.run.stats.bets_processed) == (4, 4)
     assert [r.run_id for r in report.history] == [run.run_id]
+    await world.check_conservation()  # the shared money invariants after every settlement test

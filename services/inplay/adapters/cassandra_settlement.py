@@ -111,6 +111,10 @@ class CassandraSettlementStore:
             "SELECT bet_id, account_id, status, return_minor, delta_minor, kind, leg_outcomes, event_ids "
             "FROM settlement_bets WHERE run_id = ? AND bucket = ?"
         )
+        self._select_some_bets = p(
+            "SELECT bet_id, account_id, status, return_minor, delta_minor, kind, leg_outcomes, event_ids "
+            "FROM settlement_bets WHERE run_id = ? AND bucket = ? AND bet_id IN ?"
+        )
         self._insert_request = p(
             "INSERT INTO settlement_requests (event_id, request_id, at_ms, payload) VALUES (?, ?, ?, ?)"
         )
@@ -279,6 +283,15 @@ class CassandraSettlementStore:
             list(row.event_ids),
         )
 
+    async def bet_rows(self, run_id: str, bet_ids: Sequence[str]) -> dict[str, BetSettlementRow]:
+        by_bucket: dict[int, list[str]] = {}
+        for bet_id in bet_ids:
+            by_bucket.setdefault(bucket_of(bet_id), []).append(bet_id)
+        found = await asyncio.gather(
+            *(self._exec(self._select_some_bets, (run_id, b, ids)) for b, ids in sorted(by_bucket.items()))
+        )
+        return {r.bet_id: _bet_row(run_id, r) for rows in found for r in rows}
+
     async def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
         for bucket in range(BUCKETS):
             paging_state = None
@@ -287,20 +300,7 @@ class CassandraSettlementStore:
                 stmt.fetch_size = page_size
                 future = await _await(self._session.execute_async(stmt, paging_state=paging_state))
                 result = future.result()
-                rows = [
-                    BetSettlementRow(
-                        run_id=run_id,
-                        bet_id=r.bet_id,
-                        account_id=r.account_id,
-                        status=BetState(r.status),
-                        return_minor=r.return_minor,
-                        delta_minor=r.delta_minor,
-                        kind=r.kind,
-                        leg_outcomes=tuple(outcome_from_name(o) for o in (r.leg_outcomes or ())),
-                        event_ids=tuple(r.event_ids or ()),
-                    )
-                    for r in result.current_rows
-                ]
+                rows = [_bet_row(run_id, r) for r in result.current_rows]
                 if rows:
                     yield rows
                 paging_state = result.paging_state
@@ -321,6 +321,20 @@ class CassandraSettlementStore:
             return None
         counts = await asyncio.gather(*(self._exec(self._count, (event_id, b)) for b in range(self._count_buckets)))
         return sum(int(rows[0][0]) for rows in counts if rows)
+
+
+def _bet_row(run_id: str, r: Any) -> BetSettlementRow:
+    return BetSettlementRow(
+        run_id=run_id,
+        bet_id=r.bet_id,
+        account_id=r.account_id,
+        status=BetState(r.status),
+        return_minor=r.return_minor,
+        delta_minor=r.delta_minor,
+        kind=r.kind,
+        leg_outcomes=tuple(outcome_from_name(o) for o in (r.leg_outcomes or ())),
+        event_ids=tuple(r.event_ids or ()),
+    )
 
 
 def _stats(row: Any) -> RunStats:

@@ -50,6 +50,10 @@ class MemorySettlementStore:
         for row in rows:
             self._rows.setdefault(row.run_id, {})[row.bet_id] = row
 
+    async def bet_rows(self, run_id: str, bet_ids: Sequence[str]) -> dict[str, BetSettlementRow]:
+        rows = self._rows.get(run_id, {})
+        return {b: rows[b] for b in bet_ids if b in rows}
+
     async def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
         rows = sorted(self._rows.get(run_id, {}).values(), key=lambda r: r.bet_id)
         for start in range(0, len(rows), page_size):

@@ -54,6 +54,15 @@ def results_from_proto(
         raise InvalidArgument(str(exc), violations=[FieldViolation("outcomes", str(exc))]) from None
 
 
+def field_paths(
+    outcomes: Iterable[settlement_pb2.SelectionOutcome], void_market_ids: Iterable[str]
+) -> dict[tuple[str, str], str]:
+    """The request field of each outcome and voided market (for validation errors' field paths)."""
+    paths = {(o.market_id, o.selection_id): f"outcomes[{i}]" for i, o in enumerate(outcomes)}
+    paths.update({(m, ""): f"void_market_ids[{j}]" for j, m in enumerate(void_market_ids)})
+    return paths
+
+
 def run_to_proto(run: RunView) -> settlement_pb2.SettlementRun:
     record = run.record
     msg = settlement_pb2.SettlementRun(
@@ -88,7 +97,12 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
             auth.require_operator(auth.principal(context))
             results = results_from_proto(request.outcomes, request.void_market_ids)
             run = await self._settlement.settle_event(
-                request.event_id, results, request.request_id, reason=request.reason, wait=request.wait
+                request.event_id,
+                results,
+                request.request_id,
+                reason=request.reason,
+                wait=request.wait,
+                field_paths=field_paths(request.outcomes, request.void_market_ids),
             )
             return settlement_pb2.SettleEventResponse(run=run_to_proto(run))
         except Exception as exc:
@@ -113,7 +127,12 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
             auth.require_operator(auth.principal(context))
             results = results_from_proto(request.outcomes, request.void_market_ids)
             rollback, settle = await self._settlement.resettle(
-                request.event_id, results, request.request_id, reason=request.reason, wait=request.wait
+                request.event_id,
+                results,
+                request.request_id,
+                reason=request.reason,
+                wait=request.wait,
+                field_paths=field_paths(request.outcomes, request.void_market_ids),
             )
             return settlement_pb2.ResettleEventResponse(
                 rollback_run=run_to_proto(rollback), settle_run=run_to_proto(settle)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from inplay.domain.settlement.model import Results, RunView
+from inplay.domain.settlement.model import Results, RunRecord, RunStats, RunView
 from inplay.model import RunKind, RunState
 
 
@@ -87,3 +87,35 @@ def latest_effective_settle(runs: Sequence[RunView]) -> RunView | None:
         if run.record.kind == RunKind.SETTLE and run.run_id in eff:
             latest = run
     return latest
+
+
+PENDING_ROLLBACK_ID = "\0pending-rollback"
+
+
+def with_rollback_of(runs: Sequence[RunView], target: RunView) -> list[RunView]:
+    """The history as it would be once a rollback of ``target`` is in effect (to check a correction's
+    preconditions before it changes anything)."""
+    record = RunRecord(
+        run_id=PENDING_ROLLBACK_ID,
+        event_id=target.record.event_id,
+        kind=RunKind.ROLLBACK,
+        started_at_ms=max((r.record.started_at_ms for r in runs), default=0) + 1,
+        target_run_id=target.run_id,
+    )
+    return [*runs, RunView(record, RunState.RUNNING, RunStats())]
+
+
+def conflicting_markets(runs: Sequence[RunView], candidates: set[str]) -> dict[str, list[str]]:
+    """For each settle run in ``candidates`` that is in effect in ``runs``: the markets it shares with
+    another settle run in effect (two results in effect for one market)."""
+    eff = effective_run_ids(runs)
+    settles = [r for r in runs if r.record.kind == RunKind.SETTLE and r.run_id in eff]
+    out: dict[str, list[str]] = {}
+    for run in settles:
+        if run.run_id not in candidates:
+            continue
+        mine = set(run.record.results.markets)
+        shared = {m for other in settles if other.run_id != run.run_id for m in other.record.results.markets} & mine
+        if shared:
+            out[run.run_id] = sorted(shared)
+    return out

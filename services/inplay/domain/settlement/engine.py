@@ -45,12 +45,13 @@ from inplay.domain.settlement.model import (
     PriorState,
     Results,
     RunMark,
+    RunRecord,
     RunStats,
     RunView,
     SelectionResult,
     outcome_name,
 )
-from inplay.domain.settlement.ports import Lease, LockService, SettlementStore
+from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, SettlementStore
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger, WalletStore
 
@@ -65,11 +66,21 @@ def event_lock_key(event_id: str) -> str:
     return f"settlement:event:{event_id}"
 
 
+def id_part(text: str) -> str:
+    """One component of a run id, escaped so that the id parses one way only: ``.`` separates the parts
+    of a run id, ``:`` those of an entry id (``payout:<run>:<bet>``), ``%`` is the escape. Ids made of
+    other characters are unchanged (so are the run ids written before the escaping)."""
+    return text.replace("%", "%25").replace(".", "%2E").replace(":", "%3A")
+
+
 def settle_run_id(event_id: str, request_id: str) -> str:
-    return f"{event_id}.s.{request_id}"
+    """``<event>.s.<request>`` (parts escaped): exactly two unescaped dots."""
+    return f"{id_part(event_id)}.s.{id_part(request_id)}"
 
 
 def rollback_run_id(target_run_id: str, n: int) -> str:
+    """``<target>.r<n>``: a settle id has exactly two unescaped dots and each rollback adds one, so no
+    rollback id equals a settle id (request ``a.r1`` gives ``E.s.a%2Er1``, the rollback ``E.s.a.r1``)."""
     return f"{target_run_id}.r{n}"
 
 
@@ -292,6 +303,8 @@ class RunExecutor:
         config: SettlementConfig,
         clock: Callable[[], int],
         mark_settled: MarkSettled | None = None,
+        *,
+        bet_watermark: BetWatermark | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
@@ -301,6 +314,8 @@ class RunExecutor:
         self._config = config
         self._clock = clock
         self._mark_settled = mark_settled
+        self._bet_watermark = bet_watermark
+        self._closed_runs: set[str] = set()
         self._topic = config.topic_prefix + TOPIC_SETTLEMENTS
         # Seconds spent per step (summed over pages, overlapping when pages commit concurrently).
         self.timings: dict[str, float] = {}
@@ -372,6 +387,7 @@ class RunExecutor:
             counted = counted or cp.phase == "C"
         if done_ids:
             log.info("run %s: resuming, %d bets already done", record.run_id, len(done_ids))
+        await self.close_markets(record, guard)
         if not counted:
             count = await self._store.count_event_bets(event_id)
             if count is not None:
@@ -439,10 +455,32 @@ class RunExecutor:
             total = total.plus(await self._multi_phase(ctx, multis, results, guard))
         if total.bets_total < seen:
             total = replace(total, bets_total=seen)
-
-        if record.kind == RunKind.SETTLE and self._mark_settled is not None and record.results.markets:
-            await self._mark_settled(sorted(record.results.markets))
         return total
+
+    async def close_markets(self, record: RunRecord, guard: Guard) -> None:
+        """Closes the run's markets for betting (SETTLED in the odds cache) before any bet is read, then
+        waits until every bet accepted before the close is readable (:meth:`wait_for_bet_watermark`).
+        Done by the request (before SettleEvent returns) and again by any other process that executes
+        the run (a resume): closing a SETTLED market again changes nothing."""
+        if record.kind != RunKind.SETTLE or not record.results.markets or self._mark_settled is None:
+            return
+        if record.run_id in self._closed_runs:  # closed by this process already (the request did it)
+            return
+        await guard.verify()
+        await self._mark_settled(sorted(record.results.markets))
+        await self.wait_for_bet_watermark(record.event_id, self._clock())
+        if len(self._closed_runs) >= 10_000:
+            self._closed_runs.clear()
+        self._closed_runs.add(record.run_id)
+
+    async def wait_for_bet_watermark(self, event_id: str, closed_at_ms: int) -> None:
+        """THE HOOK for the bet journal's projection watermark: returns once the bets accepted on the
+        event before ``closed_at_ms`` can all be read by ``Ledger.event_bets``. Without a watermark port
+        wired it returns at once (today's bet path writes the ledger before it acknowledges a bet, but a
+        bet that passed the market check before the close may still be committing: the watermark closes
+        that window)."""
+        if self._bet_watermark is not None:
+            await self._bet_watermark.wait_visible(event_id, closed_at_ms)
 
     async def _single_priors(self, run_id: str, runs: Sequence[RunView]) -> dict[str, PriorState]:
         """Paid-so-far and last state of each single-event bet, from the rows of the event's other runs
@@ -501,21 +539,22 @@ class RunExecutor:
         at_ms: int,
         *,
         write_event: bool,
+        write_row: bool = True,
     ) -> None:
         run_id = ctx.run_id
-        planned.rows.append(
-            BetSettlementRow(
-                run_id=run_id,
-                bet_id=bet.bet_id,
-                account_id=bet.account_id,
-                status=status,
-                return_minor=return_minor,
-                delta_minor=delta,
-                kind=ctx.row_kind,
-                leg_outcomes=legs,
-                event_ids=bet.event_ids,
-            )
+        row = BetSettlementRow(
+            run_id=run_id,
+            bet_id=bet.bet_id,
+            account_id=bet.account_id,
+            status=status,
+            return_minor=return_minor,
+            delta_minor=delta,
+            kind=ctx.row_kind,
+            leg_outcomes=legs,
+            event_ids=bet.event_ids,
         )
+        if write_row:
+            planned.rows.append(row)
         if write_event:
             planned.events.append(
                 BetEvent(
@@ -572,21 +611,24 @@ class RunExecutor:
         )
 
     async def _commit(
-        self, ctx: _Ctx, phase: str, page_no: int, bets: Sequence[PlacedBet], planned: _Planned, guard: Guard
+        self,
+        ctx: _Ctx,
+        phase: str,
+        page_no: int,
+        bets: Sequence[PlacedBet],
+        planned: _Planned,
+        guard: Guard,
+        multi_guard: Guard | None = None,
     ) -> RunStats:
         """Writes one page: ledger-side rows first, then the Redis credit, then the events, then the
         checkpoint. Every step is idempotent, so a crash anywhere is repaired by redoing the page."""
         await guard.verify()
-        writes: list[Awaitable[object]] = []
-        if planned.rows:
-            writes.append(self._store.append_bet_rows(planned.rows))
-        if planned.events:
-            writes.append(self._ledger.append_bet_events(planned.events))
-        if planned.entries:
-            writes.append(self._ledger.append_entries(planned.entries))
-        if writes:
-            with self._timed("write_cassandra"):
-                await asyncio.gather(*writes)
+        if multi_guard is not None:
+            # Right before the writes (after the page's history reads): narrows the window in which a
+            # lost multi-event lease lets another run pay the same accumulator (review M7).
+            await multi_guard.verify()
+        with self._timed("write_cassandra"):
+            await self._write_rows(planned)
         self._crash_point(phase, page_no, "ledger")
         negatives: tuple[str, ...] = ()
         if planned.credits:
@@ -616,6 +658,23 @@ class RunExecutor:
             await asyncio.sleep(self._config.page_delay_ms / 1000)
         return stats
 
+    async def _write_rows(self, planned: _Planned) -> None:
+        """History rows first, acknowledged, then the per-run rows and the money rows (concurrently).
+
+        The history row records the intent: a resumed run that finds its own row for a bet reuses it
+        (never recomputes), and a bet without its own row has no entry either, because no entry is
+        sent before its history row returned. Every row is keyed by values fixed by the run, so redoing
+        any of these writes rewrites identical rows."""
+        if planned.events:
+            await self._ledger.append_bet_events(planned.events)
+        writes: list[Awaitable[object]] = []
+        if planned.rows:
+            writes.append(self._store.append_bet_rows(planned.rows))
+        if planned.entries:
+            writes.append(self._ledger.append_entries(planned.entries))
+        if writes:
+            await asyncio.gather(*writes)
+
     def _crash_point(self, phase: str, page_no: int, stage: str) -> None:
         if self._config.crash_at and self._config.crash_at == f"{phase}:{page_no}:{stage}":
             log.error("crash injected at %s", self._config.crash_at)
@@ -640,7 +699,7 @@ class RunExecutor:
                 for no, start in enumerate(range(0, len(bets), size), start=1):
                     await multi_guard.verify()
                     page = bets[start : start + size]
-                    total = total.plus(await self._multi_page(ctx, no, page, results_by_event, guard))
+                    total = total.plus(await self._multi_page(ctx, no, page, results_by_event, guard, multi_guard))
         finally:
             await lease.release()
         return total
@@ -652,6 +711,7 @@ class RunExecutor:
         bets: list[PlacedBet],
         results_by_event: dict[str, Results],
         guard: Guard,
+        multi_guard: Guard,
     ) -> RunStats:
         sem = asyncio.Semaphore(self._config.history_concurrency)
 
@@ -684,12 +744,16 @@ class RunExecutor:
                 fresh.append(bet)
                 fresh_priors.append(prior)
         evals = await asyncio.to_thread(evaluate, fresh, results_by_event)
-        # Rows of the multi phase are written once (a row already there is reused, never recomputed), so
-        # they carry the time they are written: an accumulator's history is in write order.
-        planned = self._plan(ctx, fresh, fresh_priors, evals, self._clock())
+        # Timed by the run (its start), never by the clock at write time: a re-planned bet (one without
+        # its own history row, hence without an entry) gets the same keys as the first attempt would.
+        planned = self._plan(ctx, fresh, fresh_priors, evals, ctx.run.record.started_at_ms)
         extra = RunStats()
+        written = await self._store.bet_rows(ctx.run_id, [bet.bet_id for bet, _, _ in own_rows]) if own_rows else {}
         for bet, own, prior in own_rows:
-            total_paid = prior.paid_minor + own.amount_minor
+            # The per-run row already written (if any) is kept as it is: its return was computed with
+            # the other runs' rows of that moment.
+            row = written.get(bet.bet_id)
+            total_paid = row.return_minor if row is not None else prior.paid_minor + own.amount_minor
             self._add(
                 planned,
                 ctx,
@@ -700,6 +764,7 @@ class RunExecutor:
                 total_paid,
                 own.at_ms,
                 write_event=False,
+                write_row=row is None,
             )
             extra = extra.plus(
                 RunStats(
@@ -710,4 +775,4 @@ class RunExecutor:
                 )
             )
         planned.stats = planned.stats.plus(extra)
-        return await self._commit(ctx, "M", page_no, bets, planned, guard)
+        return await self._commit(ctx, "M", page_no, bets, planned, guard, multi_guard)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from inplay.core import LegOutcome
-from inplay.model import BetState, RunKind, RunState
+from inplay.model import BetEvent, BetState, RunKind, RunState
 
 # Bet history kinds written by settlement runs.
 KIND_SETTLED = "SETTLED"  # a settle run changed the bet (settled it, or recorded a settled leg)
@@ -35,6 +36,18 @@ _NAMES_BY_OUTCOME: dict[LegOutcome, str] = {v: k for k, v in _OUTCOMES_BY_NAME.i
 
 def outcome_name(outcome: LegOutcome) -> str:
     return _NAMES_BY_OUTCOME[outcome]
+
+
+def apply_void_factor(outcome: LegOutcome, void_factor: Fraction) -> LegOutcome:
+    """A result with a void factor as Sportradar defines it: the share of the stake refunded (1 = full
+    refund, 0.5 = half refund, the other half settled as WIN or LOSE, 0 = none)."""
+    if void_factor == 0:
+        return outcome
+    if void_factor == 1:
+        return LegOutcome.VOID
+    if void_factor == Fraction(1, 2) and outcome in (LegOutcome.WIN, LegOutcome.LOSE):
+        return LegOutcome.HALF_WIN if outcome == LegOutcome.WIN else LegOutcome.HALF_LOSE
+    raise ValueError(f"void factor {void_factor} with {outcome_name(outcome)}: expected 0, 0.5 (WIN/LOSE) or 1")
 
 
 def outcome_from_name(name: str) -> LegOutcome:
@@ -257,3 +270,18 @@ class PriorState:
     paid_minor: int = 0
     status: BetState = BetState.OPEN
     leg_outcomes: tuple[LegOutcome, ...] = ()
+
+
+def settlement_state(history: Iterable[BetEvent]) -> tuple[BetState, int]:
+    """A bet's status and settled return from its history (for GetBet / ListBets).
+
+    Status: that of the latest settlement row (OPEN when none). Settled return: the TOTAL paid, i.e. the
+    sum of the settlement rows' deltas (each row stores what its run credited, not the total), so a bet
+    moved between two non-zero returns (a correction, a reinstatement) reports what it has been paid."""
+    status, paid = BetState.OPEN, 0
+    for event in history:
+        if event.kind not in SETTLEMENT_KINDS:
+            continue
+        paid += event.amount_minor
+        status = event.status if event.status != BetState.UNSPECIFIED else BetState.OPEN
+    return status, paid

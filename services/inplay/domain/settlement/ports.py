@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from inplay.domain.settlement.model import BetSettlementRow, Checkpoint, RunMark, RunRecord, RunView
+from inplay.model import MarketState
 
 
 class SettlementStore(Protocol):
@@ -29,6 +30,10 @@ class SettlementStore(Protocol):
 
     async def append_bet_rows(self, rows: Sequence[BetSettlementRow]) -> None:
         """Per-run bet rows, idempotent by (run_id, bet_id)."""
+        ...
+
+    async def bet_rows(self, run_id: str, bet_ids: Sequence[str]) -> dict[str, BetSettlementRow]:
+        """The rows of a run already written for some bets (by bet id; missing ones absent)."""
         ...
 
     def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
@@ -63,3 +68,19 @@ class LockService(Protocol):
     async def acquire(self, key: str, ttl_ms: int) -> Lease | None:
         """Takes the lock if free (None if someone else holds it)."""
         ...
+
+
+class MarketCatalog(Protocol):
+    """The markets results are checked against (the odds cache: ``OddsCache.get_markets``)."""
+
+    async def get_markets(self, market_ids: Sequence[str]) -> list[MarketState | None]: ...
+
+
+class BetWatermark(Protocol):
+    """The bet journal's projection watermark (built by the bet journal work, issue 14).
+
+    ``wait_visible(event_id, closed_at_ms)`` returns once every bet accepted on the event before
+    ``closed_at_ms`` (the moment the run's markets were closed for betting) is readable through
+    ``Ledger.event_bets``; a run calls it after closing its markets and before reading any bet."""
+
+    async def wait_visible(self, event_id: str, closed_at_ms: int) -> None: ...

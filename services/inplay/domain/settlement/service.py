@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from inplay.domain.settlement.effective import (
+    conflicting_markets,
     effective_results,
     effective_rollback_of,
     effective_run_ids,
     incomplete_effective_runs,
     latest_effective_settle,
     rollbacks_by_target,
+    with_rollback_of,
 )
 from inplay.domain.settlement.engine import (
     Guard,
@@ -35,7 +37,8 @@ from inplay.domain.settlement.engine import (
     settle_run_id,
 )
 from inplay.domain.settlement.model import Results, RunRecord, RunStats, RunView
-from inplay.domain.settlement.ports import Lease, LockService, SettlementStore
+from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, MarketCatalog, SettlementStore
+from inplay.domain.settlement.validation import FieldPaths, result_violations
 from inplay.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from inplay.model import RunKind, RunState
 from inplay.ports import EventBus, Ledger, WalletStore
@@ -74,32 +77,40 @@ class SettlementService:
         mark_settled: MarkSettled | None = None,
         config: SettlementConfig | None = None,
         clock: Callable[[], int] = _now_ms,
+        markets: MarketCatalog | None = None,
+        bet_watermark: BetWatermark | None = None,
     ) -> None:
         self.config = config or SettlementConfig()
         self._store = store
         self._locks = locks
         self._clock = clock
-        self.executor = RunExecutor(store, ledger, wallet, bus, locks, self.config, clock, mark_settled)
+        self._markets = markets
+        self.executor = RunExecutor(
+            store, ledger, wallet, bus, locks, self.config, clock, mark_settled, bet_watermark=bet_watermark
+        )
         self._background: set[asyncio.Task[object]] = set()
 
     # --- requests --------------------------------------------------------------------------------------
 
     async def settle_event(
-        self, event_id: str, results: Results, request_id: str, *, reason: str = "", wait: bool = True
+        self,
+        event_id: str,
+        results: Results,
+        request_id: str,
+        *,
+        reason: str = "",
+        wait: bool = True,
+        field_paths: FieldPaths | None = None,
     ) -> RunView:
-        violations: list[FieldViolation] = []
-        _check_id("event_id", event_id, violations)
-        _check_id("request_id", request_id, violations)
-        if not results.markets:
-            violations.append(FieldViolation("outcomes", "at least one outcome or void market"))
-        if violations:
-            raise InvalidArgument("invalid settlement request", violations=violations)
+        await self._validate("settlement", event_id, request_id, results, field_paths)
         run_id = settle_run_id(event_id, request_id)
 
         async def body(lease: Lease, guard: Guard) -> RunView:
             runs = await self._store.event_runs(event_id)
             existing = _find(runs, run_id)
             if existing is not None:
+                if existing.record.kind != RunKind.SETTLE:  # a run id of the old, ambiguous scheme
+                    raise FailedPrecondition(f"run id {run_id} is taken by a rollback", reason="RUN_ID_TAKEN")
                 if existing.record.results != results:
                     raise FailedPrecondition(
                         f"request_id {request_id} was used with other results",
@@ -119,6 +130,8 @@ class SettlementService:
             )
             await guard.verify()
             await self._store.create_run(record)
+            # Closed before the request returns (also with wait=false), not only when execution starts.
+            await self.executor.close_markets(record, guard)
             return RunView(record, RunState.RUNNING, RunStats())
 
         return await self._run_request(event_id, run_id, body, wait)
@@ -138,17 +151,20 @@ class SettlementService:
         return await self._run_request(event_id, None, body, wait)
 
     async def resettle(
-        self, event_id: str, results: Results, request_id: str, *, reason: str = "", wait: bool = True
+        self,
+        event_id: str,
+        results: Results,
+        request_id: str,
+        *,
+        reason: str = "",
+        wait: bool = True,
+        field_paths: FieldPaths | None = None,
     ) -> tuple[RunView, RunView]:
         """Rolls back the event's latest settle run in effect, then settles with ``results``. The request
-        first records which run it rolls back, so a retry after a crash continues the same correction."""
-        violations: list[FieldViolation] = []
-        _check_id("event_id", event_id, violations)
-        _check_id("request_id", request_id, violations)
-        if not results.markets:
-            violations.append(FieldViolation("outcomes", "at least one outcome or void market"))
-        if violations:
-            raise InvalidArgument("invalid resettle request", violations=violations)
+        first records which run it rolls back, so a retry after a crash continues the same correction.
+        Every precondition (valid results, no market left with two results) is checked before the
+        rollback changes any money."""
+        await self._validate("resettle", event_id, request_id, results, field_paths)
         settle_id = settle_run_id(event_id, request_id)
         lease = await acquire(self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms)
         if lease is None:
@@ -174,6 +190,7 @@ class SettlementService:
                 target = latest_effective_settle(runs)
                 if target is None:
                     raise FailedPrecondition(f"event {event_id} has no settlement in effect", reason="NOT_SETTLED")
+                self._check_no_overlap(with_rollback_of(runs, target), results)
                 await guard.verify()
                 await self._store.put_request(
                     event_id,
@@ -183,6 +200,9 @@ class SettlementService:
                 target_id = target.run_id
             else:
                 target_id = json.loads(payload)["target_run_id"]
+                recorded_target = _find(runs, target_id)
+                if _find(runs, settle_id) is None and recorded_target is not None:
+                    self._check_no_overlap(with_rollback_of(runs, recorded_target), results)
             holder: dict[str, str] = {}
             rollback = await self._create_rollback(runs, event_id, target_id, reason, guard, holder)
             stored = json.loads(payload) if payload else {}
@@ -379,7 +399,10 @@ class SettlementService:
         runs = await self._resume_incomplete(runs, guard)
         target = _find(runs, target_id)
         assert target is not None
+        self._check_reinstates_nothing_superseded(runs, target)
         n = len(rollbacks_by_target(runs).get(target_id, [])) + 1
+        while _find(runs, rollback_run_id(target_id, n)) is not None:  # never reuse (overwrite) a header
+            n += 1
         record = RunRecord(
             run_id=rollback_run_id(target_id, n),
             event_id=event_id,
@@ -392,6 +415,39 @@ class SettlementService:
         await self._store.create_run(record)
         holder["run_id"] = record.run_id
         return RunView(record, RunState.RUNNING, RunStats())
+
+    async def _validate(
+        self, what: str, event_id: str, request_id: str, results: Results, paths: FieldPaths | None
+    ) -> None:
+        """Request fields, then the results against the markets (when a market catalog is wired)."""
+        violations: list[FieldViolation] = []
+        _check_id("event_id", event_id, violations)
+        _check_id("request_id", request_id, violations)
+        if not results.markets:
+            violations.append(FieldViolation("outcomes", "at least one outcome or void market"))
+        if not violations and self._markets is not None:
+            ids = sorted(results.markets)
+            found = await self._markets.get_markets(ids)
+            violations = result_violations(event_id, results, dict(zip(ids, found, strict=True)), paths)
+        if violations:
+            raise InvalidArgument(f"invalid {what} request", violations=violations)
+
+    @staticmethod
+    def _check_reinstates_nothing_superseded(runs: list[RunView], target: RunView) -> None:
+        """A rollback of a rollback puts a settle run back in effect: refused when one of its markets
+        has been settled again since (two results would be in effect for one market)."""
+        before = effective_run_ids(runs)
+        after = with_rollback_of(runs, target)
+        reinstated = {r.run_id for r in after if r.record.kind == RunKind.SETTLE} - before
+        conflicts = conflicting_markets(after, reinstated & effective_run_ids(after))
+        if conflicts:
+            run_id, markets = next(iter(sorted(conflicts.items())))
+            raise FailedPrecondition(
+                f"rolling back {target.run_id} would reinstate {run_id}, whose markets "
+                f"{', '.join(markets[:10])} were settled again since (roll back or resettle that run instead)",
+                reason="MARKET_RESETTLED",
+                metadata={"run_id": run_id, "market_ids": ",".join(markets[:50])},
+            )
 
     @staticmethod
     def _check_no_overlap(runs: list[RunView], results: Results) -> None:

@@ -11,7 +11,8 @@
 Stores come from the environment (``INPLAY_*``; load ``.stack/env``). Result messages (JSON)::
 
   {"event_id": "...", "request_id": "...", "correction": false, "reason": "...",
-   "outcomes": [{"market_id": "...", "selection_id": "...", "result": "WIN", "dead_heat": [1, 2]}],
+   "outcomes": [{"market_id": "...", "selection_id": "...", "result": "WIN", "dead_heat": [1, 2],
+                 "void_factor": "0.5"}],     # optional, Sportradar's: 1 = full refund, 0.5 = half
    "void_market_ids": ["..."]}
 
 ``correction: true`` resettles. A message's offset is committed only after its run completed, so a crashed
@@ -31,17 +32,25 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 from inplay.app import Runtime, open_runtime
 from inplay.config import Settings
 from inplay.core import LegOutcome
+from inplay.domain.settlement.consumer_metrics import (
+    CONSUMER_LAG,
+    CONSUMER_LAST_POLL,
+    CONSUMER_RESTARTS,
+    CONSUMER_UP,
+    DEAD_LETTERED,
+)
 from inplay.domain.settlement.engine import SettlementConfig
-from inplay.domain.settlement.model import Results, RunView, make_results, outcome_from_name
+from inplay.domain.settlement.model import Results, RunView, apply_void_factor, make_results, outcome_from_name
 from inplay.domain.settlement.ports import LockService, SettlementStore
 from inplay.domain.settlement.service import SettlementService
-from inplay.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
-from inplay.ports import TOPIC_RESULTS
+from inplay.errors import Aborted, DomainError, FailedPrecondition, InvalidArgument, NotFound
+from inplay.ports import TOPIC_RESULTS, BusMessage, EventBus
 
 log = logging.getLogger("inplay.settlement.worker")
 
@@ -115,7 +124,14 @@ async def open_settlement(
         locks = redis_locks
     settler = mark_settled if mark_settled is not None else _market_settler(runtime)
     service = SettlementService(
-        store, runtime.ledger, runtime.wallet_store, runtime.bus, locks, mark_settled=settler, config=config
+        store,
+        runtime.ledger,
+        runtime.wallet_store,
+        runtime.bus,
+        locks,
+        mark_settled=settler,
+        config=config,
+        markets=runtime.odds,  # results are validated against the odds cache's markets
     )
     return SettlementComponents(service, store, locks, closers)
 
@@ -150,13 +166,11 @@ def parse_result_message(raw: bytes, fallback_request_id: str) -> ResultMessage:
         outcomes = []
         for o in data.get("outcomes", []):
             dead_heat = o.get("dead_heat") or [1, 1]
+            outcome = outcome_from_name(str(o["result"]).upper())
+            if o.get("void_factor") not in (None, "", 0):
+                outcome = apply_void_factor(outcome, Fraction(str(o["void_factor"])))
             outcomes.append(
-                (
-                    str(o["market_id"]),
-                    str(o["selection_id"]),
-                    outcome_from_name(str(o["result"]).upper()),
-                    (int(dead_heat[0]), int(dead_heat[1])),
-                )
+                (str(o["market_id"]), str(o["selection_id"]), outcome, (int(dead_heat[0]), int(dead_heat[1])))
             )
         results = make_results(outcomes, [str(m) for m in data.get("void_market_ids", [])])
         return ResultMessage(
@@ -210,82 +224,265 @@ async def handle_result(service: SettlementService, message: ResultMessage) -> R
     )
 
 
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    # Transient failures of one message before it is parked in the dead-letter topic.
+    max_attempts: int = 8
+    # How long a message waits for a busy event (another run of it in progress) before it is parked.
+    busy_timeout_s: float = 900.0
+    retry_delay_s: float = 0.5
+    max_retry_delay_s: float = 10.0
+    restart_delay_s: float = 1.0
+
+
+@dataclass
+class _Item:
+    msg: Any
+    parsed: ResultMessage | None
+    error: str = ""
+    done: bool = False
+
+
 class ResultsConsumer:
     """Consumes ``inplay.results.v1``: events of a polled batch settle in parallel, each event's messages
-    in order; offsets are committed once the batch's runs completed (at-least-once delivery + idempotent
-    runs = each result applied exactly once)."""
+    in order. Guarantees:
 
-    def __init__(self, service: SettlementService, bootstrap: str, topic: str, group: str) -> None:
-        from confluent_kafka import Consumer
+    * an offset is committed only once its message was processed (its run completed, or the message was
+      parked in the dead-letter topic): per partition, the contiguous processed prefix; a stop
+      (SIGTERM) leaves the rest uncommitted, so it is redelivered;
+    * a message that keeps failing (or cannot be parsed, or is rejected) is parked in
+      ``<topic>.dlq`` with the reason, so it blocks nobody;
+    * a consume/commit error (a rebalance, a broker restart) restarts the consumer (a new member of the
+      group, resuming from the committed offsets); ``health()`` and the ``inplay_results_consumer_*``
+      metrics tell whether it is alive.
+    """
 
+    def __init__(
+        self,
+        service: SettlementService,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        *,
+        bus: EventBus | None = None,
+        config: ConsumerConfig | None = None,
+        consumer_factory: Callable[[], Any] | None = None,
+    ) -> None:
         self._service = service
         self._topic = topic
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "max.poll.interval.ms": 3_600_000,
-            }
-        )
-        self._consumer.subscribe([topic])
+        self._bus = bus
+        self._config = config or ConsumerConfig()
+        self.dead_letter_topic = topic + DEAD_LETTER_SUFFIX
+        self._factory = consumer_factory or (lambda: _kafka_consumer(bootstrap, group, topic))
         self._stop = asyncio.Event()
         self.processed = 0
+        self.dead_lettered = 0
+        self.restarts = 0
+        self.last_poll_at = 0.0
+        self.polling = False
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                messages = await asyncio.to_thread(self._consumer.consume, 100, 0.5)
-                batch = []
-                for msg in messages:
-                    if msg.error() is not None:
-                        log.warning("kafka: %s", msg.error())
-                        continue
-                    batch.append(msg)
-                if not batch:
-                    continue
-                by_event: dict[str, list[ResultMessage]] = {}
-                for msg in batch:
-                    fallback = f"kafka-{msg.topic()}-{msg.partition()}-{msg.offset()}"
-                    try:
-                        parsed = parse_result_message(msg.value() or b"", fallback)
-                    except InvalidArgument as exc:
-                        log.error("skipping result message at offset %s: %s", msg.offset(), exc)
-                        continue
-                    by_event.setdefault(parsed.event_id, []).append(parsed)
-                await asyncio.gather(*(self._event(msgs) for msgs in by_event.values()))
-                await asyncio.to_thread(self._consumer.commit, asynchronous=False)
-        finally:
-            await asyncio.to_thread(self._consumer.close)
+    def health(self) -> dict[str, object]:
+        """Alive = polling now, and polled within the last 30 s (a run in progress delays polling)."""
+        age = time.time() - self.last_poll_at if self.last_poll_at else None
+        return {
+            "polling": self.polling,
+            "last_poll_age_s": age,
+            "restarts": self.restarts,
+            "processed": self.processed,
+            "dead_lettered": self.dead_lettered,
+        }
 
-    async def _event(self, messages: list[ResultMessage]) -> None:
-        for message in messages:
-            delay = 0.5
-            while not self._stop.is_set():
-                try:
-                    run = await handle_result(self._service, message)
-                    log.info(
-                        "result %s of %s: run %s %s",
-                        message.request_id,
-                        message.event_id,
-                        run.run_id,
-                        run.state.name,
-                    )
-                    self.processed += 1
-                    break
-                except (FailedPrecondition, InvalidArgument, NotFound) as exc:
-                    log.error("result %s of %s rejected: %s", message.request_id, message.event_id, exc)
-                    self.processed += 1
-                    break
-                except Exception as exc:  # transient (busy event, store down): retry the same message
-                    if not isinstance(exc, DomainError):
-                        log.exception("settling %s failed; retrying", message.event_id)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+    async def run(self) -> None:
+        """Consumes until ``stop()``; restarts the Kafka consumer after any error."""
+        while not self._stop.is_set():
+            try:
+                consumer = await asyncio.to_thread(self._factory)
+            except Exception:
+                log.exception("results consumer: cannot create the Kafka consumer; retrying")
+                await self._pause(self._config.restart_delay_s)
+                continue
+            try:
+                await self._consume(consumer)
+            except Exception:
+                self.restarts += 1
+                CONSUMER_RESTARTS.inc()
+                log.exception("results consumer failed; restarting it (uncommitted messages are redelivered)")
+            finally:
+                self.polling = False
+                CONSUMER_UP.set(0)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(consumer.close)
+            if not self._stop.is_set():
+                await self._pause(self._config.restart_delay_s)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _consume(self, consumer: Any) -> None:
+        while not self._stop.is_set():
+            messages = await asyncio.to_thread(consumer.consume, 100, 0.5)
+            self.polling = True
+            self.last_poll_at = time.time()
+            CONSUMER_UP.set(1)
+            CONSUMER_LAST_POLL.set(self.last_poll_at)
+            items = self._parse([m for m in messages if not _skippable(m)])
+            if not items:
+                continue
+            by_event: dict[str, list[_Item]] = {}
+            for item in items:
+                key = item.parsed.event_id if item.parsed is not None else ""
+                by_event.setdefault(key, []).append(item)
+            await asyncio.gather(*(self._event(group) for group in by_event.values()))
+            offsets = processed_offsets([(i.msg.topic(), i.msg.partition(), i.msg.offset(), i.done) for i in items])
+            if offsets:
+                await asyncio.to_thread(_commit, consumer, offsets)
+            await asyncio.to_thread(_record_lag, consumer)
+
+    def _parse(self, messages: Sequence[Any]) -> list[_Item]:
+        items = []
+        for msg in messages:
+            fallback = f"kafka-{msg.topic()}-{msg.partition()}-{msg.offset()}"
+            try:
+                items.append(_Item(msg, parse_result_message(msg.value() or b"", fallback)))
+            except InvalidArgument as exc:
+                items.append(_Item(msg, None, f"unparseable: {exc}"))
+        return items
+
+    async def _event(self, items: list[_Item]) -> None:
+        """One event's messages, in order; stops (leaving the rest unprocessed) on stop()."""
+        for item in items:
+            if self._stop.is_set():
+                return
+            if item.parsed is None:
+                await self._dead_letter(item, item.error, 0)
+                continue
+            await self._process(item, item.parsed)
+
+    async def _process(self, item: _Item, message: ResultMessage) -> None:
+        delay = self._config.retry_delay_s
+        attempts = 0
+        loop = asyncio.get_running_loop()
+        busy_until = loop.time() + self._config.busy_timeout_s
+        while not self._stop.is_set():
+            try:
+                run = await handle_result(self._service, message)
+                log.info("result %s of %s: run %s %s", message.request_id, message.event_id, run.run_id, run.state.name)
+                self.processed += 1
+                item.done = True
+                return
+            except (FailedPrecondition, InvalidArgument, NotFound) as exc:
+                log.error("result %s of %s rejected: %s", message.request_id, message.event_id, exc)
+                await self._dead_letter(item, f"rejected: {type(exc).__name__}: {exc}", attempts + 1)
+                return
+            except Exception as exc:  # transient (busy event, store down): retry, then park it
+                busy = isinstance(exc, Aborted)
+                attempts += 0 if busy else 1
+                if (busy and loop.time() >= busy_until) or attempts >= self._config.max_attempts:
+                    await self._dead_letter(item, f"gave up: {type(exc).__name__}: {exc}", attempts)
+                    return
+                if not isinstance(exc, DomainError):
+                    log.warning("settling %s failed (attempt %d); retrying", message.event_id, attempts, exc_info=True)
+                await self._pause(delay)
+                delay = min(delay * 2, self._config.max_retry_delay_s)
+
+    async def _dead_letter(self, item: _Item, reason: str, attempts: int) -> None:
+        """Parks the message (raises if it cannot: the message then stays uncommitted)."""
+        msg = item.msg
+        if self._bus is None:
+            raise RuntimeError(f"no dead-letter producer: cannot park the message at offset {msg.offset()}")
+        envelope = {
+            "reason": reason[:1000],
+            "attempts": attempts,
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "value": (msg.value() or b"").decode("utf-8", "replace"),
+        }
+        key = item.parsed.event_id if item.parsed is not None else f"{msg.partition()}:{msg.offset()}"
+        body = json.dumps(envelope, separators=(",", ":")).encode()
+        await self._bus.publish([BusMessage(self.dead_letter_topic, key, body)])
+        await self._bus.flush()
+        log.error(
+            "result message at %s/%s parked in %s: %s", msg.partition(), msg.offset(), self.dead_letter_topic, reason
+        )
+        self.dead_lettered += 1
+        DEAD_LETTERED.inc()
+        item.done = True
+
+
+def processed_offsets(items: Sequence[tuple[str, int, int, bool]]) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset to commit) per partition: one past the contiguous processed prefix of the
+    batch's messages (in offset order); partitions whose first message is unprocessed are left out."""
+    by_partition: dict[tuple[str, int], list[tuple[int, bool]]] = {}
+    for topic, partition, offset, done in items:
+        by_partition.setdefault((topic, partition), []).append((offset, done))
+    out = []
+    for (topic, partition), rows in sorted(by_partition.items()):
+        last = None
+        for offset, done in sorted(rows):
+            if not done:
+                break
+            last = offset
+        if last is not None:
+            out.append((topic, partition, last + 1))
+    return out
+
+
+def _kafka_consumer(bootstrap: str, group: str, topic: str) -> Any:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "max.poll.interval.ms": 3_600_000,
+        }
+    )
+    consumer.subscribe([topic])
+    return consumer
+
+
+def _skippable(msg: Any) -> bool:
+    """Informational errors (end of partition) are skipped; any other consumer error raises (restart)."""
+    err = msg.error()
+    if err is None:
+        return False
+    from confluent_kafka import KafkaError, KafkaException
+
+    if err.code() == KafkaError._PARTITION_EOF:
+        return True
+    if err.fatal() or not err.retriable():
+        raise KafkaException(err)
+    log.warning("kafka: %s", err)
+    return True
+
+
+def _commit(consumer: Any, offsets: Sequence[tuple[str, int, int]]) -> None:
+    from confluent_kafka import TopicPartition
+
+    consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in offsets], asynchronous=False)
+
+
+def _record_lag(consumer: Any) -> None:
+    """Best effort: Σ (high watermark - position) over the assigned partitions."""
+    try:
+        lag = 0
+        for tp in consumer.position(consumer.assignment()):
+            _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                lag += max(0, high - tp.offset)
+        CONSUMER_LAG.set(lag)
+    except Exception:
+        log.debug("could not compute the consumer lag", exc_info=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -371,8 +568,11 @@ async def _serve(components: SettlementComponents, runtime: Runtime, grpc_port: 
             stack.kafka_bootstrap,
             stack.topic_prefix + TOPIC_RESULTS,
             stack.topic_prefix + "inplay-settlement",
+            bus=runtime.bus,
         )
         consumer_task = asyncio.create_task(consumer.run())
+        # run() restarts the Kafka consumer itself; if it ever ends otherwise, the worker exits (k8s restarts it).
+        consumer_task.add_done_callback(lambda _: stop.set())
         log.info("consuming %s", stack.topic_prefix + TOPIC_RESULTS)
     print("READY", flush=True)
     await stop.wait()
