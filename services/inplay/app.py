@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
 from inplay.adapters.deposit_keys import CassandraDepositKeys, DepositKeys, MemoryDepositKeys
 from inplay.config import Settings
 from inplay.domain.bets import BetPlacement
-from inplay.domain.commit import Projector, ShardWriter, WatermarkedLedger, WriterConfig, writer_owner
+from inplay.domain.commit import JournalWatermark, Projector, ShardWriter, WriterConfig, writer_owner
 from inplay.domain.journal import journal_tag
 from inplay.domain.wallet import DurableLimits, Wallet, ensure_projection_ready
 from inplay.ports import TOPIC_BETS, EventBus, Ledger, LiveOddsCache, WalletStore
@@ -33,6 +33,7 @@ class Runtime:
     wallet: Wallet
     writer: ShardWriter
     projector: Projector
+    bet_watermark: JournalWatermark
     # Feature components (odds pipeline, settlement) built by their own modules.
     components: dict[str, Any] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -122,8 +123,9 @@ async def open_runtime(settings: Settings) -> Runtime:
     )
     closers.append(bet_path.close)
     writer, projector, placement = bet_path.writer, bet_path.projector, bet_path.placement
-    # Settlement reads bets by event only up to the projection watermark (docs/ledger.md).
-    ledger = cast(Ledger, WatermarkedLedger(bet_path.ledger, wallet_store, settings.journal.shards))
+    ledger = bet_path.ledger
+    # Settlement reads bets by event only once the views cover the journal (docs/ledger.md).
+    bet_watermark = JournalWatermark(wallet_store, ledger, settings.journal.shards)
     wallet = Wallet(wallet_store, ledger, deposit_keys, settings.bets.currency)
     runtime = Runtime(
         settings=settings,
@@ -136,6 +138,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         wallet=wallet,
         writer=writer,
         projector=projector,
+        bet_watermark=bet_watermark,
         closers=closers,
     )
     await _open_features(runtime)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from inplay.domain.settlement.model import settlement_state
 from inplay.domain.settlement.reads import settlement_states
 from inplay.model import BetEvent, BetState
-from inplay.servicers.bets import current_state
 from tests.support.memory_world import W, memory_world, res
 
 
@@ -22,7 +21,6 @@ def test_settled_return_is_the_sum_of_the_deltas() -> None:
         row("2", "SETTLED", BetState.WON, 500),
     ]
     assert settlement_state(history) == (BetState.WON, 1500)
-    assert current_state(history) == (BetState.WON, 500)  # the servicer's reading today (L1)
     assert settlement_state(history[:1]) == (BetState.OPEN, 0)
 
 

@@ -32,10 +32,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
@@ -695,34 +694,29 @@ async def wait_for_projection(
     return True
 
 
-class WatermarkedLedger:
-    """The ledger as settlement must read it: ``event_bets`` first waits for the projection watermark, so
-    a run (which closes its markets before it reads) sees every bet accepted before the close. Everything
-    else is the ledger itself."""
+class JournalWatermark:
+    """The settlement run's ``BetWatermark``: after the run closed its markets (the debit refuses closed
+    markets atomically, so nothing is accepted after the close), it waits until the views cover every
+    shard's journal head, i.e. every bet accepted before the close is readable by event."""
 
-    def __init__(self, ledger: Ledger, wallet: WalletStore, shards: int, timeout_s: float = 30.0) -> None:
-        self._ledger = ledger
+    def __init__(self, wallet: WalletStore, ledger: Ledger, shards: int, timeout_s: float = 30.0) -> None:
         self._wallet = wallet
+        self._ledger = ledger
         self._shards = shards
         self._timeout_s = timeout_s
 
-    async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
+    async def wait_visible(self, event_id: str, closed_at_ms: int) -> None:
         if not await wait_for_projection(self._wallet, self._ledger, self._shards, timeout_s=self._timeout_s):
-            raise LedgerError("the bet views are behind the journal (a writer down?); retry the run")
-        async for page in self._ledger.event_bets(event_id, page_size):
-            yield page
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ledger, name)
+            raise LedgerError(f"bets of {event_id} are not all visible yet (a journal writer down?); retry the run")
 
 
 __all__ = [
     "PROJECTION_CONSUMER",
     "CommitOutcome",
     "CommitSlip",
+    "JournalWatermark",
     "Projector",
     "ShardWriter",
-    "WatermarkedLedger",
     "WriterConfig",
     "accepted_record",
     "wait_for_projection",

@@ -13,6 +13,8 @@ from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.convert import odds_from_proto, odds_to_proto
 from inplay.core import AcceptancePolicy, LegOutcome
 from inplay.domain.bets import BetPlacement, PlacementResult, Reason, Rejection
+from inplay.domain.settlement.model import settlement_state
+from inplay.domain.settlement.reads import settlement_states
 from inplay.errors import (
     Aborted,
     DomainError,
@@ -24,7 +26,7 @@ from inplay.errors import (
     Unavailable,
     abort_with,
 )
-from inplay.model import BetEvent, BetRequest, BetState, Leg, PlacedBet
+from inplay.model import BetRequest, BetState, Leg, PlacedBet
 from inplay.ports import Ledger
 from inplay.type.v1 import types_pb2
 
@@ -147,26 +149,6 @@ def rejection_to_error(rejection: Rejection) -> DomainError:
     return FailedPrecondition(rejection.message, reason=rejection.reason, metadata=metadata, details=details)
 
 
-_STATUS_BY_OUTCOME = {
-    "WON": BetState.WON,
-    "LOST": BetState.LOST,
-    "REFUNDED": BetState.REFUNDED,
-    "PARTIAL": BetState.PARTIAL,
-    "OPEN": BetState.OPEN,
-}
-
-
-def current_state(history: list[BetEvent]) -> tuple[BetState, int]:
-    """Status and settled return from a bet's append-only history: the latest event decides."""
-    state, amount = BetState.OPEN, 0
-    for event in history:
-        if event.kind == "PLACED":
-            continue
-        state = event.status if event.status != BetState.UNSPECIFIED else BetState.OPEN
-        amount = event.amount_minor if state != BetState.OPEN else 0
-    return state, amount
-
-
 class BetServicer(bets_pb2_grpc.BetServiceServicer):
     def __init__(self, placement: BetPlacement, ledger: Ledger) -> None:
         self._placement = placement
@@ -234,7 +216,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
             if bet is None or (bet.account_id != who.subject and not who.is_operator):
                 raise NotFound(f"bet {request.bet_id} not found")
             history = await self._ledger.bet_history(bet.bet_id)
-            state, settled = current_state(history)
+            state, settled = settlement_state(history)  # the total paid, not the last row's delta (L1)
             response = bets_pb2.GetBetResponse(bet=bet_to_proto(bet, state, settled))
             for event in history:
                 response.history.add(
@@ -257,7 +239,11 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
             if not 0 < page_size <= 500:
                 raise InvalidArgument("page_size must be 1..500", violations=[FieldViolation("page_size", "1..500")])
             bets, token = await self._ledger.list_account_bets(who.subject, page_size, request.page_token)
-            return bets_pb2.ListBetsResponse(bets=[bet_to_proto(b) for b in bets], next_page_token=token)
+            states = await settlement_states(self._ledger, [b.bet_id for b in bets])  # real status (L1)
+            return bets_pb2.ListBetsResponse(
+                bets=[bet_to_proto(b, *states.get(b.bet_id, (BetState.OPEN, 0))) for b in bets],
+                next_page_token=token,
+            )
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -266,4 +252,4 @@ def add_to_server(server: grpc.aio.Server, placement: BetPlacement, ledger: Ledg
     bets_pb2_grpc.add_BetServiceServicer_to_server(BetServicer(placement, ledger), server)
 
 
-__all__ = ["BetServicer", "LegOutcome", "add_to_server", "current_state"]
+__all__ = ["BetServicer", "LegOutcome", "add_to_server"]

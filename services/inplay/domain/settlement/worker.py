@@ -132,6 +132,7 @@ async def open_settlement(
         mark_settled=settler,
         config=config,
         markets=runtime.odds,  # results are validated against the odds cache's markets
+        bet_watermark=getattr(runtime, "bet_watermark", None),  # bets visible up to the close (journal)
     )
     return SettlementComponents(service, store, locks, closers)
 
