@@ -32,6 +32,10 @@ from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteR
 # --- market body (de)serialization -----------------------------------------------------------------------
 
 
+# One encoder for every body: json.dumps with keyword arguments builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_body(
     market_id: str,
     event_id: str,
@@ -43,7 +47,7 @@ def encode_body(
     updated_at_ms: int,
     source: str,
 ) -> str:
-    return json.dumps(
+    return _compact(
         {
             "m": market_id,
             "e": event_id,
@@ -54,9 +58,7 @@ def encode_body(
             "s": [[s.selection_id, s.name, s.odds.num, s.odds.den] for s in selections],
             "u": updated_at_ms,
             "src": source,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )
 
 
@@ -78,7 +80,7 @@ def decode_state(body: dict[str, Any], version: int, status: int, reason: str) -
 
 
 def _pack(items: list[Any]) -> str:
-    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+    return _compact(items)
 
 
 async def _aclose(conn: Any) -> None:

@@ -121,9 +121,13 @@ def changes_between(
     return out
 
 
+# One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def odds_json(state: MarketState) -> bytes:
     """The ``inplay.odds.v1`` payload of one applied state (price or status change)."""
-    return json.dumps(
+    return _compact(
         {
             "market_id": state.market_id,
             "event_id": state.event_id,
@@ -135,8 +139,7 @@ def odds_json(state: MarketState) -> bytes:
             "selections": [[s.selection_id, s.odds.num, s.odds.den] for s in state.selections],
             "updated_at_ms": state.updated_at_ms,
             "source": state.source,
-        },
-        separators=(",", ":"),
+        }
     ).encode()
 
 
@@ -157,14 +160,13 @@ def _change_dict(change: MarketChange) -> dict[str, object]:
 def changes_to_json(changes: Sequence[MarketChange]) -> bytes:
     """One Kafka message per market write: ``{"market_id", "version", "at_ms", "changes": [...]}``."""
     first = changes[0]
-    return json.dumps(
+    return _compact(
         {
             "market_id": first.market_id,
             "version": first.version,
             "at_ms": first.at_ms,
             "changes": [_change_dict(c) for c in changes],
-        },
-        separators=(",", ":"),
+        }
     ).encode()
 
 

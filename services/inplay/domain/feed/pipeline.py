@@ -146,16 +146,16 @@ class _SwitchOp:
 _Op = _PriceOp | _StatusOp | _SwitchOp
 
 
+# One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def raw_json(raw: RawMessage, seq: int) -> bytes:
     try:
         body: dict[str, object] = {"payload": raw.payload.decode("utf-8")}
     except UnicodeDecodeError:
         body = {"payload_b64": base64.b64encode(raw.payload).decode()}
-    return json.dumps(
-        {"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body}).encode()
 
 
 def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
