@@ -21,7 +21,7 @@ from inplay.admin.v1 import admin_pb2
 from inplay.domain.feed import wire
 from inplay.model import MarketChange, MarketStatus
 from inplay.odds.v1 import odds_pb2
-from inplay.ports import TOPIC_ODDS, StatusWrite, WriteResult
+from inplay.ports import TOPIC_MARKET_CHANGES, TOPIC_ODDS, StatusWrite, WriteResult
 from inplay.servicers import odds as odds_servicer
 from inplay.type.v1 import types_pb2
 from tests.integration.conftest_odds import BETTOR, FEEDER, OPERATOR, OddsEnv, OddsGrpc, consume, now_ms
@@ -381,3 +381,43 @@ async def test_h5_primary_whose_every_message_is_rejected_fails_over(odds_grpc: 
     m = await get(odds_grpc, env.mr)
     assert (m.status, m.status_reason) == (SUSPENDED, "PROVIDER_DISCONNECT")
     assert env.pipeline.router.active_for(env.pipeline.mappings.table.events[env.event_id]) == "bravo"
+
+
+# --- M3 / M4: change log within a chunk ------------------------------------------------------------------------
+
+
+async def test_m3_failover_provider_rows_kept_beside_the_price_rows_of_the_same_version(odds_env: OddsEnv) -> None:
+    env = odds_env
+    t = now_ms() - 10_000
+    await env.ingest(
+        ("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10),
+        ("bravo", wire.bravo_alive(env.seq("bravo"), t), t + 10),
+    )
+    # one chunk: a price (v2), then an alpha message lagging 1.4 s -> failover to bravo (PROVIDER rows at v2)
+    await env.ingest(
+        ("alpha", env.alpha_mr(t + 100, "2.02", "3.40", "3.80"), t + 110),
+        ("bravo", wire.bravo_alive(env.seq("bravo"), t + 100), t + 110),
+        ("alpha", env.alpha_mr(t + 120 - 1_400, "2.04", "3.40", "3.80"), t + 120),
+    )
+    rows, _ = await env.changes.list(env.mr, 100, "")
+    assert [(r.version, r.kind, r.old_value, r.new_value) for r in rows if r.kind == "PROVIDER"] == [
+        (2, "PROVIDER", "alpha", "bravo")
+    ]
+    assert [(r.version, r.kind) for r in rows if r.version == 2 and r.kind == "PRICE"] == [(2, "PRICE")]
+
+
+async def test_m4_market_changes_on_kafka_in_version_order_within_a_chunk(
+    odds_env: OddsEnv, kafka_bootstrap: str
+) -> None:
+    env = odds_env
+    t = now_ms() - 5_000
+    await env.ingest(
+        ("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10),
+        ("alpha", env.alpha_mr(t + 100, "2.02", "3.40", "3.80"), t + 110),
+        ("alpha", wire.alpha_incident(env.seq("alpha"), t + 200, env.alpha_event, "goal"), t + 210),
+    )
+    await env.bus.flush()
+    got = await consume(
+        kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, 3, timeout_s=20
+    )
+    assert [v["version"] for _, v in got] == [1, 2, 3]
