@@ -421,3 +421,34 @@ async def test_m4_market_changes_on_kafka_in_version_order_within_a_chunk(
         kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, 3, timeout_s=20
     )
     assert [v["version"] for _, v in got] == [1, 2, 3]
+
+
+# --- M6: the standby's bet stops and incidents -----------------------------------------------------------------
+
+
+async def test_m6_standby_incident_suspends_active_provider_prices_reopen(odds_grpc: OddsGrpc) -> None:
+    env = odds_grpc.env
+    t = now_ms() - 5_000
+    await priced(env, t)
+    out = await env.ingest(("bravo", wire.bravo_incident(env.seq("bravo"), t + 100, env.bravo_match, "GOAL"), t + 110))
+    assert (out.accepted, dict(out.rejected)) == (1, {}), out
+    for mid in (env.mr, env.ou):
+        m = await get(odds_grpc, mid)
+        assert (m.status, m.status_reason) == (SUSPENDED, "GOAL"), mid
+    # the standby's prices still do not reopen anything; the active provider's fresh prices do
+    out = await env.ingest(("bravo", env.bravo_prices(t + 300, [100, 240, 110]), t + 310))
+    assert dict(out.rejected) == {"STANDBY": 1}
+    await env.ingest(("alpha", env.alpha_mr(t + 400, "1.50", "4.00", "7.00"), t + 410))
+    m = await get(odds_grpc, env.mr)
+    assert (m.status, m.selections[0].odds.decimal) == (types_pb2.MARKET_STATUS_ACTIVE, "1.50")
+
+
+async def test_m6_standby_bet_stop_suspends(odds_env: OddsEnv) -> None:
+    env = odds_env
+    t = now_ms() - 5_000
+    await priced(env, t)
+    stop = wire.bravo_stop(env.seq("bravo"), t + 100, env.bravo_match, [wire.bravo_offer("OU", {}, "2.5")])
+    out = await env.ingest(("bravo", stop, t + 110))
+    assert out.accepted == 1, out
+    assert (await env.market(env.ou)).status_reason == "BET_STOP"
+    assert (await env.market(env.mr)).status == MarketStatus.ACTIVE

@@ -335,3 +335,15 @@ async def test_h1_hub_resubscribes_after_an_outage_longer_than_the_retry_delay()
     await asyncio.sleep(0.05)
     assert [s.version for s in c2.take()[0]] == [3]
     await hub.close()
+
+
+# --- M6: a standby's incident suspends -------------------------------------------------------------------------
+
+
+async def test_m6_standby_incident_suspends() -> None:
+    pipe, cache, clock = await make_pipeline()
+    t = clock[0]
+    await pipe.ingest([RawMessage("alpha", mr(1, t - 10), t)])
+    out = await pipe.ingest([RawMessage("bravo", wire.bravo_incident(1, t + 100, 77, "GOAL"), t + 110)])
+    assert out.accepted == 1, out
+    assert await status(cache, "ev:mr") == (MarketStatus.SUSPENDED, "GOAL")

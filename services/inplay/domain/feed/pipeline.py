@@ -316,6 +316,18 @@ class FeedPipeline:
         health.alive(received, abs(ahead), self.rules)  # only a valid message is a sign of life
         self._route_health(event, received, ops)
         if self.router.active_for(event) != msg.provider:
+            if msg.kind in (BET_STOP, INCIDENT):
+                # Any provider's stop or incident suspends (the first to report a goal closes the past-posting
+                # window); only the active provider's fresh prices reopen.
+                self._suspend_op(
+                    stop_ids if msg.market_refs else list(event.market_ids),
+                    msg.incident or BET_STOP,
+                    msg,
+                    ts,
+                    index,
+                    ops,
+                )
+                return
             raise Rejected(STANDBY, f"{msg.provider} is standby for {event.event_id}")
         self._disconnected.discard(event.event_id)
         if msg.kind == PRICES:
