@@ -452,3 +452,21 @@ async def test_m6_standby_bet_stop_suspends(odds_env: OddsEnv) -> None:
     assert out.accepted == 1, out
     assert (await env.market(env.ou)).status_reason == "BET_STOP"
     assert (await env.market(env.mr)).status == MarketStatus.ACTIVE
+
+
+# --- M5: a bet stop for a market not yet priced ----------------------------------------------------------------
+
+
+async def test_m5_bet_stop_before_the_first_price_keeps_older_prices_out(odds_grpc: OddsGrpc) -> None:
+    env = odds_grpc.env
+    t = now_ms() - 5_000
+    await env.ingest(("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10))
+    stop = wire.alpha_bet_stop(env.seq("alpha"), t + 300, env.alpha_event, [f"{env.alpha_event}-OU"])
+    await env.ingest(("alpha", stop, t + 310))  # OU never priced yet
+    out = await env.ingest(("alpha", env.alpha_ou(t + 250, "1.90", "1.90"), t + 320))  # stamped before the stop
+    assert dict(out.rejected) == {"STALE_VERSION": 1}, out
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await get(odds_grpc, env.ou)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await env.ingest(("alpha", env.alpha_ou(t + 400, "1.90", "1.90"), t + 410))  # after the stop: opens
+    assert (await get(odds_grpc, env.ou)).status == types_pb2.MARKET_STATUS_ACTIVE

@@ -347,3 +347,16 @@ async def test_m6_standby_incident_suspends() -> None:
     out = await pipe.ingest([RawMessage("bravo", wire.bravo_incident(1, t + 100, 77, "GOAL"), t + 110)])
     assert out.accepted == 1, out
     assert await status(cache, "ev:mr") == (MarketStatus.SUSPENDED, "GOAL")
+
+
+# --- M5: a bet stop for a market not yet priced ----------------------------------------------------------------
+
+
+async def test_m5_bet_stop_before_first_price_raises_the_watermark() -> None:
+    pipe, cache, clock = await make_pipeline()
+    t = clock[0]
+    await pipe.ingest([RawMessage("alpha", mr(1, t - 10), t)])
+    await pipe.ingest([RawMessage("alpha", wire.alpha_bet_stop(2, t + 300, "A-EV", ["A-EV-OU"]), t + 310)])
+    out = await pipe.ingest([RawMessage("alpha", wire.alpha_odds(3, t + 250, "A-EV", "A-EV-OU", OU), t + 320)])
+    assert dict(out.rejected) == {"STALE_VERSION": 1}
+    assert await status(cache, "ev:ou") is None

@@ -76,9 +76,8 @@ class MemoryOddsCache:
                 out.append(WriteResult("SETTLED", cur, None))
                 continue
             pts = w.provider_ts_ms or w.source_ts_ms
-            if cur is not None and (
-                w.source_ts_ms < self._watermark.get(w.market_id, 0)
-                or pts <= self._provider_wm.get((w.market_id, w.source), 0)
+            if w.source_ts_ms < self._watermark.get(w.market_id, 0) or pts <= self._provider_wm.get(
+                (w.market_id, w.source), 0
             ):
                 out.append(WriteResult("STALE", cur, None))
                 continue
@@ -116,13 +115,11 @@ class MemoryOddsCache:
         for w in writes:
             cur = self._markets.get(w.market_id)
             if cur is None:
+                if w.status == MarketStatus.SUSPENDED:  # not priced yet: a bet stop still raises the watermarks
+                    self._raise_watermarks(w)
                 out.append(WriteResult("NOT_FOUND", None, None))
                 continue
-            if w.source_ts_ms > self._watermark.get(w.market_id, 0):
-                self._watermark[w.market_id] = w.source_ts_ms
-            pts = w.provider_ts_ms or w.source_ts_ms
-            if w.provider and pts > self._provider_wm.get((w.market_id, w.provider), 0):
-                self._provider_wm[(w.market_id, w.provider)] = pts
+            self._raise_watermarks(w)
             outcome = "APPLIED"
             status, reason = cur.status, cur.status_reason
             if cur.status == MarketStatus.SETTLED:
@@ -152,6 +149,13 @@ class MemoryOddsCache:
             self._store(new, self._watermark.get(w.market_id, 0))
             out.append(WriteResult("APPLIED", cur, new))
         return out
+
+    def _raise_watermarks(self, w: StatusWrite) -> None:
+        if w.source_ts_ms > self._watermark.get(w.market_id, 0):
+            self._watermark[w.market_id] = w.source_ts_ms
+        pts = w.provider_ts_ms or w.source_ts_ms
+        if w.provider and pts > self._provider_wm.get((w.market_id, w.provider), 0):
+            self._provider_wm[(w.market_id, w.provider)] = pts
 
     async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:
         if engaged:

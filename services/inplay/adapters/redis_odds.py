@@ -142,7 +142,7 @@ for k = 1, #items do
   else
     if cst == 3 then
       outcome = 'SETTLED'
-    elseif exists and (tonumber(sts) < (tonumber(cur[4]) or 0) or (pts > 0 and pts <= (tonumber(cur[6]) or 0))) then
+    elseif tonumber(sts) < (tonumber(cur[4]) or 0) or (pts > 0 and pts <= (tonumber(cur[6]) or 0)) then
       outcome = 'STALE'
     else
       nv = cv + 1
@@ -194,6 +194,13 @@ for k = 1, n do
   local key = p .. 'mkt:' .. mid
   local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', 'ev', 'sp')
   if cur[1] == false then
+    -- not priced yet: a bet stop still raises the watermarks (a late, older first price stays out)
+    if want == 2 and sts > 0 then
+      if sts > (tonumber(cur[4]) or 0) then redis.call('HSET', key, 'sts', sts) end
+      if prov ~= '' and pts > (tonumber(redis.call('HGET', key, 'pts:' .. prov)) or 0) then
+        redis.call('HSET', key, 'pts:' .. prov, pts)
+      end
+    end
     out[k] = {'NOT_FOUND', 0, 0, '', '', 0, 0, ''}
   else
     local cv, cst, crs = tonumber(cur[1]), tonumber(cur[2]), cur[3] or ''
