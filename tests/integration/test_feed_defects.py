@@ -470,3 +470,20 @@ async def test_m5_bet_stop_before_the_first_price_keeps_older_prices_out(odds_gr
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     await env.ingest(("alpha", env.alpha_ou(t + 400, "1.90", "1.90"), t + 410))  # after the stop: opens
     assert (await get(odds_grpc, env.ou)).status == types_pb2.MARKET_STATUS_ACTIVE
+
+
+# --- M2: a connector clock behind the server's ------------------------------------------------------------------
+
+
+async def test_m2_connector_clock_behind_does_not_flap_provider_disconnect(odds_grpc: OddsGrpc) -> None:
+    env = odds_grpc.env
+    statuses = []
+    for _ in range(5):
+        conn_now = now_ms() - 4_000  # the connector's clock runs 4 s behind the server's (so does its provider)
+        items = [("alpha", env.alpha_mr(conn_now - 10, "2.00", "3.40", "3.80"), conn_now)]
+        await odds_grpc.feed.IngestOdds(_requests(items), metadata=FEEDER)
+        await env.pipeline.tick()  # the watchdog, on the server clock
+        m = await get(odds_grpc, env.mr)
+        statuses.append((m.status, m.status_reason))
+        await asyncio.sleep(0.1)
+    assert set(statuses) == {(types_pb2.MARKET_STATUS_ACTIVE, "")}, statuses

@@ -101,7 +101,11 @@ def now_ms() -> int:
 class RawMessage:
     provider: str
     payload: bytes
+    # When the connector received it (its clock): feed lag and the timestamp clamp are measured against it.
     received_at_ms: int
+    # When this server got it (server clock; 0 = received_at_ms): liveness and routing are on the clock of the
+    # watchdog, so a connector clock behind or ahead of the server's neither flaps nor delays disconnects.
+    arrived_ms: int = 0
 
 
 @dataclass
@@ -269,7 +273,8 @@ class FeedPipeline:
                     seq = rej.seq
                     bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
                     if seq >= 0:  # unreadable past its sequence number: still counts for gap tracking
-                        self._track(self.router.provider(raw.provider), seq, -1, raw.received_at_ms, summary)
+                        arrived = raw.arrived_ms or raw.received_at_ms
+                        self._track(self.router.provider(raw.provider), seq, -1, arrived, summary)
                 outcome[i] = rej.reason
                 log.info(
                     "feed message rejected",
@@ -291,8 +296,9 @@ class FeedPipeline:
     ) -> None:
         """Validation, normalization and enrichment of one parsed message; appends its cache operations."""
         received = raw.received_at_ms
+        arrived = raw.arrived_ms or received
         health = self.router.provider(msg.provider)
-        if self._track(health, msg.seq, msg.ts_ms, received, summary) == "DUPLICATE":
+        if self._track(health, msg.seq, msg.ts_ms, arrived, summary) == "DUPLICATE":
             raise Rejected(DUPLICATE, f"seq {msg.seq}")
         ahead = msg.ts_ms - received
         if ahead > self.rules.max_future_ms:
@@ -300,10 +306,10 @@ class FeedPipeline:
         self._clock_ahead(msg, ahead, summary)
         # The provider time, clamped to the receive time: a clock running ahead neither pushes the market
         # watermark into the future nor makes a price look younger than it is (age = now - updated_at).
-        ts = min(msg.ts_ms, received)
-        lag = received - ts
+        ts = min(msg.ts_ms, received, arrived)  # nor a connector clock running ahead of the server's
+        lag = max(0, received - ts)
         if msg.kind == HEARTBEAT:
-            health.alive(received, abs(ahead), self.rules)
+            health.alive(arrived, abs(ahead), self.rules)
             return
         table = self.mappings.table
         event = table.event(msg.provider, msg.event_ref)
@@ -313,8 +319,8 @@ class FeedPipeline:
             priced = self._normalize_prices(msg, event, summary)
         elif msg.kind == BET_STOP and msg.market_refs:
             stop_ids = self._normalize_refs(msg, event, summary)
-        health.alive(received, abs(ahead), self.rules)  # only a valid message is a sign of life
-        self._route_health(event, received, ops)
+        health.alive(arrived, abs(ahead), self.rules)  # only a valid message is a sign of life
+        self._route_health(event, arrived, ops)
         if self.router.active_for(event) != msg.provider:
             if msg.kind in (BET_STOP, INCIDENT):
                 # Any provider's stop or incident suspends (the first to report a goal closes the past-posting
