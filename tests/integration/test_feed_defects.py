@@ -487,3 +487,36 @@ async def test_m2_connector_clock_behind_does_not_flap_provider_disconnect(odds_
         statuses.append((m.status, m.status_reason))
         await asyncio.sleep(0.1)
     assert set(statuses) == {(types_pb2.MARKET_STATUS_ACTIVE, "")}, statuses
+
+
+# --- M1: failover flapping ---------------------------------------------------------------------------------------
+
+
+async def test_m1_alternating_lag_spikes_fail_over_once_then_fail_back_after_the_delay(odds_env: OddsEnv) -> None:
+    env = odds_env
+    t = now_ms() - 60_000
+    await env.ingest(
+        ("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10),
+        ("bravo", wire.bravo_alive(env.seq("bravo"), t), t + 10),
+    )
+
+    async def step(r: int, alpha_lag: int, bravo_lag: int) -> None:
+        await env.ingest(
+            ("alpha", wire.alpha_heartbeat(env.seq("alpha"), r - alpha_lag), r),
+            ("bravo", wire.bravo_alive(env.seq("bravo"), r - bravo_lag), r),
+        )
+        await env.pipeline.tick(r)
+
+    r = t + 100
+    for k in range(10):  # one 1.5 s lag spike every 400 ms, alternating between the providers
+        await step(r, 1_500 if k % 2 == 0 else 10, 10 if k % 2 == 0 else 1_500)
+        r += 400
+    rows, _ = await env.changes.list(env.mr, 200, "")
+    switches = [(r_.old_value, r_.new_value, r_.reason) for r_ in rows if r_.kind == "PROVIDER"]
+    assert switches == [("alpha", "bravo", "LAG")], switches
+    for _ in range(10):  # both healthy again: fail-back once the primary has been healthy for 3 s
+        await step(r, 10, 10)
+        r += 400
+    rows, _ = await env.changes.list(env.mr, 200, "")
+    switches = [(r_.old_value, r_.new_value, r_.reason) for r_ in rows if r_.kind == "PROVIDER"]
+    assert switches == [("alpha", "bravo", "LAG"), ("bravo", "alpha", "FAILBACK")], switches

@@ -360,3 +360,29 @@ async def test_m5_bet_stop_before_first_price_raises_the_watermark() -> None:
     out = await pipe.ingest([RawMessage("alpha", wire.alpha_odds(3, t + 250, "A-EV", "A-EV-OU", OU), t + 320)])
     assert dict(out.rejected) == {"STALE_VERSION": 1}
     assert await status(cache, "ev:ou") is None
+
+
+# --- M1: no flapping back to the primary before the fail-back delay -------------------------------------------
+
+
+def test_m1_switch_back_to_the_primary_waits_for_the_failback_delay() -> None:
+    from inplay.domain.feed.health import FeedRouter
+    from inplay.domain.feed.mapping import MappingTable
+
+    rules = FeedRules()
+    router = FeedRouter(rules)
+    event = MappingTable(wire.two_provider_mapping("ev", "A", 1)).events["ev"]
+    alpha, bravo = router.provider("alpha"), router.provider("bravo")
+    t = 1_000_000
+    alpha.observe(1, t, 1_500, rules)  # lag spike on the primary
+    bravo.observe(1, t, 10, rules)
+    sw = router.evaluate(event, t)
+    assert sw is not None and sw.new == "bravo"
+    alpha.observe(2, t + 400, 10, rules)
+    bravo.observe(2, t + 400, 1_500, rules)  # now the secondary spikes: the primary was healthy for 400 ms only
+    assert router.evaluate(event, t + 400) is None and router.active_for(event) == "bravo"
+    for k in range(1, 9):
+        alpha.observe(2 + k, t + 400 + 400 * k, 10, rules)
+        bravo.observe(2 + k, t + 400 + 400 * k, 10, rules)
+    sw = router.evaluate(event, t + 3_600)
+    assert sw is not None and sw.new == "alpha"

@@ -134,7 +134,8 @@ class Switch:
 class FeedRouter:
     """Which provider's prices are applied per event. Starts on the primary; moves to the secondary when the
     active one is unhealthy (lag, gaps, missed heartbeats) and the other one is healthy; moves back to the
-    primary once it has been healthy for ``failback_after_ms``."""
+    primary once it has been healthy for ``failback_after_ms`` (also when the secondary turns unhealthy,
+    unless the secondary stopped altogether)."""
 
     def __init__(self, rules: FeedRules) -> None:
         self.rules = rules
@@ -158,6 +159,15 @@ class FeedRouter:
         cur_h, other_h = self.provider(current), self.provider(other)
         cause = cur_h.problem(now_ms, self.rules)
         if cause and not other_h.problem(now_ms, self.rules):
+            # Back to the primary only once it has been healthy for the fail-back delay (else two providers
+            # with alternating lag spikes flap a->b->a, each switch a PROVIDER row and a new price source),
+            # unless the secondary is gone altogether.
+            if (
+                other == event.primary
+                and cause != HEARTBEAT_TIMEOUT
+                and now_ms - other_h.healthy_since(self.rules) < self.rules.failback_after_ms
+            ):
+                return None
             self.active[event.event_id] = other
             return Switch(event.event_id, current, other, cause)
         if not cause and current != event.primary:
