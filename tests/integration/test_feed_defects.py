@@ -520,3 +520,18 @@ async def test_m1_alternating_lag_spikes_fail_over_once_then_fail_back_after_the
     rows, _ = await env.changes.list(env.mr, 200, "")
     switches = [(r_.old_value, r_.new_value, r_.reason) for r_ in rows if r_.kind == "PROVIDER"]
     assert switches == [("alpha", "bravo", "LAG"), ("bravo", "alpha", "FAILBACK")], switches
+
+
+# --- L3: a correction with the original timestamp ---------------------------------------------------------------
+
+
+async def test_l3_correction_stamped_like_the_price_it_corrects_is_applied(odds_grpc: OddsGrpc) -> None:
+    env = odds_grpc.env
+    t = now_ms() - 5_000
+    await env.ingest(("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10))
+    out = await env.ingest(("alpha", env.alpha_mr(t, "2.10", "3.40", "3.80", correction=True), t + 20))
+    assert (out.accepted, dict(out.rejected)) == (1, {}), out
+    assert (await get(odds_grpc, env.mr)).selections[0].odds.decimal == "2.10"
+    # a plain re-stamp at the same time is still not newer
+    out = await env.ingest(("alpha", env.alpha_mr(t, "2.20", "3.40", "3.80"), t + 30))
+    assert dict(out.rejected) == {"STALE_VERSION": 1}

@@ -386,3 +386,17 @@ def test_m1_switch_back_to_the_primary_waits_for_the_failback_delay() -> None:
         bravo.observe(2 + k, t + 400 + 400 * k, 10, rules)
     sw = router.evaluate(event, t + 3_600)
     assert sw is not None and sw.new == "alpha"
+
+
+# --- L3: a correction stamped like the price it corrects --------------------------------------------------------
+
+
+async def test_l3_correction_with_the_original_timestamp_is_applied() -> None:
+    pipe, cache, clock = await make_pipeline()
+    t = clock[0]
+    await pipe.ingest([RawMessage("alpha", mr(1, t - 10), t)])
+    corrected = wire.alpha_odds(2, t - 10, "A-EV", "A-EV-MR", {**MR, "A-EV-MR-H": "2.10"}, correction=True)
+    out = await pipe.ingest([RawMessage("alpha", corrected, t + 5)])
+    assert out.accepted == 1, out
+    (st,) = await cache.get_markets(["ev:mr"])
+    assert st is not None and st.selections[0].odds.decimal_str() == "2.10"

@@ -76,9 +76,9 @@ class MemoryOddsCache:
                 out.append(WriteResult("SETTLED", cur, None))
                 continue
             pts = w.provider_ts_ms or w.source_ts_ms
-            if w.source_ts_ms < self._watermark.get(w.market_id, 0) or pts <= self._provider_wm.get(
-                (w.market_id, w.source), 0
-            ):
+            pwm = self._provider_wm.get((w.market_id, w.source), 0)
+            # a correction may re-use the corrected price's time (equal: applied)
+            if w.source_ts_ms < self._watermark.get(w.market_id, 0) or pts < pwm or (pts == pwm and not w.correction):
                 out.append(WriteResult("STALE", cur, None))
                 continue
             self._provider_wm[(w.market_id, w.source)] = pts

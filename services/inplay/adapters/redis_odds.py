@@ -112,6 +112,7 @@ def decode_notice(data: bytes | str) -> OddsNotice:
 # Feed mode is STALE when source_ts (the provider time clamped to the receive time: comparable across
 # providers) is older than the market watermark ``sts``, or when provider_ts (the provider's own clock) is not
 # newer than that provider's watermark ``pts:{source}`` (order within one provider, whatever its clock).
+# A correction may carry the timestamp of the price it corrects (equal to ``pts``: applied, not STALE).
 # MATCH_END is held against prices like OPERATOR: only settlement (or an operator resume) ends it.
 # Returns (JSON text, parsed in C on the client) per item: [outcome, old_v, old_st, old_rs, old_b, new_v, new_st,
 # new_rs].
@@ -142,7 +143,8 @@ for k = 1, #items do
   else
     if cst == 3 then
       outcome = 'SETTLED'
-    elseif tonumber(sts) < (tonumber(cur[4]) or 0) or (pts > 0 and pts <= (tonumber(cur[6]) or 0)) then
+    elseif tonumber(sts) < (tonumber(cur[4]) or 0) or (pts > 0 and (pts < (tonumber(cur[6]) or 0)
+        or (pts == (tonumber(cur[6]) or 0) and tonumber(corr) ~= 1))) then
       outcome = 'STALE'
     else
       nv = cv + 1
