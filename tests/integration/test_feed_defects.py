@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.admin.v1 import admin_pb2
 from inplay.domain.feed import wire
-from inplay.model import MarketChange, MarketStatus
+from inplay.model import MarketChange, MarketState, MarketStatus
 from inplay.odds.v1 import odds_pb2
 from inplay.ports import TOPIC_MARKET_CHANGES, TOPIC_ODDS, StatusWrite, WriteResult
 from inplay.servicers import odds as odds_servicer
@@ -535,3 +535,48 @@ async def test_l3_correction_stamped_like_the_price_it_corrects_is_applied(odds_
     # a plain re-stamp at the same time is still not newer
     out = await env.ingest(("alpha", env.alpha_mr(t, "2.20", "3.40", "3.80"), t + 30))
     assert dict(out.rejected) == {"STALE_VERSION": 1}
+
+
+# --- L2: errors after the first StreamOdds message ----------------------------------------------------------------
+
+
+class FailingListOnce(RedisOddsCache):
+    """The real Redis cache whose next ``list_event_markets`` (the resync snapshot) fails once armed."""
+
+    armed = False
+
+    async def list_event_markets(self, event_id: str) -> list[MarketState]:
+        if self.armed:
+            self.armed = False
+            raise ConnectionError("Connection reset by peer")
+        return await super().list_event_markets(event_id)
+
+
+async def test_l2_stream_error_after_the_first_message_is_unavailable(odds_env: OddsEnv) -> None:
+    env = odds_env
+    t = now_ms() - 5_000
+    await priced(env, t)
+    cache = FailingListOnce(env.cache.client, env.cache.prefix)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    hub = odds_servicer.add_to_server(server, cache)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        call = odds_servicer.odds_pb2_grpc.OddsServiceStub(channel).StreamOdds(
+            odds_pb2.StreamOddsRequest(event_ids=[env.event_id]), metadata=BETTOR
+        )
+        first = await call.read()
+        assert first.kind == odds_pb2.UPDATE_KIND_SNAPSHOT
+        cache.armed = True
+        # a provider correction asks every client for a fresh SNAPSHOT, whose read fails
+        await env.ingest(("alpha", env.alpha_mr(t + 100, "2.02", "3.40", "3.80", correction=True), t + 110))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while True:
+                msg = await asyncio.wait_for(call.read(), 10)
+                assert msg is not grpc.aio.EOF
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close()
+        await hub.close()
+        await server.stop(0)
