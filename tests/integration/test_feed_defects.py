@@ -16,9 +16,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from inplay.adapters.redis_odds import RedisOddsCache
+from inplay.adapters.redis_odds import RedisFeedMappings, RedisOddsCache
 from inplay.admin.v1 import admin_pb2
 from inplay.domain.feed import wire
+from inplay.domain.feed.mapping import FeedMappingService
+from inplay.domain.feed.pipeline import FeedPipeline, RawMessage
+from inplay.domain.feed.rules import FeedRules
 from inplay.model import MarketChange, MarketState, MarketStatus
 from inplay.odds.v1 import odds_pb2
 from inplay.ports import TOPIC_MARKET_CHANGES, TOPIC_ODDS, StatusWrite, WriteResult
@@ -580,3 +583,47 @@ async def test_l2_stream_error_after_the_first_message_is_unavailable(odds_env: 
         await channel.close()
         await hub.close()
         await server.stop(0)
+
+
+# --- H7: running processes pick up mapping changes ------------------------------------------------------------
+
+
+async def test_h7_running_pipeline_reloads_the_mapping(
+    odds_env: OddsEnv, monkeypatch: pytest.MonkeyPatch, unique_id: Callable[[str], str]
+) -> None:
+    env = odds_env
+    monkeypatch.setenv("INPLAY_FEED_MAPPING_REFRESH_MS", "200")
+    monkeypatch.setenv("INPLAY_FEED_WATCHDOG_INTERVAL_MS", "50")
+    pipeline = FeedPipeline(
+        env.cache, env.bus, env.mappings, env.control, FeedRules.from_env(), topic_prefix=env.topic_prefix
+    )
+    pipeline.start()
+    try:
+        # the mapping CLI, another process: a new event, pre-match
+        other = FeedMappingService(RedisFeedMappings(env.cache.client, env.cache.prefix))
+        new_event, alpha_ref = unique_id("ev"), f"A-{unique_id('x')}"
+        await other.load(wire.two_provider_mapping(new_event, alpha_ref, 4_242, in_play=False))
+        await asyncio.sleep(1.0)
+        t = now_ms()
+        prices = {f"{alpha_ref}-MR-H": "2.00", f"{alpha_ref}-MR-D": "3.40", f"{alpha_ref}-MR-A": "3.80"}
+        out = await pipeline.ingest(
+            [RawMessage("alpha", wire.alpha_odds(1, t - 2_000, alpha_ref, f"{alpha_ref}-MR", prices), t)]
+        )
+        assert (out.accepted, dict(out.rejected)) == (1, {}), out
+        (st,) = await env.cache.get_markets([f"{new_event}:mr"])
+        assert st is not None and st.status == MarketStatus.ACTIVE  # pre-match: 2 s of lag is fine
+        # kick-off: the event turns in-play; the running pipeline applies the 500 ms lag rule
+        await other.load(wire.two_provider_mapping(new_event, alpha_ref, 4_242, in_play=True))
+        await asyncio.sleep(1.0)
+        t = now_ms()
+        out = await pipeline.ingest(
+            [RawMessage("alpha", wire.alpha_odds(2, t - 2_000, alpha_ref, f"{alpha_ref}-MR", prices), t)]
+        )
+        (st,) = await env.cache.get_markets([f"{new_event}:mr"])
+        assert st is not None and (st.status, st.status_reason, st.in_play) == (
+            MarketStatus.SUSPENDED,
+            "FEED_LAG",
+            True,
+        )
+    finally:
+        await pipeline.stop()

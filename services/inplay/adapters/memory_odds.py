@@ -224,9 +224,14 @@ class MemoryOddsSubscription:
 class MemoryFeedMappings:
     def __init__(self) -> None:
         self._doc: dict[str, Any] | None = None
+        self._version = 0
 
     async def save(self, document: dict[str, Any]) -> None:
         self._doc = document
+        self._version += 1
+
+    async def version(self) -> int:
+        return self._version
 
     async def load(self) -> dict[str, Any] | None:
         return self._doc

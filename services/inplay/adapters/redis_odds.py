@@ -548,6 +548,7 @@ class RedisFeedMappings:
     def __init__(self, client: aioredis.Redis[bytes], prefix: str) -> None:
         self._r = client
         self._key = f"{prefix}feed:mapping"
+        self._version_key = f"{prefix}feed:mapping:version"
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisFeedMappings:
@@ -556,7 +557,14 @@ class RedisFeedMappings:
         return cls(client, prefix)
 
     async def save(self, document: dict[str, Any]) -> None:
-        await self._r.set(self._key, json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+        pipe = self._r.pipeline(transaction=True)  # document and version together
+        pipe.set(self._key, _compact(document))
+        pipe.incr(self._version_key)
+        await pipe.execute()
+
+    async def version(self) -> int:
+        raw = await self._r.get(self._version_key)
+        return int(raw) if raw is not None else 0
 
     async def load(self) -> dict[str, Any] | None:
         raw = await self._r.get(self._key)

@@ -230,9 +230,14 @@ class FeedPipeline:
 
     async def run_watchdog(self) -> None:
         interval = self.rules.watchdog_interval_ms / 1000
+        refreshed = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
+                if (time.monotonic() - refreshed) * 1000 >= self.rules.mapping_refresh_ms:
+                    refreshed = time.monotonic()
+                    if await self.mappings.refresh_if_changed():
+                        log.info("feed mapping reloaded", extra={"events": len(self.mappings.table.events)})
                 await self.tick()
             except asyncio.CancelledError:
                 raise

@@ -34,6 +34,9 @@ class FeedRules:
     chunk_size: int = 500
     # Watchdog period.
     watchdog_interval_ms: int = 100
+    # How often the watchdog checks the stored mapping's version (one small GET; reload only when it moved):
+    # events added or changed (in-play flag at kick-off) by the mapping CLI reach running processes.
+    mapping_refresh_ms: int = 5_000
 
     @classmethod
     def from_env(cls) -> FeedRules:
@@ -51,4 +54,5 @@ class FeedRules:
             failback_after_ms=_int("INPLAY_FEED_FAILBACK_AFTER_MS", d.failback_after_ms),
             chunk_size=_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
             watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
+            mapping_refresh_ms=_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
         )
