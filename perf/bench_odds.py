@@ -10,6 +10,8 @@
     set -a; . .stack/env; set +a
     .venv/bin/python perf/bench_odds.py                 # defaults: 50k updates, 100 subscribers
     .venv/bin/python perf/bench_odds.py --updates 20000 --subscribers 50 --skip-changelog
+    .venv/bin/python perf/bench_odds.py --updates 20000 --skip-fanout --profile perf/results/odds.prof
+                                         # cProfile of the pipeline run only (baselines not profiled)
 
 Writes perf/results/odds.json.
 """
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -135,10 +139,22 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         for m in updates(args.events, args.updates, now_ms() - 600_000)
     ]
     # warm-up (scripts loaded, connections open) on a separate slice of markets is not needed: first chunk
+    prof = cProfile.Profile() if args.profile else None
+    cpu0 = time.process_time()
     start = time.perf_counter()
+    if prof is not None:
+        prof.enable()
     summary = await pipe.ingest(msgs)
     await bus.flush()
+    if prof is not None:
+        prof.disable()
     pipeline_s = time.perf_counter() - start
+    pipeline_cpu_s = time.process_time() - cpu0
+    if prof is not None:
+        prof.dump_stats(args.profile)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(
+            "pipeline.py|redis_odds|cassandra_changes|kafka_bus|markets.py|providers", 25
+        )
     assert summary.accepted == len(msgs), (summary.accepted, dict(summary.rejected))
 
     # baseline 1: the same number of market writes straight to Redis (HSET + PUBLISH, pipelined per chunk)
@@ -183,6 +199,9 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         "change_log": "memory" if args.skip_changelog else "cassandra",
         "pipeline_updates_per_s": round(n / pipeline_s),
         "pipeline_seconds": round(pipeline_s, 3),
+        # CPU of this process per update (client-side cost; less sensitive to a busy machine than the rate).
+        "pipeline_cpu_us_per_update": round(pipeline_cpu_s / n * 1e6, 1),
+        "profiled": bool(args.profile),
         "baseline_redis_hset_publish_per_s": round(n / redis_s),
         "baseline_kafka_produce_2msgs_per_update_per_s": round(n / kafka_s),
         "anomalies": dict(summary.anomalies),
@@ -323,6 +342,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="fan-out updates per second")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--profile", default="", help="write a cProfile of the pipeline ingest run to this file")
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "perf/results/odds.json"))
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

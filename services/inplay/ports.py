@@ -50,7 +50,8 @@ class PriceWrite:
     name: str
     in_play: bool
     selections: tuple[SelectionPrice, ...]
-    # Provider timestamp of the prices (ms): a write not newer than the cached one is dropped (STALE).
+    # Provider timestamp of the prices (ms), clamped to the receive time (a clock running ahead cannot push
+    # the market watermark into the future): a write older than the cached watermark is dropped (STALE).
     source_ts_ms: int
     # When the prices were confirmed (what ``updated_at`` / ``age_ms`` report).
     updated_at_ms: int
@@ -59,6 +60,9 @@ class PriceWrite:
     suspend_reason: str = ""
     # A provider correction: subscribers get a full SNAPSHOT instead of a DELTA.
     correction: bool = False
+    # The provider's own timestamp (unclamped; 0 = ``source_ts_ms``): a write not newer than the last one
+    # applied from the same provider (``source``) is STALE, so order within a provider follows its clock.
+    provider_ts_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,10 @@ class StatusWrite:
     source_ts_ms: int = 0
     # Only for ACTIVE: resume only if the market is suspended for one of these reasons (empty = any).
     only_reasons: tuple[str, ...] = ()
+    # The provider of a feed status change and its own (unclamped) timestamp: raises that provider's
+    # watermark, so its prices stamped before a bet stop stay STALE even when its clock runs ahead.
+    provider: str = ""
+    provider_ts_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ class MemoryOddsCache:
     def __init__(self) -> None:
         self._markets: dict[str, MarketState] = {}
         self._watermark: dict[str, int] = {}
+        # (market, provider) -> newest provider timestamp applied, by that provider's own clock.
+        self._provider_wm: dict[tuple[str, str], int] = {}
         self._by_event: dict[str, set[str]] = {}
         self._by_sport: dict[str, set[str]] = {}
         self._kill: set[tuple[str, str]] = set()
@@ -73,10 +75,16 @@ class MemoryOddsCache:
             if cur is not None and cur.status == MarketStatus.SETTLED:
                 out.append(WriteResult("SETTLED", cur, None))
                 continue
-            if cur is not None and w.source_ts_ms <= self._watermark.get(w.market_id, 0):
+            pts = w.provider_ts_ms or w.source_ts_ms
+            pwm = self._provider_wm.get((w.market_id, w.source), 0)
+            # a correction may re-use the corrected price's time (equal: applied)
+            if w.source_ts_ms < self._watermark.get(w.market_id, 0) or pts < pwm or (pts == pwm and not w.correction):
                 out.append(WriteResult("STALE", cur, None))
                 continue
-            if self._killed(w.event_id, w.sport):
+            self._provider_wm[(w.market_id, w.source)] = pts
+            if cur is not None and cur.status == MarketStatus.SUSPENDED and cur.status_reason == "MATCH_END":
+                status, reason = MarketStatus.SUSPENDED, "MATCH_END"  # held until settlement
+            elif self._killed(w.event_id, w.sport):
                 status, reason = MarketStatus.SUSPENDED, "KILL_SWITCH"
             elif cur is not None and cur.status == MarketStatus.SUSPENDED and cur.status_reason == "OPERATOR":
                 status, reason = MarketStatus.SUSPENDED, "OPERATOR"
@@ -107,10 +115,11 @@ class MemoryOddsCache:
         for w in writes:
             cur = self._markets.get(w.market_id)
             if cur is None:
+                if w.status == MarketStatus.SUSPENDED:  # not priced yet: a bet stop still raises the watermarks
+                    self._raise_watermarks(w)
                 out.append(WriteResult("NOT_FOUND", None, None))
                 continue
-            if w.source_ts_ms > self._watermark.get(w.market_id, 0):
-                self._watermark[w.market_id] = w.source_ts_ms
+            self._raise_watermarks(w)
             outcome = "APPLIED"
             status, reason = cur.status, cur.status_reason
             if cur.status == MarketStatus.SETTLED:
@@ -119,7 +128,7 @@ class MemoryOddsCache:
                 status, reason = MarketStatus.SETTLED, w.reason
             elif w.status == MarketStatus.SUSPENDED:
                 if cur.status == MarketStatus.SUSPENDED and (
-                    cur.status_reason in (w.reason, "OPERATOR")
+                    cur.status_reason in (w.reason, "OPERATOR", "MATCH_END")
                     or (cur.status_reason == "KILL_SWITCH" and w.reason != "OPERATOR")
                 ):
                     outcome = "UNCHANGED"
@@ -140,6 +149,13 @@ class MemoryOddsCache:
             self._store(new, self._watermark.get(w.market_id, 0))
             out.append(WriteResult("APPLIED", cur, new))
         return out
+
+    def _raise_watermarks(self, w: StatusWrite) -> None:
+        if w.source_ts_ms > self._watermark.get(w.market_id, 0):
+            self._watermark[w.market_id] = w.source_ts_ms
+        pts = w.provider_ts_ms or w.source_ts_ms
+        if w.provider and pts > self._provider_wm.get((w.market_id, w.provider), 0):
+            self._provider_wm[(w.market_id, w.provider)] = pts
 
     async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:
         if engaged:
@@ -208,9 +224,14 @@ class MemoryOddsSubscription:
 class MemoryFeedMappings:
     def __init__(self) -> None:
         self._doc: dict[str, Any] | None = None
+        self._version = 0
 
     async def save(self, document: dict[str, Any]) -> None:
         self._doc = document
+        self._version += 1
+
+    async def version(self) -> int:
+        return self._version
 
     async def load(self) -> dict[str, Any] | None:
         return self._doc

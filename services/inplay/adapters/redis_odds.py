@@ -32,6 +32,10 @@ from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteR
 # --- market body (de)serialization -----------------------------------------------------------------------
 
 
+# One encoder for every body: json.dumps with keyword arguments builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_body(
     market_id: str,
     event_id: str,
@@ -43,7 +47,7 @@ def encode_body(
     updated_at_ms: int,
     source: str,
 ) -> str:
-    return json.dumps(
+    return _compact(
         {
             "m": market_id,
             "e": event_id,
@@ -54,9 +58,7 @@ def encode_body(
             "s": [[s.selection_id, s.name, s.odds.num, s.odds.den] for s in selections],
             "u": updated_at_ms,
             "src": source,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )
 
 
@@ -78,7 +80,7 @@ def decode_state(body: dict[str, Any], version: int, status: int, reason: str) -
 
 
 def _pack(items: list[Any]) -> str:
-    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+    return _compact(items)
 
 
 async def _aclose(conn: Any) -> None:
@@ -106,7 +108,12 @@ def decode_notice(data: bytes | str) -> OddsNotice:
 
 # ARGV[2] = JSON array of items (one argument: packing 11 arguments per item costs more on the client than the
 # whole script on the server): [market_id, event_id, sport, source_ts (string), body, suspend_reason,
-# correction (0/1), mode ("feed" | "put"), put_version, put_status, put_reason].
+# correction (0/1), mode ("feed" | "put"), put_version, put_status, put_reason, provider_ts (string), source].
+# Feed mode is STALE when source_ts (the provider time clamped to the receive time: comparable across
+# providers) is older than the market watermark ``sts``, or when provider_ts (the provider's own clock) is not
+# newer than that provider's watermark ``pts:{source}`` (order within one provider, whatever its clock).
+# A correction may carry the timestamp of the price it corrects (equal to ``pts``: applied, not STALE).
+# MATCH_END is held against prices like OPERATOR: only settlement (or an operator resume) ends it.
 # Returns (JSON text, parsed in C on the client) per item: [outcome, old_v, old_st, old_rs, old_b, new_v, new_st,
 # new_rs].
 _WRITE_PRICES = r"""
@@ -118,8 +125,10 @@ for k = 1, #items do
   local mid, ev, sp, sts, body = it[1], it[2], it[3], it[4], it[5]
   local sreason, corr, mode = it[6], it[7], it[8]
   local pv, pst, prs = it[9], it[10], it[11]
+  local pts, src = tonumber(it[12]) or 0, it[13] or ''
+  local pkey = 'pts:' .. src
   local key = p .. 'mkt:' .. mid
-  local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b')
+  local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', pkey)
   local exists = cur[1] ~= false
   local cv = tonumber(cur[1]) or 0
   local cst = tonumber(cur[2]) or 0
@@ -134,11 +143,14 @@ for k = 1, #items do
   else
     if cst == 3 then
       outcome = 'SETTLED'
-    elseif exists and tonumber(sts) <= (tonumber(cur[4]) or 0) then
+    elseif tonumber(sts) < (tonumber(cur[4]) or 0) or (pts > 0 and (pts < (tonumber(cur[6]) or 0)
+        or (pts == (tonumber(cur[6]) or 0) and tonumber(corr) ~= 1))) then
       outcome = 'STALE'
     else
       nv = cv + 1
-      if redis.call('EXISTS', p .. 'ks:event:' .. ev, p .. 'ks:sport:' .. sp) > 0 then
+      if cst == 2 and crs == 'MATCH_END' then
+        nst, nrs = 2, 'MATCH_END'
+      elseif redis.call('EXISTS', p .. 'ks:event:' .. ev, p .. 'ks:sport:' .. sp) > 0 then
         nst, nrs = 2, 'KILL_SWITCH'
       elseif cst == 2 and crs == 'OPERATOR' then
         nst, nrs = 2, 'OPERATOR'
@@ -151,6 +163,7 @@ for k = 1, #items do
   end
   if outcome == 'APPLIED' then
     redis.call('HSET', key, 'v', nv, 'st', nst, 'rs', nrs, 'sts', sts, 'b', body, 'ev', ev, 'sp', sp)
+    if pts > 0 then redis.call('HSET', key, pkey, pts) end
     if not exists then
       redis.call('SADD', p .. 'ev:' .. ev, mid)
       redis.call('SADD', p .. 'sp:' .. sp, mid)
@@ -166,8 +179,10 @@ end
 return cjson.encode(out)
 """
 
-# Per item (5 ARGV): market_id, status, reason, source_ts, only_reasons (comma separated).
-# Returns per item: {outcome, old_v, old_st, old_rs, body, new_v, new_st, new_rs}.
+# Per item (7 ARGV): market_id, status, reason, source_ts, only_reasons (comma separated), provider,
+# provider_ts. Returns per item: {outcome, old_v, old_st, old_rs, body, new_v, new_st, new_rs}.
+# A suspension never replaces MATCH_END (a disconnect, kill switch or goal after the end would otherwise be
+# lifted by the next price): only SETTLED, or an explicit resume (operator), changes it.
 _WRITE_STATUS = r"""
 local p = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -176,21 +191,32 @@ local i = 3
 local function sticky(r) return r == 'OPERATOR' or r == 'KILL_SWITCH' end
 for k = 1, n do
   local mid, want, reason, sts, only = ARGV[i], tonumber(ARGV[i+1]), ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4]
-  i = i + 5
+  local prov, pts = ARGV[i+5], tonumber(ARGV[i+6])
+  i = i + 7
   local key = p .. 'mkt:' .. mid
   local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', 'ev', 'sp')
   if cur[1] == false then
+    -- not priced yet: a bet stop still raises the watermarks (a late, older first price stays out)
+    if want == 2 and sts > 0 then
+      if sts > (tonumber(cur[4]) or 0) then redis.call('HSET', key, 'sts', sts) end
+      if prov ~= '' and pts > (tonumber(redis.call('HGET', key, 'pts:' .. prov)) or 0) then
+        redis.call('HSET', key, 'pts:' .. prov, pts)
+      end
+    end
     out[k] = {'NOT_FOUND', 0, 0, '', '', 0, 0, ''}
   else
     local cv, cst, crs = tonumber(cur[1]), tonumber(cur[2]), cur[3] or ''
     local outcome, nst, nrs = 'APPLIED', cst, crs
     if sts > (tonumber(cur[4]) or 0) then redis.call('HSET', key, 'sts', sts) end
+    if prov ~= '' and pts > (tonumber(redis.call('HGET', key, 'pts:' .. prov)) or 0) then
+      redis.call('HSET', key, 'pts:' .. prov, pts)
+    end
     if cst == 3 then
       if want == 3 then outcome = 'UNCHANGED' else outcome = 'SETTLED' end
     elseif want == 3 then
       nst, nrs = 3, reason
     elseif want == 2 then
-      if cst == 2 and (crs == reason or crs == 'OPERATOR'
+      if cst == 2 and (crs == reason or crs == 'OPERATOR' or crs == 'MATCH_END'
           or (crs == 'KILL_SWITCH' and reason ~= 'OPERATOR')) then
         outcome = 'UNCHANGED'
       else
@@ -345,6 +371,8 @@ class RedisOddsCache:
                     0,
                     0,
                     "",
+                    str(w.provider_ts_ms or w.source_ts_ms),
+                    w.source,
                 ]
             )
         raw = json.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
@@ -377,7 +405,15 @@ class RedisOddsCache:
             return []
         args: list[Any] = [self.prefix, len(writes)]
         for w in writes:
-            args += [w.market_id, int(w.status), w.reason, w.source_ts_ms, ",".join(w.only_reasons)]
+            args += [
+                w.market_id,
+                int(w.status),
+                w.reason,
+                w.source_ts_ms,
+                ",".join(w.only_reasons),
+                w.provider,
+                w.provider_ts_ms or w.source_ts_ms,
+            ]
         raw = json.loads(await self._write_status(keys=[], args=args))
         out = []
         for row in raw:
@@ -512,6 +548,7 @@ class RedisFeedMappings:
     def __init__(self, client: aioredis.Redis[bytes], prefix: str) -> None:
         self._r = client
         self._key = f"{prefix}feed:mapping"
+        self._version_key = f"{prefix}feed:mapping:version"
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisFeedMappings:
@@ -520,7 +557,14 @@ class RedisFeedMappings:
         return cls(client, prefix)
 
     async def save(self, document: dict[str, Any]) -> None:
-        await self._r.set(self._key, json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+        pipe = self._r.pipeline(transaction=True)  # document and version together
+        pipe.set(self._key, _compact(document))
+        pipe.incr(self._version_key)
+        await pipe.execute()
+
+    async def version(self) -> int:
+        raw = await self._r.get(self._version_key)
+        return int(raw) if raw is not None else 0
 
     async def load(self) -> dict[str, Any] | None:
         raw = await self._r.get(self._key)

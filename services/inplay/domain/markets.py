@@ -8,7 +8,9 @@ change of price or status is recorded here with its source and reason: in the :c
 Suspension reasons (``MarketState.status_reason``):
 
 - feed: ``BET_STOP``, ``FEED_LAG``, ``PRICE_JUMP``, ``PROVIDER_DISCONNECT``, ``GOAL``, ``RED_CARD``,
-  ``VAR``, ``MATCH_END`` — cleared by fresh prices from the active provider (newer than the suspension);
+  ``VAR`` — cleared by fresh prices from the active provider (newer than the suspension);
+- ``MATCH_END`` — held: later prices keep it, no other suspension replaces it (a disconnect, kill switch or
+  goal would otherwise be lifted by the next price); only settlement (or ``ResumeMarket``) changes it;
 - ``OPERATOR`` — sticky: only ``AdminService.ResumeMarket`` reopens the market;
 - ``KILL_SWITCH`` — held while the event's or sport's kill switch is engaged (even if prices arrive);
   after release, fresh prices reopen the market.
@@ -24,7 +26,15 @@ from typing import Protocol
 
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import MarketChange, MarketState, MarketStatus
-from inplay.ports import TOPIC_MARKET_CHANGES, BusMessage, EventBus, LiveOddsCache, StatusWrite, WriteResult
+from inplay.ports import (
+    TOPIC_MARKET_CHANGES,
+    TOPIC_ODDS,
+    BusMessage,
+    EventBus,
+    LiveOddsCache,
+    StatusWrite,
+    WriteResult,
+)
 
 log = logging.getLogger("inplay.markets")
 
@@ -111,6 +121,28 @@ def changes_between(
     return out
 
 
+# One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def odds_json(state: MarketState) -> bytes:
+    """The ``inplay.odds.v1`` payload of one applied state (price or status change)."""
+    return _compact(
+        {
+            "market_id": state.market_id,
+            "event_id": state.event_id,
+            "sport": state.sport,
+            "market_type": state.market_type,
+            "status": state.status.name,
+            "status_reason": state.status_reason,
+            "version": state.version,
+            "selections": [[s.selection_id, s.odds.num, s.odds.den] for s in state.selections],
+            "updated_at_ms": state.updated_at_ms,
+            "source": state.source,
+        }
+    ).encode()
+
+
 def _change_dict(change: MarketChange) -> dict[str, object]:
     return {
         "market_id": change.market_id,
@@ -128,14 +160,13 @@ def _change_dict(change: MarketChange) -> dict[str, object]:
 def changes_to_json(changes: Sequence[MarketChange]) -> bytes:
     """One Kafka message per market write: ``{"market_id", "version", "at_ms", "changes": [...]}``."""
     first = changes[0]
-    return json.dumps(
+    return _compact(
         {
             "market_id": first.market_id,
             "version": first.version,
             "at_ms": first.at_ms,
             "changes": [_change_dict(c) for c in changes],
-        },
-        separators=(",", ":"),
+        }
     ).encode()
 
 
@@ -146,18 +177,31 @@ class ChangeRecorder:
         self.store = log_store
         self._bus = bus
         self._topic = topic_prefix + TOPIC_MARKET_CHANGES
+        self._odds_topic = topic_prefix + TOPIC_ODDS
 
-    async def record(self, changes: Sequence[MarketChange]) -> None:
-        if not changes:
+    def bus_messages(self, changes: Sequence[MarketChange]) -> list[BusMessage]:
+        """The Kafka messages of ``changes`` (one per market write, in order); none without a bus."""
+        if self._bus is None or not changes:
+            return []
+        groups: dict[tuple[str, int, int], list[MarketChange]] = {}
+        for c in changes:
+            groups.setdefault((c.market_id, c.version, c.at_ms), []).append(c)
+        return [BusMessage(self._topic, key[0], changes_to_json(group)) for key, group in groups.items()]
+
+    def odds_messages(self, states: Sequence[MarketState]) -> list[BusMessage]:
+        """``inplay.odds.v1`` messages of applied states (status-only changes go there too)."""
+        if self._bus is None:
+            return []
+        return [BusMessage(self._odds_topic, st.market_id, odds_json(st)) for st in states]
+
+    async def record(self, changes: Sequence[MarketChange], states: Sequence[MarketState] = ()) -> None:
+        """Change entries to Kafka and the log; ``states``: the applied states, to the odds topic."""
+        if not changes and not states:
             return
         if self._bus is not None:
-            groups: dict[tuple[str, int, int], list[MarketChange]] = {}
-            for c in changes:
-                groups.setdefault((c.market_id, c.version, c.at_ms), []).append(c)
-            await self._bus.publish(
-                [BusMessage(self._topic, key[0], changes_to_json(group)) for key, group in groups.items()]
-            )
-        await self.store.append(changes)
+            await self._bus.publish(self.odds_messages(states) + self.bus_messages(changes))
+        if changes:
+            await self.store.append(changes)
 
 
 class MarketControl:
@@ -174,7 +218,15 @@ class MarketControl:
         self.recorder = recorder
         self._clock = clock
 
-    async def _apply(self, writes: Sequence[StatusWrite], source: str, note: str) -> list[WriteResult]:
+    async def _apply(
+        self,
+        writes: Sequence[StatusWrite],
+        source: str,
+        note: str,
+        collect: list[MarketChange] | None = None,
+    ) -> list[WriteResult]:
+        """``collect``: the caller records the change entries (the feed pipeline keeps them with the rest of
+        its chunk, in order, and retries them apart from the cache write); else they are recorded here."""
         results: list[WriteResult] = []
         for start in range(0, len(writes), CHUNK):
             chunk = writes[start : start + CHUNK]
@@ -184,7 +236,10 @@ class MarketControl:
             for res in part:
                 if res.applied and res.after is not None:
                     changes += changes_between(res.before, res.after, source, note, now)
-            await self.recorder.record(changes)
+            if collect is not None:
+                collect += changes
+            else:
+                await self.recorder.record(changes, [r.after for r in part if r.applied and r.after is not None])
             results += part
         applied = [w.market_id for w, r in zip(writes, results, strict=True) if r.applied]
         if applied:
@@ -201,10 +256,23 @@ class MarketControl:
         return results
 
     async def suspend(
-        self, market_ids: Sequence[str], reason: str, source: str, note: str = "", source_ts_ms: int = 0
+        self,
+        market_ids: Sequence[str],
+        reason: str,
+        source: str,
+        note: str = "",
+        source_ts_ms: int = 0,
+        provider_ts_ms: int = 0,
+        collect: list[MarketChange] | None = None,
     ) -> list[WriteResult]:
-        writes = [StatusWrite(m, MarketStatus.SUSPENDED, reason, source_ts_ms) for m in market_ids]
-        return await self._apply(writes, source, note or reason)
+        """``source_ts_ms`` > 0 raises the market watermark; with ``provider_ts_ms`` it also raises the
+        watermark of provider ``source`` (its own clock)."""
+        provider = source if provider_ts_ms else ""
+        writes = [
+            StatusWrite(m, MarketStatus.SUSPENDED, reason, source_ts_ms, (), provider, provider_ts_ms)
+            for m in market_ids
+        ]
+        return await self._apply(writes, source, note or reason, collect)
 
     async def resume(
         self, market_ids: Sequence[str], source: str, note: str = "", only_reasons: Sequence[str] = ()

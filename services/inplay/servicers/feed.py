@@ -56,7 +56,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             try:
                 async for req in request_iterator:
                     received = req.received_at.ToMilliseconds() if req.HasField("received_at") else _now_ms()
-                    await queue.put(RawMessage(req.provider, bytes(req.payload), received))
+                    await queue.put(RawMessage(req.provider, bytes(req.payload), received, _now_ms()))
             finally:
                 await queue.put(None)
 

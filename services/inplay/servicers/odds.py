@@ -173,6 +173,8 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                     sent[s.market_id] = s.version
                 fresh.sort(key=lambda s: s.market_id)
                 yield self._message(odds_pb2.UPDATE_KIND_DELTA, fresh, coalesced)
+        except Exception as exc:  # after the first message too: a store outage is UNAVAILABLE (retryable)
+            await abort_with(context, unavailable(exc))
         finally:
             await self._hub.detach(client)
 

@@ -12,48 +12,101 @@ HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"
 LAGGING = "LAG"
 GAPS = "SEQUENCE_GAP"
 FAILBACK = "FAILBACK"
+DUPLICATE = "DUPLICATE"
+RESET = "SEQUENCE_RESET"
 SEEN_WINDOW = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What :meth:`ProviderHealth.rollback` restores (sequence state only: liveness was real)."""
+
+    appended: int
+    last_seq: int
+    max_ts_ms: int
+    gap_at_ms: int
+    gaps: int
 
 
 @dataclass
 class ProviderHealth:
-    """What one provider's connection looks like, from the messages received (times = receive times)."""
+    """What one provider's connection looks like, from the messages received (times = receive times).
+
+    Sequence tracking (:meth:`track`) sees every message with a readable sequence number; liveness
+    (:meth:`alive`) only messages that passed validation, so a provider whose every message is rejected
+    (clock far ahead, schema change, unmapped ids) goes silent and fails over."""
 
     name: str
     last_seen_ms: int = 0
     last_seq: int = -1
+    # Newest provider timestamp seen (a lower seq with a newer timestamp = the provider restarted its seqs).
+    max_ts_ms: int = -1
     last_lag_ms: int = 0
     lag_bad_at_ms: int = 0
     gap_at_ms: int = 0
     gaps: int = 0
+    resets: int = 0
     reconnected_at_ms: int = 0
-    _seen: set[int] = field(default_factory=set)
-    _order: deque[int] = field(default_factory=deque)
+    # Duplicates are keyed by (seq, provider ts): a re-sent message repeats both, a new session only the seq.
+    _seen: set[tuple[int, int]] = field(default_factory=set)
+    _order: deque[tuple[int, int]] = field(default_factory=deque)
+    _appended: int = 0
 
-    def is_duplicate(self, seq: int) -> bool:
-        return seq in self._seen
+    def is_duplicate(self, seq: int, ts_ms: int = -1) -> bool:
+        return (seq, ts_ms) in self._seen
 
-    def observe(self, seq: int, received_ms: int, lag_ms: int, rules: FeedRules) -> bool:
-        """Records a (non-duplicate) message; returns True when it shows a sequence gap."""
-        if self.last_seen_ms and received_ms - self.last_seen_ms > rules.heartbeat_timeout_ms:
-            self.reconnected_at_ms = received_ms
-        elif not self.last_seen_ms:
-            self.reconnected_at_ms = received_ms
-        self.last_seen_ms = max(self.last_seen_ms, received_ms)
-        if lag_ms >= 0:  # -1: unknown (a message rejected before its timestamp could be read)
-            self.last_lag_ms = lag_ms
-            if lag_ms > rules.failover_lag_ms:
-                self.lag_bad_at_ms = received_ms
-        gap = self.last_seq >= 0 and seq > self.last_seq + 1
-        if gap:
+    def track(self, seq: int, ts_ms: int, received_ms: int) -> str:
+        """Records a message's sequence number: DUPLICATE, RESET (a new session: the window restarts), GAPS
+        (a sequence gap) or ""."""
+        key = (seq, ts_ms)
+        if key in self._seen:
+            return DUPLICATE
+        verdict = ""
+        if self.last_seq >= 0 and seq < self.last_seq and ts_ms >= 0 and ts_ms > self.max_ts_ms:
+            self._seen.clear()
+            self._order.clear()
+            self.last_seq = -1
+            self.resets += 1
+            verdict = RESET
+        if self.last_seq >= 0 and seq > self.last_seq + 1:
             self.gaps += 1
             self.gap_at_ms = received_ms
+            verdict = GAPS
         self.last_seq = max(self.last_seq, seq)
-        self._seen.add(seq)
-        self._order.append(seq)
+        self.max_ts_ms = max(self.max_ts_ms, ts_ms)
+        self._seen.add(key)
+        self._order.append(key)
+        self._appended += 1
         if len(self._order) > SEEN_WINDOW:
             self._seen.discard(self._order.popleft())
+        return verdict
+
+    def alive(self, received_ms: int, lag_ms: int, rules: FeedRules) -> None:
+        """A valid message: the provider is alive. ``lag_ms`` = |receive time - provider time| (a clock
+        running ahead is as untrustworthy as one lagging behind)."""
+        if not self.last_seen_ms or received_ms - self.last_seen_ms > rules.heartbeat_timeout_ms:
+            self.reconnected_at_ms = received_ms
+        self.last_seen_ms = max(self.last_seen_ms, received_ms)
+        self.last_lag_ms = lag_ms
+        if lag_ms > rules.failover_lag_ms:
+            self.lag_bad_at_ms = received_ms
+
+    def observe(self, seq: int, received_ms: int, lag_ms: int, rules: FeedRules, ts_ms: int = -1) -> bool:
+        """``track`` + ``alive`` (a valid message); True when it shows a sequence gap."""
+        gap = self.track(seq, ts_ms, received_ms) == GAPS
+        self.alive(received_ms, max(0, lag_ms), rules)
         return gap
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self._appended, self.last_seq, self.max_ts_ms, self.gap_at_ms, self.gaps)
+
+    def rollback(self, cp: Checkpoint) -> None:
+        """Forgets the sequence numbers tracked since ``cp`` (their chunk was not stored: a retry must not be
+        a DUPLICATE)."""
+        for _ in range(min(self._appended - cp.appended, len(self._order))):
+            self._seen.discard(self._order.pop())
+        self._appended = cp.appended
+        self.last_seq, self.max_ts_ms, self.gap_at_ms, self.gaps = cp.last_seq, cp.max_ts_ms, cp.gap_at_ms, cp.gaps
 
     def problem(self, now_ms: int, rules: FeedRules) -> str:
         """ "" when healthy, else the cause."""
@@ -81,7 +134,8 @@ class Switch:
 class FeedRouter:
     """Which provider's prices are applied per event. Starts on the primary; moves to the secondary when the
     active one is unhealthy (lag, gaps, missed heartbeats) and the other one is healthy; moves back to the
-    primary once it has been healthy for ``failback_after_ms``."""
+    primary once it has been healthy for ``failback_after_ms`` (also when the secondary turns unhealthy,
+    unless the secondary stopped altogether)."""
 
     def __init__(self, rules: FeedRules) -> None:
         self.rules = rules
@@ -105,6 +159,15 @@ class FeedRouter:
         cur_h, other_h = self.provider(current), self.provider(other)
         cause = cur_h.problem(now_ms, self.rules)
         if cause and not other_h.problem(now_ms, self.rules):
+            # Back to the primary only once it has been healthy for the fail-back delay (else two providers
+            # with alternating lag spikes flap a->b->a, each switch a PROVIDER row and a new price source),
+            # unless the secondary is gone altogether.
+            if (
+                other == event.primary
+                and cause != HEARTBEAT_TIMEOUT
+                and now_ms - other_h.healthy_since(self.rules) < self.rules.failback_after_ms
+            ):
+                return None
             self.active[event.event_id] = other
             return Switch(event.event_id, current, other, cause)
         if not cause and current != event.primary:

@@ -63,14 +63,17 @@ class ClientFeed:
 
 
 class OddsHub:
-    def __init__(self, cache: LiveOddsCache, retry_s: float = 0.5) -> None:
+    def __init__(self, cache: LiveOddsCache, retry_s: float = 0.5, max_retry_s: float = 5.0) -> None:
         self._cache = cache
         self._clients: dict[str, set[ClientFeed]] = {}
         self._sub: OddsSubscription | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._retry_s = retry_s
+        self._max_retry_s = max_retry_s
         self.delivered = 0
+        self.resubscribe_failures = 0
+        self._recovering = False
 
     @property
     def events(self) -> list[str]:
@@ -80,6 +83,8 @@ class OddsHub:
         """Registers the client; returns once its events' channels are subscribed (so a snapshot read after
         this misses nothing)."""
         async with self._lock:
+            if self._recovering:
+                raise ConnectionError("odds subscription lost; resubscribing")
             new = [e for e in client.events if e not in self._clients]
             for e in client.events:
                 self._clients.setdefault(e, set()).add(client)
@@ -131,19 +136,39 @@ class OddsHub:
                 raise
             except Exception as exc:
                 log.warning("odds subscription lost, resubscribing", extra={"error": str(exc)})
-                await asyncio.sleep(self._retry_s)
-                async with self._lock:
+                await self._resubscribe(sub)
+
+    async def _resubscribe(self, lost: OddsSubscription) -> None:
+        """Reopens the subscription until Redis confirms every event channel (backoff from ``retry_s`` up to
+        ``max_retry_s``), then flags every client for a SNAPSHOT. Until then new clients cannot attach
+        (``attach`` fails UNAVAILABLE) rather than attaching to a subscription that would deliver nothing."""
+        delay = self._retry_s
+        async with self._lock:
+            self._recovering = True
+            self._sub = None
+        with contextlib.suppress(Exception):
+            await lost.close()
+        while True:
+            await asyncio.sleep(delay)
+            async with self._lock:
+                sub = self._cache.open_subscription()
+                try:
+                    if self._clients:
+                        await sub.add(list(self._clients))
+                except Exception as exc:
                     with contextlib.suppress(Exception):
                         await sub.close()
-                    self._sub = self._cache.open_subscription()
-                    try:
-                        if self._clients:
-                            await self._sub.add(list(self._clients))
-                    except Exception:
-                        log.warning("resubscribe failed; retrying")
-                    for clients in self._clients.values():
-                        for c in clients:
-                            c.flag_resync()
+                    self._sub = None
+                    self.resubscribe_failures += 1
+                    log.warning("resubscribe failed; retrying", extra={"error": str(exc), "retry_s": delay})
+                    delay = min(self._max_retry_s, delay * 2)
+                    continue
+                self._sub = sub
+                self._recovering = False
+                for clients in self._clients.values():
+                    for c in clients:
+                        c.flag_resync()
+                return
 
     async def close(self) -> None:
         if self._reader is not None:

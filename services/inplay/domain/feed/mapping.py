@@ -62,9 +62,15 @@ class EventInfo:
 
 
 class FeedMappingStore(Protocol):
-    async def save(self, document: dict[str, Any]) -> None: ...
+    async def save(self, document: dict[str, Any]) -> None:
+        """Stores the document and bumps :meth:`version`."""
+        ...
 
     async def load(self) -> dict[str, Any] | None: ...
+
+    async def version(self) -> int:
+        """A counter bumped by every save (cheap to poll: running processes reload only when it moved)."""
+        ...
 
 
 class MappingTable:
@@ -150,11 +156,21 @@ class FeedMappingService:
     def __init__(self, store: FeedMappingStore) -> None:
         self.store = store
         self.table = MappingTable()
+        self._version: int | None = None
 
     async def refresh(self) -> MappingTable:
+        version = await self.store.version()  # read before the document: a save in between is seen next time
         doc = await self.store.load()
         self.table = MappingTable(doc)
+        self._version = version
         return self.table
+
+    async def refresh_if_changed(self) -> bool:
+        """Reloads the table when another process (the mapping CLI) stored a new one; True if it did."""
+        if await self.store.version() == self._version:
+            return False
+        await self.refresh()
+        return True
 
     async def load(self, document: dict[str, Any], replace: bool = False) -> MappingTable:
         """Validates and stores ``document`` (merged into the stored one unless ``replace``)."""
@@ -165,6 +181,7 @@ class FeedMappingService:
         table = MappingTable(document)
         await self.store.save(document)
         self.table = table
+        self._version = await self.store.version()
         return table
 
 

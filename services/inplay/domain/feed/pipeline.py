@@ -31,9 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
 
 from inplay.core import Odds
-from inplay.domain.feed.health import HEARTBEAT_TIMEOUT, FeedRouter, Switch
+from inplay.domain.feed.health import GAPS, HEARTBEAT_TIMEOUT, RESET, Checkpoint, FeedRouter, ProviderHealth, Switch
 from inplay.domain.feed.mapping import EventInfo, FeedMappingService, MarketInfo
 from inplay.domain.feed.messages import (
     BET_STOP,
@@ -62,9 +63,10 @@ from inplay.domain.markets import (
     PROVIDER_DISCONNECT,
     MarketControl,
     changes_between,
+    odds_json,
 )
-from inplay.model import MarketChange, MarketState, SelectionPrice
-from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS, BusMessage, EventBus, LiveOddsCache, PriceWrite
+from inplay.model import MarketChange, SelectionPrice
+from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS, BusMessage, EventBus, LiveOddsCache, PriceWrite, WriteResult
 
 log = logging.getLogger("inplay.feed")
 
@@ -72,6 +74,18 @@ FEED_MESSAGES = PromCounter("inplay_feed_messages_total", "Feed messages by prov
 FEED_REJECTED = PromCounter("inplay_feed_rejected_total", "Feed messages rejected by reason", ["reason"])
 FEED_ANOMALIES = PromCounter("inplay_feed_anomalies_total", "Feed anomalies (not rejections)", ["reason"])
 FEED_SWITCHES = PromCounter("inplay_feed_provider_switches_total", "Provider failovers/fail-backs", ["cause"])
+FEED_CLOCK_AHEAD = Gauge(
+    "inplay_feed_clock_ahead_ms",
+    "How far the last accepted message's provider timestamp was ahead of its receive time (0 = not ahead)",
+    ["provider"],
+)
+FEED_OUTBOX = Gauge("inplay_feed_outbox_pending", "Change-log rows and Kafka messages waiting for a retry", ["kind"])
+
+# Anomalies (counted, logged; the message is still applied).
+SEQUENCE_RESET = RESET  # a provider restarted its sequence numbers (new session): duplicate window cleared
+TIMESTAMP_AHEAD = "TIMESTAMP_AHEAD"  # provider time ahead of receive time by more than the tolerance
+# Messages kept for a retry when the change log or Kafka fails after the cache write (beyond: oldest dropped).
+OUTBOX_MAX = 200_000
 
 
 # Price-jump memory per market: the updates of the last window, at most this many (a live market moves every
@@ -87,7 +101,11 @@ def now_ms() -> int:
 class RawMessage:
     provider: str
     payload: bytes
+    # When the connector received it (its clock): feed lag and the timestamp clamp are measured against it.
     received_at_ms: int
+    # When this server got it (server clock; 0 = received_at_ms): liveness and routing are on the clock of the
+    # watchdog, so a connector clock behind or ahead of the server's neither flaps nor delays disconnects.
+    arrived_ms: int = 0
 
 
 @dataclass
@@ -119,6 +137,7 @@ class _StatusOp:
     source: str
     source_ts_ms: int
     index: int
+    provider_ts_ms: int = 0
 
 
 @dataclass
@@ -131,22 +150,8 @@ class _SwitchOp:
 _Op = _PriceOp | _StatusOp | _SwitchOp
 
 
-def odds_json(state: MarketState) -> bytes:
-    return json.dumps(
-        {
-            "market_id": state.market_id,
-            "event_id": state.event_id,
-            "sport": state.sport,
-            "market_type": state.market_type,
-            "status": state.status.name,
-            "status_reason": state.status_reason,
-            "version": state.version,
-            "selections": [[s.selection_id, s.odds.num, s.odds.den] for s in state.selections],
-            "updated_at_ms": state.updated_at_ms,
-            "source": state.source,
-        },
-        separators=(",", ":"),
-    ).encode()
+# One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def raw_json(raw: RawMessage, seq: int) -> bytes:
@@ -154,11 +159,7 @@ def raw_json(raw: RawMessage, seq: int) -> bytes:
         body: dict[str, object] = {"payload": raw.payload.decode("utf-8")}
     except UnicodeDecodeError:
         body = {"payload_b64": base64.b64encode(raw.payload).decode()}
-    return json.dumps(
-        {"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body}).encode()
 
 
 def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
@@ -197,6 +198,10 @@ class FeedPipeline:
         self._pending: dict[str, list[tuple[int, dict[str, Odds], bool]]] = {}
         # Events whose markets were suspended for PROVIDER_DISCONNECT (once per episode).
         self._disconnected: set[str] = set()
+        # Change-log rows and Kafka messages of stored chunks not yet confirmed (retried on the next chunk or
+        # watchdog tick): a change-log or Kafka failure after the cache write loses nothing.
+        self._out_changes: list[MarketChange] = []
+        self._out_bus: list[BusMessage] = []
         self.totals = IngestSummary()
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -216,17 +221,23 @@ class FeedPipeline:
         async with self._lock:
             t = self.clock() if now is None else now
             ops: list[_Op] = []
+            cp = self._checkpoint()
             for event in self.mappings.table.events.values():
                 if not any(self.router.provider(p).last_seen_ms for p in event.providers):
                     continue  # never fed: nothing to watch
                 self._route_health(event, t, ops)
-            await self._execute(ops, [], None)
+            await self._execute(ops, [], None, cp)
 
     async def run_watchdog(self) -> None:
         interval = self.rules.watchdog_interval_ms / 1000
+        refreshed = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
+                if (time.monotonic() - refreshed) * 1000 >= self.rules.mapping_refresh_ms:
+                    refreshed = time.monotonic()
+                    if await self.mappings.refresh_if_changed():
+                        log.info("feed mapping reloaded", extra={"events": len(self.mappings.table.events)})
                 await self.tick()
             except asyncio.CancelledError:
                 raise
@@ -250,6 +261,7 @@ class FeedPipeline:
         bus_out: list[BusMessage] = []
         ops: list[_Op] = []
         self._pending.clear()
+        cp = self._checkpoint()
         outcome: list[str] = [""] * len(chunk)  # "" = accepted, else the rejection reason
         for i, raw in enumerate(chunk):
             seq = -1
@@ -266,13 +278,14 @@ class FeedPipeline:
                     seq = rej.seq
                     bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
                     if seq >= 0:  # unreadable past its sequence number: still counts for gap tracking
-                        self._observe(raw.provider, seq, raw.received_at_ms, -1, summary)
+                        arrived = raw.arrived_ms or raw.received_at_ms
+                        self._track(self.router.provider(raw.provider), seq, -1, arrived, summary)
                 outcome[i] = rej.reason
                 log.info(
                     "feed message rejected",
                     extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
                 )
-        await self._execute(ops, bus_out, outcome)
+        await self._execute(ops, bus_out, outcome, cp)
         summary.received += len(chunk)
         for reason in outcome:
             if reason:
@@ -288,90 +301,162 @@ class FeedPipeline:
     ) -> None:
         """Validation, normalization and enrichment of one parsed message; appends its cache operations."""
         received = raw.received_at_ms
-        lag = max(0, received - msg.ts_ms)
-        if not self._observe(msg.provider, msg.seq, received, lag, summary):
+        arrived = raw.arrived_ms or received
+        health = self.router.provider(msg.provider)
+        if self._track(health, msg.seq, msg.ts_ms, arrived, summary) == "DUPLICATE":
             raise Rejected(DUPLICATE, f"seq {msg.seq}")
-        if msg.ts_ms > received + self.rules.max_future_ms:
-            raise Rejected(TIMESTAMP_FUTURE, f"ts {msg.ts_ms} is {msg.ts_ms - received} ms ahead")
+        ahead = msg.ts_ms - received
+        if ahead > self.rules.max_future_ms:
+            raise Rejected(TIMESTAMP_FUTURE, f"ts {msg.ts_ms} is {ahead} ms ahead")
+        self._clock_ahead(msg, ahead, summary)
+        # The provider time, clamped to the receive time: a clock running ahead neither pushes the market
+        # watermark into the future nor makes a price look younger than it is (age = now - updated_at).
+        ts = min(msg.ts_ms, received, arrived)  # nor a connector clock running ahead of the server's
+        lag = max(0, received - ts)
         if msg.kind == HEARTBEAT:
+            health.alive(arrived, abs(ahead), self.rules)
             return
         table = self.mappings.table
         event = table.event(msg.provider, msg.event_ref)
         if event is None or msg.provider not in event.providers:
             raise Rejected(UNMAPPED, f"event {msg.event_ref!r} of {msg.provider}")
-        self._route_health(event, received, ops)
+        if msg.kind == PRICES:
+            priced = self._normalize_prices(msg, event, summary)
+        elif msg.kind == BET_STOP and msg.market_refs:
+            stop_ids = self._normalize_refs(msg, event, summary)
+        health.alive(arrived, abs(ahead), self.rules)  # only a valid message is a sign of life
+        self._route_health(event, arrived, ops)
         if self.router.active_for(event) != msg.provider:
+            if msg.kind in (BET_STOP, INCIDENT):
+                # Any provider's stop or incident suspends (the first to report a goal closes the past-posting
+                # window); only the active provider's fresh prices reopen.
+                self._suspend_op(
+                    stop_ids if msg.market_refs else list(event.market_ids),
+                    msg.incident or BET_STOP,
+                    msg,
+                    ts,
+                    index,
+                    ops,
+                )
+                return
             raise Rejected(STANDBY, f"{msg.provider} is standby for {event.event_id}")
         self._disconnected.discard(event.event_id)
         if msg.kind == PRICES:
-            self._prices(msg, event, received, lag, index, ops)
+            self._prices(msg, event, priced, ts, lag, index, ops)
         elif msg.kind == BET_STOP:
-            if msg.market_refs:
-                ids = []
-                for ref in msg.market_refs:
-                    market = table.market(msg.provider, ref)
-                    if market is None or market.event_id != event.event_id:
-                        raise Rejected(UNMAPPED, f"market {ref!r} of {msg.provider}")
-                    ids.append(market.market_id)
-            else:
-                ids = list(event.market_ids)
-            self._suspend_op(ids, BET_STOP, msg, index, ops)
+            self._suspend_op(stop_ids if msg.market_refs else list(event.market_ids), BET_STOP, msg, ts, index, ops)
         elif msg.kind == INCIDENT:
-            self._suspend_op(list(event.market_ids), msg.incident, msg, index, ops)
+            self._suspend_op(list(event.market_ids), msg.incident, msg, ts, index, ops)
         elif msg.kind == END:
-            self._suspend_op(list(event.market_ids), MATCH_END, msg, index, ops)
+            self._suspend_op(list(event.market_ids), MATCH_END, msg, ts, index, ops)
 
-    def _observe(self, provider: str, seq: int, received: int, lag: int, summary: IngestSummary) -> bool:
-        """Sequence tracking; False for a duplicate."""
-        health = self.router.provider(provider)
-        if health.is_duplicate(seq):
-            return False
-        if health.observe(seq, received, lag, self.rules):
+    def _clock_ahead(self, msg: ProviderMessage, ahead: int, summary: IngestSummary) -> None:
+        FEED_CLOCK_AHEAD.labels(msg.provider).set(max(0, ahead))
+        if ahead > self.rules.clock_ahead_tolerance_ms:
+            summary.anomalies[TIMESTAMP_AHEAD] += 1
+            FEED_ANOMALIES.labels(TIMESTAMP_AHEAD).inc()
+
+    def _partial(self, msg: ProviderMessage, skipped: list[Rejected], summary: IngestSummary) -> None:
+        """Parts of a message that could not be used (the rest is applied): counted as anomalies."""
+        for rej in skipped:
+            summary.anomalies[rej.reason] += 1
+            FEED_ANOMALIES.labels(rej.reason).inc()
+            log.warning(
+                "feed message partly unusable",
+                extra={"provider": msg.provider, "seq": msg.seq, "reason": rej.reason, "detail": rej.detail},
+            )
+
+    def _normalize_refs(self, msg: ProviderMessage, event: EventInfo, summary: IngestSummary) -> list[str]:
+        """The mapped markets a bet stop names. Unmapped refs (markets the book does not offer) are anomalies:
+        the mapped ones are still suspended; only a stop naming no mapped market is UNMAPPED."""
+        ids: list[str] = []
+        skipped: list[Rejected] = []
+        for ref in msg.market_refs:
+            market = self.mappings.table.market(msg.provider, ref)
+            if market is None or market.event_id != event.event_id:
+                skipped.append(Rejected(UNMAPPED, f"market {ref!r} of {msg.provider}"))
+            else:
+                ids.append(market.market_id)
+        if not ids:
+            raise skipped[0]
+        self._partial(msg, skipped, summary)
+        return ids
+
+    def _normalize_prices(
+        self, msg: ProviderMessage, event: EventInfo, summary: IngestSummary
+    ) -> list[tuple[MarketInfo, tuple[SelectionPrice, ...]]]:
+        """Mapped markets with their selections in mapping order. An unusable market (unmapped, incomplete)
+        is an anomaly and the others are applied; a message with no usable market is rejected for it."""
+        out: list[tuple[MarketInfo, tuple[SelectionPrice, ...]]] = []
+        skipped: list[Rejected] = []
+        for pm in msg.markets:
+            try:
+                market = self.mappings.table.market(msg.provider, pm.ref)
+                if market is None or market.event_id != event.event_id:
+                    raise Rejected(UNMAPPED, f"market {pm.ref!r} of {msg.provider}")
+                out.append((market, self._selections(msg.provider, market, pm.prices)))
+            except Rejected as rej:
+                skipped.append(rej)
+        if not out:
+            raise skipped[0] if skipped else Rejected(SCHEMA, "no market")
+        self._partial(msg, skipped, summary)
+        return out
+
+    def _track(self, health: ProviderHealth, seq: int, ts: int, received: int, summary: IngestSummary) -> str:
+        """Sequence tracking (duplicates, gaps, restarts); returns the verdict of :meth:`ProviderHealth.track`."""
+        verdict = health.track(seq, ts, received)
+        if verdict == GAPS:
             summary.anomalies[SEQUENCE_GAP] += 1
             FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
-            log.warning("feed sequence gap", extra={"provider": provider, "seq": seq})
-        return True
+            log.warning("feed sequence gap", extra={"provider": health.name, "seq": seq})
+        elif verdict == RESET:
+            summary.anomalies[SEQUENCE_RESET] += 1
+            FEED_ANOMALIES.labels(SEQUENCE_RESET).inc()
+            log.warning("feed sequence restarted (new provider session)", extra={"provider": health.name, "seq": seq})
+        return verdict
 
-    def _suspend_op(self, ids: list[str], reason: str, msg: ProviderMessage, index: int, ops: list[_Op]) -> None:
+    def _suspend_op(
+        self, ids: list[str], reason: str, msg: ProviderMessage, ts: int, index: int, ops: list[_Op]
+    ) -> None:
         for mid in ids:  # the next prices start a new band
             self._history.pop(mid, None)
             self._pending.pop(mid, None)
-        ops.append(_StatusOp(tuple(ids), reason, msg.provider, msg.ts_ms, index))
+        ops.append(_StatusOp(tuple(ids), reason, msg.provider, ts, index, msg.ts_ms))
 
     def _prices(
-        self, msg: ProviderMessage, event: EventInfo, received: int, lag: int, index: int, ops: list[_Op]
+        self,
+        msg: ProviderMessage,
+        event: EventInfo,
+        priced: list[tuple[MarketInfo, tuple[SelectionPrice, ...]]],
+        ts: int,
+        lag: int,
+        index: int,
+        ops: list[_Op],
     ) -> None:
-        table = self.mappings.table
-        writes: list[PriceWrite] = []
-        new_ops: list[_PriceOp] = []
-        for pm in msg.markets:
-            market = table.market(msg.provider, pm.ref)
-            if market is None or market.event_id != event.event_id:
-                raise Rejected(UNMAPPED, f"market {pm.ref!r} of {msg.provider}")
-            selections = self._selections(msg.provider, market, pm.prices)
-            threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
+        """``ts``: the clamped provider time (watermark and ``updated_at``); the provider's own time still
+        orders this provider's messages (``provider_ts_ms``) and the jump window."""
+        threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
+        for market, selections in priced:
             reason = FEED_LAG if lag > threshold else ""
             jumped, prices = self._jumped(market.market_id, msg.ts_ms, selections)
             if jumped and not reason:
                 reason = PRICE_JUMP
-            writes.append(
-                PriceWrite(
-                    market_id=market.market_id,
-                    event_id=event.event_id,
-                    sport=event.sport,
-                    market_type=market.market_type,
-                    name=market.name,
-                    in_play=event.in_play,
-                    selections=selections,
-                    source_ts_ms=msg.ts_ms,
-                    updated_at_ms=msg.ts_ms,
-                    source=msg.provider,
-                    suspend_reason=reason,
-                    correction=msg.correction,
-                )
+            write = PriceWrite(
+                market_id=market.market_id,
+                event_id=event.event_id,
+                sport=event.sport,
+                market_type=market.market_type,
+                name=market.name,
+                in_play=event.in_play,
+                selections=selections,
+                source_ts_ms=ts,
+                updated_at_ms=ts,
+                source=msg.provider,
+                suspend_reason=reason,
+                correction=msg.correction,
+                provider_ts_ms=msg.ts_ms,
             )
-            new_ops.append(_PriceOp(writes[-1], index, prices, jumped))
-        ops.extend(new_ops)
+            ops.append(_PriceOp(write, index, prices, jumped))
 
     @staticmethod
     def _selections(
@@ -451,8 +536,69 @@ class FeedPipeline:
 
     # --- cache + bus ---------------------------------------------------------------------------------------
 
-    async def _execute(self, ops: list[_Op], bus_out: list[BusMessage], outcome: list[str] | None) -> None:
+    def _checkpoint(self) -> tuple[dict[str, Checkpoint], dict[str, str], set[str]]:
+        health = {name: h.checkpoint() for name, h in self.router.health.items()}
+        return health, dict(self.router.active), set(self._disconnected)
+
+    def _rollback(self, cp: tuple[dict[str, Checkpoint], dict[str, str], set[str]]) -> None:
+        """The chunk's cache writes failed: forget its sequence numbers (the connector's retry must be applied,
+        not rejected as DUPLICATE) and its routing decisions (a failover suspension is decided again)."""
+        health, active, disconnected = cp
+        for name in list(self.router.health):
+            if name in health:
+                self.router.health[name].rollback(health[name])
+            else:
+                del self.router.health[name]
+        self.router.active = active
+        self._disconnected = disconnected
+
+    async def _execute(
+        self,
+        ops: list[_Op],
+        bus_out: list[BusMessage],
+        outcome: list[str] | None,
+        cp: tuple[dict[str, Checkpoint], dict[str, str], set[str]],
+    ) -> None:
+        """Cache writes in op order, then the change log and Kafka (through the outbox). A cache error rolls
+        the chunk's sequence state back and is raised (the connector retries); whatever was already stored,
+        and every raw message, still goes to the change log and Kafka."""
         changes: list[MarketChange] = []
+        try:
+            await self._apply_ops(ops, bus_out, outcome, changes)
+        except BaseException:
+            self._rollback(cp)
+            raise
+        finally:
+            self._queue_out(changes, bus_out)
+        await self.flush_outbox()
+
+    def _queue_out(self, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
+        self._out_changes += changes
+        self._out_bus += bus_out + self.control.recorder.bus_messages(changes)
+        for name, box in (("changes", self._out_changes), ("bus", self._out_bus)):
+            if len(box) > OUTBOX_MAX:
+                log.error(
+                    "feed outbox full: oldest entries dropped", extra={"kind": name, "dropped": len(box) - OUTBOX_MAX}
+                )
+                del box[: len(box) - OUTBOX_MAX]
+
+    async def flush_outbox(self) -> None:
+        """Change-log rows, then Kafka messages, of every stored chunk not yet confirmed. Raises on failure
+        (the entries stay for the next chunk or watchdog tick)."""
+        try:
+            if self._out_changes:
+                await self.control.recorder.store.append(self._out_changes)
+                self._out_changes = []
+            if self._out_bus:
+                await self.bus.publish(self._out_bus)
+                self._out_bus = []
+        finally:
+            FEED_OUTBOX.labels("changes").set(len(self._out_changes))
+            FEED_OUTBOX.labels("bus").set(len(self._out_bus))
+
+    async def _apply_ops(
+        self, ops: list[_Op], bus_out: list[BusMessage], outcome: list[str] | None, changes: list[MarketChange]
+    ) -> None:
         at = self.clock()
         i = 0
         while i < len(ops):
@@ -468,7 +614,8 @@ class FeedPipeline:
                 for o, res in zip(batch, results, strict=True):
                     if res.applied and res.after is not None:
                         written[o.index] = ""
-                        self._commit_history(o.write.market_id, o.write.source_ts_ms, o.prices, o.jumped)
+                        ts = o.write.provider_ts_ms or o.write.source_ts_ms
+                        self._commit_history(o.write.market_id, ts, o.prices, o.jumped)
                         bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
                         changes += changes_between(res.before, res.after, o.write.source, "", at)
                     elif o.index not in written:
@@ -479,16 +626,21 @@ class FeedPipeline:
                 i = j
                 continue
             if isinstance(op, _StatusOp):
-                await self.control.suspend(op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms)
+                results = await self.control.suspend(
+                    op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms, op.provider_ts_ms, changes
+                )
+                self._odds_out(results, bus_out)
             else:
-                await self._switch(op, at)
+                await self._switch(op, at, changes, bus_out)
             i += 1
-        if changes:
-            await self.control.recorder.record(changes)
-        if bus_out:
-            await self.bus.publish(bus_out)
 
-    async def _switch(self, op: _SwitchOp, at: int) -> None:
+    def _odds_out(self, results: Sequence[WriteResult], bus_out: list[BusMessage]) -> None:
+        """Status-only changes go to the odds topic too (it carries every applied state)."""
+        for res in results:
+            if res.applied and res.after is not None:
+                bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
+
+    async def _switch(self, op: _SwitchOp, at: int, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
         sw = op.switch
         FEED_SWITCHES.labels(sw.cause).inc()
         log.warning(
@@ -496,7 +648,7 @@ class FeedPipeline:
             extra={"event_id": sw.event_id, "from": sw.old, "to": sw.new, "cause": sw.cause},
         )
         states = await self.cache.get_markets(list(op.event.market_ids))
-        await self.control.recorder.record(
+        changes.extend(
             [
                 MarketChange(
                     mid,
@@ -513,7 +665,10 @@ class FeedPipeline:
             ]
         )
         if op.suspend:
-            await self.control.suspend(op.event.market_ids, PROVIDER_DISCONNECT, "watchdog", sw.cause)
+            results = await self.control.suspend(
+                op.event.market_ids, PROVIDER_DISCONNECT, "watchdog", sw.cause, collect=changes
+            )
+            self._odds_out(results, bus_out)
 
 
 __all__ = ["FeedPipeline", "IngestSummary", "RawMessage"]

@@ -22,6 +22,9 @@ class FeedRules:
     jump_window_ms: int = 2_000
     # Provider timestamps further than this in the future are rejected (TIMESTAMP_FUTURE).
     max_future_ms: int = 5_000
+    # A provider timestamp ahead of the receive time by more than this is counted (TIMESTAMP_AHEAD anomaly;
+    # the gauge inplay_feed_clock_ahead_ms shows every skew). Such timestamps are clamped to the receive time.
+    clock_ahead_tolerance_ms: int = 100
     # Provider health: heartbeat (any message) timeout, failover lag, sequence-gap memory, fail-back delay.
     heartbeat_timeout_ms: int = 3_000
     failover_lag_ms: int = 1_000
@@ -31,6 +34,9 @@ class FeedRules:
     chunk_size: int = 500
     # Watchdog period.
     watchdog_interval_ms: int = 100
+    # How often the watchdog checks the stored mapping's version (one small GET; reload only when it moved):
+    # events added or changed (in-play flag at kick-off) by the mapping CLI reach running processes.
+    mapping_refresh_ms: int = 5_000
 
     @classmethod
     def from_env(cls) -> FeedRules:
@@ -41,10 +47,12 @@ class FeedRules:
             jump_band_bp=_int("INPLAY_FEED_JUMP_BAND_BP", d.jump_band_bp),
             jump_window_ms=_int("INPLAY_FEED_JUMP_WINDOW_MS", d.jump_window_ms),
             max_future_ms=_int("INPLAY_FEED_MAX_FUTURE_MS", d.max_future_ms),
+            clock_ahead_tolerance_ms=_int("INPLAY_FEED_CLOCK_AHEAD_TOLERANCE_MS", d.clock_ahead_tolerance_ms),
             heartbeat_timeout_ms=_int("INPLAY_FEED_HEARTBEAT_TIMEOUT_MS", d.heartbeat_timeout_ms),
             failover_lag_ms=_int("INPLAY_FEED_FAILOVER_LAG_MS", d.failover_lag_ms),
             gap_window_ms=_int("INPLAY_FEED_GAP_WINDOW_MS", d.gap_window_ms),
             failback_after_ms=_int("INPLAY_FEED_FAILBACK_AFTER_MS", d.failback_after_ms),
             chunk_size=_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
             watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
+            mapping_refresh_ms=_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
         )
