@@ -6,12 +6,12 @@ market, provider-timestamp watermark, kill switches, sticky operator suspension,
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from inplay import pagetoken
 from inplay.model import MarketChange, MarketState, MarketStatus
 from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteResult
 
@@ -254,10 +254,11 @@ class MemoryMarketChangeLog:
 
     async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
         rows = [v for _, v in sorted(self._rows.get(market_id, {}).items())]
-        start = int(base64.urlsafe_b64decode(page_token.encode()).decode()) if page_token else 0
+        state = pagetoken.decode(f"changes|{market_id}", page_token)
+        start = int(state.decode()) if state else 0
         page = rows[start : start + page_size]
         end = start + len(page)
-        token = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(rows) else ""
+        token = pagetoken.encode(f"changes|{market_id}", str(end).encode()) if end < len(rows) else ""
         return page, token
 
 
