@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT / "services"))
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args  # noqa: E402
 
 from inplay.adapters.cassandra_ledger import CassandraLedger, event_bucket, legs_to_json  # noqa: E402
-from inplay.adapters.memory import placed_event, stake_entry  # noqa: E402
 from inplay.core import AcceptancePolicy, Odds  # noqa: E402
+from inplay.domain.journal import placed_event, stake_entry  # noqa: E402
 from inplay.model import Leg, PlacedBet  # noqa: E402
 
 CONCURRENCY = 256  # same bound as CassandraLedger.MAX_IN_FLIGHT

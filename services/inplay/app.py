@@ -198,7 +198,7 @@ async def open_bet_path(
     writer = ShardWriter(wallet_store, ledger, config, owner=owner or writer_owner(), on_batch=projector.offer)
     await writer.start()
     await projector.start(writer.shard, writer.head_slot)
-    return BetPath(BetPlacement(odds, wallet_store, writer, rules), writer, projector, ledger)
+    return BetPath(BetPlacement(odds, wallet_store, writer, rules, ledger), writer, projector, ledger)
 
 
 async def _open_features(runtime: Runtime) -> None:

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from inplay.domain.journal import ChainReport, JournalBatch, verify_chains
+from inplay.domain.journal import ChainReport, JournalBatch, verify_chains, with_placed
 from inplay.model import BetEvent, EntryKind, LedgerEntry, PlacedBet
 from inplay.ports import Ledger
 
@@ -68,6 +68,8 @@ async def account_entries(ledger: Ledger, account_id: str, until_ms: int | None 
 async def bet_audit(ledger: Ledger, bet_id: str) -> BetAudit:
     bet = await ledger.get_bet(bet_id)
     history = await ledger.bet_history(bet_id)
+    if bet is not None:
+        history = with_placed(bet, history)
     history.sort(key=lambda e: (e.at_ms, e.seq_key))
     entries: list[LedgerEntry] = []
     if bet is not None:

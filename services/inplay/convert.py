@@ -6,6 +6,8 @@ fractional) are filled on output and ignored on input. Money is ``int`` minor un
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf import timestamp_pb2
 
 from inplay.admin.v1 import admin_pb2
@@ -16,6 +18,14 @@ from inplay.type.v1 import types_pb2
 
 
 def odds_to_proto(odds: Odds) -> types_pb2.Odds:
+    """The proto of ``odds`` with its display fields (cached: a batch of bets repeats a few prices, and
+    each display field is a core call; callers copy the message into theirs)."""
+    return _odds_proto(odds.num, odds.den)
+
+
+@functools.lru_cache(maxsize=8192)
+def _odds_proto(num: int, den: int) -> types_pb2.Odds:
+    odds = Odds(num, den)
     frac = odds.fractional()
     fractional = frac if isinstance(frac, str) else f"{frac[0]}/{frac[1]}"
     return types_pb2.Odds(

@@ -18,6 +18,7 @@ from inplay.app import BetPath
 from inplay.config import BetRules
 from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import BetPlacement, PlacementResult, Reason
+from inplay.domain.journal import with_placed
 from inplay.domain.wallet import reconcile
 from inplay.model import BetRequest, Leg, MarketState, MarketStatus, SelectionPrice
 from inplay.ports import TOPIC_BETS, AccountLimits, Credit, EventBus, Ledger, WalletStore
@@ -178,7 +179,7 @@ async def test_accepted_bet_debits_records_and_publishes(
     await path.caught_up()  # the views and the outbox are projections of the journal
     entries, _ = await ledger.account_entries(account, 100, "")
     assert [(e.kind.name, e.amount_minor, e.bet_id) for e in entries] == [("STAKE", -1_000, bet.bet_id)]
-    history = await ledger.bet_history(bet.bet_id)
+    history = with_placed(bet, await ledger.bet_history(bet.bet_id))  # PLACED is the journal row itself
     assert [h.kind for h in history] == ["PLACED"]
     # BetPlaced reached Kafka, keyed by the event.
     consumer = Consumer(
@@ -329,7 +330,7 @@ async def test_stale_price_is_rejected(book: Book, placement: BetPlacement) -> N
 async def test_inplay_delay_rechecks_the_then_current_price(
     odds_cache: RedisOddsCache, wallet: WalletStore, path: BetPath, book: Book
 ) -> None:
-    delayed = BetPlacement(odds_cache, wallet, path.writer, replace(RULES, inplay_delay_ms=300))
+    delayed = BetPlacement(odds_cache, wallet, path.writer, replace(RULES, inplay_delay_ms=300), path.ledger)
     market = await book.market({"home": "2.00", "away": "2.00"}, in_play=True)
     account = await book.account(1_000)
     started = time.monotonic()
@@ -378,7 +379,7 @@ async def test_risk_limits(
     await wallet.set_limits(account, AccountLimits(self_excluded_until_ms=now_ms() + 86_400_000))
     assert reason(await placement.place(slip(account, market, "home", "50.00", stake=10))) == Reason.SELF_EXCLUDED
     # Liability cap per selection for the book: 2 bets of 100 at 50.00 = 4_900 each.
-    capped = BetPlacement(odds_cache, wallet, path.writer, replace(RULES, liability_cap_minor=9_000))
+    capped = BetPlacement(odds_cache, wallet, path.writer, replace(RULES, liability_cap_minor=9_000), path.ledger)
     fresh = await book.market({"home": "50.00", "away": "1.01"})
     other = await book.account(10_000)
     assert (await capped.place(slip(other, fresh, "home", "50.00", stake=100))).accepted

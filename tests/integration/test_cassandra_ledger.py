@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from inplay.adapters.cassandra_ledger import EVENT_BUCKETS, CassandraLedger, event_bucket, legs_from_json, legs_to_json
-from inplay.adapters.memory import PLACED_SEQ_KEY
 from inplay.adapters.migrations import Migration, discover, split_statements
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
+from inplay.domain.journal import PLACED_SEQ_KEY
 from inplay.errors import InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 from inplay.ports import LedgerError

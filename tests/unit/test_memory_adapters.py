@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from inplay.adapters.memory import PLACED_SEQ_KEY, MemoryEventBus, MemoryLedger, MemoryWallet
+from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
+from inplay.domain.journal import PLACED_SEQ_KEY
 from inplay.errors import InvalidArgument
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 from inplay.ports import AccountLimits, BusMessage, Credit, Debit, DebitResult

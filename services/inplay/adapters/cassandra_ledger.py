@@ -42,10 +42,18 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
 
 from inplay import pagetoken
-from inplay.adapters.memory import PLACED_SEQ_KEY, placed_event, stake_entry
 from inplay.adapters.migrations import check_keyspace_name, migrate
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
-from inplay.domain.journal import JournalBatch, JournalRow, decode_bet_row, journal_tag, parse_journal_bet_id
+from inplay.domain.journal import (
+    PLACED_SEQ_KEY,
+    JournalBatch,
+    JournalRow,
+    decode_bet_row,
+    journal_tag,
+    parse_journal_bet_id,
+    placed_event,
+    stake_entry,
+)
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 from inplay.ports import AccountLimits, JournalRejected, LedgerError
 
@@ -513,25 +521,23 @@ class CassandraLedger:
         return int(rows[0].slot) if rows else 0
 
     async def project_bets(self, bets: Sequence[PlacedBet]) -> None:
-        """The views of journal bets: bets_by_event, bets_by_account, the STAKE entry of ledger_by_account
-        and the PLACED row of bet_history. Idempotent (deterministic keys); raises LedgerError if any
-        write failed (the projector then writes the same rows again)."""
+        """The views of journal bets: bets_by_event, bets_by_account and the STAKE entry of
+        ledger_by_account (the PLACED history row is the journal row itself: readers synthesize it,
+        ``journal.with_placed``). Idempotent (deterministic keys); raises LedgerError if any write failed
+        (the projector then writes the same rows again)."""
         by_event: list[tuple[Any, ...]] = []
         by_account: list[tuple[Any, ...]] = []
         entries: list[tuple[Any, ...]] = []
-        history: list[tuple[Any, ...]] = []
         for bet in bets:
             row = (bet.bet_id, bet.account_id, legs_to_json(bet.legs), *_bet_common(bet))
             bucket = event_bucket(bet.bet_id)
             by_event.extend((event_id, bucket, *row) for event_id in bet.event_ids if event_id)
             by_account.append(row)
             entries.append(_entry_params(stake_entry(bet)))
-            history.append(_event_params(placed_event(bet)))
         statements = [
             *_chunked(self._ins_by_event, by_event),
             *_chunked(self._ins_by_account, by_account),
             *_chunked(self._ins_entry, entries),
-            *_chunked(self._ins_history, history),
         ]
         errors = [e for e in await self._submit_all(statements) if e is not None]
         if errors:

@@ -3,7 +3,7 @@ for unit tests of pure logic. Every batch call is atomic under one asyncio lock,
 (Redis) or one logged batch per bet (Cassandra) is. Nothing here is durable: the integration tests prove the
 real adapters (``redis_wallet``, ``cassandra_ledger``, ``kafka_bus``).
 
-``stake_entry`` / ``placed_event`` / ``PLACED_SEQ_KEY`` define the rows a placed bet adds to the ledger; the
+``inplay.domain.journal`` (``stake_entry`` / ``placed_event``) defines the rows a placed bet adds to the ledger; the
 Cassandra ledger uses the same functions, so both stores record a bet identically.
 """
 
@@ -16,8 +16,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 from inplay import pagetoken
-from inplay.domain.journal import JournalBatch, decode_bet_row, parse_journal_bet_id
-from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, MarketStatus, PlacedBet
+from inplay.domain.journal import (
+    JournalBatch,
+    decode_bet_row,
+    parse_journal_bet_id,
+    placed_event,
+    stake_entry,
+)
+from inplay.model import BetEvent, EntryKind, LedgerEntry, MarketStatus, PlacedBet
 from inplay.ports import (
     AccountLimits,
     BatchIntent,
@@ -35,40 +41,11 @@ from inplay.ports import (
 _T = TypeVar("_T")
 
 PENDING = "PENDING:"
-# Sorts before every settlement key ("<13-digit ms>:<run_id>"): '-' < '0'.
-PLACED_SEQ_KEY = "0000-placed"
 
 
-def stake_entry(bet: PlacedBet) -> LedgerEntry:
-    """The ledger row of a bet's stake (deterministic id and timestamp: a rewrite is the same row)."""
-    return LedgerEntry(
-        entry_id=f"stake:{bet.bet_id}",
-        account_id=bet.account_id,
-        kind=EntryKind.STAKE,
-        amount_minor=-bet.stake_minor,
-        currency=bet.currency,
-        bet_id=bet.bet_id,
-        reference=bet.idempotency_key,
-        created_at_ms=bet.placed_at_ms,
-    )
-
-
-def placed_event(bet: PlacedBet) -> BetEvent:
-    """The first bet history row of a bet."""
-    return BetEvent(
-        bet_id=bet.bet_id,
-        seq_key=PLACED_SEQ_KEY,
-        kind="PLACED",
-        status=BetState.OPEN,
-        amount_minor=bet.stake_minor,
-        run_id="",
-        at_ms=bet.placed_at_ms,
-    )
-
-
-def is_acceptance(result_json: str) -> bool:
-    """A final idempotency record of an accepted bet (``inplay.domain.bets.result_to_json``)."""
-    return result_json.startswith('{"bet"')
+def is_acceptance(result: str) -> bool:
+    """A final idempotency record of an accepted bet (``inplay.domain.commit.accepted_record``)."""
+    return result.startswith(("BET:", '{"bet"'))
 
 
 class MemoryWallet:
@@ -371,8 +348,6 @@ class MemoryLedger:
                     self._by_event[event_id][bet.bet_id] = bet
                 stake = stake_entry(bet)
                 self._entries[(stake.account_id, stake.created_at_ms, stake.entry_id)] = stake
-                placed = placed_event(bet)
-                self._history[bet.bet_id][placed.seq_key] = placed
 
     async def record_limits(self, account_id: str, limits: AccountLimits, at_ms: int) -> None:
         current = self._limits.get(account_id)

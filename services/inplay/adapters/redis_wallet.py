@@ -61,15 +61,20 @@ IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 DAILY_TTL_S = 2 * 24 * 3600
 COMPENSATION_TTL_S = 7 * 24 * 3600
 MAX_CONNECTIONS = 64
+_US = "\x1f"  # the unit separator packing a debit's fields into one argument
 
 # Amounts are compared as Lua numbers (doubles, exact below 2^53) but handed to DECRBY/INCRBY as the original
 # argument strings, so Redis does the integer arithmetic (a Lua number may be formatted as 1e+15).
 # Balances go back as the stored strings (exact integers).
 #
 # ARGV: prefix, ttl, daily_ttl, journal header (shard, slot, owner, meta; shard "" = no journal: the
-# legacy call without an intent), then per debit: account, key, bet_id, amount, day, now_ms, liability,
-# cap, hash, pos, row, n_markets, n_liability, then the market ids, then the liability keys (all parts
-# already escaped by inplay.ids). Returns per debit: status, balance, existing record.
+# legacy call without an intent), then THREE arguments per debit (packed: redis-py's per-argument packing
+# was the largest cost of the call):
+#   fields  = account US key US bet_id US amount US day US now_ms US liability US cap US hash US pos
+#             [US liability key]...         (US = \31; account, key, liability keys escaped by inplay.ids)
+#   markets = market ids joined by US (ids never contain control characters: validated at the API)
+#   row     = the journal row (stored in the intent when debited)
+# Returns one string per debit: status US balance US existing record.
 #
 # With a journal header the batch is fenced: it runs only while ``jshard:<n>`` is held by ``owner`` (else
 # every debit is SHARD_LOST), only while the projection's epoch marker exists and no repair fence is up
@@ -78,6 +83,17 @@ MAX_CONNECTIONS = 64
 _DEBIT_BATCH = """
 local prefix, ttl, daily_ttl = ARGV[1], ARGV[2], ARGV[3]
 local shard, slot, owner, meta = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local US = string.char(31)
+local function split(s)
+  local out, start = {}, 1
+  if s == '' then return out end
+  while true do
+    local stop = string.find(s, US, start, true)
+    if not stop then out[#out + 1] = string.sub(s, start) return out end
+    out[#out + 1] = string.sub(s, start, stop - 1)
+    start = stop + 1
+  end
+end
 local out = {}
 local gate = nil
 if shard ~= '' then
@@ -89,18 +105,13 @@ if shard ~= '' then
 end
 local intent_key = prefix .. 'intent:' .. shard .. ':' .. slot
 local debited = 0
-local i = 8
-while i <= #ARGV do
-  local account, key, bet_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local amount_s, day = ARGV[i + 3], ARGV[i + 4]
-  local amount, now_ms = tonumber(amount_s), tonumber(ARGV[i + 5])
-  local liability_s = ARGV[i + 6]
-  local liability, cap = tonumber(liability_s), tonumber(ARGV[i + 7])
-  local hash, pos, row = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
-  local n_markets, n_liab = tonumber(ARGV[i + 11]), tonumber(ARGV[i + 12])
-  local first_market = i + 13
-  local first = first_market + n_markets
-  i = first + n_liab
+for i = 8, #ARGV, 3 do
+  local f = split(ARGV[i])
+  local account, key, bet_id, amount_s, day = f[1], f[2], f[3], f[4], f[5]
+  local amount, now_ms = tonumber(amount_s), tonumber(f[6])
+  local liability_s = f[7]
+  local liability, cap = tonumber(liability_s), tonumber(f[8])
+  local hash, pos = f[9], f[10]
   local bal_key = prefix .. 'bal:' .. account
   local idem_key = prefix .. 'idem:' .. account .. ':' .. key
   local reservation = 'PENDING:' .. bet_id .. ':' .. hash
@@ -118,8 +129,8 @@ while i <= #ARGV do
       end
     else
       existing = ''
-      for j = first_market, first_market + n_markets - 1 do
-        local st = redis.call('HGET', prefix .. 'mkt:' .. ARGV[j], 'st')
+      for _, market in ipairs(split(ARGV[i + 1])) do
+        local st = redis.call('HGET', prefix .. 'mkt:' .. market, 'st')
         if st == '3' then status = 'MARKET_CLOSED' break end
         if st == '2' then status = 'MARKET_SUSPENDED' break end
       end
@@ -138,8 +149,8 @@ while i <= #ARGV do
       else
         status = 'DEBITED'
         if cap > 0 then
-          for j = first, first + n_liab - 1 do
-            if (tonumber(redis.call('GET', prefix .. 'liab:' .. ARGV[j])) or 0) + liability > cap then
+          for j = 11, #f do
+            if (tonumber(redis.call('GET', prefix .. 'liab:' .. f[j])) or 0) + liability > cap then
               status = 'LIABILITY_EXCEEDED'
               break
             end
@@ -150,20 +161,18 @@ while i <= #ARGV do
           redis.call('INCRBY', daily_key, amount_s)
           redis.call('EXPIRE', daily_key, daily_ttl)
           if liability ~= 0 then
-            for j = first, first + n_liab - 1 do redis.call('INCRBY', prefix .. 'liab:' .. ARGV[j], liability_s) end
+            for j = 11, #f do redis.call('INCRBY', prefix .. 'liab:' .. f[j], liability_s) end
           end
           redis.call('SET', idem_key, reservation, 'EX', ttl)
           if shard ~= '' then
-            redis.call('HSET', intent_key, 'r' .. pos, row)
+            redis.call('HSET', intent_key, 'r' .. pos, ARGV[i + 2])
             debited = debited + 1
           end
         end
       end
     end
   end
-  out[#out + 1] = status
-  out[#out + 1] = redis.call('GET', bal_key) or '0'
-  out[#out + 1] = existing
+  out[#out + 1] = status .. US .. (redis.call('GET', bal_key) or '0') .. US .. existing
 end
 if shard ~= '' and not gate then
   local head_key = prefix .. 'jhead:' .. shard
@@ -176,18 +185,24 @@ end
 return out
 """
 
-# ARGV: prefix, ttl, shard, slot, checksum, then per record: account, key, result, is_acceptance (1/0).
+# ARGV: prefix, ttl, shard, slot, checksum, then one packed argument per record: account US key US
+# is_acceptance (1/0) US result (results are JSON or "BET:<id>:<hash>": never a raw US).
 # Ends a journal batch whose write is acknowledged: final idempotency records (an acceptance replaces its
 # reservation; a rejection is stored only where nothing is), the intent is dropped, and the shard's last
 # committed batch (for the checksum chain) moves forward. Safe to run twice (the same values again).
 _FINISH_BATCH = """
 local prefix, ttl, shard, slot, checksum = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-for i = 6, #ARGV, 4 do
-  local k = prefix .. 'idem:' .. ARGV[i] .. ':' .. ARGV[i + 1]
-  if ARGV[i + 3] == '1' then
-    redis.call('SET', k, ARGV[i + 2], 'EX', ttl)
+local US = string.char(31)
+for i = 6, #ARGV do
+  local r = ARGV[i]
+  local a = string.find(r, US, 1, true)
+  local b = string.find(r, US, a + 1, true)
+  local k = prefix .. 'idem:' .. string.sub(r, 1, a - 1) .. ':' .. string.sub(r, a + 1, b - 1)
+  local flag, result = string.sub(r, b + 1, b + 1), string.sub(r, b + 3)
+  if flag == '1' then
+    redis.call('SET', k, result, 'EX', ttl)
   else
-    redis.call('SET', k, ARGV[i + 2], 'NX', 'EX', ttl)
+    redis.call('SET', k, result, 'NX', 'EX', ttl)
   end
 end
 if checksum ~= '' then
@@ -314,9 +329,9 @@ async def _aclose(client: Any) -> None:
     await client.aclose()
 
 
-def _is_acceptance(result_json: str) -> bool:
-    # inplay.domain.bets.result_to_json: {"bet": ...} for an accepted bet, {"rejection": ...} otherwise.
-    return result_json.startswith('{"bet"')
+def _is_acceptance(result: str) -> bool:
+    # inplay.domain.bets: "BET:<bet_id>:<slip hash>" (or, before it, {"bet": ...}) for an accepted bet.
+    return result.startswith(("BET:", '{"bet"'))
 
 
 class RedisWallet:
@@ -371,33 +386,32 @@ class RedisWallet:
             header = [intent.shard, intent.slot, intent.owner, meta]
         args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S, DAILY_TTL_S, *header]
         for d in debits:
-            args += [
+            fields = [
                 key_part(d.account_id),
                 key_part(d.idempotency_key),
                 d.bet_id,
-                d.amount_minor,
+                str(d.amount_minor),
                 d.day,
-                d.now_ms,
-                d.liability_minor,
-                d.liability_cap_minor,
+                str(d.now_ms),
+                str(d.liability_minor),
+                str(d.liability_cap_minor),
                 d.slip_hash,
-                d.pos,
-                d.row,
-                len(d.market_ids),
-                len(d.liability_keys),
-                *d.market_ids,
+                str(d.pos),
                 *d.liability_keys,
             ]
+            args += [_US.join(fields), _US.join(d.market_ids), d.row]
         raw = await self._debit(args=args)
-        return [
-            DebitResult(status=_text(raw[i]), balance_minor=int(raw[i + 1]), existing=_text(raw[i + 2]))
-            for i in range(0, len(raw), 3)
-        ]
+        out = []
+        for item in raw:
+            status, balance, existing = _text(item).split(_US, 2)
+            out.append(DebitResult(status=status, balance_minor=int(balance), existing=existing))
+        return out
 
     async def finish_batch(self, shard: int, slot: int, checksum: str, records: Sequence[tuple[str, str, str]]) -> None:
         args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S, shard, slot, checksum]
         for account, key, result in records:
-            args += [key_part(account), key_part(key), result, 1 if _is_acceptance(result) else 0]
+            flag = "1" if _is_acceptance(result) else "0"
+            args.append(_US.join((key_part(account), key_part(key), flag, result)))
         await self._finish_batch(args=args)
 
     async def pending_intents(self, shard: int) -> list[PendingIntent]:

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from inplay import core, metrics
 from inplay.config import BetRules
@@ -140,7 +140,7 @@ def result_to_json(result: PlacementResult, slip: str = "") -> str:
 
 def record_slip_hash(record: str) -> str:
     """The slip hash a stored record was made for ("" for records written before hashes existed)."""
-    if record.startswith("PENDING:"):
+    if record.startswith(("PENDING:", "BET:")):
         parts = record.split(":")
         return parts[2] if len(parts) > 2 else ""
     return str(json.loads(record).get("h", ""))
@@ -229,6 +229,10 @@ class _Slot:
     slip_hash: str = ""
 
 
+class BetReader(Protocol):
+    async def get_bet(self, bet_id: str) -> PlacedBet | None: ...
+
+
 class BetPlacement:
     """The bet acceptance use case over the ports; the commit itself is the journal writer's."""
 
@@ -238,6 +242,7 @@ class BetPlacement:
         wallet: WalletStore,
         writer: ShardWriter,
         rules: BetRules,
+        bets: BetReader,
         *,
         clock: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -245,6 +250,7 @@ class BetPlacement:
         self._odds = odds
         self._wallet = wallet
         self._writer = writer
+        self._bets = bets
         self.rules = rules
         self._clock = clock
         self._sleep = sleep
@@ -314,9 +320,30 @@ class BetPlacement:
         if not slots:
             return
         stored = await self._wallet.get_idempotent([(s.req.account_id, s.req.idempotency_key) for s in slots])
+        replays: list[tuple[_Slot, str]] = []
         for slot, record in zip(slots, stored, strict=True):
             if record is not None:
-                slot.result = _replay(record, slot.slip_hash)
+                answer = _replay(record, slot.slip_hash)
+                if isinstance(answer, str):
+                    replays.append((slot, answer))
+                else:
+                    slot.result = answer
+        await self._read_replayed_bets(replays)
+
+    async def _read_replayed_bets(self, replays: list[tuple[_Slot, str]]) -> None:
+        """Replays of accepted bets: the bets themselves, read from the journal by id (the rare path)."""
+        if not replays:
+            return
+        found = await asyncio.gather(*(self._bets.get_bet(bet_id) for _, bet_id in replays), return_exceptions=True)
+        for (slot, _), bet in zip(replays, found, strict=True):
+            if isinstance(bet, PlacedBet):
+                slot.result = PlacementResult(bet=bet, replayed=True)
+            else:
+                slot.result = PlacementResult(
+                    rejection=Rejection(
+                        Reason.UNAVAILABLE, "the earlier bet could not be read; retry with the same key"
+                    )
+                )
 
     async def _check_markets(self, slots: list[_Slot], *, first_pass: bool) -> None:
         if not slots:
@@ -324,7 +351,10 @@ class BetPlacement:
         market_ids = sorted({leg.market_id for s in slots for leg in s.req.legs})
         states = await self._odds.get_markets(market_ids)
         by_id = {m: st for m, st in zip(market_ids, states, strict=True) if st is not None}
+        prices = {(m, sel.selection_id): sel.odds for m, st in by_id.items() for sel in st.selections}
         now = self._clock()
+        for state in by_id.values():  # once per market and batch, not per leg (metrics cost µs each)
+            metrics.ODDS_AGE.observe(max(0, now - state.updated_at_ms) / 1000)
         quotes: list[Quote] = []
         owners: list[tuple[_Slot, int]] = []
         for slot in slots:
@@ -340,8 +370,7 @@ class BetPlacement:
                 if market.status == MarketStatus.SETTLED:
                     rejection = Rejection(Reason.MARKET_CLOSED, f"market {leg.market_id} is closed")
                     break
-                selection = market.selection(leg.selection_id)
-                if selection is None:
+                if (leg.market_id, leg.selection_id) not in prices:
                     rejection = Rejection(
                         Reason.SELECTION_NOT_FOUND,
                         f"selection {leg.selection_id} not in market {leg.market_id}",
@@ -355,17 +384,15 @@ class BetPlacement:
             slot.in_play = any(m.in_play for m in slot.markets.values())
             for i, leg in enumerate(slot.req.legs):
                 market = slot.markets[leg.market_id]
-                sel = market.selection(leg.selection_id)
-                assert sel is not None
+                current = prices[(leg.market_id, leg.selection_id)]
                 max_age = self.rules.max_price_age_inplay_ms if market.in_play else self.rules.max_price_age_prematch_ms
-                metrics.ODDS_AGE.observe(max(0, now - market.updated_at_ms) / 1000)
                 quotes.append(
                     Quote(
                         suspended=market.status != MarketStatus.ACTIVE,
                         age_ms=max(0, now - market.updated_at_ms),
                         max_age_ms=max_age,
                         seen=leg.odds,
-                        current=sel.odds,
+                        current=current,
                         policy=slot.req.policy,
                         tolerance_bp=self.rules.tolerance_bp,
                     )
@@ -412,7 +439,7 @@ class BetPlacement:
                     Leg(
                         market_id=leg.market_id,
                         selection_id=leg.selection_id,
-                        odds=_current_odds(slot.markets[leg.market_id], leg.selection_id),
+                        odds=prices[(leg.market_id, leg.selection_id)],
                         event_id=slot.markets[leg.market_id].event_id,
                     )
                     for leg in slot.req.legs
@@ -464,8 +491,14 @@ class BetPlacement:
             futures = self._writer.submit(commit_slips, _final_record)
             # Shielded: a cancelled RPC stops waiting here; the writer still commits and answers the key.
             outcomes = await asyncio.shield(asyncio.gather(*futures))
+        replays: list[tuple[_Slot, str]] = []
         for slot, outcome in zip(slots, outcomes, strict=True):
-            slot.result = _commit_result(outcome, slot.slip_hash)
+            answer = _commit_result(outcome, slot.slip_hash)
+            if isinstance(answer, str):
+                replays.append((slot, answer))
+            else:
+                slot.result = answer
+        await self._read_replayed_bets(replays)
 
     async def _store_results(self, slots: Sequence[_Slot]) -> None:
         """Stores the final result of slips rejected before the commit (state-based rejections only, and
@@ -501,8 +534,9 @@ def _potential_returns(slots: Sequence[_Slot]) -> list[int | None]:
         return out
 
 
-def _replay(record: str, slip: str) -> PlacementResult:
-    """The answer for a key that already has a record: the first call's result, unless the slip differs."""
+def _replay(record: str, slip: str) -> PlacementResult | str:
+    """The answer for a key that already has a record: the first call's result (or, for an accepted bet,
+    its id: the caller reads the bet from the journal), unless the slip differs."""
     stored_hash = record_slip_hash(record)
     if stored_hash and slip and stored_hash != slip:
         return PlacementResult(
@@ -514,13 +548,17 @@ def _replay(record: str, slip: str) -> PlacementResult:
         )
     if record.startswith("PENDING:"):
         return PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight"))
+    if record.startswith("BET:"):
+        return record.split(":")[1]
     return result_from_json(record)
 
 
 def _duplicate_result(dup: _Slot, first: _Slot) -> PlacementResult:
     assert first.result is not None
     if dup.slip_hash != first.slip_hash:
-        return _replay(f"PENDING:x:{first.slip_hash}", dup.slip_hash)
+        refused = _replay(f"PENDING:x:{first.slip_hash}", dup.slip_hash)
+        assert isinstance(refused, PlacementResult)
+        return refused
     if first.result.accepted or (
         first.result.rejection is not None and first.result.rejection.reason not in TRANSIENT_REASONS
     ):
@@ -538,7 +576,7 @@ _WALLET_REASONS = {
 }
 
 
-def _commit_result(outcome: CommitOutcome, slip: str) -> PlacementResult:
+def _commit_result(outcome: CommitOutcome, slip: str) -> PlacementResult | str:
     if outcome.status == "DEBITED":
         assert outcome.bet is not None
         return PlacementResult(bet=outcome.bet, committed_by_writer=True)
@@ -564,6 +602,8 @@ def _commit_result(outcome: CommitOutcome, slip: str) -> PlacementResult:
 def _final_record(slip: CommitSlip, outcome: CommitOutcome) -> str | None:
     """What the writer stores under the key with the batch: acceptances and state-based wallet refusals."""
     result = _commit_result(outcome, slip.slip_hash)
+    if isinstance(result, str):  # a replay of an earlier bet: its record exists already
+        return None
     if result.bet is not None:
         return accepted_record(result.bet, slip.slip_hash)
     if result.rejection is not None and outcome.status in _WALLET_REASONS and _storable(result.rejection):
@@ -572,14 +612,23 @@ def _final_record(slip: CommitSlip, outcome: CommitOutcome) -> str | None:
 
 
 def _observe(results: Sequence[PlacementResult]) -> None:
+    """Counts per batch, not per bet (a Prometheus increment costs microseconds)."""
     metrics.BET_BATCH_SIZE.observe(len(results))
+    replayed = accepted = 0
+    rejected: dict[str, int] = {}
     for result in results:
         if result.replayed:
-            metrics.BETS_REPLAYED.inc()
+            replayed += 1
         elif result.accepted:
-            metrics.BETS_ACCEPTED.inc()
+            accepted += 1
         elif result.rejection is not None:
-            metrics.BETS_REJECTED.labels(result.rejection.reason).inc()
+            rejected[result.rejection.reason] = rejected.get(result.rejection.reason, 0) + 1
+    if replayed:
+        metrics.BETS_REPLAYED.inc(replayed)
+    if accepted:
+        metrics.BETS_ACCEPTED.inc(accepted)
+    for reason, count in rejected.items():
+        metrics.BETS_REJECTED.labels(reason).inc(count)
 
 
 def _storable(rejection: Rejection) -> bool:
@@ -589,12 +638,6 @@ def _storable(rejection: Rejection) -> bool:
     not a different one because a deposit happened in between.
     """
     return rejection.reason not in TRANSIENT_REASONS and rejection.reason not in INPUT_REASONS
-
-
-def _current_odds(market: MarketState, selection_id: str) -> Odds:
-    sel = market.selection(selection_id)
-    assert sel is not None
-    return sel.odds
 
 
 def _debit_rejection(status: str, balance: int) -> Rejection:

@@ -397,7 +397,8 @@ class ShardWriter:
     async def _write(self, batch: JournalBatch, debits: list[Debit], outcomes: list[DebitResult]) -> bool | None:
         """True = written, False = certainly not (stakes returned), None = unknown (intent kept)."""
         deadline = time.monotonic() + self.config.commit_timeout_s
-        attributes = {"db.system": "cassandra", "inplay.bet_ids": [b.bet_id for b in _bets_of(batch)]}
+        bet_ids = [journal_bet_id(batch.shard, batch.slot, r.pos, self.config.tag) for r in batch.rows]
+        attributes = {"db.system": "cassandra", "inplay.bet_ids": bet_ids}
         try:
             with tracer.start_as_current_span("cassandra journal.write", attributes=attributes):
                 ok = await retry_until(
@@ -517,17 +518,11 @@ class ShardWriter:
         self._on_batch(intent.shard, intent.slot, batch, [b for b, _ in bets])
 
 
-def _bets_of(batch: JournalBatch) -> list[PlacedBet]:
-    return [decode_bet_row(r.body)[0] for r in batch.rows]
-
-
 def accepted_record(bet: PlacedBet, slip_hash: str) -> str:
-    """The final idempotency record of an accepted bet (``inplay.domain.bets.result_from_json`` reads it)."""
-    import json
-
-    from inplay.domain.journal import bet_to_json
-
-    return json.dumps({"bet": bet_to_json(bet), "h": slip_hash}, separators=(",", ":"))
+    """The final idempotency record of an accepted bet: its id and the slip's hash. A replay reads the bet
+    itself from the journal (one row, by its positional id): the record stays small in Redis and costs no
+    encoding on the bet path."""
+    return f"BET:{bet.bet_id}:{slip_hash}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -642,7 +637,7 @@ class Projector:
                         "inplay.bet_ids": bet_ids,
                     },
                 ):
-                    await self._publish(bets)
+                    await self._publish(fresh)
         top = max(g.slot for g in fresh)
         now = self._clock()
         await self._ledger.save_progress(self.shard, PROJECTION_CONSUMER, top, now)
@@ -651,18 +646,18 @@ class Projector:
             if g.batch is not None:
                 metrics.PROJECTION_LAG.observe(max(0, now - g.batch.committed_at_ms) / 1000)
 
-    async def _publish(self, bets: list[PlacedBet]) -> None:
-        import json
-
-        from inplay.domain.journal import bet_to_json
-
+    async def _publish(self, group: list[_Projected]) -> None:
+        """BetPlaced per bet: the journal row's JSON as the message body (no second encoding), keyed by
+        the event of the first leg; consumers dedupe by the bet id inside."""
         messages = [
             BusMessage(
                 topic=self._topic,
                 key=bet.legs[0].event_id,
-                value=json.dumps({"type": "BetPlaced", "bet": bet_to_json(bet)}, separators=(",", ":")).encode(),
+                value=b'{"type":"BetPlaced","bet":' + row.body.encode() + b"}",
             )
-            for bet in bets
+            for g in group
+            if g.batch is not None
+            for row, bet in zip(g.batch.rows, g.bets, strict=True)
         ]
         await self._bus.publish(messages)
         await self._bus.flush(timeout_s=10.0)

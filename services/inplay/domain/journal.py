@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inplay.core import AcceptancePolicy, Odds
-from inplay.model import BetRequest, Leg, PlacedBet
+from inplay.model import BetEvent, BetRequest, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 
 ROW_BET = "BET"
 # Bet ids of the journal: "J" + journal tag (8 hex) + shard (4 hex) + slot (12 hex) + pos (4 hex). The tag
@@ -192,6 +192,47 @@ def decode_bet_row(body: str) -> tuple[PlacedBet, str]:
     return bet_from_json(data), str(data.get("h", ""))
 
 
+# --- the rows a journal bet projects (the Cassandra and memory ledgers share them) ---------------------
+
+# Sorts before every settlement key ("<13-digit ms>:<run_id>"): '-' < '0'.
+PLACED_SEQ_KEY = "0000-placed"
+
+
+def stake_entry(bet: PlacedBet) -> LedgerEntry:
+    """The ledger row of a bet's stake (deterministic id and timestamp: a rewrite is the same row)."""
+    return LedgerEntry(
+        entry_id=f"stake:{bet.bet_id}",
+        account_id=bet.account_id,
+        kind=EntryKind.STAKE,
+        amount_minor=-bet.stake_minor,
+        currency=bet.currency,
+        bet_id=bet.bet_id,
+        reference=bet.idempotency_key,
+        created_at_ms=bet.placed_at_ms,
+    )
+
+
+def placed_event(bet: PlacedBet) -> BetEvent:
+    """The first history row of a bet. Journal bets do not store it (it is the journal row itself):
+    readers prepend it with :func:`with_placed`."""
+    return BetEvent(
+        bet_id=bet.bet_id,
+        seq_key=PLACED_SEQ_KEY,
+        kind="PLACED",
+        status=BetState.OPEN,
+        amount_minor=bet.stake_minor,
+        run_id="",
+        at_ms=bet.placed_at_ms,
+    )
+
+
+def with_placed(bet: PlacedBet, history: list[BetEvent]) -> list[BetEvent]:
+    """A bet's full history: the stored rows, with the PLACED row first (synthesized when not stored)."""
+    if any(ev.kind == "PLACED" for ev in history):
+        return history
+    return [placed_event(bet), *history]
+
+
 def slip_hash(req: BetRequest) -> str:
     """What the client asked for under an idempotency key (legs as seen, stake, currency, policy): a retry
     must send the same slip; the same key with a different slip is IDEMPOTENCY_KEY_REUSED."""
@@ -209,6 +250,7 @@ def slip_hash(req: BetRequest) -> str:
 
 __all__ = [
     "GENESIS_CHECKSUM",
+    "PLACED_SEQ_KEY",
     "ROW_BET",
     "ChainBreak",
     "ChainReport",
@@ -222,6 +264,9 @@ __all__ = [
     "journal_bet_id",
     "journal_tag",
     "parse_journal_bet_id",
+    "placed_event",
     "slip_hash",
+    "stake_entry",
     "verify_chains",
+    "with_placed",
 ]

@@ -13,6 +13,7 @@ from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.convert import odds_from_proto, odds_to_proto
 from inplay.core import AcceptancePolicy, LegOutcome
 from inplay.domain.bets import BetPlacement, PlacementResult, Reason, Rejection
+from inplay.domain.journal import with_placed
 from inplay.domain.settlement.model import settlement_state
 from inplay.domain.settlement.reads import settlement_states
 from inplay.errors import (
@@ -38,9 +39,8 @@ def _money(amount: int, currency: str) -> types_pb2.Money:
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
+    # Direct fields: FromMilliseconds validates the range on every call (our times are always in range).
+    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
 
 
 def slip_to_request(account_id: str, slip: bets_pb2.BetSlip, index: int | None = None) -> BetRequest:
@@ -69,26 +69,30 @@ def slip_to_request(account_id: str, slip: bets_pb2.BetSlip, index: int | None =
 
 
 def bet_to_proto(bet: PlacedBet, status: BetState = BetState.OPEN, settled_return: int = 0) -> bets_pb2.Bet:
-    return bets_pb2.Bet(
-        bet_id=bet.bet_id,
-        account_id=bet.account_id,
-        legs=[
-            bets_pb2.BetLeg(
-                market_id=leg.market_id,
-                selection_id=leg.selection_id,
-                odds=odds_to_proto(leg.odds),
-                event_id=leg.event_id,
-            )
-            for leg in bet.legs
-        ],
-        stake=_money(bet.stake_minor, bet.currency),
-        potential_return=_money(bet.potential_return_minor, bet.currency),
-        acceptance_policy=int(bet.policy),  # type: ignore[arg-type]
-        idempotency_key=bet.idempotency_key,
-        status=int(status),  # type: ignore[arg-type]
-        settled_return=_money(settled_return, bet.currency),
-        placed_at=_timestamp(bet.placed_at_ms),
-    )
+    msg = bets_pb2.Bet()
+    fill_bet(msg, bet, status, settled_return)
+    return msg
+
+
+def fill_bet(msg: bets_pb2.Bet, bet: PlacedBet, status: BetState = BetState.OPEN, settled_return: int = 0) -> None:
+    """Fills ``msg`` in place (a PlaceBets response holds up to 1,000 bets: building each Bet and copying it
+    into the response cost a quarter more than setting the fields where they live)."""
+    msg.bet_id = bet.bet_id
+    msg.account_id = bet.account_id
+    for leg in bet.legs:
+        out = msg.legs.add(market_id=leg.market_id, selection_id=leg.selection_id, event_id=leg.event_id)
+        out.odds.CopyFrom(odds_to_proto(leg.odds))
+    msg.stake.amount_minor = bet.stake_minor
+    msg.stake.currency = bet.currency
+    msg.potential_return.amount_minor = bet.potential_return_minor
+    msg.potential_return.currency = bet.currency
+    msg.acceptance_policy = int(bet.policy)  # type: ignore[assignment]
+    msg.idempotency_key = bet.idempotency_key
+    msg.status = int(status)  # type: ignore[assignment]
+    msg.settled_return.amount_minor = settled_return
+    msg.settled_return.currency = bet.currency
+    msg.placed_at.seconds = bet.placed_at_ms // 1000
+    msg.placed_at.nanos = (bet.placed_at_ms % 1000) * 1_000_000
 
 
 def item_field(field: str, index: int) -> str:
@@ -196,7 +200,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
                 result = early[i] if maybe_req is None else next(results)
                 item = response.results.add(replayed=result.replayed)
                 if result.bet is not None:
-                    item.bet.CopyFrom(bet_to_proto(result.bet))
+                    fill_bet(item.bet, result.bet)
                 else:
                     assert result.rejection is not None
                     item.rejection.CopyFrom(rejection_to_proto(result.rejection, i))
@@ -215,7 +219,7 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
             # Another account's bet is reported as not found: its existence is not the caller's business.
             if bet is None or (bet.account_id != who.subject and not who.is_operator):
                 raise NotFound(f"bet {request.bet_id} not found")
-            history = await self._ledger.bet_history(bet.bet_id)
+            history = with_placed(bet, await self._ledger.bet_history(bet.bet_id))
             state, settled = settlement_state(history)  # the total paid, not the last row's delta (L1)
             response = bets_pb2.GetBetResponse(bet=bet_to_proto(bet, state, settled))
             for event in history:
