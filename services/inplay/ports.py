@@ -438,6 +438,11 @@ class EventBus(Protocol):
         """Waits until every enqueued message is acknowledged; raises if any delivery failed."""
         ...
 
+    async def deliver(self, messages: Sequence[BusMessage], timeout_s: float = 10.0) -> None:
+        """Publishes and waits for exactly these messages' acknowledgements; raises if one of THEM failed
+        (another publisher's failure is never reported here)."""
+        ...
+
     async def close(self) -> None: ...
 
 

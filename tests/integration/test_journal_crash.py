@@ -208,7 +208,7 @@ def _bet_ids_on_kafka(bootstrap: str, topic: str, wanted: set[str], timeout_s: f
         while not wanted <= seen and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=1000, timeout=1.0):
                 if msg.error() is None:
-                    seen.add(json.loads(msg.value())["bet"]["id"])
+                    seen.add(json.loads(msg.value()).get("bet", {}).get("id", ""))
     finally:
         consumer.close()
     return seen

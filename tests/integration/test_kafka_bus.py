@@ -125,3 +125,26 @@ async def test_flush_times_out_while_deliveries_are_pending() -> None:
             await bus.flush(timeout_s=20)
     finally:
         await bus.close()
+
+
+async def test_deliver_waits_for_and_reports_only_its_own_messages(
+    bus: KafkaEventBus, topic_prefix: str, kafka_bootstrap: str
+) -> None:
+    """M2: a delivery failure goes to the caller whose message failed, never to a concurrent caller."""
+    topic = f"{topic_prefix}deliver-{uuid.uuid4().hex[:6]}"  # its own topic: other tests read the real ones
+    await ensure_topics(kafka_bootstrap, {topic: 1})
+    good = [BusMessage(topic, f"k{i}", b"v") for i in range(200)]
+    await bus.deliver(good, timeout_s=20)  # acknowledged: returns
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = KafkaEventBus(f"127.0.0.1:{port}", config={"message.timeout.ms": 1500})
+    try:
+        with pytest.raises(KafkaException):
+            await dead.deliver([BusMessage("nowhere", "k", b"v") for _ in range(3)], timeout_s=20)
+    finally:
+        await dead.close()
+    # Failures of an unrelated flush-style publisher on the same producer do not leak into deliver().
+    await bus.publish([BusMessage(topic, "x", b"y")])
+    await bus.deliver(good[:10], timeout_s=20)
+    await bus.flush(timeout_s=20)

@@ -170,6 +170,26 @@ class KafkaEventBus:
                     ) from exc
                 raise
 
+    async def deliver(self, messages: Sequence[BusMessage], timeout_s: float = 10.0) -> None:
+        """Enqueues ``messages`` and waits for exactly their acknowledgements (not other publishers'):
+        raises KafkaException with the first failure of THESE messages, TimeoutError if some are still
+        unacknowledged after ``timeout_s``. One wake-up of the loop per call, not one per message: the
+        delivery reports are counted on the poll thread."""
+        if not messages:
+            return
+        if self._closed:
+            raise RuntimeError("KafkaEventBus is closed")
+        if self._fatal is not None:
+            await self._recover()
+        batch = _BatchDelivery(asyncio.get_running_loop(), len(messages))
+        for i, message in enumerate(messages):
+            try:
+                await self._produce(message, batch.report)
+            except BaseException:
+                batch.abandon(len(messages) - i)  # never enqueued: never reported
+                raise
+        await asyncio.wait_for(asyncio.shield(batch.done), timeout_s)
+
     def _forget_success(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is None:
             self._pending.discard(future)
@@ -203,6 +223,43 @@ class KafkaEventBus:
             self._running = False
             await asyncio.to_thread(self._poller.join, 2.0)
             await asyncio.to_thread(self._producer.flush, 1.0)
+
+
+class _BatchDelivery:
+    """Delivery reports of one ``deliver`` call, counted on librdkafka's poll thread; the loop is woken
+    once, when the last report arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._remaining = count
+        self._error: KafkaError | None = None
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def report(self, err: KafkaError | None, _msg: Any) -> None:
+        with self._lock:
+            if err is not None and self._error is None:
+                self._error = err
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            try:
+                self._loop.call_soon_threadsafe(self._settle)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def abandon(self, count: int) -> None:
+        """``count`` messages were never enqueued (the caller raises): they will never be reported."""
+        with self._lock:
+            self._remaining -= count
+
+    def _settle(self) -> None:
+        if self.done.done():
+            return
+        if self._error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(KafkaException(self._error))
 
 
 def _delivery_report(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Any:

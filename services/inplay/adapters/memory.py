@@ -422,6 +422,9 @@ class MemoryEventBus:
     async def flush(self, timeout_s: float = 10.0) -> None:
         return None  # delivered on publish
 
+    async def deliver(self, messages: Sequence[BusMessage], timeout_s: float = 10.0) -> None:
+        await self.publish(messages)
+
     async def close(self) -> None:
         self.closed = True
 

@@ -659,8 +659,7 @@ class Projector:
             if g.batch is not None
             for row, bet in zip(g.batch.rows, g.bets, strict=True)
         ]
-        await self._bus.publish(messages)
-        await self._bus.flush(timeout_s=10.0)
+        await self._bus.deliver(messages, timeout_s=10.0)
 
 
 def writer_owner() -> str:
