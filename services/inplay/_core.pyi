@@ -4,6 +4,28 @@ Batch functions convert their inputs first, compute with the GIL released, and n
 (``item 3: ...``) in any error.
 """
 
+__all__ = [
+    "MAX_LEGS",
+    "ArithmeticOverflow",
+    "CoreError",
+    "InvalidArgument",
+    "InvalidOdds",
+    "InvalidStake",
+    "check_quotes",
+    "implied_probability_ppm",
+    "odds_american_display",
+    "odds_decimal_display",
+    "odds_from_american",
+    "odds_from_decimal",
+    "odds_from_fractional",
+    "odds_normalize",
+    "odds_to_american",
+    "odds_to_fractional",
+    "potential_return",
+    "potential_returns",
+    "settle_bets",
+]
+
 MAX_LEGS: int
 
 class CoreError(Exception):
@@ -28,7 +50,7 @@ def odds_normalize(num: int, den: int) -> tuple[int, int]: ...
 def odds_to_american(num: int, den: int) -> tuple[int, int]: ...
 def odds_american_display(num: int, den: int) -> int: ...
 def odds_to_fractional(num: int, den: int) -> tuple[int, int]: ...
-def odds_decimal_display(num: int, den: int, places: int = 2) -> str: ...
+def odds_decimal_display(num: int, den: int, places: int | None = None) -> str: ...  # None = 2 places
 def implied_probability_ppm(num: int, den: int) -> int: ...
 def check_quotes(quotes: list[tuple[bool, int, int, int, int, int, int, int, int]]) -> list[int]: ...
 def potential_return(stake: int, legs: list[tuple[int, int]]) -> int: ...

@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 
-from inplay.adapters.deposit_keys import CassandraDepositKeys, DepositKeys, MemoryDepositKeys
+from inplay.adapters.deposit_keys import CassandraDepositKeys, MemoryDepositKeys
 from inplay.config import Settings
 from inplay.domain.bets import BetPlacement
 from inplay.domain.commit import JournalWatermark, Projector, ShardWriter, WriterConfig, writer_owner
 from inplay.domain.journal import journal_tag
 from inplay.domain.wallet import DurableLimits, Wallet, ensure_projection_ready
-from inplay.ports import TOPIC_BETS, EventBus, Ledger, LiveOddsCache, WalletStore
+from inplay.ports import TOPIC_BETS, DepositKeys, EventBus, Ledger, LiveOddsCache, WalletStore
 
 
 @dataclass

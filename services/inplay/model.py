@@ -7,6 +7,7 @@ are integer milliseconds since the epoch (UTC) so that records are exact and com
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
@@ -176,3 +177,42 @@ class RunState(enum.IntEnum):
     RUNNING = 1
     COMPLETED = 2
     FAILED = 3
+
+
+# The bet journal's storage shape (inplay.domain.journal states its guarantees).
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    pos: int
+    kind: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalBatch:
+    shard: int
+    slot: int
+    prev_slot: int
+    prev_checksum: str
+    committed_at_ms: int
+    rows: tuple[JournalRow, ...]
+    # As read back from the store (not part of the checksum): what the audit compares.
+    stored_checksum: str = ""
+    stored_row_count: int = 0
+
+    @property
+    def checksum(self) -> str:
+        return batch_checksum(self)
+
+
+def batch_checksum(batch: JournalBatch) -> str:
+    digest = hashlib.sha256()
+    header = (
+        f"{batch.prev_checksum}|{batch.shard}|{batch.slot}|{batch.prev_slot}|{batch.committed_at_ms}|{len(batch.rows)}"
+    )
+    digest.update(header.encode())
+    for row in batch.rows:
+        digest.update(f"\n{row.pos}|{row.kind}|".encode())
+        digest.update(row.body.encode())
+    return digest.hexdigest()

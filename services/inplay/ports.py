@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from inplay.domain.journal import JournalBatch
 from inplay.model import (
     BetEvent,
+    JournalBatch,
     LedgerEntry,
     MarketChange,
     MarketState,
@@ -268,6 +268,23 @@ class AccountLimits:
     self_excluded_until_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DepositClaim:
+    entry_id: str
+    amount_minor: int
+    currency: str
+    created_at_ms: int
+    # False when the key had been claimed before (the stored claim is returned).
+    fresh: bool
+
+
+class DepositKeys(Protocol):
+    """Deposit idempotency keys: the first claim of (account, key) fixes the deposit's amount and time."""
+
+    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim:
+        ...
+
+
 class LimitsStore(Protocol):
     """Account limits as the admin API sets them (``inplay.domain.wallet.DurableLimits``)."""
 
@@ -469,6 +486,8 @@ __all__ = [
     "Credit",
     "Debit",
     "DebitResult",
+    "DepositClaim",
+    "DepositKeys",
     "EventBus",
     "JournalRejected",
     "Ledger",

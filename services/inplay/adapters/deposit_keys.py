@@ -7,24 +7,10 @@ concurrent deposit with the same key rewrites the identical row instead of addin
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from inplay.ids import join_key
-
-
-@dataclass(frozen=True, slots=True)
-class DepositClaim:
-    entry_id: str
-    amount_minor: int
-    currency: str
-    created_at_ms: int
-    # False when the key had been claimed before (the stored claim is returned).
-    fresh: bool
-
-
-class DepositKeys(Protocol):
-    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim: ...
+from inplay.ports import DepositClaim
 
 
 def deposit_entry_id(account_id: str, key: str) -> str:

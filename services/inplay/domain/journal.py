@@ -31,7 +31,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from inplay.core import AcceptancePolicy, Odds
-from inplay.model import BetEvent, BetRequest, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
+from inplay.model import (
+    BetEvent,
+    BetRequest,
+    BetState,
+    EntryKind,
+    JournalBatch,
+    JournalRow,
+    LedgerEntry,
+    Leg,
+    PlacedBet,
+    batch_checksum,
+)
 
 ROW_BET = "BET"
 # Bet ids of the journal: "J" + journal tag (8 hex) + shard (4 hex) + slot (12 hex) + pos (4 hex). The tag
@@ -58,42 +69,6 @@ def parse_journal_bet_id(bet_id: str) -> tuple[str, int, int, int] | None:
         return None
     d = bet_id[1:]
     return d[0:8], int(d[8:12], 16), int(d[12:24], 16), int(d[24:28], 16)
-
-
-@dataclass(frozen=True, slots=True)
-class JournalRow:
-    pos: int
-    kind: str
-    body: str
-
-
-@dataclass(frozen=True, slots=True)
-class JournalBatch:
-    shard: int
-    slot: int
-    prev_slot: int
-    prev_checksum: str
-    committed_at_ms: int
-    rows: tuple[JournalRow, ...]
-    # As read back from the store (not part of the checksum): what the audit compares.
-    stored_checksum: str = ""
-    stored_row_count: int = 0
-
-    @property
-    def checksum(self) -> str:
-        return batch_checksum(self)
-
-
-def batch_checksum(batch: JournalBatch) -> str:
-    digest = hashlib.sha256()
-    header = (
-        f"{batch.prev_checksum}|{batch.shard}|{batch.slot}|{batch.prev_slot}|{batch.committed_at_ms}|{len(batch.rows)}"
-    )
-    digest.update(header.encode())
-    for row in batch.rows:
-        digest.update(f"\n{row.pos}|{row.kind}|".encode())
-        digest.update(row.body.encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

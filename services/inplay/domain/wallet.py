@@ -16,13 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from inplay.adapters.deposit_keys import DepositKeys
 from inplay.domain.commit import accepted_record, wait_for_projection
 from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
 from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
 from inplay.ids import liability_key
 from inplay.model import EntryKind, LedgerEntry
-from inplay.ports import AccountLimits, Credit, Ledger, WalletRebuild, WalletStore, WalletUnavailable
+from inplay.ports import AccountLimits, Credit, DepositKeys, Ledger, WalletRebuild, WalletStore, WalletUnavailable
 
 log = logging.getLogger("inplay.wallet")
 
