@@ -55,6 +55,11 @@ def test_valid_request_passes() -> None:
         ({"currency": "USD"}, Reason.CURRENCY_MISMATCH, "slip.stake.currency"),
         ({"policy": AcceptancePolicy.UNSPECIFIED}, Reason.INVALID_ARGUMENT, "slip.acceptance_policy"),
         (
+            {"legs": (Leg("m\x1fx", "home", Odds.from_decimal("2.00")),)},
+            Reason.INVALID_ARGUMENT,
+            "slip.legs[0].market_id",
+        ),
+        (
             {"legs": (Leg("", "home", Odds.from_decimal("2.00")),)},
             Reason.INVALID_ARGUMENT,
             "slip.legs[0].market_id",

@@ -192,6 +192,9 @@ def validate_request(req: BetRequest, rules: BetRules) -> Rejection | None:
             return bad(f"slip.legs[{i}].market_id", "market_id is required")
         if not leg.selection_id or len(leg.selection_id) > MAX_ID_LENGTH:
             return bad(f"slip.legs[{i}].selection_id", "selection_id is required")
+        if _has_control(leg.market_id) or _has_control(leg.selection_id):
+            # Ids travel packed with control-character separators to the wallet's script.
+            return bad(f"slip.legs[{i}].market_id", "ids must not contain control characters")
         if leg.market_id in seen_markets:
             return bad(f"slip.legs[{i}].market_id", "two legs on one market in one accumulator")
         seen_markets.add(leg.market_id)
@@ -210,6 +213,10 @@ def validate_request(req: BetRequest, rules: BetRules) -> Rejection | None:
     if req.policy == AcceptancePolicy.UNSPECIFIED:
         return bad("slip.acceptance_policy", "acceptance_policy is required")
     return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def now_ms() -> int:
