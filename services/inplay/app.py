@@ -15,7 +15,14 @@ import grpc
 from inplay.adapters.deposit_keys import CassandraDepositKeys, MemoryDepositKeys
 from inplay.config import Settings
 from inplay.domain.bets import BetPlacement
-from inplay.domain.commit import JournalWatermark, Projector, ShardWriter, WriterConfig, writer_owner
+from inplay.domain.commit import (
+    JournalWatermark,
+    OrphanAdopter,
+    Projector,
+    ShardWriter,
+    WriterConfig,
+    writer_owner,
+)
 from inplay.domain.journal import journal_tag
 from inplay.domain.wallet import DurableLimits, Wallet, ensure_projection_ready
 from inplay.ports import TOPIC_BETS, DepositKeys, EventBus, Ledger, LiveOddsCache, WalletStore
@@ -154,6 +161,7 @@ class BetPath:
     projector: Projector
     # The ledger bound to this deployment's journal (named by its wallet projection).
     ledger: Ledger
+    adopter: OrphanAdopter
 
     async def caught_up(self, timeout_s: float = 10.0) -> None:
         """Waits until the views and the outbox cover every batch this writer finished (tests, drains)."""
@@ -166,6 +174,7 @@ class BetPath:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        await self.adopter.stop()
         await self.writer.stop()  # drains the batch in flight first
         await self.projector.stop()
 
@@ -195,10 +204,14 @@ async def open_bet_path(
         lease_ttl_ms=journal.lease_ttl_ms,
         commit_timeout_s=journal.commit_timeout_s,
     )
-    writer = ShardWriter(wallet_store, ledger, config, owner=owner or writer_owner(), on_batch=projector.offer)
+    owner = owner or writer_owner()
+    writer = ShardWriter(wallet_store, ledger, config, owner=owner, on_batch=projector.offer)
     await writer.start()
     await projector.start(writer.shard, writer.head_slot)
-    return BetPath(BetPlacement(odds, wallet_store, writer, rules, ledger), writer, projector, ledger)
+    topic = topic_prefix + TOPIC_BETS
+    adopter = OrphanAdopter(wallet_store, ledger, bus, topic, config, owner=owner, period_s=journal.adopt_period_s)
+    adopter.start()
+    return BetPath(BetPlacement(odds, wallet_store, writer, rules, ledger), writer, projector, ledger, adopter)
 
 
 async def _open_features(runtime: Runtime) -> None:

@@ -97,6 +97,8 @@ class JournalSettings:
     # How long a batch's outcome is retried before the slips get UNAVAILABLE (the intent is kept).
     commit_timeout_s: float = 20.0
     lease_ttl_ms: int = 10_000
+    # How often a process looks for shards of dead writers to finish (intents, views).
+    adopt_period_s: float = 2.0
 
     @classmethod
     def from_env(cls) -> JournalSettings:
@@ -106,6 +108,7 @@ class JournalSettings:
             max_queue=_int("INPLAY_JOURNAL_MAX_QUEUE", 20_000),
             commit_timeout_s=float(_str("INPLAY_JOURNAL_COMMIT_TIMEOUT_S", "20")),
             lease_ttl_ms=_int("INPLAY_JOURNAL_LEASE_TTL_MS", 10_000),
+            adopt_period_s=float(_str("INPLAY_JOURNAL_ADOPT_PERIOD_S", "2")),
         )
 
 

@@ -247,6 +247,42 @@ async def test_killed_writer_intent_is_rolled_forward_on_restart(env: dict[str, 
         await restarted.close()
 
 
+async def test_a_dead_writers_shard_is_adopted_by_another_process(env: dict[str, Any]) -> None:
+    """A writer dies for good with a debited, unwritten batch: another process (another writer id) takes
+    the orphaned shard once its lease expires, rolls the intent forward and projects it; the bettor's retry
+    through the other process replays the bet."""
+    faulty = FaultyLedger(env["ledger"])
+    faulty.down_until = time.monotonic() + 60
+    dead = await open_path(
+        env["odds"], env["wallet"], faulty, env["bus"], env["prefix"], env["topics"], journal=FAST, owner="w-dead"
+    )
+    m = await market(env["odds"], env["id"])
+    account = await funded(env["wallet"], env["id"])
+    assert reason(await dead.placement.place(slip(account, m, "k1"))) == Reason.UNAVAILABLE
+    dead_shard = dead.writer.shard
+    for task in (dead.writer._task, dead.writer._lease_task, dead.projector._task, dead.adopter._task):
+        assert task is not None
+        task.cancel()  # kill -9: the lease is not released, it expires (3 s in tests)
+    other = await open_path(
+        env["odds"], env["wallet"], env["ledger"], env["bus"], env["prefix"], env["topics"], owner="w-other"
+    )
+    try:
+        assert other.writer.shard != dead_shard  # the dead writer's lease still held it at start
+        deadline = time.monotonic() + 15
+        while other.adopter.adopted == 0:
+            assert time.monotonic() < deadline, "the orphaned shard was never adopted"
+            await asyncio.sleep(0.1)
+        assert await env["wallet"].intents_pending(TEST_JOURNAL.shards) == [0] * TEST_JOURNAL.shards
+        replay = await other.placement.place(slip(account, m, "k1"))
+        assert replay.replayed and replay.bet is not None, replay
+        assert parse_journal_bet_id(replay.bet.bet_id)[1] == dead_shard  # type: ignore[index]
+        [balance] = await env["wallet"].balances([account])
+        assert balance == 700
+        assert await stakes_in_views(other.ledger, account) == [replay.bet.bet_id]
+    finally:
+        await other.close()
+
+
 async def test_failing_views_never_fail_a_placement(env: dict[str, Any]) -> None:
     faulty = FaultyLedger(env["ledger"])
     faulty.fail_views = 2

@@ -9,7 +9,7 @@ from inplay.config import BetRules, JournalSettings
 from inplay.ports import EventBus, Ledger, WalletStore
 
 # Few shards: every test has its own Redis prefix, so a shard is never contended across tests.
-TEST_JOURNAL = JournalSettings(shards=4, commit_timeout_s=3.0, lease_ttl_ms=3_000)
+TEST_JOURNAL = JournalSettings(shards=4, commit_timeout_s=3.0, lease_ttl_ms=3_000, adopt_period_s=0.2)
 
 
 async def bet_path(

@@ -688,6 +688,91 @@ async def wait_for_projection(
     return True
 
 
+class OrphanAdopter:
+    """Finishes the work of writers that died for good. Every bet-accepting process runs one: every
+    ``period_s`` it looks for shards whose lease is free but whose journal still needs work (intents not
+    resolved, or views behind the head), takes the shard's lease under its own adopter id, rolls the intents
+    forward (``ShardWriter.recover``), projects the shard up to its head, and releases the lease. Holding
+    the lease makes the adoption exclusive (a restarted owner or another adopter waits for it), and a
+    writer that wakes up after its lease expired is fenced (SHARD_LOST)."""
+
+    def __init__(
+        self,
+        wallet: WalletStore,
+        ledger: Ledger,
+        bus: EventBus,
+        topic: str,
+        config: WriterConfig,
+        *,
+        owner: str,
+        period_s: float = 2.0,
+    ) -> None:
+        self._wallet = wallet
+        self._ledger = ledger
+        self._bus = bus
+        self._topic = topic
+        self._config = config
+        self._owner = f"{owner}/adopter"
+        self._period_s = period_s
+        self._task: asyncio.Task[None] | None = None
+        self.adopted = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-adopter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._period_s)
+            try:
+                await self.run_once()
+            except Exception:
+                log.warning("orphaned-shard adoption failed; retrying", exc_info=True)
+
+    async def run_once(self) -> list[int]:
+        """One pass; returns the shards adopted."""
+        shards = self._config.shards
+        heads = await self._wallet.journal_heads(shards)
+        holders = await self._wallet.shard_holders(shards)
+        pending = await self._wallet.intents_pending(shards)
+        done = []
+        for n in range(shards):
+            if holders[n] is not None or heads[n] == 0:
+                continue
+            behind = await self._ledger.load_progress(n, PROJECTION_CONSUMER) < heads[n]
+            if (pending[n] or behind) and await self._adopt(n):
+                done.append(n)
+        return done
+
+    async def _adopt(self, shard: int) -> bool:
+        writer = ShardWriter(
+            self._wallet, self._ledger, self._config, owner=self._owner, on_batch=lambda *_: None, preferred_shard=shard
+        )
+        claim = await self._wallet.claim_shard(self._owner, self._config.lease_ttl_ms, self._config.shards, shard)
+        if claim is None:
+            return False
+        try:
+            if claim.shard != shard:  # taken meanwhile: another process is on it
+                return False
+            writer.shard = shard
+            await writer.recover()
+            projector = Projector(self._ledger, self._bus, self._topic)
+            projector.shard = shard
+            projector.checkpoint = await self._ledger.load_progress(shard, PROJECTION_CONSUMER)
+            head = max(claim.head_slot, writer.head_slot)
+            await projector.catch_up(head)
+            self.adopted += 1
+            log.warning("adopted orphaned journal shard %d (views at %d, head %d)", shard, projector.checkpoint, head)
+            return True
+        finally:
+            with contextlib.suppress(Exception):
+                await self._wallet.renew_shard(claim.shard, self._owner, 0)
+
+
 class JournalWatermark:
     """The settlement run's ``BetWatermark``: after the run closed its markets (the debit refuses closed
     markets atomically, so nothing is accepted after the close), it waits until the views cover every
@@ -709,6 +794,7 @@ __all__ = [
     "CommitOutcome",
     "CommitSlip",
     "JournalWatermark",
+    "OrphanAdopter",
     "Projector",
     "ShardWriter",
     "WriterConfig",
