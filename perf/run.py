@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="slips per PlaceBets call")
     parser.add_argument("--batch-concurrency", type=int, default=10, help="ghz workers for PlaceBets")
     parser.add_argument("--accounts", type=int, default=200, help="funded accounts the load is spread over")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server processes sharing the port (steady; one journal shard each)"
+    )
     parser.add_argument("--kickoff-base-rps", type=int, default=25)
     parser.add_argument("--kickoff-factor", type=int, default=10)
     parser.add_argument("--kickoff-pre", type=int, default=5, help="seconds at the base rate before the spike")
@@ -246,6 +249,7 @@ def main() -> None:
         kickoff_base_rps=args.kickoff_base_rps,
         kickoff_factor=args.kickoff_factor,
         kickoff_pre_s=args.kickoff_pre,
+        processes=args.processes,
     )
     protoset = write_protoset(out_dir / "inplay.protoset") if any(n in GHZ_SCENARIOS for n in names) else None
     failed = False

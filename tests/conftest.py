@@ -186,3 +186,15 @@ async def served(redis_prefix: str, cassandra_keyspace: str, topic_prefix: str) 
     await channel.close()
     await server.stop(None)
     await runtime.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_error_reason_is_registered() -> Any:
+    """The error contract: every ErrorInfo reason any in-process server answered during the session is in
+    ``inplay.errors.REASONS`` (and so in docs/errors.md)."""
+    from inplay import errors
+
+    yield
+    assert not errors.UNREGISTERED_REASONS, (
+        f"reasons answered but missing from inplay.errors.REASONS: {sorted(errors.UNREGISTERED_REASONS)}"
+    )

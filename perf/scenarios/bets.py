@@ -35,6 +35,8 @@ class Options:
     kickoff_base_rps: int = 25
     kickoff_factor: int = 10
     kickoff_pre_s: int = 5
+    # Server processes sharing the port (SO_REUSEPORT), one journal shard each.
+    processes: int = 1
 
 
 @dataclass
@@ -214,7 +216,7 @@ def _raw_baseline(srv: Server, accepted: int) -> dict[str, Any]:
 
 def steady(out_dir: Path, protoset: Path, opt: Options) -> dict[str, Any]:
     run_tag = uuid.uuid4().hex[:4]
-    with server(out_dir, "steady") as srv:
+    with server(out_dir, "steady", processes=opt.processes) as srv:
         market = asyncio.run(_prepare(srv, opt.accounts))
         md = _user_md(opt.accounts)
         closed = Load(opt.concurrency, opt.duration_s)

@@ -46,9 +46,15 @@ class Server:
     metrics_port: int
     env: dict[str, str]
     log: Path
+    # Further processes serving the same port (INPLAY_GRPC_REUSEPORT): their metrics are added up.
+    more_metrics_ports: tuple[int, ...] = ()
 
     def metrics(self) -> dict[str, float]:
-        return scrape(self.metrics_port)
+        total = scrape(self.metrics_port)
+        for port in self.more_metrics_ports:
+            for key, value in scrape(port).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
 
 
 def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -73,11 +79,13 @@ def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout_s: float) 
 
 
 @contextmanager
-def server(out_dir: Path, name: str, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def server(out_dir: Path, name: str, extra_env: dict[str, str] | None = None, processes: int = 1) -> Iterator[Server]:
     """Starts the server on the real stack (fresh namespace per run, so runs never see each other's data),
-    waits for grpc.health.v1 SERVING, and stops it with SIGTERM (graceful drain) on exit."""
+    waits for grpc.health.v1 SERVING, and stops it with SIGTERM (graceful drain) on exit. ``processes`` > 1
+    starts that many server processes on one port (SO_REUSEPORT), each with its own journal shard."""
     tag = uuid.uuid4().hex[:6]
     port, metrics_port = free_port(), free_port()
+    more_ports = tuple(free_port() for _ in range(processes - 1))
     env = {
         **stack_env(),
         "INPLAY_REDIS_PREFIX": f"perf{tag}:",
@@ -88,28 +96,36 @@ def server(out_dir: Path, name: str, extra_env: dict[str, str] | None = None) ->
         "INPLAY_MAX_PRICE_AGE_PREMATCH_MS": "86400000",
         "INPLAY_MAX_STAKE_MINOR": "100000000",
         "INPLAY_LOG_LEVEL": "WARNING",
+        **({"INPLAY_GRPC_REUSEPORT": "1"} if processes > 1 else {}),
         **(extra_env or {}),
     }
     log = out_dir / f"server-{name}.log"
     with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "inplay.server", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        procs = []
+        for metrics in (metrics_port, *more_ports):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "inplay.server", "--port", str(port)],
+                    env={**env, "INPLAY_METRICS_PORT": str(metrics)},
+                    cwd=ROOT,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         target = f"127.0.0.1:{port}"
         try:
-            _wait_serving(target, proc, 120)
-            yield Server(target, metrics_port, env, log)
+            for proc in procs:
+                _wait_serving(target, proc, 120)
+            yield Server(target, metrics_port, env, log, more_ports)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -96,6 +96,87 @@ class Aborted(DomainError):
     code: grpc.StatusCode = grpc.StatusCode.ABORTED
 
 
+_C = grpc.StatusCode
+
+# Every ErrorInfo reason the API answers with: stable UPPER_SNAKE codes, each with its one gRPC code.
+# docs/errors.md is checked against this table (tests/unit/test_error_contract.py); a reason raised but not
+# listed is recorded in UNREGISTERED_REASONS, which the test session asserts empty.
+REASONS: dict[str, tuple[grpc.StatusCode, str]] = {
+    # generic
+    "INVALID_ARGUMENT": (_C.INVALID_ARGUMENT, "a field is malformed or out of range (BadRequest names it)"),
+    "NOT_FOUND": (_C.NOT_FOUND, "no such object for this caller"),
+    "UNAUTHENTICATED": (_C.UNAUTHENTICATED, "no verified identity"),
+    "MISSING_IDENTITY": (_C.UNAUTHENTICATED, "the verified-identity header is missing"),
+    "PERMISSION_DENIED": (_C.PERMISSION_DENIED, "the caller's role may not do this"),
+    "OPERATOR_ONLY": (_C.PERMISSION_DENIED, "operators only"),
+    "FEED_ONLY": (_C.PERMISSION_DENIED, "feed connectors (or operators) only"),
+    "BAD_SCOPE": (_C.INVALID_ARGUMENT, "unknown kill-switch scope"),
+    "UNAVAILABLE": (_C.UNAVAILABLE, "a store did not answer or the outcome is not known yet: retry (same key)"),
+    "WALLET_REPAIRING": (_C.UNAVAILABLE, "the wallet projection is being rebuilt: retry shortly"),
+    "RESOURCE_EXHAUSTED": (_C.RESOURCE_EXHAUSTED, "a limit was reached"),
+    "ABORTED": (_C.ABORTED, "a concurrent call holds the key: retry"),
+    "INTERNAL": (_C.INTERNAL, "a bug: never expected"),
+    # the input wall (servicers/guard.py, docs/limits.md)
+    "UNDECODABLE": (_C.INVALID_ARGUMENT, "the request bytes are not a valid message (or not UTF-8)"),
+    "MESSAGE_TOO_LARGE": (_C.INVALID_ARGUMENT, "the request is larger than the API's maximum"),
+    "FIELD_TOO_LONG": (_C.INVALID_ARGUMENT, "a string field is longer than its maximum"),
+    "TOO_MANY_ITEMS": (_C.INVALID_ARGUMENT, "a repeated field has more items than its maximum"),
+    "OUT_OF_RANGE": (_C.INVALID_ARGUMENT, "a timestamp or number outside its range"),
+    "INVALID_PAGE_TOKEN": (_C.INVALID_ARGUMENT, "a page token not issued by this API for this query"),
+    # the Rust core
+    "INVALID_ODDS": (_C.INVALID_ARGUMENT, "odds the core refuses"),
+    "INVALID_STAKE": (_C.INVALID_ARGUMENT, "a stake the core refuses"),
+    "ARITHMETIC_OVERFLOW": (_C.INVALID_ARGUMENT, "a result beyond 64-bit minor units"),
+    "CORE_ERROR": (_C.INVALID_ARGUMENT, "another refusal of the core"),
+    # bets (inplay.bets.v1.RejectionReason without its prefix)
+    "MARKET_NOT_FOUND": (_C.NOT_FOUND, "no such market"),
+    "SELECTION_NOT_FOUND": (_C.NOT_FOUND, "no such selection in the market"),
+    "MARKET_SUSPENDED": (_C.FAILED_PRECONDITION, "the market is suspended"),
+    "MARKET_CLOSED": (_C.FAILED_PRECONDITION, "the market is closed (settled)"),
+    "ODDS_STALE": (_C.FAILED_PRECONDITION, "the cached price is older than the freshness window"),
+    "ODDS_CHANGED": (_C.FAILED_PRECONDITION, "the price moved beyond the tolerance (OddsChanged detail)"),
+    "STAKE_TOO_LOW": (_C.INVALID_ARGUMENT, "below the minimum stake"),
+    "STAKE_TOO_HIGH": (_C.INVALID_ARGUMENT, "above the maximum stake"),
+    "PAYOUT_TOO_HIGH": (_C.FAILED_PRECONDITION, "the potential return exceeds the maximum payout"),
+    "LIABILITY_EXCEEDED": (_C.FAILED_PRECONDITION, "the book's liability on the selection is reached"),
+    "DAILY_STAKE_LIMIT": (_C.FAILED_PRECONDITION, "the account's daily stake limit would be exceeded"),
+    "SELF_EXCLUDED": (_C.FAILED_PRECONDITION, "the account is self-excluded"),
+    "INSUFFICIENT_FUNDS": (_C.FAILED_PRECONDITION, "the balance does not cover the stake"),
+    "CURRENCY_MISMATCH": (_C.INVALID_ARGUMENT, "the stake is not in the book's currency"),
+    "IN_PROGRESS": (_C.ABORTED, "a call with the same key is in flight: retry with the same key"),
+    "IDEMPOTENCY_KEY_REUSED": (_C.FAILED_PRECONDITION, "the key was used for a different slip or deposit"),
+    "OVERLOADED": (_C.RESOURCE_EXHAUSTED, "the commit queue is full: retry with the same key after a backoff"),
+    # odds and settlement
+    "KILL_SWITCH_ENGAGED": (_C.FAILED_PRECONDITION, "a kill switch holds the market"),
+    "MARKET_SETTLED": (_C.FAILED_PRECONDITION, "the market is settled"),
+    "MARKET_ALREADY_SETTLED": (_C.FAILED_PRECONDITION, "another run settled the market"),
+    "MARKET_RESETTLED": (_C.FAILED_PRECONDITION, "a rollback would reinstate a superseded result"),
+    "NOT_SETTLED": (_C.FAILED_PRECONDITION, "nothing to roll back or resettle"),
+    "RUN_ID_TAKEN": (_C.FAILED_PRECONDITION, "the run id belongs to another request"),
+    "EVENT_BUSY": (_C.ABORTED, "another run holds the event: retry"),
+}
+UNREGISTERED_REASONS: set[str] = set()
+
+
+def reasons_markdown() -> str:
+    """docs/errors.md: the reason table (generated; tests/unit/test_error_contract.py keeps it current)."""
+    lines = [
+        "# Error reasons",
+        "",
+        "Every error carries a `google.rpc.ErrorInfo` with one of these stable `reason` codes (domain",
+        f"`{ERROR_DOMAIN}`) and always the same gRPC status code; INVALID_ARGUMENT also carries a `BadRequest`",
+        "with the field path (`slip.legs[0].odds`, `slips[3].stake.amount_minor`). In PlaceBets results the",
+        "same codes are the `RejectionReason` names without their `REJECTION_REASON_` prefix.",
+        "Generated from `inplay.errors.REASONS`.",
+        "",
+        "| reason | gRPC code | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for reason, (code, meaning) in REASONS.items():
+        lines.append(f"| `{reason}` | {code.name} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -107,13 +188,26 @@ def from_exception(exc: BaseException) -> DomainError:
     if isinstance(exc, DomainError):
         return exc
     if isinstance(exc, core.CoreError):
-        if isinstance(exc, core.ArithmeticOverflow):
-            return InvalidArgument(str(exc), reason="ARITHMETIC_OVERFLOW")
-        return InvalidArgument(str(exc), reason=type(exc).__name__.upper())
+        return InvalidArgument(str(exc), reason=_core_reason(exc))
     return DomainError("internal error", reason="INTERNAL", code=grpc.StatusCode.INTERNAL)
 
 
+def _core_reason(exc: core.CoreError) -> str:
+    """Stable codes for the core's typed exceptions (never derived from class names)."""
+    for cls, reason in (
+        (core.ArithmeticOverflow, "ARITHMETIC_OVERFLOW"),
+        (core.InvalidOdds, "INVALID_ODDS"),
+        (core.InvalidStake, "INVALID_STAKE"),
+        (core.InvalidArgument, "INVALID_ARGUMENT"),
+    ):
+        if isinstance(exc, cls):
+            return reason
+    return "CORE_ERROR"
+
+
 def to_rpc_status(error: DomainError) -> status_pb2.Status:
+    if error.reason not in REASONS:
+        UNREGISTERED_REASONS.add(error.reason)
     details: list[any_pb2.Any] = [
         _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
     ]

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 import grpc
@@ -39,7 +40,10 @@ async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> 
         interceptors=[TracingInterceptor(), MetricsInterceptor(), InputGuard()],
         options=[
             ("grpc.max_concurrent_streams", 1000),
-            ("grpc.so_reuseport", 0),
+            # INPLAY_GRPC_REUSEPORT=1: several server processes share one port (the kernel spreads the
+            # connections); each has its own journal shard. Off by default (a second server on a taken port
+            # must fail, not silently share it).
+            ("grpc.so_reuseport", 1 if os.environ.get("INPLAY_GRPC_REUSEPORT") == "1" else 0),
             ("grpc.keepalive_time_ms", 30_000),
             # Above limits.MAX_MESSAGE_BYTES on purpose: the guard answers (and counts) what lies between.
             ("grpc.max_receive_message_length", limits.TRANSPORT_MAX_MESSAGE_BYTES),

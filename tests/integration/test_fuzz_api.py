@@ -50,6 +50,7 @@ from tests.integration.input_helpers import (
     snapshot,
 )
 from tests.integration.input_strategies import SEPARATORS, generate, messages
+from tests.support.api import caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +120,7 @@ async def world(served: tuple[Any, grpc.aio.Channel], unique_id: Callable[[str],
         bets_pb2.PlaceBetRequest(slip=slip(market.market_id, key)), metadata=as_user(victim)
     )
     ids = [victim, market.market_id, market.event_id, placed.bet.bet_id, key, "home", "alpha", "EUR"]
+    await caught_up(runtime)  # the victim's views (its STAKE entry) are projections: snapshot them complete
     return World(
         runtime, channel, victim, unique_id("fuzzer"), market.market_id, market.event_id, placed.bet.bet_id, key, ids
     )

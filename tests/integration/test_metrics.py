@@ -198,5 +198,6 @@ async def test_metrics_after_load(server: Server) -> None:
     assert 0 < v["inplay_bet_batch_size_count"] < 100 + 20 + 2 + 1
     assert v["inplay_bet_batch_size_sum"] >= 100 + 21 + 2
     # the age of the cached price at check time, observed for the priced bets
-    assert v["inplay_odds_age_seconds_count"] >= 100 + 21
+    # Observed once per market per batch (not per leg: a metric update costs microseconds on the bet path).
+    assert 0 < v["inplay_odds_age_seconds_count"] <= 100 + 21
     assert 0 <= v["inplay_odds_age_seconds_sum"] / v["inplay_odds_age_seconds_count"] < 600
