@@ -82,6 +82,8 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "Port of the gRPC server (also the edge's default upstream port)."),
     _s("INPLAY_METRICS_PORT", "int", 0, "server", "config",
        "Port of the Prometheus metrics endpoint; 0 = no endpoint."),
+    _s("INPLAY_GRPC_REUSEPORT", "bool", False, "server", "server",
+       "1: several server processes share the gRPC port (SO_REUSEPORT), one journal shard each."),
     _s("INPLAY_SERVICES", "str", _ALL_ROLES, "server", "app",
        "Comma-separated roles this process serves (one image, one role per k8s Deployment)."),
     _s("INPLAY_PAGE_TOKEN_SECRET", "str", "", "server", "pagetoken",

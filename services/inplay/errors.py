@@ -107,6 +107,7 @@ REASONS: dict[str, tuple[grpc.StatusCode, str]] = {
     "NOT_FOUND": (_C.NOT_FOUND, "no such object for this caller"),
     "UNAUTHENTICATED": (_C.UNAUTHENTICATED, "no verified identity"),
     "MISSING_IDENTITY": (_C.UNAUTHENTICATED, "the verified-identity header is missing"),
+    "INVALID_TOKEN": (_C.UNAUTHENTICATED, "INPLAY_AUTH_MODE=jwt: the bearer token does not verify"),
     "PERMISSION_DENIED": (_C.PERMISSION_DENIED, "the caller's role may not do this"),
     "OPERATOR_ONLY": (_C.PERMISSION_DENIED, "operators only"),
     "FEED_ONLY": (_C.PERMISSION_DENIED, "feed connectors (or operators) only"),

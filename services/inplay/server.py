@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
 import signal
 
 import grpc
@@ -19,9 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from inplay import limits
+from inplay import auth, limits
 from inplay.app import Runtime, open_runtime, register_services
-from inplay.config import Settings
+from inplay.config import Settings, setting_bool
 from inplay.logs import setup_logging
 from inplay.metrics import MetricsInterceptor
 from inplay.servicers.guard import InputGuard
@@ -43,7 +42,7 @@ async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> 
             # INPLAY_GRPC_REUSEPORT=1: several server processes share one port (the kernel spreads the
             # connections); each has its own journal shard. Off by default (a second server on a taken port
             # must fail, not silently share it).
-            ("grpc.so_reuseport", 1 if os.environ.get("INPLAY_GRPC_REUSEPORT") == "1" else 0),
+            ("grpc.so_reuseport", 1 if setting_bool("INPLAY_GRPC_REUSEPORT") else 0),
             ("grpc.keepalive_time_ms", 30_000),
             # Above limits.MAX_MESSAGE_BYTES on purpose: the guard answers (and counts) what lies between.
             ("grpc.max_receive_message_length", limits.TRANSPORT_MAX_MESSAGE_BYTES),
@@ -65,6 +64,7 @@ async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> 
 
 
 async def serve(settings: Settings, host: str) -> None:
+    auth.configure(settings)  # fail at start-up on a bad identity setting, never on the first call
     runtime = await open_runtime(settings)
     _tune_gc()
     server, port = await start_server(runtime, settings.grpc_port, host)
