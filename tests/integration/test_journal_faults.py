@@ -34,8 +34,9 @@ from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import PlacementResult, Reason
 from inplay.domain.journal import JournalBatch, parse_journal_bet_id
 from inplay.domain.wallet import Wallet, reconcile, repair_projection
-from inplay.model import BetRequest, Leg, MarketState, MarketStatus, SelectionPrice
+from inplay.model import BetRequest, Leg, MarketState, MarketStatus
 from inplay.ports import AccountLimits, Credit, EventBus, JournalRejected, Ledger, LedgerError, StatusWrite, WalletStore
+from tests.support.api import market_state
 from tests.support.bets import TEST_JOURNAL, bet_path
 
 pytestmark = pytest.mark.integration
@@ -99,22 +100,7 @@ async def open_path(
 
 
 async def market(odds: RedisOddsCache, unique_id: Callable[[str], str]) -> MarketState:
-    state = MarketState(
-        market_id=unique_id("mkt"),
-        event_id=unique_id("ev"),
-        sport="football",
-        market_type="MATCH_RESULT",
-        name="Match result",
-        in_play=False,
-        status=MarketStatus.ACTIVE,
-        status_reason="",
-        selections=(
-            SelectionPrice("home", "Home", Odds.from_decimal("2.00")),
-            SelectionPrice("away", "Away", Odds(2, 1)),
-        ),
-        version=1,
-        updated_at_ms=now_ms(),
-    )
+    state = market_state(unique_id)
     await odds.put_markets([state])
     return state
 

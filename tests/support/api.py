@@ -27,12 +27,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def make_market(
-    runtime: Any,
-    unique_id: Callable[[str], str],
-    prices: Sequence[tuple[str, str]] = (("home", "2.00"), ("away", "2.00")),
+def market_state(
+    unique_id: Callable[[str], str], prices: Sequence[tuple[str, str]] = (("home", "2.00"), ("away", "2.00"))
 ) -> MarketState:
-    state = MarketState(
+    """An active pre-match market of a new event, priced now."""
+    return MarketState(
         market_id=unique_id("mkt"),
         event_id=unique_id("ev"),
         sport="football",
@@ -45,6 +44,15 @@ async def make_market(
         version=1,
         updated_at_ms=now_ms(),
     )
+
+
+async def make_market(
+    runtime: Any,
+    unique_id: Callable[[str], str],
+    prices: Sequence[tuple[str, str]] = (("home", "2.00"), ("away", "2.00")),
+) -> MarketState:
+    """``market_state`` put into the runtime's odds cache."""
+    state = market_state(unique_id, prices)
     await runtime.odds.put_markets([state])
     return state
 
