@@ -190,7 +190,22 @@ def from_exception(exc: BaseException) -> DomainError:
         return exc
     if isinstance(exc, core.CoreError):
         return InvalidArgument(str(exc), reason=_core_reason(exc))
+    if _is_store_outage(exc):
+        return Unavailable(f"a store did not answer ({type(exc).__name__}); retry", reason="UNAVAILABLE")
     return DomainError("internal error", reason="INTERNAL", code=grpc.StatusCode.INTERNAL)
+
+
+# Exceptions of the store clients are outages (retryable), never INTERNAL: matched by the client library's
+# package, so that this module needs none of them (the adapters may also raise the ports' own errors).
+_STORE_PACKAGES = frozenset({"redis", "cassandra", "confluent_kafka"})
+
+
+def _is_store_outage(exc: BaseException) -> bool:
+    from inplay.ports import LedgerError, WalletUnavailable
+
+    if isinstance(exc, LedgerError | WalletUnavailable | TimeoutError | ConnectionError):
+        return True
+    return any(cls.__module__.split(".")[0] in _STORE_PACKAGES for cls in type(exc).__mro__)
 
 
 def _core_reason(exc: core.CoreError) -> str:

@@ -44,3 +44,14 @@ def test_core_errors_map_to_stable_codes() -> None:
     with pytest.raises(core.CoreError) as overflow:
         core.potential_returns([(10**17, [core.Odds(1000, 1)] * 20)])
     assert from_exception(overflow.value).reason == "ARITHMETIC_OVERFLOW"
+
+
+def test_store_outages_are_unavailable_not_internal() -> None:
+    from cassandra import OperationTimedOut
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from inplay.ports import LedgerError
+
+    for exc in (OperationTimedOut("t"), RedisConnectionError("r"), LedgerError("l"), TimeoutError()):
+        assert from_exception(exc).reason == "UNAVAILABLE", exc
+    assert from_exception(RuntimeError("bug")).reason == "INTERNAL"

@@ -25,10 +25,10 @@ from inplay.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
-    abort_with,
 )
 from inplay.model import BetRequest, BetState, Leg, PlacedBet
 from inplay.ports import Ledger
+from inplay.servicers.rpc import rpc
 from inplay.type.v1 import types_pb2
 
 MAX_BATCH = 1000
@@ -158,98 +158,90 @@ class BetServicer(bets_pb2_grpc.BetServiceServicer):
         self._placement = placement
         self._ledger = ledger
 
+    @rpc
     async def PlaceBet(
         self, request: bets_pb2.PlaceBetRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.PlaceBetResponse:
-        try:
-            who = auth.principal(context)
-            req = slip_to_request(who.subject, request.slip)
-            result = await self._placement.place(req)
-            if result.rejection is not None:
-                raise rejection_to_error(result.rejection)
-            assert result.bet is not None
-            return bets_pb2.PlaceBetResponse(bet=bet_to_proto(result.bet), replayed=result.replayed)
-        except Exception as exc:
-            await abort_with(context, exc)
+        who = auth.principal(context)
+        req = slip_to_request(who.subject, request.slip)
+        result = await self._placement.place(req)
+        if result.rejection is not None:
+            raise rejection_to_error(result.rejection)
+        assert result.bet is not None
+        return bets_pb2.PlaceBetResponse(bet=bet_to_proto(result.bet), replayed=result.replayed)
 
+    @rpc
     async def PlaceBets(
         self, request: bets_pb2.PlaceBetsRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.PlaceBetsResponse:
-        try:
-            who = auth.principal(context)
-            if not request.slips:
-                raise InvalidArgument("no slips", violations=[FieldViolation("slips", "at least one slip")])
-            if len(request.slips) > MAX_BATCH:
-                raise InvalidArgument(
-                    f"at most {MAX_BATCH} slips per call",
-                    violations=[FieldViolation("slips", f"at most {MAX_BATCH}")],
-                )
-            reqs: list[BetRequest | None] = []
-            early: dict[int, PlacementResult] = {}
-            for i, slip in enumerate(request.slips):
-                try:
-                    reqs.append(slip_to_request(who.subject, slip, i))
-                except InvalidArgument as exc:
-                    reqs.append(None)
-                    field = exc.violations[0].field if exc.violations else f"slips[{i}]"
-                    early[i] = PlacementResult(rejection=Rejection(Reason.INVALID_ARGUMENT, exc.message, field))
-            valid = [r for r in reqs if r is not None]
-            results = iter(await self._placement.place_batch(valid) if valid else [])
-            response = bets_pb2.PlaceBetsResponse()
-            for i, maybe_req in enumerate(reqs):
-                result = early[i] if maybe_req is None else next(results)
-                item = response.results.add(replayed=result.replayed)
-                if result.bet is not None:
-                    fill_bet(item.bet, result.bet)
-                else:
-                    assert result.rejection is not None
-                    item.rejection.CopyFrom(rejection_to_proto(result.rejection, i))
-            return response
-        except Exception as exc:
-            await abort_with(context, exc)
+        who = auth.principal(context)
+        if not request.slips:
+            raise InvalidArgument("no slips", violations=[FieldViolation("slips", "at least one slip")])
+        if len(request.slips) > MAX_BATCH:
+            raise InvalidArgument(
+                f"at most {MAX_BATCH} slips per call",
+                violations=[FieldViolation("slips", f"at most {MAX_BATCH}")],
+            )
+        reqs: list[BetRequest | None] = []
+        early: dict[int, PlacementResult] = {}
+        for i, slip in enumerate(request.slips):
+            try:
+                reqs.append(slip_to_request(who.subject, slip, i))
+            except InvalidArgument as exc:
+                reqs.append(None)
+                field = exc.violations[0].field if exc.violations else f"slips[{i}]"
+                early[i] = PlacementResult(rejection=Rejection(Reason.INVALID_ARGUMENT, exc.message, field))
+        valid = [r for r in reqs if r is not None]
+        results = iter(await self._placement.place_batch(valid) if valid else [])
+        response = bets_pb2.PlaceBetsResponse()
+        for i, maybe_req in enumerate(reqs):
+            result = early[i] if maybe_req is None else next(results)
+            item = response.results.add(replayed=result.replayed)
+            if result.bet is not None:
+                fill_bet(item.bet, result.bet)
+            else:
+                assert result.rejection is not None
+                item.rejection.CopyFrom(rejection_to_proto(result.rejection, i))
+        return response
 
+    @rpc
     async def GetBet(
         self, request: bets_pb2.GetBetRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.GetBetResponse:
-        try:
-            who = auth.principal(context)
-            if not request.bet_id:
-                raise InvalidArgument("bet_id is required", violations=[FieldViolation("bet_id", "required")])
-            bet = await self._ledger.get_bet(request.bet_id)
-            # Another account's bet is reported as not found: its existence is not the caller's business.
-            if bet is None or (bet.account_id != who.subject and not who.is_operator):
-                raise NotFound(f"bet {request.bet_id} not found")
-            history = with_placed(bet, await self._ledger.bet_history(bet.bet_id))
-            state, settled = settlement_state(history)  # the total paid, not the last row's delta (L1)
-            response = bets_pb2.GetBetResponse(bet=bet_to_proto(bet, state, settled))
-            for event in history:
-                response.history.add(
-                    kind=event.kind,
-                    status=int(event.status),
-                    amount=_money(event.amount_minor, bet.currency),
-                    settlement_run_id=event.run_id,
-                    at=_timestamp(event.at_ms),
-                )
-            return response
-        except Exception as exc:
-            await abort_with(context, exc)
+        who = auth.principal(context)
+        if not request.bet_id:
+            raise InvalidArgument("bet_id is required", violations=[FieldViolation("bet_id", "required")])
+        bet = await self._ledger.get_bet(request.bet_id)
+        # Another account's bet is reported as not found: its existence is not the caller's business.
+        if bet is None or (bet.account_id != who.subject and not who.is_operator):
+            raise NotFound(f"bet {request.bet_id} not found")
+        history = with_placed(bet, await self._ledger.bet_history(bet.bet_id))
+        state, settled = settlement_state(history)  # the total paid, not the last row's delta (L1)
+        response = bets_pb2.GetBetResponse(bet=bet_to_proto(bet, state, settled))
+        for event in history:
+            response.history.add(
+                kind=event.kind,
+                status=int(event.status),
+                amount=_money(event.amount_minor, bet.currency),
+                settlement_run_id=event.run_id,
+                at=_timestamp(event.at_ms),
+            )
+        return response
 
+    @rpc
     async def ListBets(
         self, request: bets_pb2.ListBetsRequest, context: grpc.aio.ServicerContext
     ) -> bets_pb2.ListBetsResponse:
-        try:
-            who = auth.principal(context)
-            page_size = request.page_size or 50
-            if not 0 < page_size <= 500:
-                raise InvalidArgument("page_size must be 1..500", violations=[FieldViolation("page_size", "1..500")])
-            bets, token = await self._ledger.list_account_bets(who.subject, page_size, request.page_token)
-            states = await settlement_states(self._ledger, [b.bet_id for b in bets])  # real status (L1)
-            return bets_pb2.ListBetsResponse(
-                bets=[bet_to_proto(b, *states.get(b.bet_id, (BetState.OPEN, 0))) for b in bets],
-                next_page_token=token,
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
+        who = auth.principal(context)
+        page_size = request.page_size or 50
+        if not 0 < page_size <= 500:
+            raise InvalidArgument("page_size must be 1..500", violations=[FieldViolation("page_size", "1..500")])
+        bets, token = await self._ledger.list_account_bets(who.subject, page_size, request.page_token)
+        states = await settlement_states(self._ledger, [b.bet_id for b in bets])  # real status (L1)
+        return bets_pb2.ListBetsResponse(
+            bets=[bet_to_proto(b, *states.get(b.bet_id, (BetState.OPEN, 0))) for b in bets],
+            next_page_token=token,
+        )
 
 
 def add_to_server(server: grpc.aio.Server, placement: BetPlacement, ledger: Ledger) -> None:

@@ -7,9 +7,10 @@ from google.protobuf import timestamp_pb2
 
 from inplay import auth
 from inplay.domain.wallet import Wallet
-from inplay.errors import FieldViolation, InvalidArgument, abort_with
+from inplay.errors import FieldViolation, InvalidArgument
 from inplay.model import LedgerEntry
 from inplay.ports import Ledger
+from inplay.servicers.rpc import rpc
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -33,53 +34,45 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self._wallet = wallet
         self._ledger = ledger
 
+    @rpc
     async def GetBalance(
         self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.GetBalanceResponse:
-        try:
-            account = auth.account_for(auth.principal(context), request.account_id)
-            balance = await self._wallet.balance(account)
-            return wallet_pb2.GetBalanceResponse(
-                account_id=account,
-                balance=types_pb2.Money(amount_minor=balance, currency=self._wallet.currency),
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
+        account = auth.account_for(auth.principal(context), request.account_id)
+        balance = await self._wallet.balance(account)
+        return wallet_pb2.GetBalanceResponse(
+            account_id=account,
+            balance=types_pb2.Money(amount_minor=balance, currency=self._wallet.currency),
+        )
 
+    @rpc
     async def Deposit(
         self, request: wallet_pb2.DepositRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.DepositResponse:
-        try:
-            auth.require_operator(auth.principal(context))
-            result = await self._wallet.deposit(
-                request.account_id,
-                request.amount.amount_minor,
-                request.amount.currency,
-                request.idempotency_key,
-                request.reason,
-            )
-            return wallet_pb2.DepositResponse(
-                entry=entry_to_proto(result.entry),
-                balance=types_pb2.Money(amount_minor=result.balance_minor, currency=self._wallet.currency),
-                replayed=result.replayed,
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
+        auth.require_operator(auth.principal(context))
+        result = await self._wallet.deposit(
+            request.account_id,
+            request.amount.amount_minor,
+            request.amount.currency,
+            request.idempotency_key,
+            request.reason,
+        )
+        return wallet_pb2.DepositResponse(
+            entry=entry_to_proto(result.entry),
+            balance=types_pb2.Money(amount_minor=result.balance_minor, currency=self._wallet.currency),
+            replayed=result.replayed,
+        )
 
+    @rpc
     async def ListLedgerEntries(
         self, request: wallet_pb2.ListLedgerEntriesRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.ListLedgerEntriesResponse:
-        try:
-            account = auth.account_for(auth.principal(context), request.account_id)
-            page_size = request.page_size or 100
-            if not 0 < page_size <= 1000:
-                raise InvalidArgument("page_size must be 1..1000", violations=[FieldViolation("page_size", "1..1000")])
-            entries, token = await self._ledger.account_entries(account, page_size, request.page_token)
-            return wallet_pb2.ListLedgerEntriesResponse(
-                entries=[entry_to_proto(e) for e in entries], next_page_token=token
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
+        account = auth.account_for(auth.principal(context), request.account_id)
+        page_size = request.page_size or 100
+        if not 0 < page_size <= 1000:
+            raise InvalidArgument("page_size must be 1..1000", violations=[FieldViolation("page_size", "1..1000")])
+        entries, token = await self._ledger.account_entries(account, page_size, request.page_token)
+        return wallet_pb2.ListLedgerEntriesResponse(entries=[entry_to_proto(e) for e in entries], next_page_token=token)
 
 
 def add_to_server(server: grpc.aio.Server, wallet: Wallet, ledger: Ledger) -> None:
