@@ -121,6 +121,7 @@ FINDINGS = {
     2: (39, "liveness"),  # a quiet shard keeps an unknown batch (and its key IN_PROGRESS) until a slip comes
     3: (147, "idempotency keys with two bets"),  # a refused batch's intent survives its compensation
     4: (106, "journal bets without a STAKE entry"),  # the projector's checkpoint passes a slot it never projected
+    5: (43, "liveness"),  # a repair whose fence lift failed leaves the fence up: no credit, no debit, ever
 }
 
 
