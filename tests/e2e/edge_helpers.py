@@ -72,6 +72,10 @@ class Edge:
     def operator(self) -> Metadata:
         return self.md("ops-e2e", ["operator"])
 
+    def feed(self) -> Metadata:
+        """A feed connector's credential: the ``feed`` role, nothing else."""
+        return self.md("connector-alpha", ["feed"])
+
     def channel(self) -> grpc.Channel:
         if self._channel is None:
             self._channel = grpc.insecure_channel(self.target)
@@ -185,7 +189,7 @@ def _iso_now() -> str:
 
 
 class FeedDriver:
-    """Pushes ``alpha`` messages through Envoy (FeedService.IngestOdds, operator token), with a heartbeat
+    """Pushes ``alpha`` messages through Envoy (FeedService.IngestOdds, a ``feed`` token), with a heartbeat
     thread so that the provider never looks disconnected."""
 
     def __init__(self, edge: Edge, event: FeedEvent) -> None:
@@ -204,7 +208,7 @@ class FeedDriver:
                 body = {**doc, "seq": next(self._seq), "ts": _iso_now()}
                 requests.append(feed_pb2.IngestOddsRequest(provider="alpha", payload=json.dumps(body).encode()))
             resp: feed_pb2.IngestOddsResponse = self._stub.IngestOdds(
-                iter(requests), metadata=self.edge.operator(), timeout=10
+                iter(requests), metadata=self.edge.feed(), timeout=10
             )
         if resp.accepted != len(docs):
             raise AssertionError(f"feed rejected messages: {resp}")

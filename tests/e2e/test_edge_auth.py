@@ -19,6 +19,7 @@ from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
 from inplay.gateway import SigningKey, generate_signing_key, mint_token
+from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
 from inplay.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -181,6 +182,64 @@ def test_bettor_calling_operator_rpcs_is_permission_denied(edge: Edge, rpc: str)
     assert code_of(lambda: call(forged)) == grpc.StatusCode.PERMISSION_DENIED
     # Another role is not the operator role.
     assert code_of(lambda: call(edge.md("alice", ["support"]))) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _bettor_calls(edge: Edge) -> dict[str, Callable[[Metadata], Any]]:
+    ch = edge.channel()
+    bets = bets_pb2_grpc.BetServiceStub(ch)
+    wallet = wallet_pb2_grpc.WalletServiceStub(ch)
+    odds = odds_pb2_grpc.OddsServiceStub(ch)
+    slip = bets_pb2.BetSlip(
+        legs=[bets_pb2.BetLeg(market_id="m-1", selection_id="h", odds=types_pb2.Odds(numerator=2, denominator=1))],
+        stake=types_pb2.Money(amount_minor=100, currency="EUR"),
+        acceptance_policy=bets_pb2.ACCEPTANCE_POLICY_NONE,
+        idempotency_key=unique("feed-bet"),
+    )
+    return {
+        "Bet.PlaceBet": lambda md: bets.PlaceBet(bets_pb2.PlaceBetRequest(slip=slip), metadata=md, timeout=5),
+        "Bet.PlaceBets": lambda md: bets.PlaceBets(bets_pb2.PlaceBetsRequest(slips=[slip]), metadata=md, timeout=5),
+        "Bet.ListBets": lambda md: bets.ListBets(bets_pb2.ListBetsRequest(), metadata=md, timeout=5),
+        "Wallet.GetBalance": lambda md: wallet.GetBalance(wallet_pb2.GetBalanceRequest(), metadata=md, timeout=5),
+        "Odds.ListMarkets": lambda md: odds.ListMarkets(odds_pb2.ListMarketsRequest(), metadata=md, timeout=5),
+    }
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        "Admin.SuspendMarket",
+        "Admin.SetAccountLimits",
+        "Settlement.SettleEvent",
+        "Settlement.GetSettlementStatus",
+        "Wallet.Deposit",
+        "Bet.PlaceBet",
+        "Bet.PlaceBets",
+        "Bet.ListBets",
+        "Wallet.GetBalance",
+        "Odds.ListMarkets",
+    ],
+)
+def test_feed_token_can_call_nothing_but_the_feed(edge: Edge, rpc: str) -> None:
+    """A feed connector's token (role ``feed``) is denied at the edge on every other RPC: operator RPCs and
+    the bettor RPCs (it must not bet or hold money as the connector's subject)."""
+    call = {**_operator_calls(edge), **_bettor_calls(edge)}[rpc]
+    assert code_of(lambda: call(edge.feed())) == grpc.StatusCode.PERMISSION_DENIED
+    # The same subject without the feed role is an ordinary bettor: the bettor RPCs pass the edge (the
+    # service may still refuse the request itself, e.g. the unknown market).
+    if rpc.startswith(("Bet.", "Wallet.GetBalance", "Odds.")):
+        assert code_of(lambda: call(edge.md(unique("connector")))) != grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_feed_token_ingests(edge: Edge) -> None:
+    feed = feed_pb2_grpc.FeedServiceStub(edge.channel())
+    beat = json.dumps({"type": "heartbeat", "seq": 1, "ts": "2026-01-01T00:00:00Z"}).encode()
+    resp = feed.IngestOdds(
+        iter([feed_pb2.IngestOddsRequest(provider="e2e-feed-role", payload=beat)]), metadata=edge.feed(), timeout=10
+    )
+    assert resp.received == 1  # it reached the service, which judged the message
+    # A feed token over gRPC-web is just as limited (same chain after grpc_web).
+    web = grpc_web_call(edge, GET_BALANCE, wallet_pb2.GetBalanceRequest(), edge.feed())
+    assert web.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_operator_rpc_over_grpc_web_is_permission_denied_for_a_bettor(edge: Edge) -> None:

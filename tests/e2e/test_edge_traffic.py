@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import jwt
 import pytest
-from edge_helpers import ALLOWED_ORIGIN, Edge, FeedDriver, grpc_web_call, unique
+from edge_helpers import ALLOWED_ORIGIN, Edge, FeedDriver, Metadata, grpc_web_call, unique
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -243,6 +243,34 @@ def test_bet_placement_is_rate_limited_per_user(edge: Edge) -> None:
     # Reads are not limited.
     for _ in range(burst + 5):
         bets.ListBets(bets_pb2.ListBetsRequest(), metadata=md, timeout=5)
+
+
+def test_bet_placement_rate_limit_counts_slips_not_calls(edge: Edge) -> None:
+    """A PlaceBets call of n slips takes n tokens of the user's bucket: a call with more slips than the bucket
+    holds is refused at the edge (with a call count it would pass as 1), one that fits passes, and the slip
+    count comes from the body (a client-sent x-inplay-slips header is ignored)."""
+    burst = edge.settings.bet_user_burst
+    bets = bets_pb2_grpc.BetServiceStub(edge.channel())
+
+    def batch(user: str, n: int, extra: Metadata = ()) -> grpc.StatusCode:
+        slips = [_slip("no-such-market", "x", "2.00", 100, f"{user}-{i}").slip for i in range(n)]
+        try:
+            bets.PlaceBets(bets_pb2.PlaceBetsRequest(slips=slips), metadata=(*edge.md(user), *extra), timeout=10)
+            return grpc.StatusCode.OK  # reached the service (each slip rejected there: unknown market)
+        except grpc.RpcError as err:
+            code: grpc.StatusCode = err.code()
+            return code
+
+    assert batch(unique("fits"), burst) == grpc.StatusCode.OK
+    assert batch(unique("too-many"), burst + 1) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert batch(unique("liar"), burst + 1, (("x-inplay-slips", "1"),)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Over gRPC-web the same body is counted the same way.
+    user = unique("web-too-many")
+    slips = [_slip("no-such-market", "x", "2.00", 100, f"{user}-{i}").slip for i in range(burst + 1)]
+    web = grpc_web_call(
+        edge, "/inplay.bets.v1.BetService/PlaceBets", bets_pb2.PlaceBetsRequest(slips=slips), edge.md(user)
+    )
+    assert web.code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 # --------------------------------------------------------------------------------------- CORS, page, tokens

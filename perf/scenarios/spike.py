@@ -1,0 +1,259 @@
+"""Kickoff spike through Envoy, with clients that retry with the same key (issue 16).
+
+    set -a; . .stack/env; set +a
+    PYTHONPATH=services:perf .venv/bin/python -m scenarios.spike [--steady-s 10] [--factor 10] [--spike-s 10]
+
+One server process on the real stack, the rendered edge config in front of it (JWT, RBAC, rate limits), and
+an asyncio gRPC client (bearer tokens of many funded accounts). Three phases:
+
+1. **steady maximum**: closed loop at ``--concurrency`` in-flight PlaceBet calls for ``--steady-s``: the
+   accepted bets/s the stack sustains (the reference);
+2. **pre**: open loop at ``--base-frac`` x that maximum for ``--pre-s``;
+3. **spike**: open loop at ``--factor`` x the pre rate for ``--spike-s`` (kickoff: everyone bets at once;
+   with the defaults 0.3 x 10 = 3 x the steady maximum is offered).
+
+Every arrival is one new slip with its own idempotency key; RESOURCE_EXHAUSTED (Envoy's global bucket, or
+the journal queue's OVERLOADED), UNAVAILABLE and IN_PROGRESS are retried **with the same key** after a
+jittered backoff, until an answer or a 10 s budget. Reported: accepted bets/s during the spike vs the steady
+maximum, client latency of the accepted attempts (p50/p99), end-to-end latency including retries, shed
+counts by code, and the exactly-once check (accepted bet ids per key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .common import ROOT, loadavg, server
+
+RETRYABLE = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "ABORTED")
+
+
+@dataclass
+class Phase:
+    name: str
+    started: float = 0.0
+    ended: float = 0.0
+    accepted: int = 0
+    attempt_ms: list[float] = field(default_factory=list)  # the accepted attempts
+    total_ms: list[float] = field(default_factory=list)  # first attempt -> accepted (incl. retries)
+    codes: Counter[str] = field(default_factory=Counter)
+    gave_up: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        wall = max(self.ended - self.started, 1e-9)
+        return {
+            "phase": self.name,
+            "seconds": round(wall, 2),
+            "accepted": self.accepted,
+            "accepted_per_s": round(self.accepted / wall, 1),
+            "attempt_p50_ms": pct(self.attempt_ms, 0.50),
+            "attempt_p99_ms": pct(self.attempt_ms, 0.99),
+            "end_to_end_p50_ms": pct(self.total_ms, 0.50),
+            "end_to_end_p99_ms": pct(self.total_ms, 0.99),
+            "codes": dict(self.codes),
+            "gave_up": self.gave_up,
+        }
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+class Client:
+    def __init__(self, target: str, tokens: list[tuple[tuple[str, str], ...]], market: Any) -> None:
+        import grpc
+
+        from inplay.bets.v1 import bets_pb2_grpc
+
+        self.channel = grpc.aio.insecure_channel(target, options=[("grpc.max_concurrent_streams", 10_000)])
+        self.stub = bets_pb2_grpc.BetServiceStub(self.channel)
+        self.tokens = tokens
+        self.market = market
+        self.rng = random.Random(16)
+        self.bets_by_key: dict[str, set[str]] = {}
+
+    def request(self, key: str) -> Any:
+        from inplay.bets.v1 import bets_pb2
+        from inplay.type.v1 import types_pb2
+
+        leg = bets_pb2.BetLeg(
+            market_id=self.market.market_id,
+            selection_id="home",
+            odds=types_pb2.Odds(numerator=self.market.num, denominator=self.market.den),
+        )
+        slip = bets_pb2.BetSlip(
+            legs=[leg],
+            stake=types_pb2.Money(amount_minor=100, currency="EUR"),
+            acceptance_policy=bets_pb2.ACCEPTANCE_POLICY_ANY,
+            idempotency_key=key,
+        )
+        return bets_pb2.PlaceBetRequest(slip=slip)
+
+    async def bet(self, phase: Phase, budget_s: float = 10.0) -> None:
+        import grpc
+
+        key = uuid.uuid4().hex
+        md = self.tokens[self.rng.randrange(len(self.tokens))]
+        req = self.request(key)
+        first = time.perf_counter()
+        delay = 0.05
+        while True:
+            t0 = time.perf_counter()
+            try:
+                resp = await self.stub.PlaceBet(req, metadata=md, timeout=5)
+            except grpc.aio.AioRpcError as err:
+                phase.codes[err.code().name] += 1
+                if err.code().name not in RETRYABLE or time.perf_counter() - first > budget_s:
+                    phase.gave_up += 1
+                    return
+                await asyncio.sleep(delay * (0.5 + self.rng.random()))
+                delay = min(delay * 2, 1.0)
+                continue
+            now = time.perf_counter()
+            phase.codes["OK"] += 1
+            phase.accepted += 1
+            phase.attempt_ms.append((now - t0) * 1000)
+            phase.total_ms.append((now - first) * 1000)
+            self.bets_by_key.setdefault(key, set()).add(resp.bet.bet_id)
+            return
+
+    async def closed_loop(self, phase: Phase, concurrency: int, seconds: float) -> None:
+        phase.started = time.perf_counter()
+        stop = phase.started + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                await self.bet(phase)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        phase.ended = time.perf_counter()
+
+    async def open_loop(self, phase: Phase, rps: float, seconds: float) -> None:
+        """Arrivals at ``rps`` regardless of answers (a spike does not wait for the server)."""
+        phase.started = time.perf_counter()
+        tasks: list[asyncio.Task[None]] = []
+        n = int(rps * seconds)
+        for i in range(n):
+            due = phase.started + i / rps
+            pause = due - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(self.bet(phase)))
+        # The phase's throughput counts what was accepted by the end of its arrivals plus the drain.
+        await asyncio.gather(*tasks)
+        phase.ended = time.perf_counter()
+
+
+async def run(
+    args: argparse.Namespace, target: str, tokens: list[tuple[tuple[str, str], ...]], market: Any
+) -> dict[str, Any]:
+    client = Client(target, tokens, market)
+    warm = Phase("warmup")
+    await client.closed_loop(warm, args.concurrency, 2.0)
+    steady = Phase("steady-max")
+    await client.closed_loop(steady, args.concurrency, args.steady_s)
+    steady_rate = steady.accepted / max(steady.ended - steady.started, 1e-9)
+    base = max(1.0, steady_rate * args.base_frac)
+    pre = Phase("pre")
+    await client.open_loop(pre, base, args.pre_s)
+    spike = Phase("spike")
+    await client.open_loop(spike, base * args.factor, args.spike_s)
+    await client.channel.close()
+    doubled = {k: v for k, v in client.bets_by_key.items() if len(v) > 1}
+    s = spike.summary()
+    return {
+        "phases": [p.summary() for p in (steady, pre, spike)],
+        "offered_rps": {"pre": round(base, 1), "spike": round(base * args.factor, 1)},
+        "spike_vs_steady": round(s["accepted_per_s"] / max(steady_rate, 1e-9), 3),
+        "spike_accepted_attempt_p99_ms": s["attempt_p99_ms"],
+        "keys_with_two_bets": len(doubled),
+    }
+
+
+def _tokens(settings: Any, key: Any, accounts: int) -> list[tuple[tuple[str, str], ...]]:
+    from inplay.gateway import mint_token
+
+    def token(i: int) -> str:
+        return mint_token(key, f"acct-{i}", ttl_s=3600, audience=settings.audience, issuer=settings.issuer)
+
+    return [(("authorization", f"Bearer {token(i)}"),) for i in range(accounts)]
+
+
+def main() -> int:
+    from inplay.gateway import EdgeSettings, ensure_keys, start_envoy, wait_ready, write_rendered
+
+    from .bets import _prepare
+    from .common import free_port
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--steady-s", type=float, default=10.0)
+    parser.add_argument("--base-frac", type=float, default=0.3, help="pre rate / steady max (x factor: the spike)")
+    parser.add_argument("--factor", type=float, default=10.0)
+    parser.add_argument("--pre-s", type=float, default=5.0)
+    parser.add_argument("--spike-s", type=float, default=10.0)
+    parser.add_argument("--journal-max-queue", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "spike.json")
+    args = parser.parse_args()
+    out_dir = args.out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = {"INPLAY_JOURNAL_MAX_QUEUE": str(args.journal_max_queue)}
+    with server(out_dir, "spike", extra) as srv:
+        market = asyncio.run(_prepare(srv, args.accounts))
+        tmp = out_dir / "spike-edge"
+        key = ensure_keys(tmp / "keys")
+        host, port = srv.target.rsplit(":", 1)
+        settings = replace(
+            EdgeSettings.from_env(ROOT),
+            listen_port=free_port(),
+            admin_port=free_port(),
+            upstream_host=host,
+            upstream_port=int(port),
+            keys_dir=tmp / "keys",
+            jwks_file="",
+            access_log="/dev/null",
+            health_interval_s=1,
+            # Per-user limits out of the way (each account bets a few times a second); the global bucket stays.
+            bet_user_rate=1000,
+            bet_user_burst=1000,
+        )
+        config = write_rendered(settings, tmp / "envoy.yaml")
+        envoy = start_envoy(config, tmp / "envoy.log")
+        try:
+            wait_ready(settings, envoy, timeout_s=30, require_upstream=True)
+            tokens = _tokens(settings, key, args.accounts)
+            load_before = loadavg()
+            report = asyncio.run(run(args, f"127.0.0.1:{settings.listen_port}", tokens, market))
+        finally:
+            envoy.terminate()
+            envoy.wait(10)
+    report.update(
+        {
+            "scenario": "kickoff spike through Envoy, same-key retries",
+            "global_bucket": {"rate": settings.bet_global_rate, "burst": settings.bet_global_burst},
+            "journal_max_queue": args.journal_max_queue,
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        }
+    )
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
