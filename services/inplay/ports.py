@@ -324,9 +324,13 @@ class WalletStore(Protocol):
 
     async def set_epoch(self, epoch: str) -> None: ...
 
-    async def set_fence(self, up: bool) -> None: ...
+    async def set_fence(self, up: bool, token: str = "1") -> None:
+        """Raises the repair fence holding ``token``, or lowers it only if it still holds ``token``."""
+        ...
 
-    async def rebuild(self, state: WalletRebuild) -> None: ...
+    async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
+        """Writes ``state`` atomically, only while the fence holds ``fence`` (else WalletUnavailable)."""
+        ...
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         """Applies each credit at most once; returns True where it was applied now (False = already)."""
@@ -334,6 +338,11 @@ class WalletStore(Protocol):
 
     async def compensate(self, debits: Sequence[Debit]) -> None:
         """Undo debits whose ledger write failed: refund, release liability/daily counters, forget the key."""
+        ...
+
+    async def abandon_batch(self, shard: int, slot: int, debits: Sequence[Debit]) -> None:
+        """A journal batch the store certainly refused: ``compensate`` its debits and drop its intent, in one
+        atomic step (a batch whose stakes were returned must never be rolled forward)."""
         ...
 
     async def finish_idempotent(self, records: Sequence[tuple[str, str, str]]) -> None:

@@ -1,6 +1,6 @@
 """The simulation's findings (docs/simulation.md) as short hand-written scenarios over the memory stores,
-faults injected through the ports (``tests.support.faults.Faulty``). Each fails on this commit: strict xfails
-until the fix lands in the domain code (the lead's files), then they pass and must lose their marker.
+faults injected through the ports (``tests.support.faults.Faulty``). Each failed before its fix (seen as a
+strict xfail on the commit that found it); each now guards its fix.
 
 The same findings are also pinned as seeds in ``test_sim.py`` (``test_finding``)."""
 
@@ -92,7 +92,6 @@ class Switch:
         return self.on
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1 (docs/simulation.md): the rebuild reads views lagging the journal")
 async def test_redis_loss_rebuild_counts_the_stakes_the_views_have_not_caught_up_with() -> None:
     stack = Stack()
     await stack.fund("a")
@@ -111,7 +110,6 @@ async def test_redis_loss_rebuild_counts_the_stakes_the_views_have_not_caught_up
     assert (redis, ledger) == (9_900, 9_900), "the rebuilt balance does not carry the stake: money created"
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2 (docs/simulation.md): a quiet shard never resolves an unknown batch")
 async def test_unknown_batch_is_resolved_without_waiting_for_another_slip() -> None:
     stack = Stack()
     await stack.fund("a")
@@ -126,7 +124,6 @@ async def test_unknown_batch_is_resolved_without_waiting_for_another_slip() -> N
     assert retry.bet is not None, f"the key stays {retry.rejection}"
 
 
-@pytest.mark.xfail(strict=True, reason="finding 3 (docs/simulation.md): a compensated batch is rolled forward")
 async def test_a_refused_batch_whose_stake_was_returned_is_never_rolled_forward() -> None:
     stack = Stack()
     await stack.fund("a")
@@ -157,7 +154,6 @@ async def test_a_refused_batch_whose_stake_was_returned_is_never_rolled_forward(
     assert redis == ledger, f"Redis {redis} != ledger {ledger}"
 
 
-@pytest.mark.xfail(strict=True, reason="finding 4 (docs/simulation.md): the projector passes a slot it never projected")
 async def test_projector_never_passes_a_slot_whose_intent_is_still_unresolved() -> None:
     stack = Stack()
     await stack.fund("a")
@@ -176,7 +172,6 @@ async def test_projector_never_passes_a_slot_whose_intent_is_still_unresolved() 
     assert len(await stack.stake_entries("a")) == 2, "slot 1's bet is in the journal but never in the views"
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5 (docs/simulation.md): a failed fence lift stays up forever")
 async def test_a_repair_whose_fence_lift_fails_does_not_stop_the_wallet_forever() -> None:
     stack = Stack()
     await stack.fund("a")
@@ -184,7 +179,7 @@ async def test_a_repair_whose_fence_lift_fails_does_not_stop_the_wallet_forever(
     kill(first)
     stack.wallet_store.forget_everything()  # Redis lost: the next start rebuilds
     # The rebuild completes (epoch written), then lifting the fence fails once (a Redis blip).
-    stack.wallet.fail("set_fence", when=lambda args: args == (False,))
+    stack.wallet.fail("set_fence", when=lambda args: args[0] is False)
     with pytest.raises(ConnectionError):
         await stack.path()
     second = await stack.path()  # the epoch is there: "ready", no repair, nobody lifts the fence

@@ -6,8 +6,8 @@
 - determinism itself: a seed replays to the same schedule (same steps, same virtual end time, same trace
   digest), and different seeds give different schedules;
 - the simulator can fail: a planted bug (a wallet that forgets to debit once) is caught;
-- the findings (docs/simulation.md): each seed that found one replays it in ``--strict`` mode; they are
-  strict xfails until the fix lands in the domain code (then they pass and must lose their marker).
+- the findings (docs/simulation.md): each seed that found one replays it in ``--strict`` mode; each failed
+  before its fix and guards it now.
 """
 
 from __future__ import annotations
@@ -125,13 +125,10 @@ FINDINGS = {
 }
 
 
-@pytest.mark.parametrize(
-    "finding",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"finding {n}: see docs")) for n in FINDINGS],
-)
+@pytest.mark.parametrize("finding", list(FINDINGS))
 def test_finding(finding: int) -> None:
-    """Each finding's seed, replayed as printed (--strict). It fails today with the finding's signature (a
-    strict xfail); once the domain fix lands it passes: then drop its marker (it guards the fix)."""
+    """Each finding's seed, replayed as printed (--strict): it failed with the finding's signature before the
+    fix (docs/simulation.md) and guards the fix now."""
     seed, signature = FINDINGS[finding]
     out = replay(seed, "--strict")
     assert signature not in out.stdout, out.stdout[-1500:]

@@ -69,6 +69,7 @@ class MemoryWallet:
         self._intents: dict[tuple[int, int], PendingIntent] = {}
         self._epoch: str | None = None
         self._fence = False
+        self._fence_token: str | None = None
 
     async def debit_batch(self, debits: Sequence[Debit], intent: BatchIntent | None = None) -> list[DebitResult]:
         async with self._lock:
@@ -168,11 +169,17 @@ class MemoryWallet:
     async def set_epoch(self, epoch: str) -> None:
         self._epoch = epoch
 
-    async def set_fence(self, up: bool) -> None:
-        self._fence = up
+    async def set_fence(self, up: bool, token: str = "1") -> None:
+        if up:
+            self._fence_token = token
+        elif self._fence_token == token:
+            self._fence_token = None
+        self._fence = self._fence_token is not None
 
-    async def rebuild(self, state: WalletRebuild) -> None:
+    async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
         async with self._lock:
+            if self._fence_token != fence:
+                raise WalletUnavailable("the repair fence is held by another repair; nothing rebuilt")
             self.balance.update(state.balances)
             self._applied.update(state.applied_entry_ids)
             self._idem.update(state.idempotency)
@@ -202,22 +209,30 @@ class MemoryWallet:
                 applied.append(True)
             return applied
 
+    async def abandon_batch(self, shard: int, slot: int, debits: Sequence[Debit]) -> None:
+        async with self._lock:
+            self._compensate(debits)
+            self._intents.pop((shard, slot), None)
+
     async def compensate(self, debits: Sequence[Debit]) -> None:
         async with self._lock:
-            for d in debits:
-                key = (d.account_id, d.idempotency_key)
-                # Once per bet, and only for a debit that happened (its reservation is still held).
-                held = self._idem.get(key, "")
-                if d.bet_id in self._compensated or not held.startswith(f"{PENDING}{d.bet_id}:"):
-                    continue
-                self._compensated.add(d.bet_id)
-                self.balance[d.account_id] += d.amount_minor
-                daily_key = (d.account_id, d.day)
-                if daily_key in self._daily:
-                    self._daily[daily_key] -= d.amount_minor
-                for k in d.liability_keys:
-                    self._liability[k] -= d.liability_minor
-                del self._idem[key]
+            self._compensate(debits)
+
+    def _compensate(self, debits: Sequence[Debit]) -> None:
+        for d in debits:
+            key = (d.account_id, d.idempotency_key)
+            # Once per bet, and only for a debit that happened (its reservation is still held).
+            held = self._idem.get(key, "")
+            if d.bet_id in self._compensated or not held.startswith(f"{PENDING}{d.bet_id}:"):
+                continue
+            self._compensated.add(d.bet_id)
+            self.balance[d.account_id] += d.amount_minor
+            daily_key = (d.account_id, d.day)
+            if daily_key in self._daily:
+                self._daily[daily_key] -= d.amount_minor
+            for k in d.liability_keys:
+                self._liability[k] -= d.liability_minor
+            del self._idem[key]
 
     async def finish_idempotent(self, records: Sequence[tuple[str, str, str]]) -> None:
         async with self._lock:

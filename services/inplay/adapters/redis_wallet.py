@@ -244,6 +244,12 @@ end
 return {-1, '0', ''}
 """
 
+# KEYS: the fence; ARGV: the token. Deletes the fence only if it still holds the token.
+_LOWER_FENCE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 # ARGV: prefix, shard, owner, ttl_ms (ttl 0 = release). 1 if the lease is (still) ours.
 _RENEW_SHARD = """
 local key = ARGV[1] .. 'jshard:' .. ARGV[2]
@@ -269,13 +275,15 @@ end
 return out
 """
 
-# ARGV: prefix, comp_ttl, then per debit: account, key, bet_id, amount, day, liability, n, then n liability keys.
-# Applies only where the debit's reservation (PENDING:<bet_id>) is still held, and once per bet (comp marker):
-# compensating a debit that never happened, or twice, must not create money. Returns 1/0 per debit.
+# ARGV: prefix, comp_ttl, intent ("" or "<shard>|<slot>"), then per debit: account, key, bet_id, amount, day,
+# liability, n, then n liability keys. Applies only where the debit's reservation (PENDING:<bet_id>) is still
+# held, and once per bet (comp marker): compensating a debit that never happened, or twice, must not create
+# money. With an intent, the batch's intent is dropped in the same atomic step, so that a batch whose stakes
+# were returned can never be rolled forward later. Returns 1/0 per debit.
 _COMPENSATE = """
-local prefix, comp_ttl = ARGV[1], ARGV[2]
+local prefix, comp_ttl, intent = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
-local i = 3
+local i = 4
 while i <= #ARGV do
   local account, key, bet_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local amount_s, day, liability_s, n = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -299,6 +307,12 @@ while i <= #ARGV do
   else
     out[#out + 1] = 0
   end
+end
+if intent ~= '' then
+  local bar = string.find(intent, '|', 1, true)
+  local shard, slot = string.sub(intent, 1, bar - 1), string.sub(intent, bar + 1)
+  redis.call('DEL', prefix .. 'intent:' .. shard .. ':' .. slot)
+  redis.call('SREM', prefix .. 'jintents:' .. shard, slot)
 end
 return out
 """
@@ -345,6 +359,7 @@ class RedisWallet:
         self._finish_batch = client.register_script(_FINISH_BATCH)
         self._claim = client.register_script(_CLAIM_SHARD)
         self._renew = client.register_script(_RENEW_SHARD)
+        self._lower = client.register_script(_LOWER_FENCE)
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisWallet:
@@ -459,11 +474,15 @@ class RedisWallet:
     async def compensate(self, debits: Sequence[Debit]) -> None:
         await self.compensate_count(debits)
 
-    async def compensate_count(self, debits: Sequence[Debit]) -> int:
+    async def abandon_batch(self, shard: int, slot: int, debits: Sequence[Debit]) -> None:
+        """A batch the journal certainly refused: its stakes returned and its intent dropped, atomically."""
+        await self.compensate_count(debits, intent=f"{shard}|{slot}")
+
+    async def compensate_count(self, debits: Sequence[Debit], intent: str = "") -> int:
         """``compensate`` that also says how many debits were refunded by this call."""
-        if not debits:
+        if not debits and not intent:
             return 0
-        args: list[Any] = [self.prefix, COMPENSATION_TTL_S]
+        args: list[Any] = [self.prefix, COMPENSATION_TTL_S, intent]
         for d in debits:
             args += [
                 key_part(d.account_id),
@@ -524,16 +543,33 @@ class RedisWallet:
     async def set_epoch(self, epoch: str) -> None:
         await self.client.set(f"{self.prefix}wallet:epoch", epoch)
 
-    async def set_fence(self, up: bool) -> None:
+    async def set_fence(self, up: bool, token: str = "1") -> None:
+        """Raises the repair fence holding ``token`` (``up``), or lowers it if it still holds ``token``: a
+        repair that was overtaken by another one never lowers the other's fence."""
         key = f"{self.prefix}wallet:fence"
         if up:
-            await self.client.set(key, "1")
+            await self.client.set(key, token)
         else:
-            await self.client.delete(key)
+            await self._lower(keys=[key], args=[token])
 
-    async def rebuild(self, state: WalletRebuild) -> None:
-        """Overwrites the projection with state rebuilt from the ledger (only under the repair fence)."""
-        pipe = self.client.pipeline(transaction=False)
+    async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
+        """Overwrites the projection with state rebuilt from the ledger, atomically and only while the fence
+        still holds ``fence`` (WATCH/MULTI): a repair overtaken by another one writes nothing (its state
+        may predate bets accepted since), and raises WalletUnavailable."""
+        key = f"{self.prefix}wallet:fence"
+        async with self.client.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            held = await pipe.get(key)
+            if held is None or _text(held) != fence:
+                raise WalletUnavailable("the repair fence is held by another repair; nothing rebuilt")
+            pipe.multi()
+            self._queue_rebuild(pipe, state)
+            try:
+                await pipe.execute()
+            except aioredis.WatchError as exc:
+                raise WalletUnavailable("another repair took the fence meanwhile; nothing rebuilt") from exc
+
+    def _queue_rebuild(self, pipe: Any, state: WalletRebuild) -> None:
         for account, balance in state.balances.items():
             pipe.set(self._k("bal", account), balance)
         for entry_id in state.applied_entry_ids:
@@ -556,7 +592,6 @@ class RedisWallet:
             pipe.set(f"{self.prefix}jhead:{shard}", head)
             if last_slot:
                 pipe.set(f"{self.prefix}jlast:{shard}", f"{last_slot}|{last_checksum}")
-        await pipe.execute()
 
     # --- limits ----------------------------------------------------------------------------------------
 

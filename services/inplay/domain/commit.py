@@ -186,10 +186,19 @@ class ShardWriter:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Claims a shard and resolves its intents (a dead writer's batches) before taking any slip."""
+        """Claims a shard and resolves its intents (a dead writer's batches) before taking any slip and
+        before its projector reads the journal back: a projector that read a slot whose intent is still
+        unresolved would take it for empty and pass it for good."""
         await self._claim()
-        with contextlib.suppress(Exception):
-            await self.recover()
+        delay = self.config.retry_base_s
+        while True:
+            try:
+                await self.recover()
+                break
+            except Exception:
+                log.warning("start-up recovery of shard %d failed; retrying", self.shard, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(self.config.retry_cap_s, delay * 2)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"journal-writer-{self.shard}")
         self._lease_task = asyncio.get_running_loop().create_task(self._keep_lease(), name="journal-lease")
 
@@ -216,10 +225,18 @@ class ShardWriter:
         claim = await self._wallet.claim_shard(self.owner, self.config.lease_ttl_ms, self.config.shards, preferred)
         if claim is None:
             raise RuntimeError(f"every one of the {self.config.shards} journal shards is taken")
+        same_shard = claim.shard == self.shard
         self.shard = claim.shard
-        self._next_slot = claim.head_slot + 1
-        self._last_slot = claim.last_slot
-        self._last_checksum = claim.last_checksum or GENESIS_CHECKSUM
+        # A slot is never used twice: not below the head kept in the wallet, nor below the projector's
+        # checkpoint kept in the ledger (a lost or stale Redis forgets heads; an empty slot the projector
+        # passed would otherwise be reused and its batch never projected), nor below what this process
+        # already used on this shard (a batch of it may still be in flight).
+        projected = await self._ledger.load_progress(claim.shard, PROJECTION_CONSUMER)
+        used = self._next_slot - 1 if same_shard else 0
+        self._next_slot = max(claim.head_slot, projected, used) + 1
+        if not same_shard or claim.last_slot > self._last_slot:
+            self._last_slot = claim.last_slot
+            self._last_checksum = claim.last_checksum or GENESIS_CHECKSUM
         self._lease_ok = True
         self._needs_recovery = True
         log.info("journal shard %d claimed by %s (head slot %d)", self.shard, self.owner, claim.head_slot)
@@ -270,14 +287,16 @@ class ShardWriter:
 
     async def _run(self) -> None:
         while True:
+            # An unknown outcome is resolved at once, not when the next slip happens to arrive: a retry of
+            # the same key never reaches the queue, and the settlement watermark waits for this slot.
+            if self._needs_recovery and not self._stopping:
+                await self._recover_or_wait()
+                continue
             if not self._queue:
                 if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-                continue
-            if self._needs_recovery:
-                await self._recover_or_wait()
                 continue
             items = [self._queue.popleft() for _ in range(min(self.config.max_batch, len(self._queue)))]
             metrics.COMMIT_QUEUE.set(len(self._queue))
@@ -409,9 +428,16 @@ class ShardWriter:
                     what=f"journal batch {batch.shard}/{batch.slot}",
                 )
         except JournalRejected:
+            if await self._landed(batch):  # an earlier attempt of the same bytes did land: committed
+                self._last_slot, self._last_checksum = batch.slot, batch.checksum
+                return True
             log.error("journal batch %d/%d refused by the store; returning the stakes", batch.shard, batch.slot)
             debited = [d for d, o in zip(debits, outcomes, strict=True) if o.status == "DEBITED"]
-            await self._wallet.compensate(debited)
+            try:  # stakes returned and intent dropped in one step: never rolled forward afterwards
+                await self._wallet.abandon_batch(batch.shard, batch.slot, debited)
+            except Exception:
+                log.warning("abandoning batch %d/%d failed; recovery resolves it", batch.shard, batch.slot)
+                return None
             return False
         if not ok:
             return None
@@ -496,26 +522,69 @@ class ShardWriter:
     async def _resolve(self, intent: PendingIntent) -> None:
         rows = tuple(JournalRow(pos, ROW_BET, body) for pos, body in sorted(intent.rows.items()))
         batch = JournalBatch(intent.shard, intent.slot, intent.prev_slot, intent.prev_checksum, intent.at_ms, rows)
-        ok = await retry_until(
-            lambda: self._ledger.write_journal(batch),
-            deadline=time.monotonic() + self.config.commit_timeout_s,
-            base_s=self.config.retry_base_s,
-            cap_s=self.config.retry_cap_s,
-            what=f"recovery of journal batch {intent.shard}/{intent.slot}",
-        )
+        bets = [decode_bet_row(r.body) for r in rows]
+        try:
+            ok = await retry_until(
+                lambda: self._ledger.write_journal(batch),
+                deadline=time.monotonic() + self.config.commit_timeout_s,
+                base_s=self.config.retry_base_s,
+                cap_s=self.config.retry_cap_s,
+                what=f"recovery of journal batch {intent.shard}/{intent.slot}",
+            )
+        except JournalRejected:  # the store certainly refuses this content: return the stakes instead
+            if await self._landed(batch):
+                await self._finish_resolved(intent, batch, bets)
+                return
+            await self._wallet.abandon_batch(
+                intent.shard,
+                intent.slot,
+                [_debit_of(b, h, pos) for (b, h), pos in zip(bets, sorted(intent.rows), strict=True)],
+            )
+            log.error("journal batch %d/%d refused on recovery; stakes returned", intent.shard, intent.slot)
+            self._on_batch(intent.shard, intent.slot, None, [])
+            return
         if not ok:
             raise LedgerError(f"journal batch {intent.shard}/{intent.slot} still unresolved")
-        bets = [decode_bet_row(r.body) for r in rows]
+        await self._finish_resolved(intent, batch, bets)
+
+    async def _landed(self, batch: JournalBatch) -> bool:
+        """A refusal after earlier attempts whose outcome was unknown: one of them may have landed. The
+        partition is read back; the batch counts as committed only if its exact content is there."""
+        stored = await self._ledger.read_journal(batch.shard, batch.slot)
+        return stored is not None and stored.rows == batch.rows and stored.stored_checksum == batch.checksum
+
+    async def _finish_resolved(
+        self, intent: PendingIntent, batch: JournalBatch, bets: list[tuple[PlacedBet, str]]
+    ) -> None:
         records = [(b.account_id, b.idempotency_key, accepted_record(b, h)) for b, h in bets]
+        # The batch is in the journal: its views may go ahead whatever happens to the finish below (a finish
+        # applied whose reply is lost leaves no intent to resolve again, so the offer must not wait for it).
+        self._on_batch(intent.shard, intent.slot, batch, [b for b, _ in bets])
         await self._wallet.finish_batch(intent.shard, intent.slot, batch.checksum, records)
         if intent.slot > self._last_slot:
             self._last_slot, self._last_checksum = intent.slot, batch.checksum
         self._next_slot = max(self._next_slot, intent.slot + 1)
-        metrics.INTENTS_RECOVERED.inc(len(rows))
+        metrics.INTENTS_RECOVERED.inc(len(batch.rows))
         log.warning(
-            "journal batch %d/%d rolled forward from its intent (%d bets)", intent.shard, intent.slot, len(rows)
+            "journal batch %d/%d rolled forward from its intent (%d bets)", intent.shard, intent.slot, len(batch.rows)
         )
-        self._on_batch(intent.shard, intent.slot, batch, [b for b, _ in bets])
+
+
+def _debit_of(bet: PlacedBet, slip_hash: str, pos: int) -> Debit:
+    """The debit a journal row was made from (to return its stake when the store refuses the row)."""
+    return Debit(
+        account_id=bet.account_id,
+        idempotency_key=bet.idempotency_key,
+        bet_id=bet.bet_id,
+        amount_minor=bet.stake_minor,
+        liability_keys=tuple(liability_key(lg.market_id, lg.selection_id) for lg in bet.legs),
+        liability_minor=max(0, bet.potential_return_minor - bet.stake_minor),
+        liability_cap_minor=0,
+        day=_utc_day(bet.placed_at_ms),
+        now_ms=bet.placed_at_ms,
+        slip_hash=slip_hash,
+        pos=pos,
+    )
 
 
 def accepted_record(bet: PlacedBet, slip_hash: str) -> str:
@@ -620,7 +689,7 @@ class Projector:
                     await asyncio.sleep(self._retry_cap_s)
 
     async def _apply(self, group: list[_Projected]) -> None:
-        fresh = [g for g in group if g.slot > self.checkpoint]
+        fresh = await self._with_gaps(sorted((g for g in group if g.slot > self.checkpoint), key=lambda g: g.slot))
         if not fresh:
             return
         bets = [b for g in fresh for b in g.bets]
@@ -645,6 +714,21 @@ class Projector:
         for g in fresh:
             if g.batch is not None:
                 metrics.PROJECTION_LAG.observe(max(0, now - g.batch.committed_at_ms) / 1000)
+
+    async def _with_gaps(self, fresh: list[_Projected]) -> list[_Projected]:
+        """Slots between the checkpoint and the first offered slot that were never offered (a batch whose
+        offer was lost with a failed step, a slot whose debit reply was lost) are read back from the journal:
+        the writer offers a slot only once every earlier slot is resolved, so each is final (a batch or
+        nothing), and the checkpoint never passes a slot it did not project."""
+        if not fresh:
+            return fresh
+        offered = {g.slot for g in fresh}
+        missing = [n for n in range(self.checkpoint + 1, fresh[-1].slot) if n not in offered]
+        for slot in missing:
+            batch = await self._ledger.read_journal(self.shard, slot)
+            bets = [decode_bet_row(r.body)[0] for r in batch.rows] if batch is not None else []
+            fresh.append(_Projected(slot, batch, bets))
+        return sorted(fresh, key=lambda g: g.slot)
 
     async def _publish(self, group: list[_Projected]) -> None:
         """BetPlaced per bet: the journal row's JSON as the message body (no second encoding), keyed by

@@ -8,6 +8,7 @@ between the steps is repaired by retrying the same call: every step is idempoten
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -16,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from inplay.domain.commit import accepted_record, wait_for_projection
+from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, wait_for_projection
 from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
 from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
 from inplay.ids import liability_key
-from inplay.model import EntryKind, LedgerEntry
+from inplay.model import EntryKind, LedgerEntry, PlacedBet
 from inplay.ports import AccountLimits, Credit, DepositKeys, Ledger, WalletRebuild, WalletStore, WalletUnavailable
 
 log = logging.getLogger("inplay.wallet")
@@ -187,43 +188,59 @@ async def repair_projection(
     live traffic: a fence makes every debit answer NOT_READY and every credit refuse (callers retry),
     in-flight batches finish, the views catch up with the journal, then the state is rebuilt and the fence
     lifted. Returns what was written."""
-    await wallet.set_fence(True)
+    token = os.urandom(8).hex()  # this repair's fence: an overtaking repair takes it over, and then we write nothing
+    await wallet.set_fence(True, token)
     try:
         await _quiesce(wallet, ledger, shards, settle_timeout_s)
-        state = await rebuild_state(ledger, clock())
-        await wallet.rebuild(state)
-        epoch = os.urandom(8).hex()
-        await ledger.record_epoch(projection, epoch, clock())
-        await wallet.set_epoch(epoch)
-        return state
-    finally:
-        await wallet.set_fence(False)
+        state = await rebuild_state(ledger, clock(), shards)
+        await wallet.rebuild(state, token)
+    except BaseException:
+        with contextlib.suppress(Exception):  # fail closed: without a new epoch every debit stays NOT_READY
+            await wallet.set_fence(False, token)
+        raise
+    # The fence comes down BEFORE the new epoch goes up: if lifting it fails, the epoch is still missing,
+    # so the next start rebuilds again (and lifts it) instead of serving behind a fence nobody lifts.
+    await wallet.set_fence(False, token)
+    epoch = os.urandom(8).hex()
+    await ledger.record_epoch(projection, epoch, clock())
+    await wallet.set_epoch(epoch)
+    return state
 
 
 async def _quiesce(wallet: WalletStore, ledger: Ledger, shards: int, timeout_s: float) -> None:
+    """Under the fence no new debit happens; batches already debited finish (their intents resolve), so
+    that every debited batch is in the journal before it is scanned. The views need no waiting: the
+    rebuild projects every batch past its shard's checkpoint itself (a start-up rebuild has no running
+    projector to wait for)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while any(await wallet.intents_pending(shards)):
         if asyncio.get_running_loop().time() > deadline:
             raise Unavailable("journal intents are still unresolved; is a writer down? (retry the repair)")
         await asyncio.sleep(0.05)
-    if not await wait_for_projection(wallet, ledger, shards, timeout_s=timeout_s):
-        raise Unavailable("the journal views did not catch up; retry the repair")
 
 
-async def rebuild_state(ledger: Ledger, now: int) -> WalletRebuild:
-    balances = await ledger.account_balances()
-    applied = [entry_id for _, entry_id in await ledger.credit_entry_ids()]
+async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebuild:
+    """One pass over the journal (idempotency records, daily stake, liability, heads, and the views of
+    every batch past its shard's checkpoint, written first), then balances and once-markers from the
+    ledger: the views may lag the journal (a writer died before its projector ran, the heads that the
+    watermark waits on were in the lost Redis), so they are completed from the journal before being read."""
     idempotency: dict[tuple[str, str], str] = {}
     daily: dict[tuple[str, str], int] = defaultdict(int)
     liability: dict[str, int] = defaultdict(int)
     journal: dict[int, tuple[int, int, str]] = {}
     recent_days = {_day(now), _day(now - 86_400_000)}
+    checkpoints: dict[int, int] = {}
+    unprojected: list[PlacedBet] = []
     async for batch in ledger.scan_journal():
+        if batch.shard not in checkpoints:
+            checkpoints[batch.shard] = await ledger.load_progress(batch.shard, PROJECTION_CONSUMER)
         head, last_slot, _ = journal.get(batch.shard, (0, 0, GENESIS_CHECKSUM))
         if batch.slot > last_slot:
             journal[batch.shard] = (max(head, batch.slot), batch.slot, batch.stored_checksum or batch.checksum)
         for row in batch.rows:
             bet, slip = decode_bet_row(row.body)
+            if batch.slot > checkpoints[batch.shard]:
+                unprojected.append(bet)
             idempotency[(bet.account_id, bet.idempotency_key)] = accepted_record(bet, slip)
             day = _day(bet.placed_at_ms)
             if day in recent_days:
@@ -232,6 +249,17 @@ async def rebuild_state(ledger: Ledger, now: int) -> WalletRebuild:
                 liability[liability_key(leg.market_id, leg.selection_id)] += max(
                     0, bet.potential_return_minor - bet.stake_minor
                 )
+    for shard in range(shards):  # a head never below what the projector passed (empty slots included)
+        projected = checkpoints.get(shard)
+        if projected is None:
+            projected = await ledger.load_progress(shard, PROJECTION_CONSUMER)
+        head, last_slot, last_checksum = journal.get(shard, (0, 0, GENESIS_CHECKSUM))
+        if projected > head:
+            journal[shard] = (projected, last_slot, last_checksum)
+    for start in range(0, len(unprojected), 1000):  # idempotent rows; the checkpoint is the projector's
+        await ledger.project_bets(unprojected[start : start + 1000])
+    balances = await ledger.account_balances()
+    applied = [entry_id for _, entry_id in await ledger.credit_entry_ids()]
     return WalletRebuild(
         balances=balances,
         applied_entry_ids=applied,
