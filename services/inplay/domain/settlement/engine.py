@@ -58,6 +58,10 @@ from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger
 log = logging.getLogger("inplay.settlement")
 
 MULTI_LOCK_KEY = "settlement:multi"
+# Bets per BetsSettled message (~250 bytes each: far below the producer's 1 MB message limit).
+MESSAGE_BETS = 500
+# One prebuilt compact encoder (json.dumps with keyword arguments builds one per call).
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 MarkSettled = Callable[[Sequence[str]], Awaitable[object]]
 
@@ -263,7 +267,8 @@ class _Planned:
     events: list[BetEvent]
     entries: list[LedgerEntry]
     credits: list[Credit]
-    messages: list[BusMessage]
+    # One item per bet (BetsSettled messages carry up to MESSAGE_BETS of them).
+    messages: list[dict[str, object]]
     stats: RunStats
 
 
@@ -584,31 +589,38 @@ class RunExecutor:
                 )
             )
             planned.credits.append(Credit(bet.account_id, entry_id, delta))
-        message = {
-            "type": "BetSettled",
+        planned.messages.append(
+            {
+                "bet_id": bet.bet_id,
+                "account_id": bet.account_id,
+                "status": status.name,
+                "return_minor": return_minor,
+                "amount_minor": delta,
+                "currency": bet.currency,
+                "legs": [
+                    {"market_id": lg.market_id, "selection_id": lg.selection_id, "outcome": outcome_name(o)}
+                    for lg, o in zip(bet.legs, legs, strict=True)
+                ],
+                "at_ms": at_ms,
+            }
+        )
+
+    def _bus_messages(self, ctx: _Ctx, items: Sequence[dict[str, object]]) -> list[BusMessage]:
+        """BetsSettled messages of up to MESSAGE_BETS bets each (key: the event). One message per bet cost
+        ~25 us of client CPU in the producer path (a future, a delivery report and a loop wake-up each):
+        12 s of a 500 000-bet run; per batch it is nothing. Consumers dedupe by (run_id, bet_id)."""
+        head = {
+            "type": "BetsSettled",
             "event_id": ctx.run.record.event_id,
-            "run_id": run_id,
+            "run_id": ctx.run_id,
             "run_kind": ctx.kind.name,
             "kind": ctx.row_kind,
-            "bet_id": bet.bet_id,
-            "account_id": bet.account_id,
-            "status": status.name,
-            "return_minor": return_minor,
-            "amount_minor": delta,
-            "currency": bet.currency,
-            "legs": [
-                {"market_id": lg.market_id, "selection_id": lg.selection_id, "outcome": outcome_name(o)}
-                for lg, o in zip(bet.legs, legs, strict=True)
-            ],
-            "at_ms": at_ms,
         }
-        planned.messages.append(
-            BusMessage(
-                topic=self._topic,
-                key=ctx.run.record.event_id,
-                value=json.dumps(message, separators=(",", ":")).encode(),
-            )
-        )
+        out = []
+        for start in range(0, len(items), MESSAGE_BETS):
+            value = _JSON.encode({**head, "bets": items[start : start + MESSAGE_BETS]}).encode()
+            out.append(BusMessage(topic=self._topic, key=ctx.run.record.event_id, value=value))
+        return out
 
     async def _commit(
         self,
@@ -644,7 +656,7 @@ class RunExecutor:
         self._crash_point(phase, page_no, "credit")
         if planned.messages:
             with self._timed("publish_kafka"):
-                await self._bus.publish(planned.messages)
+                await self._bus.publish(self._bus_messages(ctx, planned.messages))
                 await self._bus.flush()
         stats = replace(planned.stats, negative_balance_accounts=negatives)
         ids = tuple(b.bet_id for b in bets)
