@@ -598,11 +598,20 @@ class CassandraLedger:
         return [_bet(r, account_id) for r in rows], pagetoken.encode(scope, state)
 
     async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
-        """Pages of at most ``page_size`` bets over the 64 buckets; up to EVENT_READ_WINDOW page reads in
-        flight (a bucket's next page is requested as soon as its previous one arrives). Memory stays
-        bounded by the window: nothing is read ahead of it."""
+        """Pages of at most ``page_size`` bets over the 64 buckets (:meth:`event_bets_in`)."""
+        async for page in self.event_bets_in(event_id, range(EVENT_BUCKETS), page_size):
+            yield page
+
+    async def event_bets_in(
+        self, event_id: str, buckets: Sequence[int], page_size: int = 5000
+    ) -> AsyncIterator[list[PlacedBet]]:
+        """Pages of at most ``page_size`` bets of the given buckets (settlement workers each read a range);
+        up to EVENT_READ_WINDOW page reads in flight (a bucket's next page is requested as soon as its
+        previous one arrives). Memory stays bounded by the window: nothing is read ahead of it. Legs are
+        decoded once per distinct legs text (bets on one selection at one price share it)."""
         in_flight: set[asyncio.Task[tuple[int, list[Any], bytes | None]]] = set()
-        next_bucket = 0
+        pending = list(buckets)
+        legs_cache: dict[str, tuple[Leg, ...]] = {}
 
         async def read(bucket: int, state: bytes | None) -> tuple[int, list[Any], bytes | None]:
             rows, nxt = await self._page(self._sel_event_bets, (event_id, bucket), page_size, state)
@@ -610,17 +619,18 @@ class CassandraLedger:
 
         buffer: list[PlacedBet] = []
         try:
-            while in_flight or next_bucket < EVENT_BUCKETS:
-                while len(in_flight) < EVENT_READ_WINDOW and next_bucket < EVENT_BUCKETS:
-                    in_flight.add(asyncio.create_task(read(next_bucket, None)))
-                    next_bucket += 1
+            while in_flight or pending:
+                while len(in_flight) < EVENT_READ_WINDOW and pending:
+                    in_flight.add(asyncio.create_task(read(pending.pop(0), None)))
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     in_flight.discard(task)
                     bucket, rows, state = task.result()
                     if state:
                         in_flight.add(asyncio.create_task(read(bucket, state)))
-                    buffer.extend(_bet(r) for r in rows)
+                    if len(legs_cache) > 10_000:
+                        legs_cache.clear()
+                    buffer.extend(_bet_cached(r, legs_cache) for r in rows)
                 while len(buffer) >= page_size:
                     yield buffer[:page_size]
                     buffer = buffer[page_size:]
@@ -795,6 +805,25 @@ def _bet(row: Any, account_id: str | None = None) -> PlacedBet:
         bet_id=row.bet_id,
         account_id=account_id if account_id is not None else row.account_id,
         legs=legs_from_json(row.legs),
+        stake_minor=int(row.stake_minor),
+        currency=row.currency,
+        potential_return_minor=int(row.potential_return_minor),
+        policy=AcceptancePolicy(row.policy),
+        idempotency_key=row.idempotency_key or "",
+        placed_at_ms=int(row.placed_at_ms),
+    )
+
+
+def _bet_cached(row: Any, legs_cache: dict[str, tuple[Leg, ...]]) -> PlacedBet:
+    """:func:`_bet` with the legs decoded once per distinct text (Leg and Odds are immutable: sharing them
+    is safe)."""
+    legs = legs_cache.get(row.legs)
+    if legs is None:
+        legs = legs_cache[row.legs] = legs_from_json(row.legs)
+    return PlacedBet(
+        bet_id=row.bet_id,
+        account_id=row.account_id,
+        legs=legs,
         stake_minor=int(row.stake_minor),
         currency=row.currency,
         potential_return_minor=int(row.potential_return_minor),
