@@ -12,8 +12,9 @@
    Kafka, checkpoints) and reports bets settled/s, with the time per step.
 3. Baseline, same run, same keyspace: the raw driver reads every by-event row of the event, then writes the
    same number of rows to the same three tables the run wrote (settlement_bets, bet_history,
-   ledger_by_account; under baseline keys), grouped as the run groups them (per page, one unlogged batch per
-   partition) with 256 in flight — no domain logic, no Redis, no Kafka.
+   ledger_by_account; under baseline keys), grouped as the run groups them (per page: settlement_bets one
+   UNLOGGED batch per (run, bucket) partition, history rows and entries packed 100 to a multi-partition
+   UNLOGGED batch) with 256 in flight — no domain logic, no Redis, no Kafka.
 4. The cost of the exactly-once options (docs/settlement.md): plain INSERT with a deterministic key vs
    INSERT ... IF NOT EXISTS (LWT) on a scratch table, and a Redis SET NX dedupe marker per entry.
 
@@ -59,6 +60,31 @@ SELECTIONS = (("home", "2.10"), ("draw", "3.40"), ("away", "3.60"))
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class CpuMeter:
+    """CPU seconds of this process (all threads: the driver's I/O thread too) and, if given, of the local
+    Cassandra process (from /proc): on a 2-core box shared with the stack, who burns the CPU decides."""
+
+    def __init__(self, cassandra_pid: int) -> None:
+        self._pid = cassandra_pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _cassandra(self) -> float:
+        if not self._pid:
+            return 0.0
+        fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
+    def snapshot(self) -> tuple[float, float, float]:
+        return time.perf_counter(), time.process_time(), self._cassandra()
+
+    def since(self, start: tuple[float, float, float]) -> dict[str, float]:
+        wall, proc, cass = self.snapshot()
+        out = {"wall_s": round(wall - start[0], 2), "client_cpu_s": round(proc - start[1], 2)}
+        if self._pid:
+            out["cassandra_cpu_s"] = round(cass - start[2], 2)
+        return out
 
 
 async def _run_all(session: Any, statements: list[Any], in_flight: int = IN_FLIGHT) -> None:
@@ -197,25 +223,25 @@ async def baseline(
     )
     at = now_ms()
     t1 = time.perf_counter()
-    # Grouped like the run groups them: per page of ``page_size`` bets, rows of one partition together.
+    # Grouped like the run groups them, per page of ``page_size`` bets: settlement_bets by (run, bucket)
+    # partition, history rows and entries in multi-partition UNLOGGED batches of 100 whole partition groups.
     statements: list[Any] = []
     history_rows = bets[: rows_written["bet_history"]]
     entry_rows = bets[: rows_written["ledger_entries"]]
     for start in range(0, len(bets), page_size):
         rows_bets: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
-        rows_hist: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
-        rows_entry: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
+        rows_hist: list[tuple[Any, ...]] = []
+        rows_entry: list[tuple[Any, ...]] = []
         for i, b in enumerate(bets[start : start + page_size], start=start):
             if i < rows_written["settlement_bets"]:
                 bucket = i % 64
                 rows_bets[bucket].append((run, bucket, b.bet_id, b.account_id, 2, 200, 200, "SETTLED", ["WIN"], ["e"]))
         for b in history_rows[start : start + page_size]:
-            rows_hist[b.bet_id].append((b.bet_id, f"{at:013d}:{run}", "SETTLED", 2, 200, run, at, [1]))
+            rows_hist.append((b.bet_id, f"{at:013d}:{run}", "SETTLED", 2, 200, run, at, [1]))
         for b in entry_rows[start // 3 : (start + page_size) // 3]:
-            rows_entry[b.account_id].append(
-                (b.account_id, at, f"{run}:{b.bet_id}", int(EntryKind.PAYOUT), 0, "EUR", b.bet_id, run)
-            )
-        statements += _grouped(ins_bet, rows_bets) + _grouped(ins_hist, rows_hist) + _grouped(ins_entry, rows_entry)
+            rows_entry.append((b.account_id, at, f"{run}:{b.bet_id}", int(EntryKind.PAYOUT), 0, "EUR", b.bet_id, run))
+        statements += _grouped(ins_bet, rows_bets)
+        statements += _grouped(ins_hist, {"all": rows_hist}) + _grouped(ins_entry, {"all": rows_entry})
     build_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     chunk = 20_000
@@ -274,12 +300,16 @@ async def main() -> None:
     parser.add_argument("--lwt-sample", type=int, default=20_000)
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--profile", default="", help="write a cProfile of the settle run (only) to this file")
+    parser.add_argument(
+        "--cassandra-pid", type=int, default=0, help="report this (local) Cassandra process's CPU seconds per phase"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw-driver baseline (profiling)")
     args = parser.parse_args()
     stack = StackSettings.from_env()
     if stack.embedded:
         raise SystemExit("needs the real stack: ./dev up; set -a; . .stack/env; set +a")
     n = args.bets
+    meter = CpuMeter(args.cassandra_pid)
     load_at_start = round(os.getloadavg()[0], 2)
     ledger = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, args.keyspace)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
@@ -303,11 +333,13 @@ async def main() -> None:
         results = make_results([("match-result", "home", LegOutcome.WIN, (1, 1))], [])
         print("settling", flush=True)
         profiler = cProfile.Profile() if args.profile else None
+        settle_cpu = meter.snapshot()
         t0 = time.perf_counter()
         if profiler is not None:
             profiler.enable()
         run = await service.settle_event(event_id, results, "bench")
         settle_s = time.perf_counter() - t0
+        cpu = {"settle": meter.since(settle_cpu)}
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -328,12 +360,16 @@ async def main() -> None:
         assert await wallet.balances(sample) == truth, "redis != ledger"
         timings = {k: round(v, 2) for k, v in service.executor.timings.items()}
         print(f"  settled in {settle_s:.1f} s ({n / settle_s:,.0f} bets/s); busy seconds per step: {timings}")
+        print(f"  cpu: {cpu['settle']}", flush=True)
 
         rows_written = {"settlement_bets": n, "bet_history": n, "ledger_entries": len(winners)}
         if args.no_baseline:
             return
         print("baseline (raw driver reads + writes of the same rows)", flush=True)
+        base_cpu = meter.snapshot()
         base = await baseline(ledger, event_id, rows_written, args.page_size)
+        cpu["baseline"] = meter.since(base_cpu)
+        print(f"  cpu: {cpu['baseline']}", flush=True)
         print(f"  baseline {base['total_s']:.1f} s ({n / base['total_s']:,.0f} bets/s): {base}")
 
         costs = {}
@@ -357,6 +393,9 @@ async def main() -> None:
         "settle_s": round(settle_s, 2),
         "settle_bets_per_s": round(n / settle_s),
         "settle_step_busy_s": timings,
+        "rerun_same_request_s": round(rerun_s, 4),
+        "rerun_vs_first": round(rerun_s / settle_s, 5),
+        "cpu_s": cpu,
         "rows_written": {**rows_written, "checkpoints": -(-n // args.page_size), "kafka_messages": n},
         "payouts_minor": run.stats.payouts_minor,
         "baseline": {k: round(v, 2) for k, v in base.items()},
