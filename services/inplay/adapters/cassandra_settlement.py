@@ -8,6 +8,7 @@ the driver's paging state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
+from inplay.core import LegOutcome
 from inplay.domain.settlement.model import (
     BetSettlementRow,
     Checkpoint,
@@ -279,7 +281,7 @@ class CassandraSettlementStore:
             row.return_minor,
             row.delta_minor,
             row.kind,
-            [outcome_name(o) for o in row.leg_outcomes],
+            _outcome_names(row.leg_outcomes),
             list(row.event_ids),
         )
 
@@ -321,6 +323,13 @@ class CassandraSettlementStore:
             return None
         counts = await asyncio.gather(*(self._exec(self._count, (event_id, b)) for b in range(self._count_buckets)))
         return sum(int(rows[0][0]) for rows in counts if rows)
+
+
+@functools.lru_cache(maxsize=4096)
+def _outcome_names(outcomes: tuple[LegOutcome, ...]) -> list[str]:
+    """Leg outcome names of a row (a run's rows share few combinations; the list is only read by the
+    driver)."""
+    return [outcome_name(o) for o in outcomes]
 
 
 def _bet_row(run_id: str, r: Any) -> BetSettlementRow:

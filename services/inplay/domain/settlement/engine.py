@@ -52,7 +52,7 @@ from inplay.domain.settlement.model import (
     outcome_name,
 )
 from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, SettlementStore
-from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, PlacedBet, RunKind, RunState
+from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger, WalletStore
 
 log = logging.getLogger("inplay.settlement")
@@ -232,14 +232,19 @@ def evaluate(bets: Sequence[PlacedBet], results_by_event: dict[str, Results]) ->
     open_result = SelectionResult(LegOutcome.OPEN)
     batch: list[tuple[int, Sequence[SettleLeg]]] = []
     outcomes: list[tuple[LegOutcome, ...]] = []
+    # Bets of one event share few (leg -> result) pairs: each is looked up and built once per page.
+    cache: dict[Leg, tuple[SettleLeg, LegOutcome]] = {}
     for bet in bets:
         legs: list[SettleLeg] = []
         names: list[LegOutcome] = []
         for leg in bet.legs:
-            market = results_by_event.get(leg.event_id, empty).markets.get(leg.market_id)
-            sel = open_result if market is None else market.outcome_of(leg.selection_id)
-            legs.append(SettleLeg(leg.odds, sel.outcome, sel.dead_heat))
-            names.append(sel.outcome)
+            hit = cache.get(leg)
+            if hit is None:
+                market = results_by_event.get(leg.event_id, empty).markets.get(leg.market_id)
+                sel = open_result if market is None else market.outcome_of(leg.selection_id)
+                hit = cache[leg] = (SettleLeg(leg.odds, sel.outcome, sel.dead_heat), sel.outcome)
+            legs.append(hit[0])
+            names.append(hit[1])
         batch.append((bet.stake_minor, legs))
         outcomes.append(tuple(names))
     try:
@@ -462,9 +467,7 @@ class RunExecutor:
         bounds = [i * buckets // workers for i in range(workers + 1)]
         return [ranged(event_id, range(bounds[i], bounds[i + 1]), size) for i in range(workers)]
 
-    async def _run_workers(
-        self, ctx: _Ctx, results: Results, pages: _Pages, guard: Guard
-    ) -> list[RunStats]:
+    async def _run_workers(self, ctx: _Ctx, results: Results, pages: _Pages, guard: Guard) -> list[RunStats]:
         """The event's own bets, settled by one worker per bucket range, all under the run's event lease:
         every page's writes are preceded by ``guard.verify()`` (the lease's fence still ours), and the
         first failure (``LeaseLost`` included) cancels every other worker before it propagates, so no
