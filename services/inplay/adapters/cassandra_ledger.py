@@ -53,6 +53,9 @@ EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
 # Rows per single-partition unlogged batch (entries of one account, history rows of one bet).
 MAX_PARTITION_BATCH = 100
+# Attempts of a settlement write batch that failed (timeout, overload push-back) and the first backoff.
+WRITE_ATTEMPTS = 3
+WRITE_BACKOFF_S = 0.2
 # Concurrent bucket reads of event_bets, and token ranges scanned at once by account_balances.
 EVENT_READ_WINDOW = 4
 SCAN_SPLITS = 8
@@ -62,6 +65,9 @@ HISTORY_PAGE = 1000
 _BET_COLUMNS = (
     "bet_id, account_id, legs, stake_minor, currency, potential_return_minor, policy, idempotency_key, placed_at_ms"
 )
+# What settlement reads of a bet (event_bets_in(lean=True)): fewer cells for Cassandra to serialize and the
+# driver to decode, per bet of a 500 000-bet event.
+_LEAN_BET_COLUMNS = "bet_id, account_id, legs, stake_minor, currency"
 _ENTRY_COLUMNS = "account_id, created_at_ms, entry_id, kind, amount_minor, currency, bet_id, reference"
 _HISTORY_COLUMNS = "bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes"
 _JOURNAL_COLUMNS = (
@@ -245,6 +251,9 @@ class CassandraLedger:
         self._sel_history = p(f"SELECT {_HISTORY_COLUMNS} FROM bet_history WHERE bet_id = ?")
         self._sel_account_bets = p(f"SELECT {_BET_COLUMNS} FROM bets_by_account WHERE account_id = ?")
         self._sel_event_bets = p(f"SELECT {_BET_COLUMNS} FROM bets_by_event WHERE event_id = ? AND bucket = ?")
+        self._sel_event_bets_lean = p(
+            f"SELECT {_LEAN_BET_COLUMNS} FROM bets_by_event WHERE event_id = ? AND bucket = ?"
+        )
         self._sel_entries = p(f"SELECT {_ENTRY_COLUMNS} FROM ledger_by_account WHERE account_id = ?")
         self._sel_idem = p(
             "SELECT bet_id FROM bets_by_idempotency WHERE account_id = ? AND idempotency_key = ? LIMIT 1"
@@ -603,18 +612,21 @@ class CassandraLedger:
             yield page
 
     async def event_bets_in(
-        self, event_id: str, buckets: Sequence[int], page_size: int = 5000
+        self, event_id: str, buckets: Sequence[int], page_size: int = 5000, *, lean: bool = False
     ) -> AsyncIterator[list[PlacedBet]]:
         """Pages of at most ``page_size`` bets of the given buckets (settlement workers each read a range);
         up to EVENT_READ_WINDOW page reads in flight (a bucket's next page is requested as soon as its
         previous one arrives). Memory stays bounded by the window: nothing is read ahead of it. Legs are
-        decoded once per distinct legs text (bets on one selection at one price share it)."""
+        decoded once per distinct legs text (bets on one selection at one price share it). ``lean``: only
+        what settlement reads (id, account, legs, stake, currency); the other fields are zero / empty /
+        UNSPECIFIED."""
+        select = self._sel_event_bets_lean if lean else self._sel_event_bets
         in_flight: set[asyncio.Task[tuple[int, list[Any], bytes | None]]] = set()
         pending = list(buckets)
         legs_cache: dict[str, tuple[Leg, ...]] = {}
 
         async def read(bucket: int, state: bytes | None) -> tuple[int, list[Any], bytes | None]:
-            rows, nxt = await self._page(self._sel_event_bets, (event_id, bucket), page_size, state)
+            rows, nxt = await self._page(select, (event_id, bucket), page_size, state)
             return bucket, rows, nxt
 
         buffer: list[PlacedBet] = []
@@ -689,10 +701,24 @@ class CassandraLedger:
                 else:
                     chunk.extend(part)
         flush()
-        errors = [e for e in await self._submit_all(statements) if e is not None]
-        if errors:
-            first = errors[0]
-            raise LedgerError(f"{len(errors)} of {len(statements)} writes of {what} failed: {first!r}") from first
+        await self._submit_retrying(statements, what)
+
+    async def _submit_retrying(self, statements: Sequence[Any], what: str) -> None:
+        """Sends the statements; the failed ones (a timeout, the driver's push-back when the node is
+        overloaded) are sent again, up to WRITE_ATTEMPTS times with backoff: the rows are deterministic,
+        so a second write of a row that did land rewrites the same cells. Raises LedgerError if some still
+        failed (the caller's retry then writes the same rows again)."""
+        pending = list(statements)
+        for attempt in range(WRITE_ATTEMPTS):
+            errors = await self._submit_all(pending)
+            failed = [(stmt, e) for stmt, e in zip(pending, errors, strict=True) if e is not None]
+            if not failed:
+                return
+            if attempt + 1 < WRITE_ATTEMPTS:
+                await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
+            pending = [stmt for stmt, _ in failed]
+        first = failed[0][1]
+        raise LedgerError(f"{len(failed)} of {len(statements)} writes of {what} failed: {first!r}") from first
 
     async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
         scope = f"entries|{account_id}"
@@ -820,16 +846,17 @@ def _bet_cached(row: Any, legs_cache: dict[str, tuple[Leg, ...]]) -> PlacedBet:
     legs = legs_cache.get(row.legs)
     if legs is None:
         legs = legs_cache[row.legs] = legs_from_json(row.legs)
+    lean = not hasattr(row, "policy")
     return PlacedBet(
         bet_id=row.bet_id,
         account_id=row.account_id,
         legs=legs,
         stake_minor=int(row.stake_minor),
         currency=row.currency,
-        potential_return_minor=int(row.potential_return_minor),
-        policy=AcceptancePolicy(row.policy),
-        idempotency_key=row.idempotency_key or "",
-        placed_at_ms=int(row.placed_at_ms),
+        potential_return_minor=0 if lean else int(row.potential_return_minor),
+        policy=AcceptancePolicy.UNSPECIFIED if lean else AcceptancePolicy(row.policy),
+        idempotency_key="" if lean else row.idempotency_key or "",
+        placed_at_ms=0 if lean else int(row.placed_at_ms),
     )
 
 
