@@ -92,19 +92,26 @@ async def _run_all(session: Any, statements: list[Any], in_flight: int = IN_FLIG
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(in_flight)
 
+    async def once(stmt: Any) -> None:
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done(exc: BaseException | None) -> None:
+            if not fut.done():
+                fut.set_exception(exc) if exc else fut.set_result(None)
+
+        rf = session.execute_async(stmt)
+        rf.add_callbacks(lambda _: loop.call_soon_threadsafe(done, None), lambda e: loop.call_soon_threadsafe(done, e))
+        await fut
+
     async def one(stmt: Any) -> None:
         async with sem:
-            fut: asyncio.Future[None] = loop.create_future()
-
-            def done(exc: BaseException | None) -> None:
-                if not fut.done():
-                    fut.set_exception(exc) if exc else fut.set_result(None)
-
-            rf = session.execute_async(stmt)
-            rf.add_callbacks(
-                lambda _: loop.call_soon_threadsafe(done, None), lambda e: loop.call_soon_threadsafe(done, e)
-            )
-            await fut
+            for attempt in range(5):  # idempotent rows: a timed-out write is simply written again (as the run does)
+                try:
+                    return await once(stmt)
+                except Exception:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2 * 2**attempt)
 
     await asyncio.gather(*(one(s) for s in statements))
 

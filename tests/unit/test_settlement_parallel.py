@@ -34,7 +34,7 @@ class BucketedLedger(MemoryLedger):
         self.read_by_range: dict[tuple[int, ...], list[str]] = {}
 
     async def event_bets_in(
-        self, event_id: str, buckets: Sequence[int], page_size: int = 5000
+        self, event_id: str, buckets: Sequence[int], page_size: int = 5000, *, lean: bool = False
     ) -> AsyncIterator[list[PlacedBet]]:
         wanted = tuple(buckets)
         self.ranges.append(wanted)

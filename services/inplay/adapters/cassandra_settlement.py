@@ -37,6 +37,8 @@ from inplay.model import BetState, RunKind
 BUCKETS = 64
 MAX_BATCH_ROWS = 100
 MAX_IN_FLIGHT = 128
+WRITE_ATTEMPTS = 3
+WRITE_BACKOFF_S = 0.2
 
 
 def bucket_of(bet_id: str) -> int:
@@ -132,11 +134,21 @@ class CassandraSettlementStore:
         return list(future.result())
 
     async def _exec_all(self, statements: Sequence[Any]) -> None:
+        """Every statement, MAX_IN_FLIGHT at a time; one that failed (a timeout, the driver's push-back
+        of an overloaded node) is written again up to WRITE_ATTEMPTS times: every row here is
+        deterministic, so a second write of a landed row rewrites the same cells."""
         sem = asyncio.Semaphore(MAX_IN_FLIGHT)
 
         async def one(stmt: Any) -> None:
             async with sem:
-                await _await(self._session.execute_async(stmt))
+                for attempt in range(WRITE_ATTEMPTS):
+                    try:
+                        await _await(self._session.execute_async(stmt))
+                        return
+                    except Exception:
+                        if attempt + 1 == WRITE_ATTEMPTS:
+                            raise
+                        await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
 
         await asyncio.gather(*(one(s) for s in statements))
 

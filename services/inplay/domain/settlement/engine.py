@@ -465,7 +465,8 @@ class RunExecutor:
         if ranged is None or workers <= 1:
             return [self._ledger.event_bets(event_id, size)]
         bounds = [i * buckets // workers for i in range(workers + 1)]
-        return [ranged(event_id, range(bounds[i], bounds[i + 1]), size) for i in range(workers)]
+        # lean: only the fields settlement reads (fewer cells to serialize and decode per bet).
+        return [ranged(event_id, range(bounds[i], bounds[i + 1]), size, lean=True) for i in range(workers)]
 
     async def _run_workers(self, ctx: _Ctx, results: Results, pages: _Pages, guard: Guard) -> list[RunStats]:
         """The event's own bets, settled by one worker per bucket range, all under the run's event lease:
