@@ -663,8 +663,15 @@ class CassandraLedger:
 
     async def append_bet_events(self, events: Sequence[BetEvent]) -> None:
         by_bet: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        # Settlement writes a page of rows sharing few leg-outcome combinations: each list built once.
+        outcomes: dict[tuple[LegOutcome, ...], list[int]] = {}
         for ev in events:
-            by_bet[ev.bet_id].append(_event_params(ev))
+            ints = outcomes.get(ev.leg_outcomes)
+            if ints is None:
+                ints = outcomes[ev.leg_outcomes] = [int(o) for o in ev.leg_outcomes]
+            by_bet[ev.bet_id].append(
+                (ev.bet_id, ev.seq_key, ev.kind, int(ev.status), ev.amount_minor, ev.run_id, ev.at_ms, ints)
+            )
         await self._write_partitions(self._ins_history, by_bet, "bet history rows")
 
     async def _write_partitions(self, prepared: Any, rows: dict[str, list[tuple[Any, ...]]], what: str) -> None:
