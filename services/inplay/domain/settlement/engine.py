@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -319,6 +320,16 @@ class _Ctx:
     @property
     def kind(self) -> RunKind:
         return self.run.record.kind
+
+
+@functools.lru_cache(maxsize=4096)
+def _message_legs(legs: tuple[Leg, ...], outcomes: tuple[LegOutcome, ...]) -> list[dict[str, str]]:
+    """The legs of a BetsSettled item (shared by the bets with the same legs and outcomes; only read by
+    the JSON encoder)."""
+    return [
+        {"market_id": lg.market_id, "selection_id": lg.selection_id, "outcome": outcome_name(o)}
+        for lg, o in zip(legs, outcomes, strict=True)
+    ]
 
 
 def row_kind_for(run: RunView, runs: Sequence[RunView]) -> str:
@@ -671,10 +682,7 @@ class RunExecutor:
                 "return_minor": return_minor,
                 "amount_minor": delta,
                 "currency": bet.currency,
-                "legs": [
-                    {"market_id": lg.market_id, "selection_id": lg.selection_id, "outcome": outcome_name(o)}
-                    for lg, o in zip(bet.legs, legs, strict=True)
-                ],
+                "legs": _message_legs(bet.legs, legs),
                 "at_ms": at_ms,
             }
         )
