@@ -8,8 +8,8 @@
    the stake debits in Redis with ``credit_batch`` (``-stake`` per ``stake:<bet_id>``). Accounts are funded
    with one DEPOSIT entry each. One third win.
 2. Settles the event with :class:`SettlementService` (the production path: paged reads of the 64 buckets,
-   one Rust call per page, settlement rows + bet history + payout entries, Redis credits, BetSettled to
-   Kafka, checkpoints) and reports bets settled/s, with the time per step.
+   one Rust call per page, settlement rows + bet history + payout entries, Redis credits, BetsSettled to
+   Kafka, checkpoints; several workers over bucket ranges) and reports bets settled/s, with the time per step.
 3. Baseline, same run, same keyspace: the raw driver reads every by-event row of the event, then writes the
    same number of rows to the same three tables the run wrote (settlement_bets, bet_history,
    ledger_by_account; under baseline keys), grouped as the run groups them (per page: settlement_bets one
@@ -47,6 +47,7 @@ from inplay.adapters.redis_wallet import RedisWallet
 from inplay.config import StackSettings
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.settlement import SettlementConfig, SettlementService, make_results
+from inplay.domain.settlement.engine import MESSAGE_BETS
 from inplay.domain.settlement.locks import RedisLocks
 from inplay.domain.settlement.worker import _count_options
 from inplay.model import EntryKind, LedgerEntry, Leg, PlacedBet, RunState
@@ -302,7 +303,8 @@ async def main() -> None:
     parser.add_argument("--bets", type=int, default=50_000)
     parser.add_argument("--accounts", type=int, default=0, help="default: bets / 25")
     parser.add_argument("--page-size", type=int, default=5000)
-    parser.add_argument("--commit-concurrency", type=int, default=2)
+    parser.add_argument("--commit-concurrency", type=int, default=SettlementConfig.commit_concurrency)
+    parser.add_argument("--workers", type=int, default=SettlementConfig.workers)
     parser.add_argument("--keyspace", default="inplay_bench")
     parser.add_argument("--lwt-sample", type=int, default=20_000)
     parser.add_argument("--out", default=str(OUT))
@@ -327,7 +329,10 @@ async def main() -> None:
     locks = RedisLocks.connect(stack.redis_url, prefix)
     store = CassandraSettlementStore(ledger.session, **_count_options(ledger))
     config = SettlementConfig(
-        page_size=args.page_size, commit_concurrency=args.commit_concurrency, topic_prefix=topic_prefix
+        page_size=args.page_size,
+        commit_concurrency=args.commit_concurrency,
+        workers=args.workers,
+        topic_prefix=topic_prefix,
     )
     service = SettlementService(store, ledger, wallet, bus, locks, config=config)
     event_id = f"bench-{uuid.uuid4().hex[:10]}"
@@ -390,11 +395,14 @@ async def main() -> None:
         await wallet.close()
         await ledger.close()
 
+    # BetsSettled: up to MESSAGE_BETS bets per message, per page.
+    messages = -(-n // args.page_size) * -(-args.page_size // MESSAGE_BETS)
     entry = {
         "bets": n,
         "accounts": len(accounts),
         "page_size": args.page_size,
         "commit_concurrency": args.commit_concurrency,
+        "workers": args.workers,
         "place_s": round(place_s, 2),
         "place_bets_per_s": round(n / place_s),
         "settle_s": round(settle_s, 2),
@@ -403,7 +411,7 @@ async def main() -> None:
         "rerun_same_request_s": round(rerun_s, 4),
         "rerun_vs_first": round(rerun_s / settle_s, 5),
         "cpu_s": cpu,
-        "rows_written": {**rows_written, "checkpoints": -(-n // args.page_size), "kafka_messages": n},
+        "rows_written": {**rows_written, "checkpoints": -(-n // args.page_size), "kafka_messages": messages},
         "payouts_minor": run.stats.payouts_minor,
         "baseline": {k: round(v, 2) for k, v in base.items()},
         "baseline_bets_per_s": round(n / base["total_s"]),
