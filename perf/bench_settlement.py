@@ -312,6 +312,9 @@ async def main() -> None:
     parser.add_argument(
         "--cassandra-pid", type=int, default=0, help="report this (local) Cassandra process's CPU seconds per phase"
     )
+    parser.add_argument(
+        "--settle-at", type=float, default=0.0, help="unix time to start settling (several bench processes at once)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw-driver baseline (profiling)")
     args = parser.parse_args()
     stack = StackSettings.from_env()
@@ -343,6 +346,8 @@ async def main() -> None:
         print(f"  placed in {place_s:.1f} s ({n / place_s:,.0f} bets/s)", flush=True)
 
         results = make_results([("match-result", "home", LegOutcome.WIN, (1, 1))], [])
+        if args.settle_at:
+            await asyncio.sleep(max(0.0, args.settle_at - time.time()))
         print("settling", flush=True)
         profiler = cProfile.Profile() if args.profile else None
         settle_cpu = meter.snapshot()
