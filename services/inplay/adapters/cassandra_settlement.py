@@ -38,6 +38,8 @@ BUCKETS = 64
 MAX_BATCH_ROWS = 100
 MAX_IN_FLIGHT = 128
 WRITE_ATTEMPTS = 3
+# Bucket reads in flight when a run's rows are read back (priors of the next run).
+READ_WINDOW = 8
 WRITE_BACKOFF_S = 0.2
 
 
@@ -307,19 +309,32 @@ class CassandraSettlementStore:
         return {r.bet_id: _bet_row(run_id, r) for rows in found for r in rows}
 
     async def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
-        for bucket in range(BUCKETS):
-            paging_state = None
-            while True:
-                stmt = self._select_bets.bind((run_id, bucket))
-                stmt.fetch_size = page_size
-                future = await _await(self._session.execute_async(stmt, paging_state=paging_state))
-                result = future.result()
-                rows = [_bet_row(run_id, r) for r in result.current_rows]
-                if rows:
-                    yield rows
-                paging_state = result.paging_state
-                if not paging_state:
-                    break
+        """Every row of a run, in pages (in no particular order), READ_WINDOW bucket reads in flight: the
+        next run of a 500 000-bet event reads its predecessors' rows before its first page."""
+        pending = list(range(BUCKETS))
+        in_flight: set[asyncio.Task[tuple[int, list[BetSettlementRow], Any]]] = set()
+
+        async def read(bucket: int, paging_state: Any) -> tuple[int, list[BetSettlementRow], Any]:
+            stmt = self._select_bets.bind((run_id, bucket))
+            stmt.fetch_size = page_size
+            result = (await _await(self._session.execute_async(stmt, paging_state=paging_state))).result()
+            return bucket, [_bet_row(run_id, r) for r in result.current_rows], result.paging_state
+
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < READ_WINDOW:
+                    in_flight.add(asyncio.get_running_loop().create_task(read(pending.pop(0), None)))
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    in_flight.discard(task)
+                    bucket, rows, paging_state = task.result()
+                    if paging_state:
+                        in_flight.add(asyncio.get_running_loop().create_task(read(bucket, paging_state)))
+                    if rows:
+                        yield rows
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     # --- requests --------------------------------------------------------------------------------------
 
