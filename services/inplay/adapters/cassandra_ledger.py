@@ -36,7 +36,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, WriteTimeout, WriteType
+from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, ReadTimeout, WriteTimeout, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
@@ -53,7 +53,8 @@ EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
 # Rows per single-partition unlogged batch (entries of one account, history rows of one bet).
 MAX_PARTITION_BATCH = 100
-# Attempts of a settlement write batch that failed (timeout, overload push-back) and the first backoff.
+# Attempts of a settlement write batch (or bucket page read) that failed (timeout, overload push-back) and
+# the first backoff.
 WRITE_ATTEMPTS = 3
 WRITE_BACKOFF_S = 0.2
 # Concurrent bucket reads of event_bets, and token ranges scanned at once by account_balances.
@@ -626,8 +627,16 @@ class CassandraLedger:
         legs_cache: dict[str, tuple[Leg, ...]] = {}
 
         async def read(bucket: int, state: bytes | None) -> tuple[int, list[Any], bytes | None]:
-            rows, nxt = await self._page(select, (event_id, bucket), page_size, state)
-            return bucket, rows, nxt
+            # A read is idempotent: a timeout of an overloaded node is read again (same paging state).
+            for attempt in range(WRITE_ATTEMPTS):
+                try:
+                    rows, nxt = await self._page(select, (event_id, bucket), page_size, state)
+                    return bucket, rows, nxt
+                except (ReadTimeout, OperationTimedOut, NoHostAvailable):
+                    if attempt + 1 == WRITE_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
+            raise AssertionError("unreachable")
 
         buffer: list[PlacedBet] = []
         try:
