@@ -27,8 +27,10 @@ from tests.integration.test_settlement_runs import SettleEnv, W, open_senv, res
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# Injected crashes count pages: commit them one at a time so "after page 3" is exact.
-ONE_PAGE_AT_A_TIME = {"INPLAY_SETTLEMENT_COMMIT_CONCURRENCY": "1"}
+# Injected crashes count pages: one worker committing one page at a time, so "after page 3" is exact.
+ONE_PAGE_AT_A_TIME = {"INPLAY_SETTLEMENT_COMMIT_CONCURRENCY": "1", "INPLAY_SETTLEMENT_WORKERS": "1"}
+# Four workers over bucket ranges, two pages in flight each: many pages are being written at once.
+PARALLEL = {"INPLAY_SETTLEMENT_COMMIT_CONCURRENCY": "2", "INPLAY_SETTLEMENT_WORKERS": "4"}
 
 
 @pytest.fixture
@@ -140,6 +142,30 @@ async def test_injected_crash_mid_page_then_rerun(
     assert run["state"] == "COMPLETED" and run["bets_processed"] == 45 and run["bets_total"] == 45
     assert run["payouts_minor"] == sum(b.stake_minor * 5 // 2 for b in winners)
     assert "resuming" in err and "already done" in err
+    assert await ledger_vs_redis(senv) == {}
+    await assert_paid_exactly_once(senv, winners, losers)
+
+
+@pytest.mark.parametrize("stage", ["ledger", "credit"])
+async def test_injected_crash_in_the_middle_of_a_parallel_run_then_rerun(
+    senv: SettleEnv,
+    worker_env: dict[str, str],
+    stage: str,
+) -> None:
+    """Four workers over bucket ranges; the process dies (kill -9 style) while page 6's rows are in the
+    ledger (or credited) and other workers' pages are in flight; the retry pays each bet exactly once."""
+    ev = senv.unique_id("ev")
+    winners, losers = await place_book(senv, ev, 150)
+    args = ["settle", "--event", ev, "--request-id", "ft", "--outcome", "m:h:WIN"]
+    rc, _, err = await run_worker(worker_env, *args, extra={"INPLAY_SETTLEMENT_CRASH_AT": f"S:6:{stage}", **PARALLEL})
+    assert rc == 137, err[-2000:]
+    status = await senv.service.status(ev)
+    assert status.run.state == RunState.RUNNING and status.run.stats.bets_processed < 150
+    rc, out, err = await run_worker(worker_env, *args, extra=PARALLEL)
+    assert rc == 0, err[-2000:]
+    run = json.loads(out)
+    assert run["state"] == "COMPLETED" and run["bets_processed"] == 150 and run["bets_total"] == 150
+    assert run["payouts_minor"] == sum(b.stake_minor * 5 // 2 for b in winners)
     assert await ledger_vs_redis(senv) == {}
     await assert_paid_exactly_once(senv, winners, losers)
 

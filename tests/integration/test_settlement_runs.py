@@ -171,13 +171,18 @@ class SettleEnv:
         return by_kind
 
     def settlement_messages(self, event_id: str, expect: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-        return read_topic(
+        """The settled bets of the event's BetsSettled messages (each carries many bets), one dict per bet
+        with the message's run fields merged in; reads until ``expect`` bets arrived."""
+        messages = read_topic(
             self.kafka_bootstrap,
             self.topic_prefix + TOPIC_SETTLEMENTS,
             lambda key, value: key == event_id,
             expect,
             timeout_s,
+            weight=lambda value: len(value["bets"]),
         )
+        assert all(m["type"] == "BetsSettled" and m["event_id"] == event_id for m in messages)
+        return [{**{k: v for k, v in m.items() if k != "bets"}, **bet} for m in messages for bet in m["bets"]]
 
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -190,9 +195,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 def read_topic(
-    bootstrap: str, topic: str, accept: Callable[[str, dict[str, Any]], bool], expect: int, timeout_s: float
+    bootstrap: str,
+    topic: str,
+    accept: Callable[[str, dict[str, Any]], bool],
+    expect: int,
+    timeout_s: float,
+    weight: Callable[[dict[str, Any]], int] = lambda _value: 1,
 ) -> list[dict[str, Any]]:
-    """Reads a topic from the beginning until ``expect`` accepted messages arrived (or the timeout)."""
+    """Reads a topic from the beginning until accepted messages of total ``weight`` ``expect`` arrived (or
+    the timeout)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -203,15 +214,17 @@ def read_topic(
     )
     consumer.subscribe([topic])
     out: list[dict[str, Any]] = []
+    seen = 0
     deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline and len(out) < expect:
+        while time.monotonic() < deadline and seen < expect:
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue
             value = json.loads(msg.value())
             if accept((msg.key() or b"").decode(), value):
                 out.append(value)
+                seen += weight(value)
         # A little longer, to catch unexpected extra messages.
         end = time.monotonic() + 1.0
         while time.monotonic() < end:

@@ -185,9 +185,11 @@ async def test_every_outcome_type_of_a_single(world: World) -> None:
     assert sorted(world.settled_markets) == ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
     kinds = await world.check_conservation()
     assert kinds["PAYOUT"] == expected_payout
-    # One BetSettled per changed bet, keyed by event.
+    # One BetsSettled item per changed bet, in messages keyed by event.
     msgs = world.bus.decoded(TOPIC_SETTLEMENTS)
-    assert len(msgs) == len(cases) - 1 and {m["event_id"] for m in msgs} == {e}
+    items = [bet for m in msgs for bet in m["bets"]]  # type: ignore[attr-defined]
+    assert len(items) == len(cases) - 1 and {m["event_id"] for m in msgs} == {e}
+    assert {m["type"] for m in msgs} == {"BetsSettled"}
     # The open bet gets settled by a later run on its market; nothing else moves.
     run2 = await world.service.settle_event(e, res(("m8", "q", W)), "r2")
     assert run2.stats.payouts_minor == 2000 and run2.stats.bets_changed == 1

@@ -36,7 +36,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, WriteTimeout, WriteType
+from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, ReadTimeout, WriteTimeout, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
@@ -61,6 +61,10 @@ EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
 # Rows per single-partition unlogged batch (entries of one account, history rows of one bet).
 MAX_PARTITION_BATCH = 100
+# Attempts of a settlement write batch (or bucket page read) that failed (timeout, overload push-back) and
+# the first backoff.
+WRITE_ATTEMPTS = 3
+WRITE_BACKOFF_S = 0.2
 # Concurrent bucket reads of event_bets, and token ranges scanned at once by account_balances.
 EVENT_READ_WINDOW = 4
 SCAN_SPLITS = 8
@@ -70,6 +74,9 @@ HISTORY_PAGE = 1000
 _BET_COLUMNS = (
     "bet_id, account_id, legs, stake_minor, currency, potential_return_minor, policy, idempotency_key, placed_at_ms"
 )
+# What settlement reads of a bet (event_bets_in(lean=True)): fewer cells for Cassandra to serialize and the
+# driver to decode, per bet of a 500 000-bet event.
+_LEAN_BET_COLUMNS = "bet_id, account_id, legs, stake_minor, currency"
 _ENTRY_COLUMNS = "account_id, created_at_ms, entry_id, kind, amount_minor, currency, bet_id, reference"
 _HISTORY_COLUMNS = "bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes"
 _JOURNAL_COLUMNS = (
@@ -253,6 +260,9 @@ class CassandraLedger:
         self._sel_history = p(f"SELECT {_HISTORY_COLUMNS} FROM bet_history WHERE bet_id = ?")
         self._sel_account_bets = p(f"SELECT {_BET_COLUMNS} FROM bets_by_account WHERE account_id = ?")
         self._sel_event_bets = p(f"SELECT {_BET_COLUMNS} FROM bets_by_event WHERE event_id = ? AND bucket = ?")
+        self._sel_event_bets_lean = p(
+            f"SELECT {_LEAN_BET_COLUMNS} FROM bets_by_event WHERE event_id = ? AND bucket = ?"
+        )
         self._sel_entries = p(f"SELECT {_ENTRY_COLUMNS} FROM ledger_by_account WHERE account_id = ?")
         self._sel_idem = p(
             "SELECT bet_id FROM bets_by_idempotency WHERE account_id = ? AND idempotency_key = ? LIMIT 1"
@@ -604,29 +614,50 @@ class CassandraLedger:
         return [_bet(r, account_id) for r in rows], pagetoken.encode(scope, state)
 
     async def event_bets(self, event_id: str, page_size: int = 5000) -> AsyncIterator[list[PlacedBet]]:
-        """Pages of at most ``page_size`` bets over the 64 buckets; up to EVENT_READ_WINDOW page reads in
-        flight (a bucket's next page is requested as soon as its previous one arrives). Memory stays
-        bounded by the window: nothing is read ahead of it."""
+        """Pages of at most ``page_size`` bets over the 64 buckets (:meth:`event_bets_in`)."""
+        async for page in self.event_bets_in(event_id, range(EVENT_BUCKETS), page_size):
+            yield page
+
+    async def event_bets_in(
+        self, event_id: str, buckets: Sequence[int], page_size: int = 5000, *, lean: bool = False
+    ) -> AsyncIterator[list[PlacedBet]]:
+        """Pages of at most ``page_size`` bets of the given buckets (settlement workers each read a range);
+        up to EVENT_READ_WINDOW page reads in flight (a bucket's next page is requested as soon as its
+        previous one arrives). Memory stays bounded by the window: nothing is read ahead of it. Legs are
+        decoded once per distinct legs text (bets on one selection at one price share it). ``lean``: only
+        what settlement reads (id, account, legs, stake, currency); the other fields are zero / empty /
+        UNSPECIFIED."""
+        select = self._sel_event_bets_lean if lean else self._sel_event_bets
         in_flight: set[asyncio.Task[tuple[int, list[Any], bytes | None]]] = set()
-        next_bucket = 0
+        pending = list(buckets)
+        legs_cache: dict[str, tuple[Leg, ...]] = {}
 
         async def read(bucket: int, state: bytes | None) -> tuple[int, list[Any], bytes | None]:
-            rows, nxt = await self._page(self._sel_event_bets, (event_id, bucket), page_size, state)
-            return bucket, rows, nxt
+            # A read is idempotent: a timeout of an overloaded node is read again (same paging state).
+            for attempt in range(WRITE_ATTEMPTS):
+                try:
+                    rows, nxt = await self._page(select, (event_id, bucket), page_size, state)
+                    return bucket, rows, nxt
+                except (ReadTimeout, OperationTimedOut, NoHostAvailable):
+                    if attempt + 1 == WRITE_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
+            raise AssertionError("unreachable")
 
         buffer: list[PlacedBet] = []
         try:
-            while in_flight or next_bucket < EVENT_BUCKETS:
-                while len(in_flight) < EVENT_READ_WINDOW and next_bucket < EVENT_BUCKETS:
-                    in_flight.add(asyncio.create_task(read(next_bucket, None)))
-                    next_bucket += 1
+            while in_flight or pending:
+                while len(in_flight) < EVENT_READ_WINDOW and pending:
+                    in_flight.add(asyncio.create_task(read(pending.pop(0), None)))
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     in_flight.discard(task)
                     bucket, rows, state = task.result()
                     if state:
                         in_flight.add(asyncio.create_task(read(bucket, state)))
-                    buffer.extend(_bet(r) for r in rows)
+                    if len(legs_cache) > 10_000:
+                        legs_cache.clear()
+                    buffer.extend(_bet_cached(r, legs_cache) for r in rows)
                 while len(buffer) >= page_size:
                     yield buffer[:page_size]
                     buffer = buffer[page_size:]
@@ -647,29 +678,69 @@ class CassandraLedger:
 
     async def append_bet_events(self, events: Sequence[BetEvent]) -> None:
         by_bet: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        # Settlement writes a page of rows sharing few leg-outcome combinations: each list built once.
+        outcomes: dict[tuple[LegOutcome, ...], list[int]] = {}
         for ev in events:
-            by_bet[ev.bet_id].append(_event_params(ev))
+            ints = outcomes.get(ev.leg_outcomes)
+            if ints is None:
+                ints = outcomes[ev.leg_outcomes] = [int(o) for o in ev.leg_outcomes]
+            by_bet[ev.bet_id].append(
+                (ev.bet_id, ev.seq_key, ev.kind, int(ev.status), ev.amount_minor, ev.run_id, ev.at_ms, ints)
+            )
         await self._write_partitions(self._ins_history, by_bet, "bet history rows")
 
     async def _write_partitions(self, prepared: Any, rows: dict[str, list[tuple[Any, ...]]], what: str) -> None:
-        """Rows grouped by partition: one single-partition unlogged batch per group (one mutation, applied
-        atomically by the replica), groups sent concurrently. Raises LedgerError if any group failed; the
-        others are stored, which is safe because the caller retries with the same deterministic keys."""
+        """Rows grouped by partition, then whole partition groups packed into UNLOGGED batches of up to
+        MAX_PARTITION_BATCH rows (a group larger than that is split). Cassandra applies the rows of one
+        partition within a batch as one mutation (atomic and isolated within the partition), so each
+        group keeps the guarantee a single-partition batch gave, while one request carries many groups:
+        the cost is per driver request (~0.3 ms of client CPU), and most settlement groups hold one row
+        (one history row per bet, one entry per account and page). The batches are sent concurrently.
+        Raises LedgerError if any failed; the others are stored, which is safe because the caller
+        retries with the same deterministic keys. (On a multi-node cluster the packing should follow
+        token ranges so that the coordinator owns its rows, as for the projection.)"""
         statements: list[Any] = []
-        for group in rows.values():
-            for start in range(0, len(group), MAX_PARTITION_BATCH):
-                chunk = group[start : start + MAX_PARTITION_BATCH]
-                if len(chunk) == 1:
-                    statements.append(prepared.bind(chunk[0]))
-                    continue
+        chunk: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            if len(chunk) == 1:
+                statements.append(prepared.bind(chunk[0]))
+            elif chunk:
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for params in chunk:
                     batch.add(prepared, params)
                 statements.append(batch)
-        errors = [e for e in await self._submit_all(statements) if e is not None]
-        if errors:
-            first = errors[0]
-            raise LedgerError(f"{len(errors)} of {len(statements)} writes of {what} failed: {first!r}") from first
+            chunk.clear()
+
+        for group in rows.values():
+            if len(chunk) + len(group) > MAX_PARTITION_BATCH:
+                flush()
+            for start in range(0, len(group), MAX_PARTITION_BATCH):
+                part = group[start : start + MAX_PARTITION_BATCH]
+                if len(part) == MAX_PARTITION_BATCH:
+                    chunk.extend(part)
+                    flush()
+                else:
+                    chunk.extend(part)
+        flush()
+        await self._submit_retrying(statements, what)
+
+    async def _submit_retrying(self, statements: Sequence[Any], what: str) -> None:
+        """Sends the statements; the failed ones (a timeout, the driver's push-back when the node is
+        overloaded) are sent again, up to WRITE_ATTEMPTS times with backoff: the rows are deterministic,
+        so a second write of a row that did land rewrites the same cells. Raises LedgerError if some still
+        failed (the caller's retry then writes the same rows again)."""
+        pending = list(statements)
+        for attempt in range(WRITE_ATTEMPTS):
+            errors = await self._submit_all(pending)
+            failed = [(stmt, e) for stmt, e in zip(pending, errors, strict=True) if e is not None]
+            if not failed:
+                return
+            if attempt + 1 < WRITE_ATTEMPTS:
+                await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
+            pending = [stmt for stmt, _ in failed]
+        first = failed[0][1]
+        raise LedgerError(f"{len(failed)} of {len(statements)} writes of {what} failed: {first!r}") from first
 
     async def account_entries(self, account_id: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
         scope = f"entries|{account_id}"
@@ -788,6 +859,26 @@ def _bet(row: Any, account_id: str | None = None) -> PlacedBet:
         policy=AcceptancePolicy(row.policy),
         idempotency_key=row.idempotency_key or "",
         placed_at_ms=int(row.placed_at_ms),
+    )
+
+
+def _bet_cached(row: Any, legs_cache: dict[str, tuple[Leg, ...]]) -> PlacedBet:
+    """:func:`_bet` with the legs decoded once per distinct text (Leg and Odds are immutable: sharing them
+    is safe)."""
+    legs = legs_cache.get(row.legs)
+    if legs is None:
+        legs = legs_cache[row.legs] = legs_from_json(row.legs)
+    lean = not hasattr(row, "policy")
+    return PlacedBet(
+        bet_id=row.bet_id,
+        account_id=row.account_id,
+        legs=legs,
+        stake_minor=int(row.stake_minor),
+        currency=row.currency,
+        potential_return_minor=0 if lean else int(row.potential_return_minor),
+        policy=AcceptancePolicy.UNSPECIFIED if lean else AcceptancePolicy(row.policy),
+        idempotency_key="" if lean else row.idempotency_key or "",
+        placed_at_ms=0 if lean else int(row.placed_at_ms),
     )
 
 

@@ -8,6 +8,7 @@ the driver's paging state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
+from inplay.core import LegOutcome
 from inplay.domain.settlement.model import (
     BetSettlementRow,
     Checkpoint,
@@ -35,6 +37,10 @@ from inplay.model import BetState, RunKind
 BUCKETS = 64
 MAX_BATCH_ROWS = 100
 MAX_IN_FLIGHT = 128
+WRITE_ATTEMPTS = 3
+# Bucket reads in flight when a run's rows are read back (priors of the next run).
+READ_WINDOW = 8
+WRITE_BACKOFF_S = 0.2
 
 
 def bucket_of(bet_id: str) -> int:
@@ -130,11 +136,21 @@ class CassandraSettlementStore:
         return list(future.result())
 
     async def _exec_all(self, statements: Sequence[Any]) -> None:
+        """Every statement, MAX_IN_FLIGHT at a time; one that failed (a timeout, the driver's push-back
+        of an overloaded node) is written again up to WRITE_ATTEMPTS times: every row here is
+        deterministic, so a second write of a landed row rewrites the same cells."""
         sem = asyncio.Semaphore(MAX_IN_FLIGHT)
 
         async def one(stmt: Any) -> None:
             async with sem:
-                await _await(self._session.execute_async(stmt))
+                for attempt in range(WRITE_ATTEMPTS):
+                    try:
+                        await _await(self._session.execute_async(stmt))
+                        return
+                    except Exception:
+                        if attempt + 1 == WRITE_ATTEMPTS:
+                            raise
+                        await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
 
         await asyncio.gather(*(one(s) for s in statements))
 
@@ -279,7 +295,7 @@ class CassandraSettlementStore:
             row.return_minor,
             row.delta_minor,
             row.kind,
-            [outcome_name(o) for o in row.leg_outcomes],
+            _outcome_names(row.leg_outcomes),
             list(row.event_ids),
         )
 
@@ -293,19 +309,32 @@ class CassandraSettlementStore:
         return {r.bet_id: _bet_row(run_id, r) for rows in found for r in rows}
 
     async def run_bet_rows(self, run_id: str, page_size: int = 5000) -> AsyncIterator[list[BetSettlementRow]]:
-        for bucket in range(BUCKETS):
-            paging_state = None
-            while True:
-                stmt = self._select_bets.bind((run_id, bucket))
-                stmt.fetch_size = page_size
-                future = await _await(self._session.execute_async(stmt, paging_state=paging_state))
-                result = future.result()
-                rows = [_bet_row(run_id, r) for r in result.current_rows]
-                if rows:
-                    yield rows
-                paging_state = result.paging_state
-                if not paging_state:
-                    break
+        """Every row of a run, in pages (in no particular order), READ_WINDOW bucket reads in flight: the
+        next run of a 500 000-bet event reads its predecessors' rows before its first page."""
+        pending = list(range(BUCKETS))
+        in_flight: set[asyncio.Task[tuple[int, list[BetSettlementRow], Any]]] = set()
+
+        async def read(bucket: int, paging_state: Any) -> tuple[int, list[BetSettlementRow], Any]:
+            stmt = self._select_bets.bind((run_id, bucket))
+            stmt.fetch_size = page_size
+            result = (await _await(self._session.execute_async(stmt, paging_state=paging_state))).result()
+            return bucket, [_bet_row(run_id, r) for r in result.current_rows], result.paging_state
+
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < READ_WINDOW:
+                    in_flight.add(asyncio.get_running_loop().create_task(read(pending.pop(0), None)))
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    in_flight.discard(task)
+                    bucket, rows, paging_state = task.result()
+                    if paging_state:
+                        in_flight.add(asyncio.get_running_loop().create_task(read(bucket, paging_state)))
+                    if rows:
+                        yield rows
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     # --- requests --------------------------------------------------------------------------------------
 
@@ -321,6 +350,13 @@ class CassandraSettlementStore:
             return None
         counts = await asyncio.gather(*(self._exec(self._count, (event_id, b)) for b in range(self._count_buckets)))
         return sum(int(rows[0][0]) for rows in counts if rows)
+
+
+@functools.lru_cache(maxsize=4096)
+def _outcome_names(outcomes: tuple[LegOutcome, ...]) -> list[str]:
+    """Leg outcome names of a row (a run's rows share few combinations; the list is only read by the
+    driver)."""
+    return [outcome_name(o) for o in outcomes]
 
 
 def _bet_row(run_id: str, r: Any) -> BetSettlementRow:
