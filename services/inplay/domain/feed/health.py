@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from inplay.domain.feed.mapping import EventInfo
 from inplay.domain.feed.rules import FeedRules
+from inplay.ports import ProviderLiveness
 
 HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"
 LAGGING = "LAG"
@@ -42,6 +43,7 @@ class ProviderHealth:
     # Newest provider timestamp seen (a lower seq with a newer timestamp = the provider restarted its seqs).
     max_ts_ms: int = -1
     last_lag_ms: int = 0
+    last_lag_at_ms: int = 0
     lag_bad_at_ms: int = 0
     gap_at_ms: int = 0
     gaps: int = 0
@@ -88,6 +90,7 @@ class ProviderHealth:
             self.reconnected_at_ms = received_ms
         self.last_seen_ms = max(self.last_seen_ms, received_ms)
         self.last_lag_ms = lag_ms
+        self.last_lag_at_ms = max(self.last_lag_at_ms, received_ms)
         if lag_ms > rules.failover_lag_ms:
             self.lag_bad_at_ms = received_ms
 
@@ -96,6 +99,50 @@ class ProviderHealth:
         gap = self.track(seq, ts_ms, received_ms) == GAPS
         self.alive(received_ms, max(0, lag_ms), rules)
         return gap
+
+    # --- shared state (H6): the other pods' view of this provider ------------------------------------------
+
+    def merge(self, shared: ProviderLiveness) -> None:
+        """Takes in what other pods saw: the newest times, and the sequence position with the newest provider
+        timestamp (a lower seq there = another pod saw the provider restart: the local window is stale)."""
+        self.last_seen_ms = max(self.last_seen_ms, shared.last_seen_ms)
+        if shared.lag_at_ms > self.last_lag_at_ms:
+            self.last_lag_ms, self.last_lag_at_ms = shared.lag_ms, shared.lag_at_ms
+        self.lag_bad_at_ms = max(self.lag_bad_at_ms, shared.lag_bad_at_ms)
+        self.gap_at_ms = max(self.gap_at_ms, shared.gap_at_ms)
+        self.reconnected_at_ms = max(self.reconnected_at_ms, shared.reconnected_at_ms)
+        if shared.max_ts_ms > self.max_ts_ms:
+            if shared.last_seq < self.last_seq:
+                self._seen.clear()
+                self._order.clear()
+            self.last_seq, self.max_ts_ms = shared.last_seq, shared.max_ts_ms
+
+    def remember(self, keys: set[tuple[int, int]]) -> None:
+        """(seq, ts) keys another pod already accepted: their re-send here is a DUPLICATE."""
+        for key in keys - self._seen:
+            self._seen.add(key)
+            self._order.append(key)
+            self._appended += 1
+        while len(self._order) > SEEN_WINDOW:
+            self._seen.discard(self._order.popleft())
+
+    def tracked_since(self, cp: Checkpoint | None) -> list[tuple[int, int]]:
+        """The (seq, ts) keys tracked since ``cp`` (None: all in the window)."""
+        n = min(self._appended - (cp.appended if cp is not None else 0), len(self._order))
+        return list(self._order)[len(self._order) - n :] if n > 0 else []
+
+    def liveness(self) -> ProviderLiveness:
+        return ProviderLiveness(
+            self.name,
+            self.last_seen_ms,
+            self.last_lag_ms,
+            self.last_lag_at_ms,
+            self.lag_bad_at_ms,
+            self.gap_at_ms,
+            self.reconnected_at_ms,
+            self.last_seq,
+            self.max_ts_ms,
+        )
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self._appended, self.last_seq, self.max_ts_ms, self.gap_at_ms, self.gaps)

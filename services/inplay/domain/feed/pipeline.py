@@ -66,7 +66,16 @@ from inplay.domain.markets import (
     odds_json,
 )
 from inplay.model import MarketChange, SelectionPrice
-from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS, BusMessage, EventBus, LiveOddsCache, PriceWrite, WriteResult
+from inplay.ports import (
+    TOPIC_FEED_RAW,
+    TOPIC_ODDS,
+    BusMessage,
+    EventBus,
+    FeedStateStore,
+    LiveOddsCache,
+    PriceWrite,
+    WriteResult,
+)
 
 log = logging.getLogger("inplay.feed")
 
@@ -150,6 +159,9 @@ class _SwitchOp:
 _Op = _PriceOp | _StatusOp | _SwitchOp
 
 
+# Cache outcomes of a price write that reject its message (else STALE_VERSION).
+_REJECTED_WRITE = {"SETTLED": MARKET_SETTLED, "STANDBY": STANDBY}
+
 # One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -187,6 +199,10 @@ class FeedPipeline:
         self.control = control
         self.rules = rules or FeedRules()
         self.router = FeedRouter(self.rules)
+        # Routing, provider health and duplicate windows shared with every other ingest pod (H6).
+        self.state: FeedStateStore = cache
+        # Providers whose sequence numbers restarted in this chunk (the shared window restarts too).
+        self._resets: set[str] = set()
         self.clock = clock
         self.adapters = adapters if adapters is not None else default_adapters()
         self._topic_raw = topic_prefix + TOPIC_FEED_RAW
@@ -221,10 +237,15 @@ class FeedPipeline:
         async with self._lock:
             t = self.clock() if now is None else now
             ops: list[_Op] = []
+            watched = [
+                event
+                for event in self.mappings.table.events.values()
+                if any(self.router.provider(p).last_seen_ms for p in event.providers)  # never fed: not watched
+            ]
+            if watched:
+                await self._load_shared(set(self.router.health), {}, {e.event_id for e in watched})
             cp = self._checkpoint()
-            for event in self.mappings.table.events.values():
-                if not any(self.router.provider(p).last_seen_ms for p in event.providers):
-                    continue  # never fed: nothing to watch
+            for event in watched:
                 self._route_health(event, t, ops)
             await self._execute(ops, [], None, cp)
 
@@ -261,23 +282,24 @@ class FeedPipeline:
         bus_out: list[BusMessage] = []
         ops: list[_Op] = []
         self._pending.clear()
+        self._resets.clear()
+        parsed = [self._parse(raw) for raw in chunk]
+        await self._sync(parsed)
         cp = self._checkpoint()
         outcome: list[str] = [""] * len(chunk)  # "" = accepted, else the rejection reason
-        for i, raw in enumerate(chunk):
+        for i, (raw, item) in enumerate(zip(chunk, parsed, strict=True)):
             seq = -1
             try:
-                adapter = self.adapters.get(raw.provider)
-                if adapter is None:
-                    raise Rejected(UNKNOWN_PROVIDER, raw.provider)
-                msg = adapter.parse(raw.payload)
-                seq = msg.seq
+                if isinstance(item, Rejected):
+                    raise item
+                seq = item.seq
                 bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
-                self._accept(msg, raw, i, ops, summary)
+                self._accept(item, raw, i, ops, summary)
             except Rejected as rej:
                 if seq < 0:
                     seq = rej.seq
                     bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
-                    if seq >= 0:  # unreadable past its sequence number: still counts for gap tracking
+                    if seq >= 0 and raw.provider in self.adapters:  # unreadable past its seq: still tracked
                         arrived = raw.arrived_ms or raw.received_at_ms
                         self._track(self.router.provider(raw.provider), seq, -1, arrived, summary)
                 outcome[i] = rej.reason
@@ -286,6 +308,7 @@ class FeedPipeline:
                     extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
                 )
         await self._execute(ops, bus_out, outcome, cp)
+        await self._save(cp)
         summary.received += len(chunk)
         for reason in outcome:
             if reason:
@@ -295,6 +318,62 @@ class FeedPipeline:
                 summary.accepted += 1
         FEED_MESSAGES.labels("accepted").inc(sum(1 for r in outcome if not r))
         FEED_MESSAGES.labels("rejected").inc(sum(1 for r in outcome if r))
+
+    def _parse(self, raw: RawMessage) -> ProviderMessage | Rejected:
+        adapter = self.adapters.get(raw.provider)
+        if adapter is None:
+            return Rejected(UNKNOWN_PROVIDER, raw.provider)
+        try:
+            return adapter.parse(raw.payload)
+        except Rejected as rej:
+            return rej
+
+    async def _sync(self, parsed: Sequence[ProviderMessage | Rejected]) -> None:
+        """One call before the chunk is judged: the providers' health and duplicate windows and the events'
+        routes as every pod left them (H6), merged into this pod's view."""
+        probes: dict[str, list[tuple[int, int]]] = {}
+        events: set[str] = set()
+        providers: set[str] = set(self.router.health)
+        table = self.mappings.table
+        for item in parsed:
+            if isinstance(item, Rejected):
+                continue
+            probes.setdefault(item.provider, []).append((item.seq, item.ts_ms))
+            providers.add(item.provider)
+            if item.kind != HEARTBEAT and (event := table.event(item.provider, item.event_ref)) is not None:
+                events.add(event.event_id)
+                providers.update(event.providers)  # the other provider's health decides failover too
+        if probes:
+            await self._load_shared(providers, probes, events)
+
+    async def _load_shared(
+        self, providers: set[str], probes: dict[str, list[tuple[int, int]]], events: set[str]
+    ) -> None:
+        view = await self.state.load_feed_state(sorted(providers), probes, sorted(events))
+        for name, shared in view.providers.items():
+            health = self.router.provider(name)
+            health.merge(shared)
+            if view.seen.get(name):
+                health.remember(view.seen[name])
+        for event_id, active in view.active.items():
+            if active:
+                self.router.active[event_id] = active
+            else:  # never switched: the primary
+                self.router.active.pop(event_id, None)
+
+    async def _save(self, cp: tuple[dict[str, Checkpoint], dict[str, str], set[str]]) -> None:
+        """After the chunk's cache writes: this pod's view of the providers it heard from, for the others. A
+        failure is logged, not raised: the cache holds the chunk (a retry would be a DUPLICATE here), and the
+        next chunk saves the newer view."""
+        health, _, _ = cp
+        seen = {name: h.tracked_since(health.get(name)) for name, h in self.router.health.items()}
+        touched = [self.router.health[name] for name, keys in seen.items() if keys]
+        if not touched:
+            return
+        try:
+            await self.state.save_feed_state([h.liveness() for h in touched], seen, set(self._resets))
+        except Exception:
+            log.warning("shared feed state not saved", exc_info=True)
 
     def _accept(
         self, msg: ProviderMessage, raw: RawMessage, index: int, ops: list[_Op], summary: IngestSummary
@@ -410,6 +489,7 @@ class FeedPipeline:
             FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
             log.warning("feed sequence gap", extra={"provider": health.name, "seq": seq})
         elif verdict == RESET:
+            self._resets.add(health.name)
             summary.anomalies[SEQUENCE_RESET] += 1
             FEED_ANOMALIES.labels(SEQUENCE_RESET).inc()
             log.warning("feed sequence restarted (new provider session)", extra={"provider": health.name, "seq": seq})
@@ -455,6 +535,7 @@ class FeedPipeline:
                 suspend_reason=reason,
                 correction=msg.correction,
                 provider_ts_ms=msg.ts_ms,
+                route_primary=event.primary if event.secondary else "",
             )
             ops.append(_PriceOp(write, index, prices, jumped))
 
@@ -522,6 +603,8 @@ class FeedPipeline:
                 self._disconnected.add(event.event_id)
             return
         active = self.router.provider(self.router.active_for(event))
+        if active.last_seen_ms and now - active.last_seen_ms <= self.rules.heartbeat_timeout_ms:
+            self._disconnected.discard(event.event_id)  # alive again (maybe seen by another pod)
         if (
             active.last_seen_ms
             and now - active.last_seen_ms > self.rules.heartbeat_timeout_ms
@@ -619,7 +702,8 @@ class FeedPipeline:
                         bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
                         changes += changes_between(res.before, res.after, o.write.source, "", at)
                     elif o.index not in written:
-                        written[o.index] = MARKET_SETTLED if res.outcome == "SETTLED" else STALE_VERSION
+                        # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
+                        written[o.index] = _REJECTED_WRITE.get(res.outcome, STALE_VERSION)
                 if outcome is not None:
                     for idx, reason in written.items():
                         outcome[idx] = reason
@@ -642,6 +726,11 @@ class FeedPipeline:
 
     async def _switch(self, op: _SwitchOp, at: int, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
         sw = op.switch
+        won, active = await self.state.switch_provider(sw.event_id, sw.old, sw.new, op.event.primary)
+        self.router.active[sw.event_id] = active
+        if not won:  # another pod switched first (it logs the switch and suspends): adopt its decision
+            log.info("feed provider switch lost to another pod", extra={"event_id": sw.event_id, "active": active})
+            return
         FEED_SWITCHES.labels(sw.cause).inc()
         log.warning(
             "feed provider switch",
