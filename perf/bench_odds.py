@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "services"))
 
 from inplay.adapters.memory_odds import MemoryMarketChangeLog  # noqa: E402
 from inplay.adapters.redis_odds import RedisFeedMappings, RedisOddsCache  # noqa: E402
+from inplay.core import Odds  # noqa: E402
 from inplay.domain.feed import wire  # noqa: E402
 from inplay.domain.feed.mapping import FeedMappingService  # noqa: E402
 from inplay.domain.feed.pipeline import FeedPipeline, RawMessage  # noqa: E402
@@ -319,6 +320,70 @@ async def bench_fanout(args: argparse.Namespace, redis_url: str, bootstrap: str)
         await proc.wait()
 
 
+def _protoset(path: Path) -> Path:
+    """Descriptors of OddsService and grpc.health.v1 for ghz (the server's reflection does not resolve
+    method-level symbols)."""
+    from google.protobuf import descriptor_pb2
+    from grpc_health.v1 import health_pb2
+
+    seen: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(fd: Any) -> None:
+        if fd.name in seen:
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        seen[fd.name] = proto
+
+    for module in (odds_pb2, health_pb2):
+        add(module.DESCRIPTOR)
+    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=list(seen.values())).SerializeToString())
+    return path
+
+
+async def bench_reads(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    """ghz GetMarket vs grpc.health.v1 Health/Check on the same ``python -m inplay.server`` (interceptors and
+    all), at the same concurrency, one after the other; with ``--reads-baseline SERVICES_DIR`` the same on a
+    server built from another tree (e.g. the lead's checkout: GetMarket reading Redis) in the same run."""
+    sys.path.insert(0, str(ROOT / "perf"))
+    from scenarios.common import server
+    from scenarios.ghz import Load, run_ghz
+
+    from inplay.model import MarketState, MarketStatus, SelectionPrice
+
+    out_dir = Path(args.out).parent / "reads"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    protoset = _protoset(out_dir / "odds.protoset")
+    meta = {"x-inplay-subject": "acc-bench", "x-inplay-roles": "bettor"}
+    load = Load(concurrency=args.reads_concurrency, duration_s=args.reads)
+    trees = {"branch": ""}
+    if args.reads_baseline:
+        trees["baseline"] = args.reads_baseline
+    result: dict[str, Any] = {"concurrency": load.concurrency, "duration_s": load.duration_s}
+    for name, tree in trees.items():
+        extra = {"PYTHONPATH": tree} if tree else None
+        with server(out_dir, f"reads-{name}", extra) as srv:
+            cache = await RedisOddsCache.connect(redis_url, srv.env["INPLAY_REDIS_PREFIX"])
+            sels = tuple(SelectionPrice(f"s{i}", f"S{i}", Odds(200 + i, 100)) for i in range(3))
+            await cache.put_markets(
+                [MarketState("m1", "e1", "football", "MATCH_RESULT", "Match", True, MarketStatus.ACTIVE, "",
+                             sels, 1, now_ms(), "bench")]
+            )
+            await cache.close()
+            runs = {}
+            for label, call, data in (
+                ("health", "grpc.health.v1.Health/Check", {}),
+                ("get_market", "inplay.odds.v1.OddsService/GetMarket", {"market_id": "m1"}),
+            ):
+                r = run_ghz(f"{name}-{label}", call, srv.target, protoset, data, meta, load, out_dir).summary
+                runs[label] = {k: r[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "status")}
+            runs["get_market_vs_health"] = round(runs["get_market"]["ok_per_s"] / runs["health"]["ok_per_s"], 3)
+            result[name] = runs
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     redis_url = env("INPLAY_REDIS_URL")
     bootstrap = env("INPLAY_KAFKA_BOOTSTRAP")
@@ -329,6 +394,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_fanout:
         result["fanout"] = await bench_fanout(args, redis_url, bootstrap)
         print(json.dumps(result["fanout"], indent=2), flush=True)
+    if args.reads:
+        result["reads"] = await bench_reads(args, redis_url)
+        print(json.dumps(result["reads"], indent=2), flush=True)
     return result
 
 
@@ -344,6 +412,9 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--profile", default="", help="write a cProfile of the pipeline ingest run to this file")
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--reads", type=int, default=0, help="seconds per ghz run of GetMarket vs Health/Check")
+    parser.add_argument("--reads-concurrency", type=int, default=50)
+    parser.add_argument("--reads-baseline", default="", help="services dir of a baseline tree for the reads")
     parser.add_argument("--out", default=str(ROOT / "perf/results/odds.json"))
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +40,8 @@ class MemoryOddsCache:
         self._feed_prov: dict[str, ProviderLiveness] = {}
         self._feed_seen: dict[str, dict[tuple[int, int], int]] = {}
         self._routes: dict[str, str] = {}
+        # Every state stored is published at once here (like the Redis adapter's local echo).
+        self.local_listeners: list[Callable[[MarketState], None]] = []
 
     async def close(self) -> None:
         for sub in list(self._subs):
@@ -64,6 +66,8 @@ class MemoryOddsCache:
         self._watermark[state.market_id] = watermark
         self._by_event.setdefault(state.event_id, set()).add(state.market_id)
         self._by_sport.setdefault(state.sport, set()).add(state.market_id)
+        for listener in self.local_listeners:
+            listener(state)
         notice = OddsNotice(state, correction)
         for sub in self._subs:
             sub.deliver(notice)

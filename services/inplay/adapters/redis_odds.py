@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -340,6 +340,13 @@ return {1, ARGV[4]}
 """
 
 
+def _echo(listeners: list[Callable[[MarketState], None]], results: Sequence[WriteResult]) -> None:
+    for res in results:
+        if res.applied and res.after is not None:
+            for listener in listeners:
+                listener(res.after)
+
+
 def _list(value: Any) -> list[Any]:
     """cjson encodes an empty Lua table as ``{}``."""
     return value if isinstance(value, list) else []
@@ -370,6 +377,8 @@ class RedisOddsCache:
         self._load_feed = client.register_script(_LOAD_FEED)
         self._save_feed = client.register_script(_SAVE_FEED)
         self._switch_feed = client.register_script(_SWITCH_FEED)
+        # Called with every state this process wrote (the in-process read cache reads its own writes).
+        self.local_listeners: list[Callable[[MarketState], None]] = []
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisOddsCache:
@@ -441,7 +450,12 @@ class RedisOddsCache:
                 ]
             )
         raw = json.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
-        return [CacheWrite(row[0] == "APPLIED", int(row[5])) for row in raw]
+        out = [CacheWrite(row[0] == "APPLIED", int(row[5])) for row in raw]
+        for m, w in zip(markets, out, strict=True):
+            if w.applied:
+                for listener in self.local_listeners:
+                    listener(m)
+        return out
 
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         if not writes:
@@ -500,6 +514,7 @@ class RedisOddsCache:
                     source=w.source,
                 )
             out.append(WriteResult(outcome, before, after))
+        _echo(self.local_listeners, out)
         return out
 
     async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
@@ -528,6 +543,7 @@ class RedisOddsCache:
             before = decode_state(body, int(row[1]), int(row[2]), _text(row[3]))
             after = decode_state(body, int(row[5]), int(row[6]), _text(row[7])) if outcome == "APPLIED" else None
             out.append(WriteResult(outcome, before, after))
+        _echo(self.local_listeners, out)
         return out
 
     async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:

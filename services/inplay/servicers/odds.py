@@ -15,7 +15,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from inplay.convert import market_to_proto
-from inplay.domain.feed.hub import ClientFeed, OddsHub
+from inplay.domain.feed.hub import ClientFeed, MarketReadCache, OddsHub
 from inplay.errors import FieldViolation, InvalidArgument, NotFound, Unavailable, abort_with
 from inplay.model import MarketState
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
@@ -69,13 +69,16 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
     def __init__(self, cache: LiveOddsCache, hub: OddsHub) -> None:
         self._cache = cache
         self._hub = hub
+        # GetMarket / ListMarkets: decoded markets in process, fresh through the hub (no Redis round trip
+        # when nothing changed). StreamOdds snapshots still read Redis (they must follow the subscription).
+        self._reads = MarketReadCache(cache, hub)
 
     async def GetMarket(
         self, request: odds_pb2.GetMarketRequest, context: grpc.aio.ServicerContext
     ) -> odds_pb2.GetMarketResponse:
         try:
             _check_id(request.market_id, "market_id")
-            state = (await self._cache.get_markets([request.market_id]))[0]
+            state = await self._reads.get_market(request.market_id)
             if state is None:
                 raise NotFound(f"market {request.market_id} not found")
             return odds_pb2.GetMarketResponse(market=market_to_proto(state, _now_ms()))
@@ -91,7 +94,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                 raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
             size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
             start = _offset(request.page_token)
-            markets = await self._cache.list_event_markets(request.event_id)  # ordered by market id
+            markets = await self._reads.list_event_markets(request.event_id)  # ordered by market id
             page = markets[start : start + size]
             end = start + len(page)
             now = _now_ms()
