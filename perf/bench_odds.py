@@ -320,6 +320,133 @@ async def bench_fanout(args: argparse.Namespace, redis_url: str, bootstrap: str)
         await proc.wait()
 
 
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+async def bench_grid(args: argparse.Namespace, redis_url: str, rate_factor: float = 1.0) -> dict[str, Any]:
+    """StreamOdds at the issue's shape: ``--grid-subscribers`` subscribers spread over ``--grid-events`` events
+    (one server process), ``--grid-markets`` markets per event each updated ``rate_factor`` times a second
+    (written straight through the cache's price script, stamped with the wall clock); ``--grid-slow`` of the
+    subscribers read their SNAPSHOT and then never read again. Reports the latency (receive - updated_at)
+    of the reading subscribers, deliveries/s, coalesced updates and the server's RSS."""
+    tag = f"g{uuid.uuid4().hex[:6]}"
+    prefix = f"bench:{tag}:"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        "--prefix",
+        prefix,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "services")},
+    )
+    from inplay.model import SelectionPrice
+    from inplay.ports import PriceWrite
+
+    try:
+        assert proc.stdout is not None
+        port = int((await asyncio.wait_for(proc.stdout.readline(), 60)).decode().split()[1])
+        cache = await RedisOddsCache.connect(redis_url, prefix)
+        events = [f"{tag}-e{e}" for e in range(args.grid_events)]
+        markets = [(ev, f"{ev}:m{j}") for ev in events for j in range(args.grid_markets)]
+        last_ts: dict[str, int] = {}
+
+        def write(ev: str, mid: str, k: int) -> PriceWrite:
+            ts = max(now_ms(), last_ts.get(mid, 0) + 1)
+            last_ts[mid] = ts
+            sels = (SelectionPrice("h", "Home", Odds(200 + k % 7, 100)), SelectionPrice("a", "Away", Odds(180, 100)))
+            return PriceWrite(mid, ev, "football", "MATCH_RESULT", mid, True, sels, ts, ts, "bench")
+
+        await cache.write_prices([write(ev, mid, 0) for ev, mid in markets])
+        rss_idle = _rss_kb(proc.pid)
+        n_subs, n_slow = args.grid_subscribers, args.grid_slow
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, n_subs // 50))]
+        latencies: list[int] = []
+        counts = {"deliveries": 0, "coalesced": 0}
+        ready = asyncio.Semaphore(0)
+        measuring = [False]
+
+        async def subscriber(i: int) -> None:
+            stub = odds_pb2_grpc.OddsServiceStub(channels[i % len(channels)])
+            call = stub.StreamOdds(odds_pb2.StreamOddsRequest(event_ids=[events[i % len(events)]]))
+            await call.read()  # the SNAPSHOT: attached
+            ready.release()
+            if i < n_slow:
+                await asyncio.Event().wait()  # never reads again
+            while (msg := await call.read()) is not grpc.aio.EOF:
+                assert isinstance(msg, odds_pb2.StreamOddsResponse)
+                if not measuring[0]:
+                    continue
+                now = now_ms()
+                counts["coalesced"] += msg.coalesced_updates
+                for m in msg.markets:
+                    latencies.append(now - m.updated_at.ToMilliseconds())
+                counts["deliveries"] += len(msg.markets)
+
+        tasks = [asyncio.create_task(subscriber(i)) for i in range(n_subs)]
+        for _ in range(n_subs):
+            await asyncio.wait_for(ready.acquire(), 120)
+        rss_attached = _rss_kb(proc.pid)
+        per_s = len(markets) * rate_factor
+        tick = 0.05
+        sent = 0
+        measuring[0] = True
+        start = time.perf_counter()
+        k = 0
+        while time.perf_counter() - start < args.grid_duration:
+            due = int((time.perf_counter() - start + tick) * per_s) - sent
+            batch = []
+            for _ in range(max(0, due)):
+                ev, mid = markets[k % len(markets)]
+                batch.append(write(ev, mid, k))
+                k += 1
+            if batch:
+                await cache.write_prices(batch)
+                sent += len(batch)
+            await asyncio.sleep(max(0.0, start + (sent / per_s) - time.perf_counter()))
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(1.0)
+        measuring[0] = False
+        rss_end = _rss_kb(proc.pid)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for ch in channels:
+            await ch.close()
+        await cache.close()
+        lat = sorted(latencies)
+
+        def pct(p: float) -> int:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else -1
+
+        readers = n_subs - n_slow
+        return {
+            "subscribers": n_subs,
+            "never_reading": n_slow,
+            "events": len(events),
+            "markets_per_event": args.grid_markets,
+            "updates_per_s": round(sent / elapsed),
+            "offered_deliveries_per_s": round(sent / elapsed * readers / len(events)),
+            "deliveries_per_s": round(counts["deliveries"] / elapsed),
+            "coalesced_updates": counts["coalesced"],
+            "latency_ms_p50": pct(0.50),
+            "latency_ms_p99": pct(0.99),
+            "latency_ms_max": lat[-1] if lat else -1,
+            "server_rss_mb": {
+                "idle": round(rss_idle / 1024, 1),
+                "subscribed": round(rss_attached / 1024, 1),
+                "end": round(rss_end / 1024, 1),
+            },
+        }
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 def _protoset(path: Path) -> Path:
     """Descriptors of OddsService and grpc.health.v1 for ghz (the server's reflection does not resolve
     method-level symbols)."""
@@ -368,8 +495,22 @@ async def bench_reads(args: argparse.Namespace, redis_url: str) -> dict[str, Any
             cache = await RedisOddsCache.connect(redis_url, srv.env["INPLAY_REDIS_PREFIX"])
             sels = tuple(SelectionPrice(f"s{i}", f"S{i}", Odds(200 + i, 100)) for i in range(3))
             await cache.put_markets(
-                [MarketState("m1", "e1", "football", "MATCH_RESULT", "Match", True, MarketStatus.ACTIVE, "",
-                             sels, 1, now_ms(), "bench")]
+                [
+                    MarketState(
+                        "m1",
+                        "e1",
+                        "football",
+                        "MATCH_RESULT",
+                        "Match",
+                        True,
+                        MarketStatus.ACTIVE,
+                        "",
+                        sels,
+                        1,
+                        now_ms(),
+                        "bench",
+                    )
+                ]
             )
             await cache.close()
             runs = {}
@@ -394,6 +535,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_fanout:
         result["fanout"] = await bench_fanout(args, redis_url, bootstrap)
         print(json.dumps(result["fanout"], indent=2), flush=True)
+    if args.grid:
+        result["grid"] = await bench_grid(args, redis_url)
+        print(json.dumps(result["grid"], indent=2), flush=True)
+        if args.grid_factor > 1:
+            result["grid_x"] = await bench_grid(args, redis_url, args.grid_factor)
+            print(json.dumps(result["grid_x"], indent=2), flush=True)
     if args.reads:
         result["reads"] = await bench_reads(args, redis_url)
         print(json.dumps(result["reads"], indent=2), flush=True)
@@ -412,6 +559,13 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--profile", default="", help="write a cProfile of the pipeline ingest run to this file")
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--grid", action="store_true", help="StreamOdds at the issue's shape (see bench_grid)")
+    parser.add_argument("--grid-subscribers", type=int, default=1000)
+    parser.add_argument("--grid-slow", type=int, default=100)
+    parser.add_argument("--grid-events", type=int, default=10)
+    parser.add_argument("--grid-markets", type=int, default=10)
+    parser.add_argument("--grid-duration", type=float, default=10.0)
+    parser.add_argument("--grid-factor", type=float, default=10.0, help="then the same at this x the rate (1=skip)")
     parser.add_argument("--reads", type=int, default=0, help="seconds per ghz run of GetMarket vs Health/Check")
     parser.add_argument("--reads-concurrency", type=int, default=50)
     parser.add_argument("--reads-baseline", default="", help="services dir of a baseline tree for the reads")

@@ -199,6 +199,8 @@ class _EventMarkets(ClientFeed):
 
     def offer(self, notice: OddsNotice) -> None:
         self.put(notice.state)
+        if notice.correction:  # a provider correction resyncs everything: from Redis, once for all clients
+            self.live = False
 
     def put(self, state: MarketState) -> None:
         held = self.markets.get(state.market_id)
