@@ -156,17 +156,14 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             # Subscribed first, then read: nothing applied after the read is missed (duplicates are dropped
             # by version below).
             snapshot = await self._snapshot(client)
-            known = dict(request.known_versions)
             sent: dict[str, int] = {m.market_id: m.version for m in snapshot}
-            if not known or any(known.get(m.market_id) != m.version for m in snapshot):
-                yield self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, 0)
-            else:
-                # The client is up to date: an empty DELTA confirms the stream is live.
-                yield odds_pb2.StreamOddsResponse(kind=odds_pb2.UPDATE_KIND_DELTA)
+            yield self._first(request, client, snapshot)
             while True:
                 await client.wake.wait()
                 pending, coalesced, resync = client.take()
-                if resync:
+                # L4: a version below what was sent means the cache was reset (pub/sub keeps the cache's order
+                # per market): a SNAPSHOT, else the client would filter every new version as a duplicate.
+                if resync or any(s.version < sent.get(s.market_id, 0) for s in pending):
                     snapshot = await self._snapshot(client)
                     sent = {m.market_id: m.version for m in snapshot}
                     yield self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, coalesced)
@@ -182,6 +179,24 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             await abort_with(context, unavailable(exc))
         finally:
             await self._hub.detach(client)
+
+    def _first(
+        self, request: odds_pb2.StreamOddsRequest, client: ClientFeed, snapshot: list[MarketState]
+    ) -> odds_pb2.StreamOddsResponse:
+        """The first message: SNAPSHOT; an empty DELTA when every known version is current; with ``resume``,
+        RESUMED with only what changed since the known versions (SNAPSHOT when those are no longer known)."""
+        known = dict(request.known_versions)
+        if request.resume and known:
+            now = {m.market_id: m.version for m in snapshot}
+            # a known market gone (or not in the subscription) or behind the client's version: not resumable
+            lost = any(now.get(mid, -1) < v for mid, v in known.items())
+            if not lost:
+                changed = [m for m in snapshot if m.version > known.get(m.market_id, 0)]
+                return self._message(odds_pb2.UPDATE_KIND_RESUMED, changed, 0)
+        elif known and all(known.get(m.market_id) == m.version for m in snapshot):
+            # The client is up to date: an empty DELTA confirms the stream is live.
+            return odds_pb2.StreamOddsResponse(kind=odds_pb2.UPDATE_KIND_DELTA)
+        return self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, 0)
 
     @staticmethod
     def _message(kind: odds_pb2.UpdateKind, markets: list[MarketState], coalesced: int) -> odds_pb2.StreamOddsResponse:

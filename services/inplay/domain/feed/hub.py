@@ -198,9 +198,12 @@ class _EventMarkets(ClientFeed):
         self.live = False
 
     def offer(self, notice: OddsNotice) -> None:
-        self.put(notice.state)
-        if notice.correction:  # a provider correction resyncs everything: from Redis, once for all clients
+        held = self.markets.get(notice.state.market_id)
+        # A provider correction resyncs everything (from Redis, once for all clients); a version below the
+        # held one means the cache was reset (L4; the channel keeps the cache's order per market): reload.
+        if notice.correction or (held is not None and notice.state.version < held.version):
             self.live = False
+        self.put(notice.state)
 
     def put(self, state: MarketState) -> None:
         held = self.markets.get(state.market_id)
@@ -297,6 +300,8 @@ class MarketReadCache:
                 return None
             self._events[event_id] = entry
             await self._evict()
+        else:  # a reload (subscription lost, correction, reset): what is held may be ahead of the cache
+            entry.markets = {}
         for state in await self._cache.list_event_markets(event_id):  # subscribed first: nothing missed
             entry.put(state)
             self._market_event[state.market_id] = event_id
