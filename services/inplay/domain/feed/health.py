@@ -16,6 +16,8 @@ FAILBACK = "FAILBACK"
 DUPLICATE = "DUPLICATE"
 RESET = "SEQUENCE_RESET"
 SEEN_WINDOW = 4096
+# Producer lifecycle (Sportradar's producer up/down): UP -> DOWN (silent) -> RECOVERING (snapshot asked) -> UP.
+UP, DOWN, RECOVERING = "UP", "DOWN", "RECOVERING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,10 @@ class ProviderHealth:
     gaps: int = 0
     resets: int = 0
     reconnected_at_ms: int = 0
+    producer: str = UP
+    # DOWN: since when silent (the recovery snapshot starts there); RECOVERING: the request being answered.
+    down_since_ms: int = 0
+    recovery_id: str = ""
     # Duplicates are keyed by (seq, provider ts): a re-sent message repeats both, a new session only the seq.
     _seen: set[tuple[int, int]] = field(default_factory=set)
     _order: deque[tuple[int, int]] = field(default_factory=deque)
@@ -159,6 +165,8 @@ class ProviderHealth:
         """ "" when healthy, else the cause."""
         if not self.last_seen_ms or now_ms - self.last_seen_ms > rules.heartbeat_timeout_ms:
             return HEARTBEAT_TIMEOUT
+        if self.producer != UP:  # down, or its recovery snapshot is not complete: no fail-back to it
+            return self.producer
         if self.last_lag_ms > rules.failover_lag_ms:
             return LAGGING
         if self.gap_at_ms and now_ms - self.gap_at_ms < rules.gap_window_ms:

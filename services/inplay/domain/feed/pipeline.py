@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,18 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
 from inplay.core import Odds
-from inplay.domain.feed.health import GAPS, HEARTBEAT_TIMEOUT, RESET, Checkpoint, FeedRouter, ProviderHealth, Switch
+from inplay.domain.feed.health import (
+    DOWN,
+    GAPS,
+    HEARTBEAT_TIMEOUT,
+    RECOVERING,
+    RESET,
+    UP,
+    Checkpoint,
+    FeedRouter,
+    ProviderHealth,
+    Switch,
+)
 from inplay.domain.feed.mapping import EventInfo, FeedMappingService, MarketInfo
 from inplay.domain.feed.messages import (
     BET_STOP,
@@ -46,6 +58,7 @@ from inplay.domain.feed.messages import (
     PRICES,
     SCHEMA,
     SEQUENCE_GAP,
+    SNAPSHOT_COMPLETE,
     STALE_VERSION,
     STANDBY,
     TIMESTAMP_FUTURE,
@@ -61,6 +74,7 @@ from inplay.domain.markets import (
     MATCH_END,
     PRICE_JUMP,
     PROVIDER_DISCONNECT,
+    PROVIDER_DOWN,
     MarketControl,
     changes_between,
     odds_json,
@@ -88,6 +102,12 @@ FEED_CLOCK_AHEAD = Gauge(
     "How far the last accepted message's provider timestamp was ahead of its receive time (0 = not ahead)",
     ["provider"],
 )
+FEED_PRODUCER = Gauge("inplay_feed_producer_up", "Producer status: 1 up, 0.5 recovering, 0 down", ["provider"])
+_PRODUCER_GAUGE = {UP: 1.0, RECOVERING: 0.5, DOWN: 0.0}
+# Recovery requests to the provider adapters (connectors), key = provider:
+# {"provider", "since_ms", "request_id"}; the connector replays from since_ms, then sends its snapshot-complete
+# message with request_id.
+TOPIC_FEED_RECOVERY = "inplay.feed.recovery.v1"
 FEED_OUTBOX = Gauge("inplay_feed_outbox_pending", "Change-log rows and Kafka messages waiting for a retry", ["kind"])
 
 # Anomalies (counted, logged; the message is still applied).
@@ -150,13 +170,20 @@ class _StatusOp:
 
 
 @dataclass
+class _ResumeOp:
+    market_ids: tuple[str, ...]
+    reason: str
+    source: str
+
+
+@dataclass
 class _SwitchOp:
     switch: Switch
     event: EventInfo
     suspend: bool
 
 
-_Op = _PriceOp | _StatusOp | _SwitchOp
+_Op = _PriceOp | _StatusOp | _SwitchOp | _ResumeOp
 
 
 # Cache outcomes of a price write that reject its message (else STALE_VERSION).
@@ -207,6 +234,9 @@ class FeedPipeline:
         self.adapters = adapters if adapters is not None else default_adapters()
         self._topic_raw = topic_prefix + TOPIC_FEED_RAW
         self._topic_odds = topic_prefix + TOPIC_ODDS
+        self._topic_recovery = topic_prefix + TOPIC_FEED_RECOVERY
+        # Recovery requests decided while judging a chunk (sent with its Kafka messages, through the outbox).
+        self._requests: list[BusMessage] = []
         self._lock = asyncio.Lock()
         # Per market: recent (provider ts, prices) within the jump window.
         self._history: dict[str, deque[tuple[int, dict[str, Odds]]]] = {}
@@ -247,7 +277,8 @@ class FeedPipeline:
             cp = self._checkpoint()
             for event in watched:
                 self._route_health(event, t, ops)
-            await self._execute(ops, [], None, cp)
+            self._producers_down(t, ops)
+            await self._execute(ops, self._take_requests(), None, cp)
 
     async def run_watchdog(self) -> None:
         interval = self.rules.watchdog_interval_ms / 1000
@@ -307,7 +338,7 @@ class FeedPipeline:
                     "feed message rejected",
                     extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
                 )
-        await self._execute(ops, bus_out, outcome, cp)
+        await self._execute(ops, bus_out + self._take_requests(), outcome, cp)
         await self._save(cp)
         summary.received += len(chunk)
         for reason in outcome:
@@ -392,8 +423,11 @@ class FeedPipeline:
         # watermark into the future nor makes a price look younger than it is (age = now - updated_at).
         ts = min(msg.ts_ms, received, arrived)  # nor a connector clock running ahead of the server's
         lag = max(0, received - ts)
-        if msg.kind == HEARTBEAT:
+        if msg.kind in (HEARTBEAT, SNAPSHOT_COMPLETE):
             health.alive(arrived, abs(ahead), self.rules)
+            self._recover(health, arrived)
+            if msg.kind == SNAPSHOT_COMPLETE:
+                self._snapshot_complete(health, msg.request_id, ops)
             return
         table = self.mappings.table
         event = table.event(msg.provider, msg.event_ref)
@@ -404,6 +438,7 @@ class FeedPipeline:
         elif msg.kind == BET_STOP and msg.market_refs:
             stop_ids = self._normalize_refs(msg, event, summary)
         health.alive(arrived, abs(ahead), self.rules)  # only a valid message is a sign of life
+        self._recover(health, arrived)
         self._route_health(event, arrived, ops)
         if self.router.active_for(event) != msg.provider:
             if msg.kind in (BET_STOP, INCIDENT):
@@ -516,8 +551,11 @@ class FeedPipeline:
         """``ts``: the clamped provider time (watermark and ``updated_at``); the provider's own time still
         orders this provider's messages (``provider_ts_ms``) and the jump window."""
         threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
+        # A producer down or recovering: its prices are stored, its markets stay suspended until the snapshot
+        # is complete.
+        held = PROVIDER_DOWN if self.router.provider(msg.provider).producer != UP else ""
         for market, selections in priced:
-            reason = FEED_LAG if lag > threshold else ""
+            reason = held or (FEED_LAG if lag > threshold else "")
             jumped, prices = self._jumped(market.market_id, msg.ts_ms, selections)
             if jumped and not reason:
                 reason = PRICE_JUMP
@@ -594,6 +632,64 @@ class FeedPipeline:
         history.append((ts, prices))
         if len(history) > JUMP_HISTORY:
             history.popleft()
+
+    # --- producer lifecycle -----------------------------------------------------------------------------------
+
+    def producers(self) -> dict[str, dict[str, object]]:
+        """Producer status per provider (AdminService, metrics)."""
+        return {
+            name: {
+                "status": h.producer,
+                "last_seen_ms": h.last_seen_ms,
+                "down_since_ms": h.down_since_ms,
+                "recovery_id": h.recovery_id,
+            }
+            for name, h in sorted(self.router.health.items())
+        }
+
+    def _active_markets(self, provider: str) -> tuple[str, ...]:
+        """The markets for which ``provider`` is the active source (the events it is routed for)."""
+        return tuple(
+            mid
+            for event in self.mappings.table.events.values()
+            if provider in event.providers and self.router.active_for(event) == provider
+            for mid in event.market_ids
+        )
+
+    def _producers_down(self, now: int, ops: list[_Op]) -> None:
+        for h in self.router.health.values():
+            if h.producer == UP and h.last_seen_ms and now - h.last_seen_ms > self.rules.producer_down_ms:
+                h.producer, h.down_since_ms = DOWN, h.last_seen_ms
+                FEED_PRODUCER.labels(h.name).set(_PRODUCER_GAUGE[DOWN])
+                markets = self._active_markets(h.name)
+                log.warning("producer down", extra={"provider": h.name, "markets": len(markets)})
+                if markets:
+                    ops.append(_StatusOp(markets, PROVIDER_DOWN, "watchdog", 0, -1))
+
+    def _recover(self, health: ProviderHealth, now: int) -> None:
+        """The first valid message of a producer that was down: ask it for a recovery snapshot."""
+        if health.producer != DOWN:
+            return
+        health.producer, health.recovery_id = RECOVERING, uuid.uuid4().hex
+        FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[RECOVERING])
+        request = {"provider": health.name, "since_ms": health.down_since_ms, "request_id": health.recovery_id}
+        self._requests.append(BusMessage(self._topic_recovery, health.name, _compact(request).encode()))
+        log.warning("producer back: recovery snapshot requested", extra=request)
+
+    def _snapshot_complete(self, health: ProviderHealth, request_id: str, ops: list[_Op]) -> None:
+        if health.producer != RECOVERING or request_id != health.recovery_id:
+            log.info("snapshot complete ignored", extra={"provider": health.name, "request_id": request_id})
+            return
+        health.producer, health.recovery_id, health.down_since_ms = UP, "", 0
+        FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[UP])
+        markets = self._active_markets(health.name)
+        log.warning("producer up: recovery complete", extra={"provider": health.name, "markets": len(markets)})
+        if markets:
+            ops.append(_ResumeOp(markets, PROVIDER_DOWN, f"{health.name}:recovery"))
+
+    def _take_requests(self) -> list[BusMessage]:
+        out, self._requests = self._requests, []
+        return out
 
     def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> None:
         switch = self.router.evaluate(event, now)
@@ -709,7 +805,10 @@ class FeedPipeline:
                         outcome[idx] = reason
                 i = j
                 continue
-            if isinstance(op, _StatusOp):
+            if isinstance(op, _ResumeOp):
+                results = await self.control.resume(op.market_ids, op.source, op.reason, (op.reason,))
+                self._odds_out(results, bus_out)
+            elif isinstance(op, _StatusOp):
                 results = await self.control.suspend(
                     op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms, op.provider_ts_ms, changes
                 )

@@ -37,6 +37,10 @@ class FeedRules:
     # How often the watchdog checks the stored mapping's version (one small GET; reload only when it moved):
     # events added or changed (in-play flag at kick-off) by the mapping CLI reach running processes.
     mapping_refresh_ms: int = 5_000
+    # Producer lifecycle: a provider silent this long is DOWN (the markets it is the active source of are
+    # suspended PROVIDER_DOWN); its next valid message asks it for a recovery snapshot (RECOVERING), and those
+    # markets reopen only once the snapshot is complete.
+    producer_down_ms: int = 10_000
 
     @classmethod
     def from_env(cls) -> FeedRules:
@@ -55,4 +59,5 @@ class FeedRules:
             chunk_size=_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
             watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
             mapping_refresh_ms=_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
+            producer_down_ms=_int("INPLAY_FEED_PRODUCER_DOWN_MS", d.producer_down_ms),
         )
