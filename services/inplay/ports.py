@@ -138,6 +138,12 @@ class ProviderLiveness:
     reconnected_at_ms: int = 0
     last_seq: int = -1
     max_ts_ms: int = -1
+    # Producer lifecycle: UP | DOWN | RECOVERING, when it last changed (the newest change wins), the recovery
+    # request being answered and since when the producer was silent.
+    producer: str = "UP"
+    producer_at_ms: int = 0
+    recovery_id: str = ""
+    down_since_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,10 @@ class FeedStateStore(Protocol):
 
     async def switch_provider(self, event_id: str, old: str, new: str, primary: str) -> tuple[bool, str]:
         """Compare-and-set of the event's active provider (``old`` -> ``new``); (won, active after)."""
+        ...
+
+    async def list_producers(self) -> list[ProviderLiveness]:
+        """Every provider any pod has saved, by name (AdminService.ListProducers)."""
         ...
 
 
@@ -325,11 +335,9 @@ class AccountLimits:
 class LimitsStore(Protocol):
     """Account limits as the admin API sets them (``inplay.domain.wallet.DurableLimits``)."""
 
-    async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
-        ...
+    async def set_limits(self, account_id: str, limits: AccountLimits) -> None: ...
 
-    async def get_limits(self, account_id: str) -> AccountLimits:
-        ...
+    async def get_limits(self, account_id: str) -> AccountLimits: ...
 
 
 class WalletStore(Protocol):

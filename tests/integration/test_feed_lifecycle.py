@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
+import grpc
 import pytest
 from prometheus_client import REGISTRY
 
 from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
 from inplay.adapters.kafka_bus import ensure_topics
 from inplay.adapters.redis_odds import RedisOddsCache
+from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.domain.feed import wire
 from inplay.domain.feed.pipeline import TOPIC_FEED_RECOVERY, RawMessage
 from inplay.domain.feed.rules import FeedRules
 from inplay.model import MarketStatus
-from inplay.ports import EventBus
-from tests.integration.conftest_odds import OddsEnv, build_env, consume, now_ms
+from inplay.ports import EventBus, WalletStore
+from inplay.servicers import admin as admin_servicer
+from tests.integration.conftest_odds import OPERATOR, OddsEnv, build_env, consume, now_ms
 
 pytest_plugins = ["tests.integration.conftest_odds"]
 pytestmark = pytest.mark.integration
@@ -42,6 +45,22 @@ async def env(
     return await build_env(live_cache, bus, change_log, odds_topics, unique_id, RULES)
 
 
+@pytest.fixture
+async def admin(env: OddsEnv, wallet: WalletStore) -> AsyncIterator[admin_pb2_grpc.AdminServiceStub]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    admin_servicer.add_to_server(server, env.control, env.changes, wallet)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield admin_pb2_grpc.AdminServiceStub(channel)
+    await server.stop(0)
+
+
+async def producers(admin: admin_pb2_grpc.AdminServiceStub) -> dict[str, tuple[int, str]]:
+    got = await admin.ListProducers(admin_pb2.ListProducersRequest(), metadata=OPERATOR)
+    return {p.provider: (p.status, p.recovery_request_id) for p in got.producers}
+
+
 async def state(env: OddsEnv, market_id: str) -> tuple[MarketStatus, str]:
     m = await env.market(market_id)
     return m.status, m.status_reason
@@ -52,7 +71,7 @@ def gauge(provider: str) -> float | None:
 
 
 async def test_provider_down_suspends_only_its_markets_and_recovery_snapshot_reopens(
-    env: OddsEnv, kafka_bootstrap: str
+    env: OddsEnv, kafka_bootstrap: str, admin: admin_pb2_grpc.AdminServiceStub
 ) -> None:
     # ev_a is priced by alpha only, ev_b by bravo only (no failover for either)
     ev_a, ev_b, alpha_a, match_b = (
@@ -91,12 +110,17 @@ async def test_provider_down_suspends_only_its_markets_and_recovery_snapshot_reo
     assert await state(env, f"{ev_b}:mr") == (ACTIVE, "")  # the other provider's markets are untouched
     assert pipe.producers()["alpha"]["status"] == "DOWN" and gauge("alpha") == 0.0
     assert pipe.producers()["bravo"]["status"] == "UP"
+    assert await producers(admin) == {
+        "alpha": (admin_pb2.PRODUCER_STATUS_DOWN, ""),
+        "bravo": (admin_pb2.PRODUCER_STATUS_UP, ""),
+    }
     # alpha is back: a recovery snapshot is asked for; its prices are stored, the market stays suspended
     out = await pipe.ingest([alpha(t + 3_000, "2.20")])
     assert out.accepted == 1 and pipe.producers()["alpha"]["status"] == "RECOVERING" and gauge("alpha") == 0.5
     m = await env.market(f"{ev_a}:mr")
     assert (m.status, m.status_reason, m.selections[0].odds.decimal_str()) == (SUSPENDED, "PROVIDER_DOWN", "2.20")
     request_id = str(pipe.producers()["alpha"]["recovery_id"])
+    assert (await producers(admin))["alpha"] == (admin_pb2.PRODUCER_STATUS_RECOVERING, request_id)
     found = await consume(
         kafka_bootstrap,
         env.topic_prefix + TOPIC_FEED_RECOVERY,
@@ -114,6 +138,7 @@ async def test_provider_down_suspends_only_its_markets_and_recovery_snapshot_reo
     )
     assert await state(env, f"{ev_a}:mr") == (ACTIVE, "")
     assert pipe.producers()["alpha"]["status"] == "UP" and gauge("alpha") == 1.0
+    assert (await producers(admin))["alpha"] == (admin_pb2.PRODUCER_STATUS_UP, "")
     assert await state(env, f"{ev_b}:mr") == (ACTIVE, "")
     changes, _ = await env.changes.list(f"{ev_a}:mr", 100, "")
     assert [c.new_value for c in changes if c.kind == "STATUS"][-2:] == ["SUSPENDED:PROVIDER_DOWN", "ACTIVE"]

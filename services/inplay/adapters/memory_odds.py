@@ -211,6 +211,7 @@ class MemoryOddsCache:
         for h in providers:
             cur = self._feed_prov.get(h.name, ProviderLiveness(h.name))
             newer_lag = h.lag_at_ms >= cur.lag_at_ms
+            status = h if h.producer_at_ms > cur.producer_at_ms else cur
             newer_seq = h.max_ts_ms > cur.max_ts_ms or (h.max_ts_ms == cur.max_ts_ms and h.last_seq > cur.last_seq)
             self._feed_prov[h.name] = ProviderLiveness(
                 h.name,
@@ -222,6 +223,10 @@ class MemoryOddsCache:
                 max(cur.reconnected_at_ms, h.reconnected_at_ms),
                 h.last_seq if newer_seq else cur.last_seq,
                 h.max_ts_ms if newer_seq else cur.max_ts_ms,
+                status.producer,
+                status.producer_at_ms,
+                status.recovery_id,
+                status.down_since_ms,
             )
             window = {} if h.name in reset else self._feed_seen.get(h.name, {})
             for key in seen.get(h.name, ()):
@@ -229,6 +234,9 @@ class MemoryOddsCache:
             if len(window) > SEEN_WINDOW:  # the newest seqs stay, as the Redis sorted set keeps them
                 window = dict(sorted(window.items(), key=lambda kv: kv[1])[-SEEN_WINDOW:])
             self._feed_seen[h.name] = window
+
+    async def list_producers(self) -> list[ProviderLiveness]:
+        return [self._feed_prov[n] for n in sorted(self._feed_prov)]
 
     async def switch_provider(self, event_id: str, old: str, new: str, primary: str) -> tuple[bool, str]:
         cur = self._routes.get(event_id, primary)

@@ -277,7 +277,7 @@ local provs, routes = {}, {}
 for k, pr in ipairs(req[1]) do
   local name, probes = pr[1], pr[2]
   local h = redis.call('HMGET', p .. 'feed:prov:' .. name,
-    'seen', 'lag', 'lagat', 'lagbad', 'gap', 'reconn', 'lseq', 'mts')
+    'seen', 'lag', 'lagat', 'lagbad', 'gap', 'reconn', 'lseq', 'mts', 'ps', 'psat', 'rid', 'down')
   local dups = {}
   if #probes > 0 then
     local sc = redis.call('ZMSCORE', p .. 'feed:seen:' .. name, unpack(probes))
@@ -286,7 +286,8 @@ for k, pr in ipairs(req[1]) do
     end
   end
   provs[k] = {name, tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
-    tonumber(h[5]) or 0, tonumber(h[6]) or 0, tonumber(h[7]) or -1, tonumber(h[8]) or -1, dups}
+    tonumber(h[5]) or 0, tonumber(h[6]) or 0, tonumber(h[7]) or -1, tonumber(h[8]) or -1, dups,
+    h[9] or 'UP', tonumber(h[10]) or 0, h[11] or '', tonumber(h[12]) or 0}
 end
 for k, ev in ipairs(req[2]) do
   routes[k] = redis.call('HGET', p .. 'feed:route:' .. ev, 'a') or ''
@@ -295,13 +296,18 @@ return cjson.encode({provs, routes})
 """
 
 # ARGV[2] = JSON [[provider, seen, lag, lagat, lagbad, gap, reconn, lseq, mts, reset (0/1), [[seq, "seq:ts"],
-# ...]], ...]. Times only move forward; the sequence position moves to the newest provider timestamp.
+# ...], producer, producer_at, recovery_id, down_since], ...]. Times only move forward; the sequence position
+# moves to the newest provider timestamp; the producer status to the newest change.
 _SAVE_FEED = r"""
 local p = ARGV[1]
 local items = cjson.decode(ARGV[2])
 for _, it in ipairs(items) do
   local key = p .. 'feed:prov:' .. it[1]
-  local h = redis.call('HMGET', key, 'seen', 'lagat', 'lagbad', 'gap', 'reconn', 'lseq', 'mts')
+  redis.call('SADD', p .. 'feed:providers', it[1])
+  local h = redis.call('HMGET', key, 'seen', 'lagat', 'lagbad', 'gap', 'reconn', 'lseq', 'mts', 'psat')
+  if it[13] > (tonumber(h[8]) or 0) then
+    redis.call('HSET', key, 'ps', it[12], 'psat', it[13], 'rid', it[14], 'down', it[15])
+  end
   local function raise(field, cur, new)
     if new > (tonumber(cur) or -1) then redis.call('HSET', key, field, new) end
   end
@@ -569,7 +575,22 @@ class RedisOddsCache:
         view = FeedStateView({}, {}, {})
         for row in _list(provs):
             name = row[0]
-            view.providers[name] = ProviderLiveness(name, *(int(x) for x in row[1:9]))
+            n = [int(x) for x in row[1:9]]
+            view.providers[name] = ProviderLiveness(
+                name,
+                n[0],
+                n[1],
+                n[2],
+                n[3],
+                n[4],
+                n[5],
+                n[6],
+                n[7],
+                str(row[10]),
+                int(row[11]),
+                str(row[12]),
+                int(row[13]),
+            )
             view.seen[name] = {(int(a), int(b)) for a, b in (k.split(":") for k in _list(row[9]))}
         for ev, active in zip(events, _list(routes), strict=True):
             view.active[ev] = active
@@ -594,11 +615,20 @@ class RedisOddsCache:
                 h.max_ts_ms,
                 1 if h.name in reset else 0,
                 [[s, f"{s}:{t}"] for s, t in seen.get(h.name, ())],
+                h.producer,
+                h.producer_at_ms,
+                h.recovery_id,
+                h.down_since_ms,
             ]
             for h in providers
         ]
         if items:
             await self._save_feed(keys=[], args=[self.prefix, _pack(items)])
+
+    async def list_producers(self) -> list[ProviderLiveness]:
+        names = sorted(_text(n) for n in await self._r.smembers(f"{self.prefix}feed:providers"))
+        view = await self.load_feed_state(names, {}, [])
+        return [view.providers[n] for n in names]
 
     async def switch_provider(self, event_id: str, old: str, new: str, primary: str) -> tuple[bool, str]:
         won, active = await self._switch_feed(keys=[], args=[self.prefix, event_id, old, new, primary])

@@ -52,6 +52,7 @@ class ProviderHealth:
     resets: int = 0
     reconnected_at_ms: int = 0
     producer: str = UP
+    producer_at_ms: int = 0
     # DOWN: since when silent (the recovery snapshot starts there); RECOVERING: the request being answered.
     down_since_ms: int = 0
     recovery_id: str = ""
@@ -122,6 +123,9 @@ class ProviderHealth:
                 self._seen.clear()
                 self._order.clear()
             self.last_seq, self.max_ts_ms = shared.last_seq, shared.max_ts_ms
+        if shared.producer_at_ms > self.producer_at_ms:  # another pod moved the producer's lifecycle
+            self.producer, self.producer_at_ms = shared.producer, shared.producer_at_ms
+            self.recovery_id, self.down_since_ms = shared.recovery_id, shared.down_since_ms
 
     def remember(self, keys: set[tuple[int, int]]) -> None:
         """(seq, ts) keys another pod already accepted: their re-send here is a DUPLICATE."""
@@ -148,7 +152,16 @@ class ProviderHealth:
             self.reconnected_at_ms,
             self.last_seq,
             self.max_ts_ms,
+            self.producer,
+            self.producer_at_ms,
+            self.recovery_id,
+            self.down_since_ms,
         )
+
+    def set_producer(self, status: str, at_ms: int, recovery_id: str = "", down_since_ms: int = 0) -> None:
+        # strictly increasing change time: the newest change wins when pods merge
+        self.producer, self.producer_at_ms = status, max(at_ms, self.producer_at_ms + 1)
+        self.recovery_id, self.down_since_ms = recovery_id, down_since_ms
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self._appended, self.last_seq, self.max_ts_ms, self.gap_at_ms, self.gaps)

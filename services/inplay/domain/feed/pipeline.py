@@ -230,6 +230,8 @@ class FeedPipeline:
         self.state: FeedStateStore = cache
         # Providers whose sequence numbers restarted in this chunk (the shared window restarts too).
         self._resets: set[str] = set()
+        # Providers whose producer status changed (saved to the shared state with the next save).
+        self._dirty: set[str] = set()
         self.clock = clock
         self.adapters = adapters if adapters is not None else default_adapters()
         self._topic_raw = topic_prefix + TOPIC_FEED_RAW
@@ -279,6 +281,7 @@ class FeedPipeline:
                 self._route_health(event, t, ops)
             self._producers_down(t, ops)
             await self._execute(ops, self._take_requests(), None, cp)
+            await self._save(cp)
 
     async def run_watchdog(self) -> None:
         interval = self.rules.watchdog_interval_ms / 1000
@@ -398,7 +401,8 @@ class FeedPipeline:
         next chunk saves the newer view."""
         health, _, _ = cp
         seen = {name: h.tracked_since(health.get(name)) for name, h in self.router.health.items()}
-        touched = [self.router.health[name] for name, keys in seen.items() if keys]
+        touched = [self.router.health[name] for name, keys in seen.items() if keys or name in self._dirty]
+        self._dirty.clear()
         if not touched:
             return
         try:
@@ -427,7 +431,7 @@ class FeedPipeline:
             health.alive(arrived, abs(ahead), self.rules)
             self._recover(health, arrived)
             if msg.kind == SNAPSHOT_COMPLETE:
-                self._snapshot_complete(health, msg.request_id, ops)
+                self._snapshot_complete(health, msg.request_id, arrived, ops)
             return
         table = self.mappings.table
         event = table.event(msg.provider, msg.event_ref)
@@ -659,7 +663,8 @@ class FeedPipeline:
     def _producers_down(self, now: int, ops: list[_Op]) -> None:
         for h in self.router.health.values():
             if h.producer == UP and h.last_seen_ms and now - h.last_seen_ms > self.rules.producer_down_ms:
-                h.producer, h.down_since_ms = DOWN, h.last_seen_ms
+                h.set_producer(DOWN, now, down_since_ms=h.last_seen_ms)
+                self._dirty.add(h.name)
                 FEED_PRODUCER.labels(h.name).set(_PRODUCER_GAUGE[DOWN])
                 markets = self._active_markets(h.name)
                 log.warning("producer down", extra={"provider": h.name, "markets": len(markets)})
@@ -670,17 +675,19 @@ class FeedPipeline:
         """The first valid message of a producer that was down: ask it for a recovery snapshot."""
         if health.producer != DOWN:
             return
-        health.producer, health.recovery_id = RECOVERING, uuid.uuid4().hex
+        health.set_producer(RECOVERING, now, uuid.uuid4().hex, health.down_since_ms)
+        self._dirty.add(health.name)
         FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[RECOVERING])
         request = {"provider": health.name, "since_ms": health.down_since_ms, "request_id": health.recovery_id}
         self._requests.append(BusMessage(self._topic_recovery, health.name, _compact(request).encode()))
         log.warning("producer back: recovery snapshot requested", extra=request)
 
-    def _snapshot_complete(self, health: ProviderHealth, request_id: str, ops: list[_Op]) -> None:
+    def _snapshot_complete(self, health: ProviderHealth, request_id: str, now: int, ops: list[_Op]) -> None:
         if health.producer != RECOVERING or request_id != health.recovery_id:
             log.info("snapshot complete ignored", extra={"provider": health.name, "request_id": request_id})
             return
-        health.producer, health.recovery_id, health.down_since_ms = UP, "", 0
+        health.set_producer(UP, now)
+        self._dirty.add(health.name)
         FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[UP])
         markets = self._active_markets(health.name)
         log.warning("producer up: recovery complete", extra={"provider": health.name, "markets": len(markets)})
