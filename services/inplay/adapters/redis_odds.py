@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from inplay.core import Odds
+from inplay.domain.feed import fastjson
 from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.ports import (
     CacheWrite,
@@ -41,7 +41,7 @@ from inplay.ports import (
 
 
 # One encoder for every body: json.dumps with keyword arguments builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_compact = fastjson.dumps_str
 
 
 def encode_body(
@@ -104,11 +104,11 @@ def _text(value: Any) -> str:
 def _state_from_fields(v: Any, st: Any, rs: Any, b: Any) -> MarketState | None:
     if v is None or v is False or b is None or b is False or _text(b) == "":
         return None
-    return decode_state(json.loads(b), int(v), int(st), _text(rs))
+    return decode_state(fastjson.loads(b), int(v), int(st), _text(rs))
 
 
 def decode_notice(data: bytes | str) -> OddsNotice:
-    msg = json.loads(data)
+    msg = fastjson.loads(data)
     return OddsNotice(decode_state(msg["b"], int(msg["v"]), int(msg["st"]), msg["rs"]), bool(msg["c"]))
 
 
@@ -455,7 +455,7 @@ class RedisOddsCache:
                     m.status_reason,
                 ]
             )
-        raw = json.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
+        raw = fastjson.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
         out = [CacheWrite(row[0] == "APPLIED", int(row[5])) for row in raw]
         for m, w in zip(markets, out, strict=True):
             if w.applied:
@@ -497,12 +497,14 @@ class RedisOddsCache:
                     w.route_primary,
                 ]
             )
-        raw = json.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
+        raw = fastjson.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
         out = []
         for w, row in zip(writes, raw, strict=True):
             outcome = _text(row[0])
             old_body = _text(row[4])
-            before = decode_state(json.loads(old_body), int(row[1]), int(row[2]), _text(row[3])) if old_body else None
+            before = None
+            if old_body:
+                before = decode_state(fastjson.loads(old_body), int(row[1]), int(row[2]), _text(row[3]))
             after = None
             if outcome == "APPLIED":
                 after = MarketState(
@@ -537,7 +539,7 @@ class RedisOddsCache:
                 w.provider,
                 w.provider_ts_ms or w.source_ts_ms,
             ]
-        raw = json.loads(await self._write_status(keys=[], args=args))
+        raw = fastjson.loads(await self._write_status(keys=[], args=args))
         out = []
         for row in raw:
             outcome = _text(row[0])
@@ -545,7 +547,7 @@ class RedisOddsCache:
             if not body_text:
                 out.append(WriteResult(outcome, None, None))
                 continue
-            body = json.loads(body_text)
+            body = fastjson.loads(body_text)
             before = decode_state(body, int(row[1]), int(row[2]), _text(row[3]))
             after = decode_state(body, int(row[5]), int(row[6]), _text(row[7])) if outcome == "APPLIED" else None
             out.append(WriteResult(outcome, before, after))
@@ -571,7 +573,7 @@ class RedisOddsCache:
     ) -> FeedStateView:
         names = list(providers)
         req = [[[n, [f"{s}:{t}" for s, t in probes.get(n, ())]] for n in names], list(events)]
-        provs, routes = json.loads(await self._load_feed(keys=[], args=[self.prefix, _pack(req)]))
+        provs, routes = fastjson.loads(await self._load_feed(keys=[], args=[self.prefix, _pack(req)]))
         view = FeedStateView({}, {}, {})
         for row in _list(provs):
             name = row[0]
@@ -764,7 +766,7 @@ class RedisFeedMappings:
         raw = await self._r.get(self._key)
         if raw is None:
             return None
-        doc: dict[str, Any] = json.loads(raw)
+        doc: dict[str, Any] = fastjson.loads(raw)
         return doc
 
     async def close(self) -> None:

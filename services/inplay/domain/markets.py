@@ -18,12 +18,12 @@ Suspension reasons (``MarketState.status_reason``):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from inplay.domain.feed import fastjson
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import MarketChange, MarketState, MarketStatus
 from inplay.ports import (
@@ -124,7 +124,7 @@ def changes_between(
 
 
 # One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":")).encode
+_compact = fastjson.dumps
 
 
 def odds_json(state: MarketState) -> bytes:
@@ -142,7 +142,7 @@ def odds_json(state: MarketState) -> bytes:
             "updated_at_ms": state.updated_at_ms,
             "source": state.source,
         }
-    ).encode()
+    )
 
 
 def _change_dict(change: MarketChange) -> dict[str, object]:
@@ -169,7 +169,7 @@ def changes_to_json(changes: Sequence[MarketChange]) -> bytes:
             "at_ms": first.at_ms,
             "changes": [_change_dict(c) for c in changes],
         }
-    ).encode()
+    )
 
 
 class ChangeRecorder:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -35,6 +34,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
 from inplay.core import Odds
+from inplay.domain.feed import fastjson
 from inplay.domain.feed.health import (
     DOWN,
     GAPS,
@@ -190,7 +190,7 @@ _Op = _PriceOp | _StatusOp | _SwitchOp | _ResumeOp
 _REJECTED_WRITE = {"SETTLED": MARKET_SETTLED, "STANDBY": STANDBY}
 
 # One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_compact = fastjson.dumps
 
 
 def raw_json(raw: RawMessage, seq: int) -> bytes:
@@ -198,7 +198,7 @@ def raw_json(raw: RawMessage, seq: int) -> bytes:
         body: dict[str, object] = {"payload": raw.payload.decode("utf-8")}
     except UnicodeDecodeError:
         body = {"payload_b64": base64.b64encode(raw.payload).decode()}
-    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body}).encode()
+    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body})
 
 
 def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
@@ -679,7 +679,7 @@ class FeedPipeline:
         self._dirty.add(health.name)
         FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[RECOVERING])
         request = {"provider": health.name, "since_ms": health.down_since_ms, "request_id": health.recovery_id}
-        self._requests.append(BusMessage(self._topic_recovery, health.name, _compact(request).encode()))
+        self._requests.append(BusMessage(self._topic_recovery, health.name, _compact(request)))
         log.warning("producer back: recovery snapshot requested", extra=request)
 
     def _snapshot_complete(self, health: ProviderHealth, request_id: str, now: int, ops: list[_Op]) -> None:

@@ -29,11 +29,11 @@ Bravo market ref = ``"{match ref}/{type}/{line}"`` (line omitted when absent); s
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from inplay.core import Odds
+from inplay.domain.feed import fastjson
 from inplay.domain.feed.messages import (
     BET_STOP,
     END,
@@ -62,7 +62,7 @@ class ProviderAdapter(Protocol):
 
 def _load(payload: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(payload)
+        doc = fastjson.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected(SCHEMA, f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
