@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from inplay.domain.feed import wire
 from inplay.odds.v1 import odds_pb2
 from tests.integration.conftest_odds import BETTOR, OddsGrpc, now_ms
 
@@ -76,3 +77,23 @@ async def test_l4_version_reset_resyncs_live_stream_and_reads(odds_grpc: OddsGrp
     call.cancel()
     got = await odds_grpc.odds.GetMarket(odds_pb2.GetMarketRequest(market_id=env.mr), metadata=BETTOR)
     assert (got.market.version, got.market.selections[0].odds.decimal) == (2, "2.55")
+
+
+async def test_l1_a_slow_reader_still_sees_the_suspension(odds_grpc: OddsGrpc) -> None:
+    env = odds_grpc.env
+    t = now_ms() - 5_000
+    await env.ingest(("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 5))
+    call = odds_grpc.odds.StreamOdds(odds_pb2.StreamOddsRequest(market_ids=[env.mr]), metadata=BETTOR)
+    assert (await asyncio.wait_for(call.read(), 10)).kind == SNAPSHOT
+    # a bet stop and the reopening price in one chunk: both published before the stream's writer runs
+    await env.ingest(
+        ("alpha", wire.alpha_bet_stop(env.seq("alpha"), t + 100, env.alpha_event), t + 105),
+        ("alpha", env.alpha_mr(t + 110, "2.40", "3.40", "3.80"), t + 115),
+    )
+    final = (await env.market(env.mr)).version
+    seen: list[tuple[int, str]] = []
+    while not seen or seen[-1][0] < final:
+        msg = await asyncio.wait_for(call.read(), 10)
+        seen += [(m.version, m.status_reason) for m in msg.markets]
+    call.cancel()
+    assert (final - 1, "BET_STOP") in seen and seen[-1] == (final, "")

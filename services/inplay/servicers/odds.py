@@ -160,6 +160,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             yield self._first(request, client, snapshot)
             while True:
                 await client.wake.wait()
+                edges = client.take_edges()
                 pending, coalesced, resync = client.take()
                 # L4: a version below what was sent means the cache was reset (pub/sub keeps the cache's order
                 # per market): a SNAPSHOT, else the client would filter every new version as a duplicate.
@@ -168,6 +169,11 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                     sent = {m.market_id: m.version for m in snapshot}
                     yield self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, coalesced)
                     continue
+                edges = [s for s in edges if s.version > sent.get(s.market_id, 0)]
+                if edges:  # L1: the suspension first, then the state that replaced it
+                    for s in edges:
+                        sent[s.market_id] = s.version
+                    yield self._message(odds_pb2.UPDATE_KIND_DELTA, edges, 0)
                 fresh = [s for s in pending if s.version > sent.get(s.market_id, 0)]
                 if not fresh:
                     continue

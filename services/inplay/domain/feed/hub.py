@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from inplay.model import MarketState
+from inplay.model import MarketState, MarketStatus
 from inplay.ports import LiveOddsCache, OddsNotice, OddsSubscription
 
 log = logging.getLogger("inplay.odds.hub")
@@ -29,6 +29,9 @@ class ClientFeed:
         self.market_ids = frozenset(market_ids)
         self.events = self.whole_events | frozenset(market_events)
         self.pending: dict[str, MarketState] = {}
+        # L1: a pending suspension that a newer non-suspended state replaced (one per market): delivered
+        # before it, so a slow reader still sees the status edge (not only the latest state).
+        self.edges: dict[str, MarketState] = {}
         self.coalesced = 0
         self.resync = False
         self.wake = asyncio.Event()
@@ -45,15 +48,26 @@ class ClientFeed:
             self.wake.set()
         prev = self.pending.get(state.market_id)
         if prev is not None:
-            self.coalesced += 1
             if prev.version >= state.version:
+                self.coalesced += 1
                 return
+            if prev.status == MarketStatus.SUSPENDED and state.status != MarketStatus.SUSPENDED:
+                self.edges[state.market_id] = prev
+            else:
+                self.coalesced += 1
         self.pending[state.market_id] = state
         self.wake.set()
 
     def flag_resync(self) -> None:
         self.resync = True
         self.wake.set()
+
+    def take_edges(self) -> list[MarketState]:
+        """The suspensions replaced while pending (to send before :meth:`take`'s states)."""
+        if not self.edges:
+            return []
+        edges, self.edges = self.edges, {}
+        return sorted(edges.values(), key=lambda s: s.market_id)
 
     def take(self) -> tuple[list[MarketState], int, bool]:
         """Everything pending (the latest state per market), the coalesced count and the resync flag."""
