@@ -55,6 +55,7 @@ from inplay.domain.feed.messages import (
     HEARTBEAT,
     INCIDENT,
     MARKET_SETTLED,
+    ODDS_INVALID,
     PRICES,
     SCHEMA,
     SEQUENCE_GAP,
@@ -512,7 +513,9 @@ class FeedPipeline:
                 market = self.mappings.table.market(msg.provider, pm.ref)
                 if market is None or market.event_id != event.event_id:
                     raise Rejected(UNMAPPED, f"market {pm.ref!r} of {msg.provider}")
-                out.append((market, self._selections(msg.provider, market, pm.prices)))
+                selections = self._selections(msg.provider, market, pm.prices)
+                self._sane(market, selections)
+                out.append((market, selections))
             except Rejected as rej:
                 skipped.append(rej)
         if not out:
@@ -580,6 +583,14 @@ class FeedPipeline:
                 route_primary=event.primary if event.secondary else "",
             )
             ops.append(_PriceOp(write, index, prices, jumped))
+
+    def _sane(self, market: MarketInfo, selections: tuple[SelectionPrice, ...]) -> None:
+        """L5: odds above ``max_odds`` (a feed error, e.g. a misplaced decimal point) are never offered."""
+        for s in selections:
+            if s.odds.num > self.rules.max_odds * s.odds.den:
+                raise Rejected(
+                    ODDS_INVALID, f"market {market.market_id}: {s.odds.decimal_str()} > {self.rules.max_odds}"
+                )
 
     @staticmethod
     def _selections(
