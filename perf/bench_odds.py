@@ -447,6 +447,65 @@ async def bench_grid(args: argparse.Namespace, redis_url: str, rate_factor: floa
         await proc.wait()
 
 
+async def bench_interceptors(calls: int) -> dict[str, float]:
+    """µs per call of each server interceptor (and the chain of all three, as inplay.server installs them)
+    around a trivial unary handler, in process (best of 3 runs of ``calls``)."""
+    from grpc_health.v1 import health_pb2
+
+    from inplay.metrics import MetricsInterceptor
+    from inplay.servicers.guard import InputGuard
+    from inplay.tracing import TracingInterceptor
+
+    meta = (("x-inplay-subject", "a"), ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
+
+    class Ctx:
+        def code(self) -> None:
+            return None
+
+    class Details:
+        method = "/grpc.health.v1.Health/Check"
+        invocation_metadata = meta
+
+    async def handler(req: Any, ctx: Any) -> Any:
+        return health_pb2.HealthCheckResponse()
+
+    base = grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+    )
+
+    def chain(interceptors: list[Any]) -> Any:
+        async def cont(d: Any) -> Any:
+            return base
+
+        for ic in reversed(interceptors):
+            prev = cont
+
+            async def cont(d: Any, ic: Any = ic, prev: Any = prev) -> Any:
+                return await ic.intercept_service(prev, d)
+
+        return cont
+
+    out: dict[str, float] = {}
+    for name, ics in (
+        ("none", []),
+        ("guard", [InputGuard()]),
+        ("metrics", [MetricsInterceptor()]),
+        ("tracing", [TracingInterceptor()]),
+        ("all", [TracingInterceptor(), MetricsInterceptor(), InputGuard()]),
+    ):
+        c, best = chain(ics), float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(calls):
+                h = await c(Details())
+                h.response_serializer(await h.unary_unary(h.request_deserializer(b""), Ctx()))
+            best = min(best, (time.perf_counter() - t) / calls * 1e6)
+        out[f"{name}_us_per_call"] = round(best, 1)
+    return out
+
+
 def _protoset(path: Path) -> Path:
     """Descriptors of OddsService and grpc.health.v1 for ghz (the server's reflection does not resolve
     method-level symbols)."""
@@ -541,6 +600,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.grid_factor > 1:
             result["grid_x"] = await bench_grid(args, redis_url, args.grid_factor)
             print(json.dumps(result["grid_x"], indent=2), flush=True)
+    if args.interceptors:
+        result["interceptors"] = await bench_interceptors(args.interceptors)
+        print(json.dumps(result["interceptors"], indent=2), flush=True)
     if args.reads:
         result["reads"] = await bench_reads(args, redis_url)
         print(json.dumps(result["reads"], indent=2), flush=True)
@@ -566,6 +628,7 @@ def main() -> None:
     parser.add_argument("--grid-markets", type=int, default=10)
     parser.add_argument("--grid-duration", type=float, default=10.0)
     parser.add_argument("--grid-factor", type=float, default=10.0, help="then the same at this x the rate (1=skip)")
+    parser.add_argument("--interceptors", type=int, default=0, help="calls per in-process interceptor cost run")
     parser.add_argument("--reads", type=int, default=0, help="seconds per ghz run of GetMarket vs Health/Check")
     parser.add_argument("--reads-concurrency", type=int, default=50)
     parser.add_argument("--reads-baseline", default="", help="services dir of a baseline tree for the reads")
