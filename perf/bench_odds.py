@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "services"))
 
 from inplay.adapters.memory_odds import MemoryMarketChangeLog  # noqa: E402
 from inplay.adapters.redis_odds import RedisFeedMappings, RedisOddsCache  # noqa: E402
+from inplay.core import Odds  # noqa: E402
 from inplay.domain.feed import wire  # noqa: E402
 from inplay.domain.feed.mapping import FeedMappingService  # noqa: E402
 from inplay.domain.feed.pipeline import FeedPipeline, RawMessage  # noqa: E402
@@ -319,6 +320,270 @@ async def bench_fanout(args: argparse.Namespace, redis_url: str, bootstrap: str)
         await proc.wait()
 
 
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+async def bench_grid(args: argparse.Namespace, redis_url: str, rate_factor: float = 1.0) -> dict[str, Any]:
+    """StreamOdds at the issue's shape: ``--grid-subscribers`` subscribers spread over ``--grid-events`` events
+    (one server process), ``--grid-markets`` markets per event each updated ``rate_factor`` times a second
+    (written straight through the cache's price script, stamped with the wall clock); ``--grid-slow`` of the
+    subscribers read their SNAPSHOT and then never read again. Reports the latency (receive - updated_at)
+    of the reading subscribers, deliveries/s, coalesced updates and the server's RSS."""
+    tag = f"g{uuid.uuid4().hex[:6]}"
+    prefix = f"bench:{tag}:"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        "--prefix",
+        prefix,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "services")},
+    )
+    from inplay.model import SelectionPrice
+    from inplay.ports import PriceWrite
+
+    try:
+        assert proc.stdout is not None
+        port = int((await asyncio.wait_for(proc.stdout.readline(), 60)).decode().split()[1])
+        cache = await RedisOddsCache.connect(redis_url, prefix)
+        events = [f"{tag}-e{e}" for e in range(args.grid_events)]
+        markets = [(ev, f"{ev}:m{j}") for ev in events for j in range(args.grid_markets)]
+        last_ts: dict[str, int] = {}
+
+        def write(ev: str, mid: str, k: int) -> PriceWrite:
+            ts = max(now_ms(), last_ts.get(mid, 0) + 1)
+            last_ts[mid] = ts
+            sels = (SelectionPrice("h", "Home", Odds(200 + k % 7, 100)), SelectionPrice("a", "Away", Odds(180, 100)))
+            return PriceWrite(mid, ev, "football", "MATCH_RESULT", mid, True, sels, ts, ts, "bench")
+
+        await cache.write_prices([write(ev, mid, 0) for ev, mid in markets])
+        rss_idle = _rss_kb(proc.pid)
+        n_subs, n_slow = args.grid_subscribers, args.grid_slow
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, n_subs // 50))]
+        latencies: list[int] = []
+        counts = {"deliveries": 0, "coalesced": 0}
+        ready = asyncio.Semaphore(0)
+        measuring = [False]
+
+        async def subscriber(i: int) -> None:
+            stub = odds_pb2_grpc.OddsServiceStub(channels[i % len(channels)])
+            call = stub.StreamOdds(odds_pb2.StreamOddsRequest(event_ids=[events[i % len(events)]]))
+            await call.read()  # the SNAPSHOT: attached
+            ready.release()
+            if i < n_slow:
+                await asyncio.Event().wait()  # never reads again
+            while (msg := await call.read()) is not grpc.aio.EOF:
+                assert isinstance(msg, odds_pb2.StreamOddsResponse)
+                if not measuring[0]:
+                    continue
+                now = now_ms()
+                counts["coalesced"] += msg.coalesced_updates
+                for m in msg.markets:
+                    latencies.append(now - m.updated_at.ToMilliseconds())
+                counts["deliveries"] += len(msg.markets)
+
+        tasks = [asyncio.create_task(subscriber(i)) for i in range(n_subs)]
+        for _ in range(n_subs):
+            await asyncio.wait_for(ready.acquire(), 120)
+        rss_attached = _rss_kb(proc.pid)
+        per_s = len(markets) * rate_factor
+        tick = 0.05
+        sent = 0
+        measuring[0] = True
+        start = time.perf_counter()
+        k = 0
+        while time.perf_counter() - start < args.grid_duration:
+            due = int((time.perf_counter() - start + tick) * per_s) - sent
+            batch = []
+            for _ in range(max(0, due)):
+                ev, mid = markets[k % len(markets)]
+                batch.append(write(ev, mid, k))
+                k += 1
+            if batch:
+                await cache.write_prices(batch)
+                sent += len(batch)
+            await asyncio.sleep(max(0.0, start + (sent / per_s) - time.perf_counter()))
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(1.0)
+        measuring[0] = False
+        rss_end = _rss_kb(proc.pid)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for ch in channels:
+            await ch.close()
+        await cache.close()
+        lat = sorted(latencies)
+
+        def pct(p: float) -> int:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else -1
+
+        readers = n_subs - n_slow
+        return {
+            "subscribers": n_subs,
+            "never_reading": n_slow,
+            "events": len(events),
+            "markets_per_event": args.grid_markets,
+            "updates_per_s": round(sent / elapsed),
+            "offered_deliveries_per_s": round(sent / elapsed * readers / len(events)),
+            "deliveries_per_s": round(counts["deliveries"] / elapsed),
+            "coalesced_updates": counts["coalesced"],
+            "latency_ms_p50": pct(0.50),
+            "latency_ms_p99": pct(0.99),
+            "latency_ms_max": lat[-1] if lat else -1,
+            "server_rss_mb": {
+                "idle": round(rss_idle / 1024, 1),
+                "subscribed": round(rss_attached / 1024, 1),
+                "end": round(rss_end / 1024, 1),
+            },
+        }
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def bench_interceptors(calls: int) -> dict[str, float]:
+    """µs per call of each server interceptor (and the chain of all three, as inplay.server installs them)
+    around a trivial unary handler, in process (best of 3 runs of ``calls``)."""
+    from grpc_health.v1 import health_pb2
+
+    from inplay.metrics import MetricsInterceptor
+    from inplay.servicers.guard import InputGuard
+    from inplay.tracing import TracingInterceptor
+
+    meta = (("x-inplay-subject", "a"), ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
+
+    class Ctx:
+        def code(self) -> None:
+            return None
+
+    class Details:
+        method = "/grpc.health.v1.Health/Check"
+        invocation_metadata = meta
+
+    async def handler(req: Any, ctx: Any) -> Any:
+        return health_pb2.HealthCheckResponse()
+
+    base = grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+    )
+
+    def chain(interceptors: list[Any]) -> Any:
+        async def cont(d: Any) -> Any:
+            return base
+
+        for ic in reversed(interceptors):
+            prev = cont
+
+            async def cont(d: Any, ic: Any = ic, prev: Any = prev) -> Any:
+                return await ic.intercept_service(prev, d)
+
+        return cont
+
+    out: dict[str, float] = {}
+    for name, ics in (
+        ("none", []),
+        ("guard", [InputGuard()]),
+        ("metrics", [MetricsInterceptor()]),
+        ("tracing", [TracingInterceptor()]),
+        ("all", [TracingInterceptor(), MetricsInterceptor(), InputGuard()]),
+    ):
+        c, best = chain(ics), float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(calls):
+                h = await c(Details())
+                h.response_serializer(await h.unary_unary(h.request_deserializer(b""), Ctx()))
+            best = min(best, (time.perf_counter() - t) / calls * 1e6)
+        out[f"{name}_us_per_call"] = round(best, 1)
+    return out
+
+
+def _protoset(path: Path) -> Path:
+    """Descriptors of OddsService and grpc.health.v1 for ghz (the server's reflection does not resolve
+    method-level symbols)."""
+    from google.protobuf import descriptor_pb2
+    from grpc_health.v1 import health_pb2
+
+    seen: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(fd: Any) -> None:
+        if fd.name in seen:
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        seen[fd.name] = proto
+
+    for module in (odds_pb2, health_pb2):
+        add(module.DESCRIPTOR)
+    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=list(seen.values())).SerializeToString())
+    return path
+
+
+async def bench_reads(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    """ghz GetMarket vs grpc.health.v1 Health/Check on the same ``python -m inplay.server`` (interceptors and
+    all), at the same concurrency, one after the other; with ``--reads-baseline SERVICES_DIR`` the same on a
+    server built from another tree (e.g. the lead's checkout: GetMarket reading Redis) in the same run."""
+    sys.path.insert(0, str(ROOT / "perf"))
+    from scenarios.common import server
+    from scenarios.ghz import Load, run_ghz
+
+    from inplay.model import MarketState, MarketStatus, SelectionPrice
+
+    out_dir = Path(args.out).parent / "reads"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    protoset = _protoset(out_dir / "odds.protoset")
+    meta = {"x-inplay-subject": "acc-bench", "x-inplay-roles": "bettor"}
+    load = Load(concurrency=args.reads_concurrency, duration_s=args.reads)
+    trees = {"branch": ""}
+    if args.reads_baseline:
+        trees["baseline"] = args.reads_baseline
+    result: dict[str, Any] = {"concurrency": load.concurrency, "duration_s": load.duration_s}
+    for name, tree in trees.items():
+        extra = {"PYTHONPATH": tree} if tree else None
+        with server(out_dir, f"reads-{name}", extra) as srv:
+            cache = await RedisOddsCache.connect(redis_url, srv.env["INPLAY_REDIS_PREFIX"])
+            sels = tuple(SelectionPrice(f"s{i}", f"S{i}", Odds(200 + i, 100)) for i in range(3))
+            await cache.put_markets(
+                [
+                    MarketState(
+                        "m1",
+                        "e1",
+                        "football",
+                        "MATCH_RESULT",
+                        "Match",
+                        True,
+                        MarketStatus.ACTIVE,
+                        "",
+                        sels,
+                        1,
+                        now_ms(),
+                        "bench",
+                    )
+                ]
+            )
+            await cache.close()
+            runs = {}
+            for label, call, data in (
+                ("health", "grpc.health.v1.Health/Check", {}),
+                ("get_market", "inplay.odds.v1.OddsService/GetMarket", {"market_id": "m1"}),
+            ):
+                r = run_ghz(f"{name}-{label}", call, srv.target, protoset, data, meta, load, out_dir).summary
+                runs[label] = {k: r[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "status")}
+            runs["get_market_vs_health"] = round(runs["get_market"]["ok_per_s"] / runs["health"]["ok_per_s"], 3)
+            result[name] = runs
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     redis_url = env("INPLAY_REDIS_URL")
     bootstrap = env("INPLAY_KAFKA_BOOTSTRAP")
@@ -329,6 +594,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_fanout:
         result["fanout"] = await bench_fanout(args, redis_url, bootstrap)
         print(json.dumps(result["fanout"], indent=2), flush=True)
+    if args.grid:
+        result["grid"] = await bench_grid(args, redis_url)
+        print(json.dumps(result["grid"], indent=2), flush=True)
+        if args.grid_factor > 1:
+            result["grid_x"] = await bench_grid(args, redis_url, args.grid_factor)
+            print(json.dumps(result["grid_x"], indent=2), flush=True)
+    if args.interceptors:
+        result["interceptors"] = await bench_interceptors(args.interceptors)
+        print(json.dumps(result["interceptors"], indent=2), flush=True)
+    if args.reads:
+        result["reads"] = await bench_reads(args, redis_url)
+        print(json.dumps(result["reads"], indent=2), flush=True)
     return result
 
 
@@ -344,6 +621,17 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--profile", default="", help="write a cProfile of the pipeline ingest run to this file")
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--grid", action="store_true", help="StreamOdds at the issue's shape (see bench_grid)")
+    parser.add_argument("--grid-subscribers", type=int, default=1000)
+    parser.add_argument("--grid-slow", type=int, default=100)
+    parser.add_argument("--grid-events", type=int, default=10)
+    parser.add_argument("--grid-markets", type=int, default=10)
+    parser.add_argument("--grid-duration", type=float, default=10.0)
+    parser.add_argument("--grid-factor", type=float, default=10.0, help="then the same at this x the rate (1=skip)")
+    parser.add_argument("--interceptors", type=int, default=0, help="calls per in-process interceptor cost run")
+    parser.add_argument("--reads", type=int, default=0, help="seconds per ghz run of GetMarket vs Health/Check")
+    parser.add_argument("--reads-concurrency", type=int, default=50)
+    parser.add_argument("--reads-baseline", default="", help="services dir of a baseline tree for the reads")
     parser.add_argument("--out", default=str(ROOT / "perf/results/odds.json"))
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)

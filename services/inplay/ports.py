@@ -5,7 +5,7 @@ tests of pure logic. Every port method is batch-first: one call per batch is the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +63,10 @@ class PriceWrite:
     # The provider's own timestamp (unclamped; 0 = ``source_ts_ms``): a write not newer than the last one
     # applied from the same provider (``source``) is STALE, so order within a provider follows its clock.
     provider_ts_ms: int = 0
+    # The event's primary provider when the write is routed (feed prices): the cache applies it only if
+    # ``source`` is the event's active provider in the shared route (no route yet = this primary), else the
+    # outcome is "STANDBY". Empty = no routing check. (H6: two ingest pods never apply two providers.)
+    route_primary: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,66 @@ class OddsSubscription(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderLiveness:
+    """One provider's health as every ingest pod sees it (server arrival clock, ms; see
+    :class:`inplay.domain.feed.health.ProviderHealth`). Merged field by field: times take the newest, the
+    sequence position (``last_seq``, ``max_ts_ms``) the one with the newest provider timestamp."""
+
+    name: str
+    last_seen_ms: int = 0
+    lag_ms: int = 0
+    lag_at_ms: int = 0
+    lag_bad_at_ms: int = 0
+    gap_at_ms: int = 0
+    reconnected_at_ms: int = 0
+    last_seq: int = -1
+    max_ts_ms: int = -1
+    # Producer lifecycle: UP | DOWN | RECOVERING, when it last changed (the newest change wins), the recovery
+    # request being answered and since when the producer was silent.
+    producer: str = "UP"
+    producer_at_ms: int = 0
+    recovery_id: str = ""
+    down_since_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStateView:
+    """What :meth:`FeedStateStore.load_feed_state` returns."""
+
+    providers: dict[str, ProviderLiveness]
+    # Per provider: the probed (seq, provider ts) keys already in the shared duplicate window.
+    seen: dict[str, set[tuple[int, int]]]
+    # Per event: the active provider ("" = never switched: the event's primary).
+    active: dict[str, str]
+
+
+class FeedStateStore(Protocol):
+    """Routing, provider health and sequence state shared by every ingest pod (H6). Each call is atomic."""
+
+    async def load_feed_state(
+        self, providers: Collection[str], probes: Mapping[str, Sequence[tuple[int, int]]], events: Collection[str]
+    ) -> FeedStateView: ...
+
+    async def save_feed_state(
+        self,
+        providers: Sequence[ProviderLiveness],
+        seen: Mapping[str, Sequence[tuple[int, int]]],
+        reset: Collection[str] = (),
+    ) -> None:
+        """Merges the liveness, adds the seen keys to each provider's window (the newest 4096 sequence
+        numbers kept); ``reset``: providers whose window restarts first (a new provider session)."""
+        ...
+
+    async def switch_provider(self, event_id: str, old: str, new: str, primary: str) -> tuple[bool, str]:
+        """Compare-and-set of the event's active provider (``old`` -> ``new``); (won, active after)."""
+        ...
+
+    async def list_producers(self) -> list[ProviderLiveness]:
+        """Every provider any pod has saved, by name (AdminService.ListProducers)."""
+        ...
+
+
 class OddsCache(Protocol):
     async def get_markets(self, market_ids: Sequence[str]) -> list[MarketState | None]:
         """One round trip for all ids; ``None`` where unknown."""
@@ -139,7 +203,7 @@ class OddsCache(Protocol):
         ...
 
 
-class LiveOddsCache(OddsCache, Protocol):
+class LiveOddsCache(OddsCache, FeedStateStore, Protocol):
     """The odds cache as the odds pipeline uses it: feed writes, status changes, kill switches and the
     multiplexed subscription of the StreamOdds hub (Redis and memory adapters implement both)."""
 
@@ -288,11 +352,9 @@ class DepositKeys(Protocol):
 class LimitsStore(Protocol):
     """Account limits as the admin API sets them (``inplay.domain.wallet.DurableLimits``)."""
 
-    async def set_limits(self, account_id: str, limits: AccountLimits) -> None:
-        ...
+    async def set_limits(self, account_id: str, limits: AccountLimits) -> None: ...
 
-    async def get_limits(self, account_id: str) -> AccountLimits:
-        ...
+    async def get_limits(self, account_id: str) -> AccountLimits: ...
 
 
 class WalletStore(Protocol):
@@ -498,6 +560,8 @@ __all__ = [
     "DepositClaim",
     "DepositKeys",
     "EventBus",
+    "FeedStateStore",
+    "FeedStateView",
     "JournalRejected",
     "Ledger",
     "LedgerError",
@@ -510,6 +574,7 @@ __all__ = [
     "OddsSubscription",
     "PendingIntent",
     "PriceWrite",
+    "ProviderLiveness",
     "ShardClaim",
     "StatusWrite",
     "WalletRebuild",

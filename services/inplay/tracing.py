@@ -45,6 +45,10 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        if not _recording():
+            # No SDK provider (INPLAY_OTLP_ENDPOINT unset): a no-op span would still cost ~80 µs a call in
+            # context extraction and attach/detach (perf/bench_odds.py --reads), for spans nobody exports.
+            return handler
         inner = handler.unary_unary
         method = handler_call_details.method
         carrier = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
@@ -71,3 +75,9 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _recording() -> bool:
+    """True once a real (SDK) tracer provider is installed: by :func:`setup_tracing`, or by a test. Checked per
+    call, as the provider can be installed after the server was built."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)

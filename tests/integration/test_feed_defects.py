@@ -627,3 +627,19 @@ async def test_h7_running_pipeline_reloads_the_mapping(
         )
     finally:
         await pipeline.stop()
+
+
+# --- L5: a sanity bound on every price, first prices included ------------------------------------------------
+
+
+async def test_l5_absurd_first_price_is_never_offered(odds_grpc: OddsGrpc) -> None:
+    env = odds_grpc.env
+    t = now_ms() - 5_000
+    # a misplaced decimal point on the market's first price: no jump reference would catch it
+    out = await env.ingest(("alpha", env.alpha_mr(t, "2000.00", "3.40", "3.80"), t + 5))
+    assert (out.accepted, dict(out.rejected)) == (0, {"ODDS_INVALID": 1})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await odds_grpc.odds.GetMarket(odds_pb2.GetMarketRequest(market_id=env.mr), metadata=BETTOR)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    # at the bound (1000, the exchanges' maximum) the price is a real one
+    assert (await env.ingest(("alpha", env.alpha_mr(t + 100, "1000.00", "3.40", "3.80"), t + 105))).accepted == 1

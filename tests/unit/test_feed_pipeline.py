@@ -4,6 +4,7 @@ tests/integration/test_feed_*.py): routing, jump band math, failover state machi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from inplay.adapters.memory_odds import MemoryFeedMappings, MemoryMarketChangeLog, MemoryOddsCache
 from inplay.core import Odds
@@ -109,6 +110,19 @@ def test_client_feed_coalesces_per_market() -> None:
     feed.offer(OddsNotice(state("m1", 6), correction=True))
     _, _, resync = feed.take()
     assert resync
+
+
+def test_l1_client_feed_keeps_a_suspension_replaced_while_pending() -> None:
+    feed = ClientFeed(["ev"], [], [])
+    feed.offer(OddsNotice(state("m1", 1)))
+    feed.take()
+    suspended = replace(state("m1", 2), status=MarketStatus.SUSPENDED, status_reason="BET_STOP")
+    feed.offer(OddsNotice(suspended))
+    feed.offer(OddsNotice(state("m1", 3, "2.10")))  # the slow reader has not taken the suspension yet
+    assert feed.take_edges() == [suspended]
+    pending, coalesced, _ = feed.take()
+    assert [s.version for s in pending] == [3] and coalesced == 0
+    assert feed.take_edges() == []
 
 
 async def test_memory_pipeline_applies_active_provider_only() -> None:

@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from inplay import pagetoken
 from inplay.model import MarketChange, MarketState, MarketStatus
-from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteResult
+from inplay.ports import (
+    CacheWrite,
+    FeedStateView,
+    OddsNotice,
+    PriceWrite,
+    ProviderLiveness,
+    StatusWrite,
+    WriteResult,
+)
+
+SEEN_WINDOW = 4096
 
 
 class MemoryOddsCache:
@@ -26,6 +36,12 @@ class MemoryOddsCache:
         self._by_sport: dict[str, set[str]] = {}
         self._kill: set[tuple[str, str]] = set()
         self._subs: list[MemoryOddsSubscription] = []
+        # Shared feed state (as in Redis): provider liveness, duplicate windows, active provider per event.
+        self._feed_prov: dict[str, ProviderLiveness] = {}
+        self._feed_seen: dict[str, dict[tuple[int, int], int]] = {}
+        self._routes: dict[str, str] = {}
+        # Every state stored is published at once here (like the Redis adapter's local echo).
+        self.local_listeners: list[Callable[[MarketState], None]] = []
 
     async def close(self) -> None:
         for sub in list(self._subs):
@@ -50,6 +66,8 @@ class MemoryOddsCache:
         self._watermark[state.market_id] = watermark
         self._by_event.setdefault(state.event_id, set()).add(state.market_id)
         self._by_sport.setdefault(state.sport, set()).add(state.market_id)
+        for listener in self.local_listeners:
+            listener(state)
         notice = OddsNotice(state, correction)
         for sub in self._subs:
             sub.deliver(notice)
@@ -74,6 +92,9 @@ class MemoryOddsCache:
             cur = self._markets.get(w.market_id)
             if cur is not None and cur.status == MarketStatus.SETTLED:
                 out.append(WriteResult("SETTLED", cur, None))
+                continue
+            if w.route_primary and self._routes.get(w.event_id, w.route_primary) != w.source:
+                out.append(WriteResult("STANDBY", cur, None))
                 continue
             pts = w.provider_ts_ms or w.source_ts_ms
             pwm = self._provider_wm.get((w.market_id, w.source), 0)
@@ -166,6 +187,63 @@ class MemoryOddsCache:
 
     async def kill_switch_engaged(self, event_id: str, sport: str) -> bool:
         return self._killed(event_id, sport)
+
+    # --- shared feed state ---------------------------------------------------------------------------------
+
+    async def load_feed_state(
+        self, providers: Collection[str], probes: Mapping[str, Sequence[tuple[int, int]]], events: Collection[str]
+    ) -> FeedStateView:
+        view = FeedStateView({}, {}, {})
+        for name in providers:
+            view.providers[name] = self._feed_prov.get(name, ProviderLiveness(name))
+            window = self._feed_seen.get(name, {})
+            view.seen[name] = {k for k in probes.get(name, ()) if k in window}
+        for ev in events:
+            view.active[ev] = self._routes.get(ev, "")
+        return view
+
+    async def save_feed_state(
+        self,
+        providers: Sequence[ProviderLiveness],
+        seen: Mapping[str, Sequence[tuple[int, int]]],
+        reset: Collection[str] = (),
+    ) -> None:
+        for h in providers:
+            cur = self._feed_prov.get(h.name, ProviderLiveness(h.name))
+            newer_lag = h.lag_at_ms >= cur.lag_at_ms
+            status = h if h.producer_at_ms > cur.producer_at_ms else cur
+            newer_seq = h.max_ts_ms > cur.max_ts_ms or (h.max_ts_ms == cur.max_ts_ms and h.last_seq > cur.last_seq)
+            self._feed_prov[h.name] = ProviderLiveness(
+                h.name,
+                max(cur.last_seen_ms, h.last_seen_ms),
+                h.lag_ms if newer_lag else cur.lag_ms,
+                h.lag_at_ms if newer_lag else cur.lag_at_ms,
+                max(cur.lag_bad_at_ms, h.lag_bad_at_ms),
+                max(cur.gap_at_ms, h.gap_at_ms),
+                max(cur.reconnected_at_ms, h.reconnected_at_ms),
+                h.last_seq if newer_seq else cur.last_seq,
+                h.max_ts_ms if newer_seq else cur.max_ts_ms,
+                status.producer,
+                status.producer_at_ms,
+                status.recovery_id,
+                status.down_since_ms,
+            )
+            window = {} if h.name in reset else self._feed_seen.get(h.name, {})
+            for key in seen.get(h.name, ()):
+                window[key] = key[0]
+            if len(window) > SEEN_WINDOW:  # the newest seqs stay, as the Redis sorted set keeps them
+                window = dict(sorted(window.items(), key=lambda kv: kv[1])[-SEEN_WINDOW:])
+            self._feed_seen[h.name] = window
+
+    async def list_producers(self) -> list[ProviderLiveness]:
+        return [self._feed_prov[n] for n in sorted(self._feed_prov)]
+
+    async def switch_provider(self, event_id: str, old: str, new: str, primary: str) -> tuple[bool, str]:
+        cur = self._routes.get(event_id, primary)
+        if cur != old:
+            return False, cur
+        self._routes[event_id] = new
+        return True, new
 
     # --- fan-out -------------------------------------------------------------------------------------------
 

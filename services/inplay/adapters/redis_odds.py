@@ -19,21 +19,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from inplay.core import Odds
+from inplay.domain.feed import fastjson
 from inplay.model import MarketState, MarketStatus, SelectionPrice
-from inplay.ports import CacheWrite, OddsNotice, PriceWrite, StatusWrite, WriteResult
+from inplay.ports import (
+    CacheWrite,
+    FeedStateView,
+    OddsNotice,
+    PriceWrite,
+    ProviderLiveness,
+    StatusWrite,
+    WriteResult,
+)
 
 # --- market body (de)serialization -----------------------------------------------------------------------
 
 
 # One encoder for every body: json.dumps with keyword arguments builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_compact = fastjson.dumps_str
 
 
 def encode_body(
@@ -96,11 +104,11 @@ def _text(value: Any) -> str:
 def _state_from_fields(v: Any, st: Any, rs: Any, b: Any) -> MarketState | None:
     if v is None or v is False or b is None or b is False or _text(b) == "":
         return None
-    return decode_state(json.loads(b), int(v), int(st), _text(rs))
+    return decode_state(fastjson.loads(b), int(v), int(st), _text(rs))
 
 
 def decode_notice(data: bytes | str) -> OddsNotice:
-    msg = json.loads(data)
+    msg = fastjson.loads(data)
     return OddsNotice(decode_state(msg["b"], int(msg["v"]), int(msg["st"]), msg["rs"]), bool(msg["c"]))
 
 
@@ -108,7 +116,9 @@ def decode_notice(data: bytes | str) -> OddsNotice:
 
 # ARGV[2] = JSON array of items (one argument: packing 11 arguments per item costs more on the client than the
 # whole script on the server): [market_id, event_id, sport, source_ts (string), body, suspend_reason,
-# correction (0/1), mode ("feed" | "put"), put_version, put_status, put_reason, provider_ts (string), source].
+# correction (0/1), mode ("feed" | "put"), put_version, put_status, put_reason, provider_ts (string), source,
+# route_primary]. A routed feed write (route_primary set) is STANDBY unless ``source`` is the event's active
+# provider in ``{p}feed:route:{event}`` (field ``a``; absent = route_primary): the check every pod shares.
 # Feed mode is STALE when source_ts (the provider time clamped to the receive time: comparable across
 # providers) is older than the market watermark ``sts``, or when provider_ts (the provider's own clock) is not
 # newer than that provider's watermark ``pts:{source}`` (order within one provider, whatever its clock).
@@ -120,12 +130,13 @@ _WRITE_PRICES = r"""
 local p = ARGV[1]
 local items = cjson.decode(ARGV[2])
 local out = {}
+local routes = {}
 for k = 1, #items do
   local it = items[k]
   local mid, ev, sp, sts, body = it[1], it[2], it[3], it[4], it[5]
   local sreason, corr, mode = it[6], it[7], it[8]
   local pv, pst, prs = it[9], it[10], it[11]
-  local pts, src = tonumber(it[12]) or 0, it[13] or ''
+  local pts, src, guard = tonumber(it[12]) or 0, it[13] or '', it[14] or ''
   local pkey = 'pts:' .. src
   local key = p .. 'mkt:' .. mid
   local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', pkey)
@@ -141,8 +152,13 @@ for k = 1, #items do
     nrs = prs
     if exists and nv <= cv then outcome = 'STALE' end
   else
+    if guard ~= '' and routes[ev] == nil then
+      routes[ev] = redis.call('HGET', p .. 'feed:route:' .. ev, 'a') or guard
+    end
     if cst == 3 then
       outcome = 'SETTLED'
+    elseif guard ~= '' and routes[ev] ~= src then
+      outcome = 'STANDBY'
     elseif tonumber(sts) < (tonumber(cur[4]) or 0) or (pts > 0 and (pts < (tonumber(cur[6]) or 0)
         or (pts == (tonumber(cur[6]) or 0) and tonumber(corr) ~= 1))) then
       outcome = 'STALE'
@@ -247,6 +263,101 @@ end
 return cjson.encode(out)
 """
 
+# --- shared feed state (H6): every ingest pod reads and merges the same provider health and routes ----------
+# {p}feed:prov:{provider} hash: seen, lag, lagat, lagbad, gap, reconn (server arrival times, ms), lseq, mts
+# (sequence position: last seq and the newest provider ts); {p}feed:seen:{provider} zset of "seq:ts" scored by
+# seq (the duplicate window, newest 4096 seqs); {p}feed:route:{event} hash: a = active provider.
+
+# ARGV[2] = JSON [[[provider, [probe "seq:ts", ...]], ...], [event, ...]]. Returns JSON
+# [[[provider, seen, lag, lagat, lagbad, gap, reconn, lseq, mts, [probes already seen]], ...], [active, ...]].
+_LOAD_FEED = r"""
+local p = ARGV[1]
+local req = cjson.decode(ARGV[2])
+local provs, routes = {}, {}
+for k, pr in ipairs(req[1]) do
+  local name, probes = pr[1], pr[2]
+  local h = redis.call('HMGET', p .. 'feed:prov:' .. name,
+    'seen', 'lag', 'lagat', 'lagbad', 'gap', 'reconn', 'lseq', 'mts', 'ps', 'psat', 'rid', 'down')
+  local dups = {}
+  if #probes > 0 then
+    local sc = redis.call('ZMSCORE', p .. 'feed:seen:' .. name, unpack(probes))
+    for i = 1, #probes do
+      if sc[i] then dups[#dups + 1] = probes[i] end
+    end
+  end
+  provs[k] = {name, tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
+    tonumber(h[5]) or 0, tonumber(h[6]) or 0, tonumber(h[7]) or -1, tonumber(h[8]) or -1, dups,
+    h[9] or 'UP', tonumber(h[10]) or 0, h[11] or '', tonumber(h[12]) or 0}
+end
+for k, ev in ipairs(req[2]) do
+  routes[k] = redis.call('HGET', p .. 'feed:route:' .. ev, 'a') or ''
+end
+return cjson.encode({provs, routes})
+"""
+
+# ARGV[2] = JSON [[provider, seen, lag, lagat, lagbad, gap, reconn, lseq, mts, reset (0/1), [[seq, "seq:ts"],
+# ...], producer, producer_at, recovery_id, down_since], ...]. Times only move forward; the sequence position
+# moves to the newest provider timestamp; the producer status to the newest change.
+_SAVE_FEED = r"""
+local p = ARGV[1]
+local items = cjson.decode(ARGV[2])
+for _, it in ipairs(items) do
+  local key = p .. 'feed:prov:' .. it[1]
+  redis.call('SADD', p .. 'feed:providers', it[1])
+  local h = redis.call('HMGET', key, 'seen', 'lagat', 'lagbad', 'gap', 'reconn', 'lseq', 'mts', 'psat')
+  if it[13] > (tonumber(h[8]) or 0) then
+    redis.call('HSET', key, 'ps', it[12], 'psat', it[13], 'rid', it[14], 'down', it[15])
+  end
+  local function raise(field, cur, new)
+    if new > (tonumber(cur) or -1) then redis.call('HSET', key, field, new) end
+  end
+  raise('seen', h[1], it[2])
+  if it[4] >= (tonumber(h[2]) or -1) then redis.call('HSET', key, 'lag', it[3], 'lagat', it[4]) end
+  raise('lagbad', h[3], it[5])
+  raise('gap', h[4], it[6])
+  raise('reconn', h[5], it[7])
+  local cmts = tonumber(h[7]) or -1
+  if it[9] > cmts or (it[9] == cmts and it[8] > (tonumber(h[6]) or -1)) then
+    redis.call('HSET', key, 'lseq', it[8], 'mts', it[9])
+  end
+  local z = p .. 'feed:seen:' .. it[1]
+  if it[10] == 1 then redis.call('DEL', z) end
+  local keys = it[11]
+  if #keys > 0 then
+    local args = {}
+    for i, kv in ipairs(keys) do
+      args[2 * i - 1] = kv[1]
+      args[2 * i] = kv[2]
+    end
+    redis.call('ZADD', z, unpack(args))
+    redis.call('ZREMRANGEBYRANK', z, 0, -4097)
+  end
+end
+return 1
+"""
+
+# ARGV: prefix, event, old, new, primary. Returns {1 (won) | 0, active provider after the call}.
+_SWITCH_FEED = r"""
+local key = ARGV[1] .. 'feed:route:' .. ARGV[2]
+local cur = redis.call('HGET', key, 'a') or ARGV[5]
+if cur ~= ARGV[3] then return {0, cur} end
+redis.call('HSET', key, 'a', ARGV[4])
+return {1, ARGV[4]}
+"""
+
+
+def _echo(listeners: list[Callable[[MarketState], None]], results: Sequence[WriteResult]) -> None:
+    for res in results:
+        if res.applied and res.after is not None:
+            for listener in listeners:
+                listener(res.after)
+
+
+def _list(value: Any) -> list[Any]:
+    """cjson encodes an empty Lua table as ``{}``."""
+    return value if isinstance(value, list) else []
+
+
 _LIST_EVENT = r"""
 local ids = redis.call('SMEMBERS', KEYS[1])
 table.sort(ids)
@@ -269,6 +380,11 @@ class RedisOddsCache:
         self._write_prices = client.register_script(_WRITE_PRICES)
         self._write_status = client.register_script(_WRITE_STATUS)
         self._list_event = client.register_script(_LIST_EVENT)
+        self._load_feed = client.register_script(_LOAD_FEED)
+        self._save_feed = client.register_script(_SAVE_FEED)
+        self._switch_feed = client.register_script(_SWITCH_FEED)
+        # Called with every state this process wrote (the in-process read cache reads its own writes).
+        self.local_listeners: list[Callable[[MarketState], None]] = []
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisOddsCache:
@@ -339,8 +455,13 @@ class RedisOddsCache:
                     m.status_reason,
                 ]
             )
-        raw = json.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
-        return [CacheWrite(row[0] == "APPLIED", int(row[5])) for row in raw]
+        raw = fastjson.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
+        out = [CacheWrite(row[0] == "APPLIED", int(row[5])) for row in raw]
+        for m, w in zip(markets, out, strict=True):
+            if w.applied:
+                for listener in self.local_listeners:
+                    listener(m)
+        return out
 
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         if not writes:
@@ -373,14 +494,17 @@ class RedisOddsCache:
                     "",
                     str(w.provider_ts_ms or w.source_ts_ms),
                     w.source,
+                    w.route_primary,
                 ]
             )
-        raw = json.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
+        raw = fastjson.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
         out = []
         for w, row in zip(writes, raw, strict=True):
             outcome = _text(row[0])
             old_body = _text(row[4])
-            before = decode_state(json.loads(old_body), int(row[1]), int(row[2]), _text(row[3])) if old_body else None
+            before = None
+            if old_body:
+                before = decode_state(fastjson.loads(old_body), int(row[1]), int(row[2]), _text(row[3]))
             after = None
             if outcome == "APPLIED":
                 after = MarketState(
@@ -398,6 +522,7 @@ class RedisOddsCache:
                     source=w.source,
                 )
             out.append(WriteResult(outcome, before, after))
+        _echo(self.local_listeners, out)
         return out
 
     async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
@@ -414,7 +539,7 @@ class RedisOddsCache:
                 w.provider,
                 w.provider_ts_ms or w.source_ts_ms,
             ]
-        raw = json.loads(await self._write_status(keys=[], args=args))
+        raw = fastjson.loads(await self._write_status(keys=[], args=args))
         out = []
         for row in raw:
             outcome = _text(row[0])
@@ -422,10 +547,11 @@ class RedisOddsCache:
             if not body_text:
                 out.append(WriteResult(outcome, None, None))
                 continue
-            body = json.loads(body_text)
+            body = fastjson.loads(body_text)
             before = decode_state(body, int(row[1]), int(row[2]), _text(row[3]))
             after = decode_state(body, int(row[5]), int(row[6]), _text(row[7])) if outcome == "APPLIED" else None
             out.append(WriteResult(outcome, before, after))
+        _echo(self.local_listeners, out)
         return out
 
     async def set_kill_switch(self, scope: str, target: str, engaged: bool) -> list[str]:
@@ -439,6 +565,76 @@ class RedisOddsCache:
     async def kill_switch_engaged(self, event_id: str, sport: str) -> bool:
         n = await self._r.exists(f"{self.prefix}ks:event:{event_id}", f"{self.prefix}ks:sport:{sport}")
         return int(n) > 0
+
+    # --- shared feed state ---------------------------------------------------------------------------------
+
+    async def load_feed_state(
+        self, providers: Collection[str], probes: Mapping[str, Sequence[tuple[int, int]]], events: Collection[str]
+    ) -> FeedStateView:
+        names = list(providers)
+        req = [[[n, [f"{s}:{t}" for s, t in probes.get(n, ())]] for n in names], list(events)]
+        provs, routes = fastjson.loads(await self._load_feed(keys=[], args=[self.prefix, _pack(req)]))
+        view = FeedStateView({}, {}, {})
+        for row in _list(provs):
+            name = row[0]
+            n = [int(x) for x in row[1:9]]
+            view.providers[name] = ProviderLiveness(
+                name,
+                n[0],
+                n[1],
+                n[2],
+                n[3],
+                n[4],
+                n[5],
+                n[6],
+                n[7],
+                str(row[10]),
+                int(row[11]),
+                str(row[12]),
+                int(row[13]),
+            )
+            view.seen[name] = {(int(a), int(b)) for a, b in (k.split(":") for k in _list(row[9]))}
+        for ev, active in zip(events, _list(routes), strict=True):
+            view.active[ev] = active
+        return view
+
+    async def save_feed_state(
+        self,
+        providers: Sequence[ProviderLiveness],
+        seen: Mapping[str, Sequence[tuple[int, int]]],
+        reset: Collection[str] = (),
+    ) -> None:
+        items = [
+            [
+                h.name,
+                h.last_seen_ms,
+                h.lag_ms,
+                h.lag_at_ms,
+                h.lag_bad_at_ms,
+                h.gap_at_ms,
+                h.reconnected_at_ms,
+                h.last_seq,
+                h.max_ts_ms,
+                1 if h.name in reset else 0,
+                [[s, f"{s}:{t}"] for s, t in seen.get(h.name, ())],
+                h.producer,
+                h.producer_at_ms,
+                h.recovery_id,
+                h.down_since_ms,
+            ]
+            for h in providers
+        ]
+        if items:
+            await self._save_feed(keys=[], args=[self.prefix, _pack(items)])
+
+    async def list_producers(self) -> list[ProviderLiveness]:
+        names = sorted(_text(n) for n in await self._r.smembers(f"{self.prefix}feed:providers"))
+        view = await self.load_feed_state(names, {}, [])
+        return [view.providers[n] for n in names]
+
+    async def switch_provider(self, event_id: str, old: str, new: str, primary: str) -> tuple[bool, str]:
+        won, active = await self._switch_feed(keys=[], args=[self.prefix, event_id, old, new, primary])
+        return bool(int(won)), _text(active)
 
     # --- fan-out -------------------------------------------------------------------------------------------
 
@@ -570,7 +766,7 @@ class RedisFeedMappings:
         raw = await self._r.get(self._key)
         if raw is None:
             return None
-        doc: dict[str, Any] = json.loads(raw)
+        doc: dict[str, Any] = fastjson.loads(raw)
         return doc
 
     async def close(self) -> None:

@@ -18,12 +18,12 @@ Suspension reasons (``MarketState.status_reason``):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from inplay.domain.feed import fastjson
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import MarketChange, MarketState, MarketStatus
 from inplay.ports import (
@@ -43,6 +43,8 @@ BET_STOP = "BET_STOP"
 FEED_LAG = "FEED_LAG"
 PRICE_JUMP = "PRICE_JUMP"
 PROVIDER_DISCONNECT = "PROVIDER_DISCONNECT"
+# The producer was down (silent past INPLAY_FEED_PRODUCER_DOWN_MS): held until its recovery snapshot is complete.
+PROVIDER_DOWN = "PROVIDER_DOWN"
 MATCH_END = "MATCH_END"
 INCIDENTS = ("GOAL", "RED_CARD", "VAR")
 OPERATOR = "OPERATOR"
@@ -122,7 +124,7 @@ def changes_between(
 
 
 # One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":")).encode
+_compact = fastjson.dumps
 
 
 def odds_json(state: MarketState) -> bytes:
@@ -140,7 +142,7 @@ def odds_json(state: MarketState) -> bytes:
             "updated_at_ms": state.updated_at_ms,
             "source": state.source,
         }
-    ).encode()
+    )
 
 
 def _change_dict(change: MarketChange) -> dict[str, object]:
@@ -167,7 +169,7 @@ def changes_to_json(changes: Sequence[MarketChange]) -> bytes:
             "at_ms": first.at_ms,
             "changes": [_change_dict(c) for c in changes],
         }
-    ).encode()
+    )
 
 
 class ChangeRecorder:

@@ -9,13 +9,14 @@ change recorder), the :class:`inplay.domain.markets.MarketChangeLog` to read, an
 from __future__ import annotations
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from inplay import auth
 from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.convert import market_change_to_proto
 from inplay.domain.markets import MarketChangeLog, MarketControl
 from inplay.errors import FieldViolation, InvalidArgument, abort_with
-from inplay.ports import AccountLimits, LimitsStore
+from inplay.ports import AccountLimits, LimitsStore, ProviderLiveness
 from inplay.servicers.odds import unavailable
 
 DEFAULT_PAGE = 100
@@ -106,6 +107,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         except Exception as exc:
             await abort_with(context, unavailable(exc))
 
+    async def ListProducers(
+        self, request: admin_pb2.ListProducersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListProducersResponse:
+        try:
+            self._operator(context)
+            producers = await self._control.cache.list_producers()
+            wanted = [p for p in producers if not request.provider or p.name == request.provider]
+            return admin_pb2.ListProducersResponse(producers=[_producer(p) for p in wanted])
+        except Exception as exc:
+            await abort_with(context, unavailable(exc))
+
     async def ListMarketChanges(
         self, request: admin_pb2.ListMarketChangesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListMarketChangesResponse:
@@ -121,6 +133,32 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
         except Exception as exc:
             await abort_with(context, unavailable(exc))
+
+
+_PRODUCER_STATUS = {
+    "UP": admin_pb2.PRODUCER_STATUS_UP,
+    "DOWN": admin_pb2.PRODUCER_STATUS_DOWN,
+    "RECOVERING": admin_pb2.PRODUCER_STATUS_RECOVERING,
+}
+
+
+def _ts(ms: int) -> Timestamp | None:
+    if ms <= 0:
+        return None
+    out = Timestamp()
+    out.FromMilliseconds(ms)
+    return out
+
+
+def _producer(p: ProviderLiveness) -> admin_pb2.Producer:
+    return admin_pb2.Producer(
+        provider=p.name,
+        status=_PRODUCER_STATUS.get(p.producer, admin_pb2.PRODUCER_STATUS_UNSPECIFIED),
+        last_seen=_ts(p.last_seen_ms),
+        status_since=_ts(p.producer_at_ms),
+        down_since=_ts(p.down_since_ms) if p.producer != "UP" else None,
+        recovery_request_id=p.recovery_id if p.producer == "RECOVERING" else "",
+    )
 
 
 def add_to_server(

@@ -15,7 +15,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from inplay.convert import market_to_proto
-from inplay.domain.feed.hub import ClientFeed, OddsHub
+from inplay.domain.feed.hub import ClientFeed, MarketReadCache, OddsHub
 from inplay.errors import FieldViolation, InvalidArgument, NotFound, Unavailable, abort_with
 from inplay.model import MarketState
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
@@ -69,13 +69,16 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
     def __init__(self, cache: LiveOddsCache, hub: OddsHub) -> None:
         self._cache = cache
         self._hub = hub
+        # GetMarket / ListMarkets / StreamOdds snapshots: decoded markets in process, fresh through the hub
+        # (no Redis round trip when nothing changed).
+        self._reads = MarketReadCache(cache, hub)
 
     async def GetMarket(
         self, request: odds_pb2.GetMarketRequest, context: grpc.aio.ServicerContext
     ) -> odds_pb2.GetMarketResponse:
         try:
             _check_id(request.market_id, "market_id")
-            state = (await self._cache.get_markets([request.market_id]))[0]
+            state = await self._reads.get_market(request.market_id)
             if state is None:
                 raise NotFound(f"market {request.market_id} not found")
             return odds_pb2.GetMarketResponse(market=market_to_proto(state, _now_ms()))
@@ -91,7 +94,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                 raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
             size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
             start = _offset(request.page_token)
-            markets = await self._cache.list_event_markets(request.event_id)  # ordered by market id
+            markets = await self._reads.list_event_markets(request.event_id)  # ordered by market id
             page = markets[start : start + size]
             end = start + len(page)
             now = _now_ms()
@@ -103,12 +106,15 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             await abort_with(context, unavailable(exc))
 
     async def _snapshot(self, client: ClientFeed) -> list[MarketState]:
+        """From the read cache, which the same hub subscription keeps fresh: the client is attached first, so
+        nothing applied after this read is missed. 1,000 clients opening at once cost one Redis read per event
+        (they used to open 1,000 concurrent reads and exhaust the connection pool)."""
         states: dict[str, MarketState] = {}
         for event_id in sorted(client.whole_events):
-            for m in await self._cache.list_event_markets(event_id):
+            for m in await self._reads.list_event_markets(event_id):
                 states[m.market_id] = m
-        extra = sorted(client.market_ids - states.keys())
-        for st in await self._cache.get_markets(extra):
+        for mid in sorted(client.market_ids - states.keys()):
+            st = await self._reads.get_market(mid)
             if st is not None:
                 states[st.market_id] = st
         return [states[k] for k in sorted(states)]
@@ -131,12 +137,11 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
         for i, m in enumerate(market_ids):
             _check_id(m, f"market_ids[{i}]")
         market_events: set[str] = set()
-        if market_ids:
-            states = await self._cache.get_markets(market_ids)
-            for mid, st in zip(market_ids, states, strict=True):
-                if st is None:
-                    raise NotFound(f"market {mid} not found")
-                market_events.add(st.event_id)
+        for mid in market_ids:
+            st = await self._reads.get_market(mid)
+            if st is None:
+                raise NotFound(f"market {mid} not found")
+            market_events.add(st.event_id)
         return ClientFeed(event_ids, market_ids, market_events)
 
     async def StreamOdds(
@@ -151,21 +156,24 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             # Subscribed first, then read: nothing applied after the read is missed (duplicates are dropped
             # by version below).
             snapshot = await self._snapshot(client)
-            known = dict(request.known_versions)
             sent: dict[str, int] = {m.market_id: m.version for m in snapshot}
-            if not known or any(known.get(m.market_id) != m.version for m in snapshot):
-                yield self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, 0)
-            else:
-                # The client is up to date: an empty DELTA confirms the stream is live.
-                yield odds_pb2.StreamOddsResponse(kind=odds_pb2.UPDATE_KIND_DELTA)
+            yield self._first(request, client, snapshot)
             while True:
                 await client.wake.wait()
+                edges = client.take_edges()
                 pending, coalesced, resync = client.take()
-                if resync:
+                # L4: a version below what was sent means the cache was reset (pub/sub keeps the cache's order
+                # per market): a SNAPSHOT, else the client would filter every new version as a duplicate.
+                if resync or any(s.version < sent.get(s.market_id, 0) for s in pending):
                     snapshot = await self._snapshot(client)
                     sent = {m.market_id: m.version for m in snapshot}
                     yield self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, coalesced)
                     continue
+                edges = [s for s in edges if s.version > sent.get(s.market_id, 0)]
+                if edges:  # L1: the suspension first, then the state that replaced it
+                    for s in edges:
+                        sent[s.market_id] = s.version
+                    yield self._message(odds_pb2.UPDATE_KIND_DELTA, edges, 0)
                 fresh = [s for s in pending if s.version > sent.get(s.market_id, 0)]
                 if not fresh:
                     continue
@@ -177,6 +185,24 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
             await abort_with(context, unavailable(exc))
         finally:
             await self._hub.detach(client)
+
+    def _first(
+        self, request: odds_pb2.StreamOddsRequest, client: ClientFeed, snapshot: list[MarketState]
+    ) -> odds_pb2.StreamOddsResponse:
+        """The first message: SNAPSHOT; an empty DELTA when every known version is current; with ``resume``,
+        RESUMED with only what changed since the known versions (SNAPSHOT when those are no longer known)."""
+        known = dict(request.known_versions)
+        if request.resume and known:
+            now = {m.market_id: m.version for m in snapshot}
+            # a known market gone (or not in the subscription) or behind the client's version: not resumable
+            lost = any(now.get(mid, -1) < v for mid, v in known.items())
+            if not lost:
+                changed = [m for m in snapshot if m.version > known.get(m.market_id, 0)]
+                return self._message(odds_pb2.UPDATE_KIND_RESUMED, changed, 0)
+        elif known and all(known.get(m.market_id) == m.version for m in snapshot):
+            # The client is up to date: an empty DELTA confirms the stream is live.
+            return odds_pb2.StreamOddsResponse(kind=odds_pb2.UPDATE_KIND_DELTA)
+        return self._message(odds_pb2.UPDATE_KIND_SNAPSHOT, snapshot, 0)
 
     @staticmethod
     def _message(kind: odds_pb2.UpdateKind, markets: list[MarketState], coalesced: int) -> odds_pb2.StreamOddsResponse:

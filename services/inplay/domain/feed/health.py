@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from inplay.domain.feed.mapping import EventInfo
 from inplay.domain.feed.rules import FeedRules
+from inplay.ports import ProviderLiveness
 
 HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"
 LAGGING = "LAG"
@@ -15,6 +16,8 @@ FAILBACK = "FAILBACK"
 DUPLICATE = "DUPLICATE"
 RESET = "SEQUENCE_RESET"
 SEEN_WINDOW = 4096
+# Producer lifecycle (Sportradar's producer up/down): UP -> DOWN (silent) -> RECOVERING (snapshot asked) -> UP.
+UP, DOWN, RECOVERING = "UP", "DOWN", "RECOVERING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +45,17 @@ class ProviderHealth:
     # Newest provider timestamp seen (a lower seq with a newer timestamp = the provider restarted its seqs).
     max_ts_ms: int = -1
     last_lag_ms: int = 0
+    last_lag_at_ms: int = 0
     lag_bad_at_ms: int = 0
     gap_at_ms: int = 0
     gaps: int = 0
     resets: int = 0
     reconnected_at_ms: int = 0
+    producer: str = UP
+    producer_at_ms: int = 0
+    # DOWN: since when silent (the recovery snapshot starts there); RECOVERING: the request being answered.
+    down_since_ms: int = 0
+    recovery_id: str = ""
     # Duplicates are keyed by (seq, provider ts): a re-sent message repeats both, a new session only the seq.
     _seen: set[tuple[int, int]] = field(default_factory=set)
     _order: deque[tuple[int, int]] = field(default_factory=deque)
@@ -88,6 +97,7 @@ class ProviderHealth:
             self.reconnected_at_ms = received_ms
         self.last_seen_ms = max(self.last_seen_ms, received_ms)
         self.last_lag_ms = lag_ms
+        self.last_lag_at_ms = max(self.last_lag_at_ms, received_ms)
         if lag_ms > rules.failover_lag_ms:
             self.lag_bad_at_ms = received_ms
 
@@ -96,6 +106,62 @@ class ProviderHealth:
         gap = self.track(seq, ts_ms, received_ms) == GAPS
         self.alive(received_ms, max(0, lag_ms), rules)
         return gap
+
+    # --- shared state (H6): the other pods' view of this provider ------------------------------------------
+
+    def merge(self, shared: ProviderLiveness) -> None:
+        """Takes in what other pods saw: the newest times, and the sequence position with the newest provider
+        timestamp (a lower seq there = another pod saw the provider restart: the local window is stale)."""
+        self.last_seen_ms = max(self.last_seen_ms, shared.last_seen_ms)
+        if shared.lag_at_ms > self.last_lag_at_ms:
+            self.last_lag_ms, self.last_lag_at_ms = shared.lag_ms, shared.lag_at_ms
+        self.lag_bad_at_ms = max(self.lag_bad_at_ms, shared.lag_bad_at_ms)
+        self.gap_at_ms = max(self.gap_at_ms, shared.gap_at_ms)
+        self.reconnected_at_ms = max(self.reconnected_at_ms, shared.reconnected_at_ms)
+        if shared.max_ts_ms > self.max_ts_ms:
+            if shared.last_seq < self.last_seq:
+                self._seen.clear()
+                self._order.clear()
+            self.last_seq, self.max_ts_ms = shared.last_seq, shared.max_ts_ms
+        if shared.producer_at_ms > self.producer_at_ms:  # another pod moved the producer's lifecycle
+            self.producer, self.producer_at_ms = shared.producer, shared.producer_at_ms
+            self.recovery_id, self.down_since_ms = shared.recovery_id, shared.down_since_ms
+
+    def remember(self, keys: set[tuple[int, int]]) -> None:
+        """(seq, ts) keys another pod already accepted: their re-send here is a DUPLICATE."""
+        for key in keys - self._seen:
+            self._seen.add(key)
+            self._order.append(key)
+            self._appended += 1
+        while len(self._order) > SEEN_WINDOW:
+            self._seen.discard(self._order.popleft())
+
+    def tracked_since(self, cp: Checkpoint | None) -> list[tuple[int, int]]:
+        """The (seq, ts) keys tracked since ``cp`` (None: all in the window)."""
+        n = min(self._appended - (cp.appended if cp is not None else 0), len(self._order))
+        return list(self._order)[len(self._order) - n :] if n > 0 else []
+
+    def liveness(self) -> ProviderLiveness:
+        return ProviderLiveness(
+            self.name,
+            self.last_seen_ms,
+            self.last_lag_ms,
+            self.last_lag_at_ms,
+            self.lag_bad_at_ms,
+            self.gap_at_ms,
+            self.reconnected_at_ms,
+            self.last_seq,
+            self.max_ts_ms,
+            self.producer,
+            self.producer_at_ms,
+            self.recovery_id,
+            self.down_since_ms,
+        )
+
+    def set_producer(self, status: str, at_ms: int, recovery_id: str = "", down_since_ms: int = 0) -> None:
+        # strictly increasing change time: the newest change wins when pods merge
+        self.producer, self.producer_at_ms = status, max(at_ms, self.producer_at_ms + 1)
+        self.recovery_id, self.down_since_ms = recovery_id, down_since_ms
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self._appended, self.last_seq, self.max_ts_ms, self.gap_at_ms, self.gaps)
@@ -112,6 +178,8 @@ class ProviderHealth:
         """ "" when healthy, else the cause."""
         if not self.last_seen_ms or now_ms - self.last_seen_ms > rules.heartbeat_timeout_ms:
             return HEARTBEAT_TIMEOUT
+        if self.producer != UP:  # down, or its recovery snapshot is not complete: no fail-back to it
+            return self.producer
         if self.last_lag_ms > rules.failover_lag_ms:
             return LAGGING
         if self.gap_at_ms and now_ms - self.gap_at_ms < rules.gap_window_ms:

@@ -40,6 +40,8 @@ BET_STOP = "BET_STOP"
 HEARTBEAT = "HEARTBEAT"
 INCIDENT = "INCIDENT"
 END = "END"
+# The provider finished the recovery snapshot the pipeline asked for (``request_id``).
+SNAPSHOT_COMPLETE = "SNAPSHOT_COMPLETE"
 
 
 class Rejected(Exception):
@@ -73,3 +75,5 @@ class ProviderMessage:
     # INCIDENT: GOAL | RED_CARD | VAR
     incident: str = ""
     correction: bool = False
+    # SNAPSHOT_COMPLETE: the recovery request it answers.
+    request_id: str = ""

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +34,19 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
 from inplay.core import Odds
-from inplay.domain.feed.health import GAPS, HEARTBEAT_TIMEOUT, RESET, Checkpoint, FeedRouter, ProviderHealth, Switch
+from inplay.domain.feed import fastjson
+from inplay.domain.feed.health import (
+    DOWN,
+    GAPS,
+    HEARTBEAT_TIMEOUT,
+    RECOVERING,
+    RESET,
+    UP,
+    Checkpoint,
+    FeedRouter,
+    ProviderHealth,
+    Switch,
+)
 from inplay.domain.feed.mapping import EventInfo, FeedMappingService, MarketInfo
 from inplay.domain.feed.messages import (
     BET_STOP,
@@ -43,9 +55,11 @@ from inplay.domain.feed.messages import (
     HEARTBEAT,
     INCIDENT,
     MARKET_SETTLED,
+    ODDS_INVALID,
     PRICES,
     SCHEMA,
     SEQUENCE_GAP,
+    SNAPSHOT_COMPLETE,
     STALE_VERSION,
     STANDBY,
     TIMESTAMP_FUTURE,
@@ -61,12 +75,22 @@ from inplay.domain.markets import (
     MATCH_END,
     PRICE_JUMP,
     PROVIDER_DISCONNECT,
+    PROVIDER_DOWN,
     MarketControl,
     changes_between,
     odds_json,
 )
 from inplay.model import MarketChange, SelectionPrice
-from inplay.ports import TOPIC_FEED_RAW, TOPIC_ODDS, BusMessage, EventBus, LiveOddsCache, PriceWrite, WriteResult
+from inplay.ports import (
+    TOPIC_FEED_RAW,
+    TOPIC_ODDS,
+    BusMessage,
+    EventBus,
+    FeedStateStore,
+    LiveOddsCache,
+    PriceWrite,
+    WriteResult,
+)
 
 log = logging.getLogger("inplay.feed")
 
@@ -79,6 +103,12 @@ FEED_CLOCK_AHEAD = Gauge(
     "How far the last accepted message's provider timestamp was ahead of its receive time (0 = not ahead)",
     ["provider"],
 )
+FEED_PRODUCER = Gauge("inplay_feed_producer_up", "Producer status: 1 up, 0.5 recovering, 0 down", ["provider"])
+_PRODUCER_GAUGE = {UP: 1.0, RECOVERING: 0.5, DOWN: 0.0}
+# Recovery requests to the provider adapters (connectors), key = provider:
+# {"provider", "since_ms", "request_id"}; the connector replays from since_ms, then sends its snapshot-complete
+# message with request_id.
+TOPIC_FEED_RECOVERY = "inplay.feed.recovery.v1"
 FEED_OUTBOX = Gauge("inplay_feed_outbox_pending", "Change-log rows and Kafka messages waiting for a retry", ["kind"])
 
 # Anomalies (counted, logged; the message is still applied).
@@ -141,17 +171,27 @@ class _StatusOp:
 
 
 @dataclass
+class _ResumeOp:
+    market_ids: tuple[str, ...]
+    reason: str
+    source: str
+
+
+@dataclass
 class _SwitchOp:
     switch: Switch
     event: EventInfo
     suspend: bool
 
 
-_Op = _PriceOp | _StatusOp | _SwitchOp
+_Op = _PriceOp | _StatusOp | _SwitchOp | _ResumeOp
 
+
+# Cache outcomes of a price write that reject its message (else STALE_VERSION).
+_REJECTED_WRITE = {"SETTLED": MARKET_SETTLED, "STANDBY": STANDBY}
 
 # One encoder for every message: json.dumps with keyword arguments builds a new encoder per call.
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_compact = fastjson.dumps
 
 
 def raw_json(raw: RawMessage, seq: int) -> bytes:
@@ -159,7 +199,7 @@ def raw_json(raw: RawMessage, seq: int) -> bytes:
         body: dict[str, object] = {"payload": raw.payload.decode("utf-8")}
     except UnicodeDecodeError:
         body = {"payload_b64": base64.b64encode(raw.payload).decode()}
-    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body}).encode()
+    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body})
 
 
 def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
@@ -187,10 +227,19 @@ class FeedPipeline:
         self.control = control
         self.rules = rules or FeedRules()
         self.router = FeedRouter(self.rules)
+        # Routing, provider health and duplicate windows shared with every other ingest pod (H6).
+        self.state: FeedStateStore = cache
+        # Providers whose sequence numbers restarted in this chunk (the shared window restarts too).
+        self._resets: set[str] = set()
+        # Providers whose producer status changed (saved to the shared state with the next save).
+        self._dirty: set[str] = set()
         self.clock = clock
         self.adapters = adapters if adapters is not None else default_adapters()
         self._topic_raw = topic_prefix + TOPIC_FEED_RAW
         self._topic_odds = topic_prefix + TOPIC_ODDS
+        self._topic_recovery = topic_prefix + TOPIC_FEED_RECOVERY
+        # Recovery requests decided while judging a chunk (sent with its Kafka messages, through the outbox).
+        self._requests: list[BusMessage] = []
         self._lock = asyncio.Lock()
         # Per market: recent (provider ts, prices) within the jump window.
         self._history: dict[str, deque[tuple[int, dict[str, Odds]]]] = {}
@@ -221,12 +270,19 @@ class FeedPipeline:
         async with self._lock:
             t = self.clock() if now is None else now
             ops: list[_Op] = []
+            watched = [
+                event
+                for event in self.mappings.table.events.values()
+                if any(self.router.provider(p).last_seen_ms for p in event.providers)  # never fed: not watched
+            ]
+            if watched:
+                await self._load_shared(set(self.router.health), {}, {e.event_id for e in watched})
             cp = self._checkpoint()
-            for event in self.mappings.table.events.values():
-                if not any(self.router.provider(p).last_seen_ms for p in event.providers):
-                    continue  # never fed: nothing to watch
+            for event in watched:
                 self._route_health(event, t, ops)
-            await self._execute(ops, [], None, cp)
+            self._producers_down(t, ops)
+            await self._execute(ops, self._take_requests(), None, cp)
+            await self._save(cp)
 
     async def run_watchdog(self) -> None:
         interval = self.rules.watchdog_interval_ms / 1000
@@ -261,23 +317,24 @@ class FeedPipeline:
         bus_out: list[BusMessage] = []
         ops: list[_Op] = []
         self._pending.clear()
+        self._resets.clear()
+        parsed = [self._parse(raw) for raw in chunk]
+        await self._sync(parsed)
         cp = self._checkpoint()
         outcome: list[str] = [""] * len(chunk)  # "" = accepted, else the rejection reason
-        for i, raw in enumerate(chunk):
+        for i, (raw, item) in enumerate(zip(chunk, parsed, strict=True)):
             seq = -1
             try:
-                adapter = self.adapters.get(raw.provider)
-                if adapter is None:
-                    raise Rejected(UNKNOWN_PROVIDER, raw.provider)
-                msg = adapter.parse(raw.payload)
-                seq = msg.seq
+                if isinstance(item, Rejected):
+                    raise item
+                seq = item.seq
                 bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
-                self._accept(msg, raw, i, ops, summary)
+                self._accept(item, raw, i, ops, summary)
             except Rejected as rej:
                 if seq < 0:
                     seq = rej.seq
                     bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
-                    if seq >= 0:  # unreadable past its sequence number: still counts for gap tracking
+                    if seq >= 0 and raw.provider in self.adapters:  # unreadable past its seq: still tracked
                         arrived = raw.arrived_ms or raw.received_at_ms
                         self._track(self.router.provider(raw.provider), seq, -1, arrived, summary)
                 outcome[i] = rej.reason
@@ -285,7 +342,8 @@ class FeedPipeline:
                     "feed message rejected",
                     extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
                 )
-        await self._execute(ops, bus_out, outcome, cp)
+        await self._execute(ops, bus_out + self._take_requests(), outcome, cp)
+        await self._save(cp)
         summary.received += len(chunk)
         for reason in outcome:
             if reason:
@@ -295,6 +353,63 @@ class FeedPipeline:
                 summary.accepted += 1
         FEED_MESSAGES.labels("accepted").inc(sum(1 for r in outcome if not r))
         FEED_MESSAGES.labels("rejected").inc(sum(1 for r in outcome if r))
+
+    def _parse(self, raw: RawMessage) -> ProviderMessage | Rejected:
+        adapter = self.adapters.get(raw.provider)
+        if adapter is None:
+            return Rejected(UNKNOWN_PROVIDER, raw.provider)
+        try:
+            return adapter.parse(raw.payload)
+        except Rejected as rej:
+            return rej
+
+    async def _sync(self, parsed: Sequence[ProviderMessage | Rejected]) -> None:
+        """One call before the chunk is judged: the providers' health and duplicate windows and the events'
+        routes as every pod left them (H6), merged into this pod's view."""
+        probes: dict[str, list[tuple[int, int]]] = {}
+        events: set[str] = set()
+        providers: set[str] = set(self.router.health)
+        table = self.mappings.table
+        for item in parsed:
+            if isinstance(item, Rejected):
+                continue
+            probes.setdefault(item.provider, []).append((item.seq, item.ts_ms))
+            providers.add(item.provider)
+            if item.kind != HEARTBEAT and (event := table.event(item.provider, item.event_ref)) is not None:
+                events.add(event.event_id)
+                providers.update(event.providers)  # the other provider's health decides failover too
+        if probes:
+            await self._load_shared(providers, probes, events)
+
+    async def _load_shared(
+        self, providers: set[str], probes: dict[str, list[tuple[int, int]]], events: set[str]
+    ) -> None:
+        view = await self.state.load_feed_state(sorted(providers), probes, sorted(events))
+        for name, shared in view.providers.items():
+            health = self.router.provider(name)
+            health.merge(shared)
+            if view.seen.get(name):
+                health.remember(view.seen[name])
+        for event_id, active in view.active.items():
+            if active:
+                self.router.active[event_id] = active
+            else:  # never switched: the primary
+                self.router.active.pop(event_id, None)
+
+    async def _save(self, cp: tuple[dict[str, Checkpoint], dict[str, str], set[str]]) -> None:
+        """After the chunk's cache writes: this pod's view of the providers it heard from, for the others. A
+        failure is logged, not raised: the cache holds the chunk (a retry would be a DUPLICATE here), and the
+        next chunk saves the newer view."""
+        health, _, _ = cp
+        seen = {name: h.tracked_since(health.get(name)) for name, h in self.router.health.items()}
+        touched = [self.router.health[name] for name, keys in seen.items() if keys or name in self._dirty]
+        self._dirty.clear()
+        if not touched:
+            return
+        try:
+            await self.state.save_feed_state([h.liveness() for h in touched], seen, set(self._resets))
+        except Exception:
+            log.warning("shared feed state not saved", exc_info=True)
 
     def _accept(
         self, msg: ProviderMessage, raw: RawMessage, index: int, ops: list[_Op], summary: IngestSummary
@@ -313,8 +428,11 @@ class FeedPipeline:
         # watermark into the future nor makes a price look younger than it is (age = now - updated_at).
         ts = min(msg.ts_ms, received, arrived)  # nor a connector clock running ahead of the server's
         lag = max(0, received - ts)
-        if msg.kind == HEARTBEAT:
+        if msg.kind in (HEARTBEAT, SNAPSHOT_COMPLETE):
             health.alive(arrived, abs(ahead), self.rules)
+            self._recover(health, arrived)
+            if msg.kind == SNAPSHOT_COMPLETE:
+                self._snapshot_complete(health, msg.request_id, arrived, ops)
             return
         table = self.mappings.table
         event = table.event(msg.provider, msg.event_ref)
@@ -325,6 +443,7 @@ class FeedPipeline:
         elif msg.kind == BET_STOP and msg.market_refs:
             stop_ids = self._normalize_refs(msg, event, summary)
         health.alive(arrived, abs(ahead), self.rules)  # only a valid message is a sign of life
+        self._recover(health, arrived)
         self._route_health(event, arrived, ops)
         if self.router.active_for(event) != msg.provider:
             if msg.kind in (BET_STOP, INCIDENT):
@@ -394,7 +513,9 @@ class FeedPipeline:
                 market = self.mappings.table.market(msg.provider, pm.ref)
                 if market is None or market.event_id != event.event_id:
                     raise Rejected(UNMAPPED, f"market {pm.ref!r} of {msg.provider}")
-                out.append((market, self._selections(msg.provider, market, pm.prices)))
+                selections = self._selections(msg.provider, market, pm.prices)
+                self._sane(market, selections)
+                out.append((market, selections))
             except Rejected as rej:
                 skipped.append(rej)
         if not out:
@@ -410,6 +531,7 @@ class FeedPipeline:
             FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
             log.warning("feed sequence gap", extra={"provider": health.name, "seq": seq})
         elif verdict == RESET:
+            self._resets.add(health.name)
             summary.anomalies[SEQUENCE_RESET] += 1
             FEED_ANOMALIES.labels(SEQUENCE_RESET).inc()
             log.warning("feed sequence restarted (new provider session)", extra={"provider": health.name, "seq": seq})
@@ -436,8 +558,11 @@ class FeedPipeline:
         """``ts``: the clamped provider time (watermark and ``updated_at``); the provider's own time still
         orders this provider's messages (``provider_ts_ms``) and the jump window."""
         threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
+        # A producer down or recovering: its prices are stored, its markets stay suspended until the snapshot
+        # is complete.
+        held = PROVIDER_DOWN if self.router.provider(msg.provider).producer != UP else ""
         for market, selections in priced:
-            reason = FEED_LAG if lag > threshold else ""
+            reason = held or (FEED_LAG if lag > threshold else "")
             jumped, prices = self._jumped(market.market_id, msg.ts_ms, selections)
             if jumped and not reason:
                 reason = PRICE_JUMP
@@ -455,8 +580,17 @@ class FeedPipeline:
                 suspend_reason=reason,
                 correction=msg.correction,
                 provider_ts_ms=msg.ts_ms,
+                route_primary=event.primary if event.secondary else "",
             )
             ops.append(_PriceOp(write, index, prices, jumped))
+
+    def _sane(self, market: MarketInfo, selections: tuple[SelectionPrice, ...]) -> None:
+        """L5: odds above ``max_odds`` (a feed error, e.g. a misplaced decimal point) are never offered."""
+        for s in selections:
+            if s.odds.num > self.rules.max_odds * s.odds.den:
+                raise Rejected(
+                    ODDS_INVALID, f"market {market.market_id}: {s.odds.decimal_str()} > {self.rules.max_odds}"
+                )
 
     @staticmethod
     def _selections(
@@ -514,6 +648,67 @@ class FeedPipeline:
         if len(history) > JUMP_HISTORY:
             history.popleft()
 
+    # --- producer lifecycle -----------------------------------------------------------------------------------
+
+    def producers(self) -> dict[str, dict[str, object]]:
+        """Producer status per provider (AdminService, metrics)."""
+        return {
+            name: {
+                "status": h.producer,
+                "last_seen_ms": h.last_seen_ms,
+                "down_since_ms": h.down_since_ms,
+                "recovery_id": h.recovery_id,
+            }
+            for name, h in sorted(self.router.health.items())
+        }
+
+    def _active_markets(self, provider: str) -> tuple[str, ...]:
+        """The markets for which ``provider`` is the active source (the events it is routed for)."""
+        return tuple(
+            mid
+            for event in self.mappings.table.events.values()
+            if provider in event.providers and self.router.active_for(event) == provider
+            for mid in event.market_ids
+        )
+
+    def _producers_down(self, now: int, ops: list[_Op]) -> None:
+        for h in self.router.health.values():
+            if h.producer == UP and h.last_seen_ms and now - h.last_seen_ms > self.rules.producer_down_ms:
+                h.set_producer(DOWN, now, down_since_ms=h.last_seen_ms)
+                self._dirty.add(h.name)
+                FEED_PRODUCER.labels(h.name).set(_PRODUCER_GAUGE[DOWN])
+                markets = self._active_markets(h.name)
+                log.warning("producer down", extra={"provider": h.name, "markets": len(markets)})
+                if markets:
+                    ops.append(_StatusOp(markets, PROVIDER_DOWN, "watchdog", 0, -1))
+
+    def _recover(self, health: ProviderHealth, now: int) -> None:
+        """The first valid message of a producer that was down: ask it for a recovery snapshot."""
+        if health.producer != DOWN:
+            return
+        health.set_producer(RECOVERING, now, uuid.uuid4().hex, health.down_since_ms)
+        self._dirty.add(health.name)
+        FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[RECOVERING])
+        request = {"provider": health.name, "since_ms": health.down_since_ms, "request_id": health.recovery_id}
+        self._requests.append(BusMessage(self._topic_recovery, health.name, _compact(request)))
+        log.warning("producer back: recovery snapshot requested", extra=request)
+
+    def _snapshot_complete(self, health: ProviderHealth, request_id: str, now: int, ops: list[_Op]) -> None:
+        if health.producer != RECOVERING or request_id != health.recovery_id:
+            log.info("snapshot complete ignored", extra={"provider": health.name, "request_id": request_id})
+            return
+        health.set_producer(UP, now)
+        self._dirty.add(health.name)
+        FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[UP])
+        markets = self._active_markets(health.name)
+        log.warning("producer up: recovery complete", extra={"provider": health.name, "markets": len(markets)})
+        if markets:
+            ops.append(_ResumeOp(markets, PROVIDER_DOWN, f"{health.name}:recovery"))
+
+    def _take_requests(self) -> list[BusMessage]:
+        out, self._requests = self._requests, []
+        return out
+
     def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> None:
         switch = self.router.evaluate(event, now)
         if switch is not None:
@@ -522,6 +717,8 @@ class FeedPipeline:
                 self._disconnected.add(event.event_id)
             return
         active = self.router.provider(self.router.active_for(event))
+        if active.last_seen_ms and now - active.last_seen_ms <= self.rules.heartbeat_timeout_ms:
+            self._disconnected.discard(event.event_id)  # alive again (maybe seen by another pod)
         if (
             active.last_seen_ms
             and now - active.last_seen_ms > self.rules.heartbeat_timeout_ms
@@ -619,13 +816,17 @@ class FeedPipeline:
                         bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
                         changes += changes_between(res.before, res.after, o.write.source, "", at)
                     elif o.index not in written:
-                        written[o.index] = MARKET_SETTLED if res.outcome == "SETTLED" else STALE_VERSION
+                        # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
+                        written[o.index] = _REJECTED_WRITE.get(res.outcome, STALE_VERSION)
                 if outcome is not None:
                     for idx, reason in written.items():
                         outcome[idx] = reason
                 i = j
                 continue
-            if isinstance(op, _StatusOp):
+            if isinstance(op, _ResumeOp):
+                results = await self.control.resume(op.market_ids, op.source, op.reason, (op.reason,))
+                self._odds_out(results, bus_out)
+            elif isinstance(op, _StatusOp):
                 results = await self.control.suspend(
                     op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms, op.provider_ts_ms, changes
                 )
@@ -642,6 +843,11 @@ class FeedPipeline:
 
     async def _switch(self, op: _SwitchOp, at: int, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
         sw = op.switch
+        won, active = await self.state.switch_provider(sw.event_id, sw.old, sw.new, op.event.primary)
+        self.router.active[sw.event_id] = active
+        if not won:  # another pod switched first (it logs the switch and suspends): adopt its decision
+            log.info("feed provider switch lost to another pod", extra={"event_id": sw.event_id, "active": active})
+            return
         FEED_SWITCHES.labels(sw.cause).inc()
         log.warning(
             "feed provider switch",

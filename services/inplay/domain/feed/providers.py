@@ -29,11 +29,11 @@ Bravo market ref = ``"{match ref}/{type}/{line}"`` (line omitted when absent); s
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from inplay.core import Odds
+from inplay.domain.feed import fastjson
 from inplay.domain.feed.messages import (
     BET_STOP,
     END,
@@ -42,6 +42,7 @@ from inplay.domain.feed.messages import (
     ODDS_INVALID,
     PRICES,
     SCHEMA,
+    SNAPSHOT_COMPLETE,
     TIMESTAMP_MISSING,
     ProviderMarket,
     ProviderMessage,
@@ -61,7 +62,7 @@ class ProviderAdapter(Protocol):
 
 def _load(payload: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(payload)
+        doc = fastjson.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected(SCHEMA, f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -99,7 +100,14 @@ def _checked(odds: Odds) -> Odds:
 
 class AlphaAdapter:
     name = "alpha"
-    KINDS = {"odds": PRICES, "bet_stop": BET_STOP, "incident": INCIDENT, "heartbeat": HEARTBEAT, "end": END}
+    KINDS = {
+        "odds": PRICES,
+        "bet_stop": BET_STOP,
+        "incident": INCIDENT,
+        "heartbeat": HEARTBEAT,
+        "end": END,
+        "snapshot_complete": SNAPSHOT_COMPLETE,
+    }
     INCIDENTS = {"goal": "GOAL", "red_card": "RED_CARD", "var": "VAR"}
 
     @staticmethod
@@ -142,6 +150,8 @@ class AlphaAdapter:
         ts = self._ts(doc.get("ts"))
         if kind == HEARTBEAT:
             return ProviderMessage(self.name, seq, ts, kind)
+        if kind == SNAPSHOT_COMPLETE:
+            return ProviderMessage(self.name, seq, ts, kind, request_id=_str(doc, "request_id"))
         event_ref = _str(_obj(doc, "event"), "id")
         correction = doc.get("correction", False)
         if not isinstance(correction, bool):
@@ -180,7 +190,14 @@ class AlphaAdapter:
 
 class BravoAdapter:
     name = "bravo"
-    KINDS = {"PRICE": PRICES, "STOP": BET_STOP, "INCIDENT": INCIDENT, "ALIVE": HEARTBEAT, "FINAL": END}
+    KINDS = {
+        "PRICE": PRICES,
+        "STOP": BET_STOP,
+        "INCIDENT": INCIDENT,
+        "ALIVE": HEARTBEAT,
+        "FINAL": END,
+        "SNAPSHOT_END": SNAPSHOT_COMPLETE,
+    }
     INCIDENTS = {"GOAL": "GOAL", "RED": "RED_CARD", "VAR": "VAR"}
 
     @staticmethod
@@ -241,6 +258,8 @@ class BravoAdapter:
             raise Rejected(SCHEMA, "hdr.sent must be epoch milliseconds")
         if kind == HEARTBEAT:
             return ProviderMessage(self.name, seq, sent, kind)
+        if kind == SNAPSHOT_COMPLETE:
+            return ProviderMessage(self.name, seq, sent, kind, request_id=_str(hdr, "request"))
         correction = hdr.get("corrected", False)
         if not isinstance(correction, bool):
             raise Rejected(SCHEMA, "hdr.corrected must be a boolean")

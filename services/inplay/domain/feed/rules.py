@@ -37,6 +37,13 @@ class FeedRules:
     # How often the watchdog checks the stored mapping's version (one small GET; reload only when it moved):
     # events added or changed (in-play flag at kick-off) by the mapping CLI reach running processes.
     mapping_refresh_ms: int = 5_000
+    # Producer lifecycle: a provider silent this long is DOWN (the markets it is the active source of are
+    # suspended PROVIDER_DOWN); its next valid message asks it for a recovery snapshot (RECOVERING), and those
+    # markets reopen only once the snapshot is complete.
+    producer_down_ms: int = 10_000
+    # L5: a sanity bound on every price (decimal odds), first prices included (they have no jump reference):
+    # above it the market of the message is unusable (ODDS_INVALID). 1000 is the exchanges' maximum.
+    max_odds: int = 1_000
 
     @classmethod
     def from_env(cls) -> FeedRules:
@@ -55,4 +62,6 @@ class FeedRules:
             chunk_size=_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
             watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
             mapping_refresh_ms=_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
+            producer_down_ms=_int("INPLAY_FEED_PRODUCER_DOWN_MS", d.producer_down_ms),
+            max_odds=_int("INPLAY_FEED_MAX_ODDS", d.max_odds),
         )

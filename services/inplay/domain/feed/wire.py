@@ -47,6 +47,14 @@ def alpha_heartbeat(seq: int, ts_ms: int) -> bytes:
     return _dump({"type": "heartbeat", "seq": seq, "ts": iso_ms(ts_ms)})
 
 
+def alpha_snapshot_complete(seq: int, ts_ms: int, request_id: str) -> bytes:
+    return _dump({"type": "snapshot_complete", "seq": seq, "ts": iso_ms(ts_ms), "request_id": request_id})
+
+
+def bravo_snapshot_end(seq: int, ts_ms: int, request_id: str) -> bytes:
+    return _dump({"hdr": {"seq": seq, "sent": ts_ms, "type": "SNAPSHOT_END", "request": request_id}})
+
+
 def alpha_end(seq: int, ts_ms: int, event: str) -> bytes:
     return _dump({"type": "end", "seq": seq, "ts": iso_ms(ts_ms), "event": {"id": event}})
 
