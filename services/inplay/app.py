@@ -112,6 +112,8 @@ async def open_runtime(settings: Settings) -> Runtime:
                 stack.topic_prefix + TOPIC_RESULTS: 12,
                 stack.topic_prefix + TOPIC_FEED_RAW: 3,
                 stack.topic_prefix + TOPIC_MARKET_CHANGES: 12,
+                stack.topic_prefix + TOPIC_RESULTS + ".dlq": 3,  # parked poison results (docs/settlement.md)
+                stack.topic_prefix + "inplay.feed.recovery.v1": 3,  # recovery requests to provider adapters
             },
         )
         kafka = KafkaEventBus(stack.kafka_bootstrap, topic_prefix=stack.topic_prefix)
