@@ -386,8 +386,12 @@ class WalletStore(Protocol):
 
     async def set_epoch(self, epoch: str) -> None: ...
 
-    async def set_fence(self, up: bool, token: str = "1") -> None:
-        """Raises the repair fence holding ``token``, or lowers it only if it still holds ``token``."""
+    async def set_fence(self, up: bool, token: str = "1", ttl_ms: int = 60_000) -> None:
+        """Raises the repair fence holding ``token`` for ``ttl_ms``, or lowers it only if it still holds
+        ``token``."""
+        ...
+
+    async def refresh_fence(self, token: str, ttl_ms: int = 60_000) -> bool:
         ...
 
     async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:

@@ -133,3 +133,20 @@ def test_finding(finding: int) -> None:
     out = replay(seed, "--strict")
     assert signature not in out.stdout, out.stdout[-1500:]
     assert out.returncode == 0, out.stdout[-1500:]
+
+
+def test_strict_seeds() -> None:
+    """Every scenario with no operator help (Redis losses, journal refusals, faults at start-up, lost
+    finishes): the triggers of the fixed findings, 600 seeds through the runner in a fresh process."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT / "services")}
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.sim.run", "--first", "1", "--seeds", "600", "--strict"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    failures = [line for line in out.stdout.splitlines() if line.startswith(("FAIL", "  replay"))]
+    assert out.returncode == 0, "\n".join(failures[:10]) or out.stdout[-2000:] + out.stderr[-2000:]

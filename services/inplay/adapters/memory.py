@@ -68,8 +68,8 @@ class MemoryWallet:
         self._last: dict[int, tuple[int, str]] = {}
         self._intents: dict[tuple[int, int], PendingIntent] = {}
         self._epoch: str | None = None
-        self._fence = False
         self._fence_token: str | None = None
+        self._fence_until = 0.0
 
     async def debit_batch(self, debits: Sequence[Debit], intent: BatchIntent | None = None) -> list[DebitResult]:
         async with self._lock:
@@ -77,7 +77,7 @@ class MemoryWallet:
             if intent is not None:
                 if self._shards.get(intent.shard) != intent.owner:
                     gate = "SHARD_LOST"
-                elif self._epoch is None or self._fence:
+                elif self._epoch is None or self._fenced():
                     gate = "NOT_READY"
             if gate is not None:
                 return [DebitResult(gate, self.balance[d.account_id]) for d in debits]
@@ -169,16 +169,25 @@ class MemoryWallet:
     async def set_epoch(self, epoch: str) -> None:
         self._epoch = epoch
 
-    async def set_fence(self, up: bool, token: str = "1") -> None:
-        if up:
-            self._fence_token = token
-        elif self._fence_token == token:
-            self._fence_token = None
-        self._fence = self._fence_token is not None
+    def _fenced(self) -> bool:
+        if self._fence_token is not None and asyncio.get_running_loop().time() >= self._fence_until:
+            self._fence_token = None  # expired: a repair that died does not fence the wallet forever
+        return self._fence_token is not None
+
+    async def set_fence(self, up: bool, token: str = "1", ttl_ms: int = 60_000) -> None:
+        if up or (self._fenced() and self._fence_token == token):
+            self._fence_token = token if up else None
+            self._fence_until = asyncio.get_running_loop().time() + ttl_ms / 1000
+
+    async def refresh_fence(self, token: str, ttl_ms: int = 60_000) -> bool:
+        if self._fenced() and self._fence_token == token:
+            self._fence_until = asyncio.get_running_loop().time() + ttl_ms / 1000
+            return True
+        return False
 
     async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
         async with self._lock:
-            if self._fence_token != fence:
+            if not self._fenced() or self._fence_token != fence:
                 raise WalletUnavailable("the repair fence is held by another repair; nothing rebuilt")
             self.balance.update(state.balances)
             self._applied.update(state.applied_entry_ids)
@@ -197,7 +206,7 @@ class MemoryWallet:
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         async with self._lock:
-            if self._fence:
+            if self._fenced():
                 raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
             applied: list[bool] = []
             for c in credits:

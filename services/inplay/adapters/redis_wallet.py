@@ -244,9 +244,10 @@ end
 return {-1, '0', ''}
 """
 
-# KEYS: the fence; ARGV: the token. Deletes the fence only if it still holds the token.
+# KEYS: the fence; ARGV: the token, ttl_ms (0 = lower it). Acts only if the fence still holds the token.
 _LOWER_FENCE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) == 0 then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
@@ -543,14 +544,19 @@ class RedisWallet:
     async def set_epoch(self, epoch: str) -> None:
         await self.client.set(f"{self.prefix}wallet:epoch", epoch)
 
-    async def set_fence(self, up: bool, token: str = "1") -> None:
-        """Raises the repair fence holding ``token`` (``up``), or lowers it if it still holds ``token``: a
-        repair that was overtaken by another one never lowers the other's fence."""
+    async def set_fence(self, up: bool, token: str = "1", ttl_ms: int = 60_000) -> None:
+        """Raises the repair fence holding ``token`` for ``ttl_ms`` (``up``), or lowers it if it still holds
+        ``token``: a repair overtaken by another one never lowers the other's fence, and a repair that died
+        (or whose lift failed) fences the wallet only until the TTL runs out."""
         key = f"{self.prefix}wallet:fence"
         if up:
-            await self.client.set(key, token)
+            await self.client.set(key, token, px=ttl_ms)
         else:
-            await self._lower(keys=[key], args=[token])
+            await self._lower(keys=[key], args=[token, 0])
+
+    async def refresh_fence(self, token: str, ttl_ms: int = 60_000) -> bool:
+        """Extends the fence while the repair holding ``token`` runs; False if it is no longer its fence."""
+        return bool(int(await self._lower(keys=[f"{self.prefix}wallet:fence"], args=[token, ttl_ms])))
 
     async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
         """Overwrites the projection with state rebuilt from the ledger, atomically and only while the fence

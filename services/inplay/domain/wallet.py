@@ -189,7 +189,8 @@ async def repair_projection(
     in-flight batches finish, the views catch up with the journal, then the state is rebuilt and the fence
     lifted. Returns what was written."""
     token = os.urandom(8).hex()  # this repair's fence: an overtaking repair takes it over, and then we write nothing
-    await wallet.set_fence(True, token)
+    await wallet.set_fence(True, token, FENCE_TTL_MS)
+    keeper = asyncio.get_running_loop().create_task(_keep_fence(wallet, token))
     try:
         await _quiesce(wallet, ledger, shards, settle_timeout_s)
         state = await rebuild_state(ledger, clock(), shards)
@@ -198,13 +199,27 @@ async def repair_projection(
         with contextlib.suppress(Exception):  # fail closed: without a new epoch every debit stays NOT_READY
             await wallet.set_fence(False, token)
         raise
+    finally:
+        keeper.cancel()
     # The fence comes down BEFORE the new epoch goes up: if lifting it fails, the epoch is still missing,
-    # so the next start rebuilds again (and lifts it) instead of serving behind a fence nobody lifts.
+    # so the next start rebuilds again; and a fence whose lift failed (or whose repair died) expires.
     await wallet.set_fence(False, token)
     epoch = os.urandom(8).hex()
     await ledger.record_epoch(projection, epoch, clock())
     await wallet.set_epoch(epoch)
     return state
+
+
+# The repair fence expires unless its repair keeps it (a dead repair must not fence the wallet forever).
+FENCE_TTL_MS = 30_000
+
+
+async def _keep_fence(wallet: WalletStore, token: str) -> None:
+    while True:
+        await asyncio.sleep(FENCE_TTL_MS / 3000)
+        with contextlib.suppress(Exception):
+            if not await wallet.refresh_fence(token, FENCE_TTL_MS):
+                return
 
 
 async def _quiesce(wallet: WalletStore, ledger: Ledger, shards: int, timeout_s: float) -> None:
