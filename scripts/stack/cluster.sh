@@ -68,8 +68,11 @@ launch() { # launch NAME CMD...: detached, own session, output to logs/NAME.log,
   shift
   mkdir -p "$DIR/logs" "$DIR/pids"
   [ -z "$(pid_of "$name")" ] || return 0
+  rm -f "$(pidfile "$name")" # a stale one (a killed process) would pass for the new one's
   # shellcheck disable=SC2016
-  cd "$DIR" && nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$(pidfile "$name")" "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 9>&- &
+  # exec: no subshell stays behind holding the caller's stdout/stderr (a `cluster.sh up | tail` would hang).
+  (cd "$DIR" && exec nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$(pidfile "$name")" "$@") \
+    </dev/null >>"$DIR/logs/$name.log" 2>&1 9>&- &
   for _ in $(seq 1 100); do [ -s "$(pidfile "$name")" ] && return; sleep 0.05; done
   die "$name could not be launched"
 }
@@ -97,6 +100,7 @@ cassandra_start() {
   ip=$(cass_ip "$n")
   vip=$(cass_vip "$n")
   mkdir -p "$d"/{data,commitlog,saved_caches,hints,cdc_raw,logs,triggers}
+  # No -Dcassandra.unsafesystem here (stack.sh uses it): a node killed with -9 must find its schema again.
   # The single-node template, made a cluster member: own addresses, advertised proxy addresses, 3 seeds.
   sed -e "s#@DIR@#$d#g" -e "s#@PORT@#$CQL_PORT#g" -e "s#@STORAGE_PORT@#$STORAGE_PORT#g" \
     -e "s#^cluster_name: .*#cluster_name: inplay-cluster#" \
@@ -113,7 +117,7 @@ cassandra_start() {
     "-Dcassandra.logdir=$d/logs" "-Dcassandra.triggers_dir=$d/triggers" \
     "-Dlogback.configurationFile=$HERE/cassandra/logback.xml" -Dcassandra-foreground=yes \
     -Dcassandra.skip_wait_for_gossip_to_settle=0 "-Dcassandra.initial_token=${TOKENS[$((n - 1))]}" \
-    -Dcassandra.unsafesystem=true -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.ring_delay_ms=1000 \
+    -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.ring_delay_ms=1000 \
     -cp "$lib/*" org.apache.cassandra.service.CassandraDaemon
 }
 cassandra_ready() { probe "$(cass_vip "$1")" cql "$CQL_PORT" >/dev/null; }
