@@ -7,6 +7,7 @@ exceptions (``inplay.core.CoreError`` and subclasses) map here too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -16,8 +17,21 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from redis import exceptions as redis_errors
 
 from inplay import core
+
+log = logging.getLogger("inplay.errors")
+# A store briefly out of reach (a Redis failover closes connections; a demoted primary is read-only for a
+# moment; a restarted one is loading): the outcome is retriable, and every money call is idempotent by key.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.BusyLoadingError,
+    ConnectionError,
+    TimeoutError,
+)
 
 ERROR_DOMAIN = "inplay.dev"
 
@@ -110,6 +124,10 @@ def from_exception(exc: BaseException) -> DomainError:
         if isinstance(exc, core.ArithmeticOverflow):
             return InvalidArgument(str(exc), reason="ARITHMETIC_OVERFLOW")
         return InvalidArgument(str(exc), reason=type(exc).__name__.upper())
+    if isinstance(exc, _TRANSIENT):
+        log.warning("store unavailable under an RPC: %r", exc)
+        return Unavailable("a store is unavailable; retry (with the same idempotency key)")
+    log.error("unexpected error under an RPC", exc_info=exc)
     return DomainError("internal error", reason="INTERNAL", code=grpc.StatusCode.INTERNAL)
 
 
