@@ -159,6 +159,7 @@ class Load:
     transient: Counter[str] = field(default_factory=Counter)  # retried outcomes by gRPC code / reason
     ack_times: list[float] = field(default_factory=list)
     conflicts: int = 0  # a key answered with two different bet ids
+    samples: dict[str, str] = field(default_factory=dict)  # gRPC code -> the first error message seen
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -168,6 +169,13 @@ class Load:
     async def finish(self) -> None:
         self.stop.set()
         await asyncio.gather(*self.tasks)
+
+    async def abandon(self) -> None:
+        """Stops the callers without waiting for their calls (a failed test)."""
+        self.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _record(self, account: str, slips: list[bets_pb2.BetSlip], reply: bets_pb2.PlaceBetsResponse) -> None:
         now = time.monotonic()
@@ -195,6 +203,7 @@ class Load:
             )
         except grpc.aio.AioRpcError as exc:
             self.transient[exc.code().name] += 1
+            self.samples.setdefault(exc.code().name, str(exc.details())[:300])
             for s in slips:
                 if s.idempotency_key not in self.acknowledged:
                     self.pending[s.idempotency_key] = (account, s)

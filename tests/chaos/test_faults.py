@@ -60,6 +60,7 @@ async def run(
     log_dir.mkdir(parents=True, exist_ok=True)
     server = BetServer(env, log_dir / f"server-{name}.log")
     odds = await RedisOddsCache.connect(cluster_env["INPLAY_REDIS_URL"], prefix)
+    load: Load | None = None
     try:
         await server.start()
         load, _ = await open_load(server, odds, unique_id)
@@ -75,11 +76,16 @@ async def run(
         recovery = load.longest_gap_after(t_fault, t_end)
         resolve = await load.resolve()
         row = await check(load, name, recovery, resolve, cluster_env["INPLAY_KAFKA_BOOTSTRAP"], scenario.topic, note)
+        unexpected = {c: m for c, m in load.samples.items() if c not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")}
+        row.note += "".join(f"; {c}: {m!r}" for c, m in unexpected.items())
         ROWS.append(row)
         print("\n" + row.markdown())
         assert row.lost == 0, row
         assert row.duplicated == 0, row
+        assert not unexpected, f"calls failed with codes a client cannot act on: {unexpected}"
     finally:
+        if load is not None:
+            await load.abandon()
         await odds.close()
         await server.stop()
 
