@@ -353,8 +353,9 @@ def bet_ids_on_kafka(bootstrap: str, topic: str, wanted: set[str], timeout_s: fl
     try:
         while not wanted <= seen and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=1000, timeout=1.0):
-                if msg.error() is None:
-                    seen.add(json.loads(msg.value())["bet"]["id"])
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    seen.add(json.loads(value)["bet"]["id"])
     finally:
         consumer.close()
     return seen
