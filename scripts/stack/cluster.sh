@@ -288,7 +288,7 @@ cmd_down() {
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   done
-  rm -f "$DIR"/pids/*.pid
+  rm -f "$DIR"/pids/*.pid "$DIR/env" # the fault suite refuses to run without the env file
   if [ "${1:-}" = --purge ]; then rm -rf "${DIR:?}"; log "stopped and purged $DIR"; else log "stopped"; fi
 }
 
