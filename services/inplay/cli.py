@@ -21,7 +21,16 @@ async def _reconcile(repair: bool, accounts: list[str] | None) -> int:
         return 2
     runtime = await open_runtime(settings)
     try:
-        report = await reconcile(runtime.wallet_store, runtime.ledger, repair=repair, accounts=accounts)
+        # The projection is named by the Redis prefix (as open_bet_path names it): a repair records its new
+        # epoch under that name, and waits for this deployment's shards.
+        report = await reconcile(
+            runtime.wallet_store,
+            runtime.ledger,
+            repair=repair,
+            accounts=accounts,
+            projection=settings.stack.redis_prefix,
+            shards=settings.journal.shards,
+        )
     finally:
         await runtime.close()
     print(f"accounts checked: {report.accounts}")

@@ -7,6 +7,7 @@ exceptions (``inplay.core.CoreError`` and subclasses) map here too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -16,8 +17,21 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from redis import exceptions as redis_errors
 
 from inplay import core
+
+log = logging.getLogger("inplay.errors")
+# A store briefly out of reach (a Redis failover closes connections; a demoted primary is read-only for a
+# moment; a restarted one is loading): the outcome is retriable, and every money call is idempotent by key.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.BusyLoadingError,
+    ConnectionError,
+    TimeoutError,
+)
 
 ERROR_DOMAIN = "inplay.dev"
 
@@ -190,14 +204,30 @@ def from_exception(exc: BaseException) -> DomainError:
         return exc
     if isinstance(exc, core.CoreError):
         return InvalidArgument(str(exc), reason=_core_reason(exc))
-    if _is_store_outage(exc):
+    if _is_store_outage(exc) or isinstance(exc, _TRANSIENT):
+        log.warning("store unavailable under an RPC: %r", exc)
         return Unavailable(f"a store did not answer ({type(exc).__name__}); retry", reason="UNAVAILABLE")
+    log.error("unexpected error under an RPC", exc_info=exc)
     return DomainError("internal error", reason="INTERNAL", code=grpc.StatusCode.INTERNAL)
 
 
-# Exceptions of the store clients are outages (retryable), never INTERNAL: matched by the client library's
-# package, so that this module needs none of them (the adapters may also raise the ports' own errors).
-_STORE_PACKAGES = frozenset({"redis", "cassandra", "confluent_kafka"})
+# Store outages are retryable (UNAVAILABLE), never INTERNAL; a store's refusal of a malformed request (a
+# bug) stays INTERNAL. Driver classes matched by name, so that this module imports no Cassandra/Kafka code.
+_OUTAGE_CLASS_NAMES = frozenset(
+    {
+        "OperationTimedOut",
+        "NoHostAvailable",
+        "Unavailable",
+        "ReadTimeout",
+        "WriteTimeout",
+        "ReadFailure",
+        "WriteFailure",
+        "CoordinationFailure",
+        "ConnectionException",
+        "ConnectionShutdown",
+        "KafkaException",
+    }
+)
 
 
 def _is_store_outage(exc: BaseException) -> bool:
@@ -205,7 +235,10 @@ def _is_store_outage(exc: BaseException) -> bool:
 
     if isinstance(exc, LedgerError | WalletUnavailable | TimeoutError | ConnectionError):
         return True
-    return any(cls.__module__.split(".")[0] in _STORE_PACKAGES for cls in type(exc).__mro__)
+    return any(
+        cls.__name__ in _OUTAGE_CLASS_NAMES and cls.__module__.split(".")[0] in ("cassandra", "confluent_kafka")
+        for cls in type(exc).__mro__
+    )
 
 
 def _core_reason(exc: core.CoreError) -> str:

@@ -1,0 +1,59 @@
+"""`./dev cli reconcile --repair` (the documented repair command of docs/ledger.md and docs/reliability.md).
+
+Found by the fault suite (FLUSHALL, then repair): the command called ``reconcile`` without the deployment's
+projection name and shard count, so any repair crashed on ``record_epoch('')`` (Cassandra: "Key may not be
+empty") and the projection stayed fenced-off/unrepaired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inplay.ids import key_part
+from tests.support.api import balance, deposit
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_reconcile_repair_command_rebuilds_a_wrong_balance(
+    served: tuple[Any, Any],
+    redis_prefix: str,
+    cassandra_keyspace: str,
+    topic_prefix: str,
+    unique_id: Callable[[str], str],
+) -> None:
+    runtime, channel = served
+    account = unique_id("acc")
+    await deposit(channel, account, 5_000)
+    # The projection drifts from the ledger (what a lost write or a stale replica leaves behind).
+    await runtime.wallet_store.client.incrby(f"{redis_prefix}bal:{key_part(account)}", 777)
+    assert await balance(channel, account) == 5_777
+    env = {
+        **os.environ,
+        "INPLAY_REDIS_PREFIX": redis_prefix,
+        "INPLAY_KEYSPACE": cassandra_keyspace,
+        "INPLAY_TOPIC_PREFIX": topic_prefix,
+        "INPLAY_LOG_LEVEL": "WARNING",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inplay.cli", "reconcile", "--repair", "--account", account],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "repaired from the ledger" in done.stdout
+    assert await balance(channel, account) == 5_000
