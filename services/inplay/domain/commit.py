@@ -202,12 +202,13 @@ class ShardWriter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"journal-writer-{self.shard}")
         self._lease_task = asyncio.get_running_loop().create_task(self._keep_lease(), name="journal-lease")
 
-    async def stop(self) -> None:
-        """Finishes the batch in flight, answers the queued slips UNAVAILABLE, releases the lease."""
+    async def stop(self, drain_s: float = 30.0) -> None:
+        """Finishes the batch in flight (for at most ``drain_s``: a batch still unresolved then keeps its
+        intent, which the next start rolls forward), answers the queued slips UNAVAILABLE, releases the lease."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await _bounded(self._task, drain_s)
         if self._lease_task is not None:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
@@ -656,11 +657,13 @@ class Projector:
             await self._apply([_Projected(slot, batch, bets)])
             slot += 1
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 15.0) -> None:
+        """Projects what is queued for at most ``drain_s`` (a store that does not answer must not hold a
+        shutdown forever: the checkpoint makes the next start project the rest)."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await _bounded(self._task, drain_s)
 
     @property
     def backlog(self) -> int:
@@ -744,6 +747,15 @@ class Projector:
             for row, bet in zip(g.batch.rows, g.bets, strict=True)
         ]
         await self._bus.deliver(messages, timeout_s=10.0)
+
+
+async def _bounded(task: asyncio.Task[None], seconds: float) -> None:
+    """Waits for ``task`` at most ``seconds``, then cancels it."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.warning("%s did not finish within %.0f s; cancelled", task.get_name(), seconds)
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def writer_owner() -> str:
