@@ -2,91 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from inplay.app import Runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
-from inplay.core import Odds
-from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from tests.support.api import OPERATOR, as_user, make_market, slip
+from tests.support.api import deposit as fund
+from tests.support.api import error_details as details
 
 pytestmark = pytest.mark.integration
-
-OPERATOR = (("x-inplay-subject", "ops-1"), ("x-inplay-roles", "operator"))
-
-
-def as_user(account: str) -> tuple[tuple[str, str], ...]:
-    return (("x-inplay-subject", account),)
-
-
-async def make_market(runtime: Runtime, unique_id: Callable[[str], str], home: str = "2.00") -> MarketState:
-    state = MarketState(
-        market_id=unique_id("mkt"),
-        event_id=unique_id("ev"),
-        sport="football",
-        market_type="MATCH_RESULT",
-        name="Match result",
-        in_play=False,
-        status=MarketStatus.ACTIVE,
-        status_reason="",
-        selections=(
-            SelectionPrice("home", "Home", Odds.from_decimal(home)),
-            SelectionPrice("away", "Away", Odds.from_decimal("2.00")),
-        ),
-        version=1,
-        updated_at_ms=time.time_ns() // 1_000_000,
-    )
-    await runtime.odds.put_markets([state])
-    return state
-
-
-def slip(market: MarketState, odds: str, key: str, stake: int = 100) -> bets_pb2.BetSlip:
-    o = Odds.from_decimal(odds)
-    return bets_pb2.BetSlip(
-        legs=[
-            bets_pb2.BetLeg(
-                market_id=market.market_id,
-                selection_id="home",
-                odds=types_pb2.Odds(numerator=o.num, denominator=o.den),
-            )
-        ],
-        stake=types_pb2.Money(amount_minor=stake, currency="EUR"),
-        acceptance_policy=bets_pb2.ACCEPTANCE_POLICY_NONE,
-        idempotency_key=key,
-    )
-
-
-def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "no google.rpc.Status in the trailers"
-    found: dict[str, object] = {}
-    for any_detail in status.details:
-        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, bets_pb2.OddsChanged):
-            if any_detail.Is(cls.DESCRIPTOR):
-                msg = cls()
-                any_detail.Unpack(msg)
-                found[cls.DESCRIPTOR.name] = msg
-    return found
-
-
-async def fund(channel: grpc.aio.Channel, account: str, amount: int) -> None:
-    wallet = wallet_pb2_grpc.WalletServiceStub(channel)
-    await wallet.Deposit(
-        wallet_pb2.DepositRequest(
-            account_id=account,
-            amount=types_pb2.Money(amount_minor=amount, currency="EUR"),
-            idempotency_key=f"fund-{account}",
-        ),
-        metadata=OPERATOR,
-    )
-
 
 async def test_identity_is_required(served: tuple[Runtime, grpc.aio.Channel], unique_id: Callable[[str], str]) -> None:
     runtime, channel = served
