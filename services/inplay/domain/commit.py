@@ -125,7 +125,8 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _utc_day(ms: int) -> str:
+def utc_day(ms: int) -> str:
+    """The UTC day (yyyymmdd) of the daily stake counters."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d")
 
 
@@ -378,7 +379,7 @@ class ShardWriter:
             )
 
     def _form(self, items: Sequence[_Queued], slot: int, at: int) -> tuple[list[PlacedBet], list[Debit]]:
-        day = _utc_day(at)
+        day = utc_day(at)
         bets: list[PlacedBet] = []
         debits: list[Debit] = []
         for pos, item in enumerate(items):
@@ -581,7 +582,7 @@ def _debit_of(bet: PlacedBet, slip_hash: str, pos: int) -> Debit:
         liability_keys=tuple(liability_key(lg.market_id, lg.selection_id) for lg in bet.legs),
         liability_minor=max(0, bet.potential_return_minor - bet.stake_minor),
         liability_cap_minor=0,
-        day=_utc_day(bet.placed_at_ms),
+        day=utc_day(bet.placed_at_ms),
         now_ms=bet.placed_at_ms,
         slip_hash=slip_hash,
         pos=pos,

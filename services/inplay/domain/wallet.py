@@ -15,9 +15,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, wait_for_projection
+from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, utc_day, wait_for_projection
 from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
 from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
 from inplay.ids import liability_key
@@ -243,7 +242,7 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
     daily: dict[tuple[str, str], int] = defaultdict(int)
     liability: dict[str, int] = defaultdict(int)
     journal: dict[int, tuple[int, int, str]] = {}
-    recent_days = {_day(now), _day(now - 86_400_000)}
+    recent_days = {utc_day(now), utc_day(now - 86_400_000)}
     checkpoints: dict[int, int] = {}
     unprojected: list[PlacedBet] = []
     async for batch in ledger.scan_journal():
@@ -257,7 +256,7 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
             if batch.slot > checkpoints[batch.shard]:
                 unprojected.append(bet)
             idempotency[(bet.account_id, bet.idempotency_key)] = accepted_record(bet, slip)
-            day = _day(bet.placed_at_ms)
+            day = utc_day(bet.placed_at_ms)
             if day in recent_days:
                 daily[(bet.account_id, day)] += bet.stake_minor
             for leg in bet.legs:
@@ -284,7 +283,3 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
         limits=await ledger.all_limits(),
         journal=journal,
     )
-
-
-def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d")
