@@ -11,6 +11,7 @@ from typing import Any
 from cassandra.query import BatchStatement, BatchType
 
 from inplay import pagetoken
+from inplay.adapters.cassandra_bridge import bridge
 from inplay.model import MarketChange
 
 MAX_BATCH_ROWS = 30
@@ -26,29 +27,6 @@ def with_seq(changes: Sequence[MarketChange]) -> list[tuple[int, MarketChange]]:
         counters[key] = n + 1
         out.append((n, c))
     return out
-
-
-async def _await(future: Any) -> Any:
-    """Bridges a cassandra-driver ResponseFuture to asyncio."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Any] = loop.create_future()
-
-    def settle_ok() -> None:
-        if not done.done():
-            done.set_result(future)
-
-    def ok(result: Any) -> None:
-        loop.call_soon_threadsafe(settle_ok)
-
-    def err(exc: BaseException) -> None:
-        def settle_err() -> None:
-            if not done.done():
-                done.set_exception(exc)
-
-        loop.call_soon_threadsafe(settle_err)
-
-    future.add_callbacks(ok, err)
-    return await done
 
 
 class CassandraMarketChangeLog:
@@ -86,7 +64,7 @@ class CassandraMarketChangeLog:
                 stmt = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for seq, c in part:
                     stmt.add(self._insert, self._row(seq, c))
-            futures.append(_await(self._session.execute_async(stmt)))
+            futures.append(bridge(self._session.execute_async(stmt)))
         if futures:
             await asyncio.gather(*futures)
 
@@ -111,7 +89,7 @@ class CassandraMarketChangeLog:
         # Signed, query-bound tokens: a forged one never reaches the driver (inplay.pagetoken).
         paging_state = pagetoken.decode(f"changes|{market_id}", page_token)
         future = self._session.execute_async(stmt, paging_state=paging_state)
-        await _await(future)
+        await bridge(future)
         result = future.result()
         rows = list(result.current_rows)
         changes = [

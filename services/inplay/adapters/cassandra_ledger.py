@@ -29,8 +29,6 @@ import asyncio
 import copy
 import json
 import os
-import threading
-import weakref
 import zlib
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +40,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
 
 from inplay import pagetoken
+from inplay.adapters.cassandra_bridge import bridge
 from inplay.adapters.migrations import check_keyspace_name, migrate
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.journal import (
@@ -116,7 +115,7 @@ class _Window:
     """The ledger-wide bound on requests in flight.
 
     Unlike a semaphore (one wake-up, one task switch per freed slot), a waiter takes every free slot it can
-    use when it wakes: completions are settled in bursts (see _LoopRelay), so a bulk writer refills many
+    use when it wakes: completions are settled in bursts (see adapters/cassandra_bridge.py), so a bulk writer refills many
     slots per wake-up, close to what the driver's own ``execute_concurrent`` does on its I/O thread.
     Waiters are served in arrival order.
     """
@@ -155,58 +154,6 @@ class _Window:
             if not waiter.done():
                 waiter.set_result(None)
                 return
-
-
-class _LoopRelay:
-    """Hands driver completions to one event loop, coalescing wake-ups.
-
-    The driver completes requests on its I/O thread. One ``call_soon_threadsafe`` per completion costs a
-    self-pipe write and a loop wake-up per request; under load that is a large share of a request's CPU.
-    Completions are queued instead, and the loop is woken only when the queue goes from empty to non-empty;
-    it then settles every queued future in one pass.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._queue: list[tuple[asyncio.Future[ResponseFuture], ResponseFuture, BaseException | None]] = []
-
-    def push(self, future: asyncio.Future[ResponseFuture], response: ResponseFuture, exc: BaseException | None) -> None:
-        with self._lock:
-            self._queue.append((future, response, exc))
-            if len(self._queue) > 1:  # a wake-up is already on its way
-                return
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop was closed while requests were in flight: nobody is waiting
-            pass
-
-    def _drain(self) -> None:
-        with self._lock:
-            queue, self._queue = self._queue, []
-        for future, response, exc in queue:
-            if future.done():  # cancelled by its awaiting task meanwhile
-                continue
-            if exc is None:
-                future.set_result(response)
-            else:
-                future.set_exception(exc)
-
-
-_relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRelay] = weakref.WeakKeyDictionary()
-
-
-def _bridge(response: ResponseFuture) -> asyncio.Future[ResponseFuture]:
-    """An asyncio future resolved on the running loop's thread when the driver's future completes. It
-    resolves to the ResponseFuture itself, so that callers can read ``current_rows`` and ``paging_state``."""
-    loop = asyncio.get_running_loop()
-    relay = _relays.get(loop)
-    if relay is None:
-        relay = _relays[loop] = _LoopRelay(loop)
-    done: asyncio.Future[ResponseFuture] = loop.create_future()
-    push = relay.push
-    response.add_callbacks(lambda _rows: push(done, response, None), lambda exc: push(done, response, exc))
-    return done
 
 
 def _cluster(
@@ -369,7 +316,7 @@ class CassandraLedger:
     async def _execute(self, statement: Any, params: Any = None, paging_state: bytes | None = None) -> ResponseFuture:
         await self._window.acquire(1)
         try:
-            return await _bridge(self.session.execute_async(statement, params, paging_state=paging_state))
+            return await bridge(self.session.execute_async(statement, params, paging_state=paging_state))
         finally:
             self._window.release()
 
@@ -383,7 +330,7 @@ class CassandraLedger:
             granted = await self._window.acquire(len(statements) - i)
             for statement in statements[i : i + granted]:
                 try:
-                    future = _bridge(self.session.execute_async(statement))
+                    future = bridge(self.session.execute_async(statement))
                 except Exception as exc:  # e.g. the session is shut down: this statement failed
                     release()
                     sent.append(exc)

@@ -19,6 +19,7 @@ from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
+from inplay.adapters.cassandra_bridge import bridge
 from inplay.core import LegOutcome
 from inplay.domain.settlement.model import (
     BetSettlementRow,
@@ -49,29 +50,6 @@ def bucket_of(bet_id: str) -> int:
 
 def day_of(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d")
-
-
-async def _await(future: Any) -> Any:
-    """Bridges a cassandra-driver ResponseFuture to asyncio; returns the ResponseFuture when done."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Any] = loop.create_future()
-
-    def resolve(exc: BaseException | None) -> None:
-        if done.done():
-            return
-        if exc is None:
-            done.set_result(future)
-        else:
-            done.set_exception(exc)
-
-    def ok(_: Any) -> None:
-        loop.call_soon_threadsafe(resolve, None)
-
-    def err(exc: BaseException) -> None:
-        loop.call_soon_threadsafe(resolve, exc)
-
-    future.add_callbacks(ok, err)
-    return await done
 
 
 class CassandraSettlementStore:
@@ -132,7 +110,7 @@ class CassandraSettlementStore:
         self._count_buckets = count_buckets
 
     async def _exec(self, stmt: Any, params: Any = None) -> list[Any]:
-        future = await _await(self._session.execute_async(stmt, params))
+        future = await bridge(self._session.execute_async(stmt, params))
         return list(future.result())
 
     async def _exec_all(self, statements: Sequence[Any]) -> None:
@@ -145,7 +123,7 @@ class CassandraSettlementStore:
             async with sem:
                 for attempt in range(WRITE_ATTEMPTS):
                     try:
-                        await _await(self._session.execute_async(stmt))
+                        await bridge(self._session.execute_async(stmt))
                         return
                     except Exception:
                         if attempt + 1 == WRITE_ATTEMPTS:
@@ -317,7 +295,7 @@ class CassandraSettlementStore:
         async def read(bucket: int, paging_state: Any) -> tuple[int, list[BetSettlementRow], Any]:
             stmt = self._select_bets.bind((run_id, bucket))
             stmt.fetch_size = page_size
-            result = (await _await(self._session.execute_async(stmt, paging_state=paging_state))).result()
+            result = (await bridge(self._session.execute_async(stmt, paging_state=paging_state))).result()
             return bucket, [_bet_row(run_id, r) for r in result.current_rows], result.paging_state
 
         try:
