@@ -117,8 +117,8 @@ def add_probe_listener(config: dict[str, Any]) -> None:
 
 def render() -> str:
     sys.path.insert(0, str(ROOT / "services"))
-    from inplay.gateway import EdgeSettings
-    from inplay.gateway import render as render_edge
+    from inplay_edge import EdgeSettings
+    from inplay_edge import render as render_edge
 
     # The dataclass defaults, not the environment: the output must not depend on who renders it.
     settings = replace(

@@ -33,7 +33,9 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 
-from inplay.gateway import (  # noqa: E402
+from inplay.odds.v1 import odds_pb2, odds_pb2_grpc  # noqa: E402
+from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc  # noqa: E402
+from inplay_edge import (  # noqa: E402
     EdgeSettings,
     ensure_keys,
     envoy_binary,
@@ -42,8 +44,6 @@ from inplay.gateway import (  # noqa: E402
     wait_ready,
     write_rendered,
 )
-from inplay.odds.v1 import odds_pb2, odds_pb2_grpc  # noqa: E402
-from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc  # noqa: E402
 
 Call = Callable[[], Awaitable[Any]]
 

@@ -183,7 +183,7 @@ async def run(
 
 
 def _tokens(settings: Any, key: Any, accounts: int) -> list[tuple[tuple[str, str], ...]]:
-    from inplay.gateway import mint_token
+    from inplay_edge import mint_token
 
     def token(i: int) -> str:
         return mint_token(key, f"acct-{i}", ttl_s=3600, audience=settings.audience, issuer=settings.issuer)
@@ -192,7 +192,7 @@ def _tokens(settings: Any, key: Any, accounts: int) -> list[tuple[tuple[str, str
 
 
 def main() -> int:
-    from inplay.gateway import EdgeSettings, ensure_keys, start_envoy, wait_ready, write_rendered
+    from inplay_edge import EdgeSettings, ensure_keys, start_envoy, wait_ready, write_rendered
 
     from .bets import _prepare
     from .common import free_port

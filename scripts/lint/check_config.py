@@ -85,18 +85,20 @@ def check(root: Path, fix: bool = False) -> list[str]:
                 f"{doc.relative_to(root)} is stale: run "
                 "`PYTHONPATH=services python -m inplay.config --markdown > docs/configuration.md`"
             )
-    package = root / "services" / "inplay"
     reads: dict[str, set[str]] = {}
-    for path in service_modules(package):
-        source = path.read_text(encoding="utf-8")
-        module = path.relative_to(package).with_suffix("").as_posix()
-        reads[module] = read_names(source)
-        for name in sorted(names_in(source) - config.SETTINGS.keys()):
-            problems.append(f"{path.relative_to(root)}: {name} is not registered in inplay.config.SETTINGS")
+    # Runtime modules are named relative to services/inplay; the edge tooling as inplay_edge/<module>.
+    for package, prefix in ((root / "services" / "inplay", ""), (root / "services" / "inplay_edge", "inplay_edge/")):
+        for path in service_modules(package):
+            source = path.read_text(encoding="utf-8")
+            module = prefix + path.relative_to(package).with_suffix("").as_posix()
+            reads[module] = read_names(source)
+            for name in sorted(names_in(source) - config.SETTINGS.keys()):
+                problems.append(f"{path.relative_to(root)}: {name} is not registered in inplay.config.SETTINGS")
     for entry in config.SETTINGS_LIST:
         for module in entry.read_by:
             if entry.name not in reads.get(module, set()):
-                problems.append(f"{entry.name}: SETTINGS says services/inplay/{module}.py reads it; it does not")
+                path = f"services/{module}.py" if module.startswith("inplay_edge/") else f"services/inplay/{module}.py"
+                problems.append(f"{entry.name}: SETTINGS says {path} reads it; it does not")
     return problems
 
 

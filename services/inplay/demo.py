@@ -403,7 +403,7 @@ async def main_async(real: bool) -> int:
     async with embedded_channel(settings) as (runtime, channel, port):
         await runtime.components["odds"].mappings.load(sim.mapping())
         if real:
-            from inplay.gateway import EdgeForDemo
+            from inplay_edge import EdgeForDemo
 
             async with EdgeForDemo(f"127.0.0.1:{port}") as edge:
                 identity = Identity(edge.tokens(["alice", "bob", "carol", "dave", "viewer", OPERATOR], [OPERATOR]))

@@ -23,7 +23,7 @@ import pytest
 from edge_helpers import ALLOWED_ORIGIN, Edge, FeedDriver, FeedEvent, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from inplay.gateway import (
+from inplay_edge import (
     EdgeSettings,
     build_web,
     ensure_keys,

@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
-from inplay.gateway import EdgeSettings, SigningKey, mint_token
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from inplay_edge import EdgeSettings, SigningKey, mint_token
 
 Metadata = tuple[tuple[str, str], ...]
 # The browser origin the test edge allows (CORS).

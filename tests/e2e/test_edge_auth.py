@@ -18,11 +18,11 @@ from edge_helpers import Edge, FeedDriver, Metadata, grpc_web_call, unique
 from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
-from inplay.gateway import SigningKey, generate_signing_key, mint_token
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
 from inplay.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from inplay_edge import SigningKey, generate_signing_key, mint_token
 
 pytestmark = pytest.mark.integration
 

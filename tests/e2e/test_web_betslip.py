@@ -16,7 +16,7 @@ import pytest
 from edge_helpers import Edge, FeedDriver
 
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
-from inplay.gateway import repo_root
+from inplay_edge import repo_root
 
 pytestmark = pytest.mark.integration
 

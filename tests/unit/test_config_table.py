@@ -22,7 +22,7 @@ from inplay.config import SETTINGS, BetRules, JournalSettings, Settings, StackSe
 from inplay.domain.feed.rules import FeedRules
 from inplay.domain.settlement.engine import SettlementConfig
 from inplay.errors import Unauthenticated
-from inplay.gateway import EdgeSettings
+from inplay_edge import EdgeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,9 +169,11 @@ def test_doc_has_one_table_per_component_with_every_setting() -> None:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[Path]:
-    """A copy of services/inplay and docs/configuration.md that the lint check runs against."""
-    shutil.copytree(ROOT / "services" / "inplay", tmp_path / "services" / "inplay", ignore=shutil.ignore_patterns(
-        "*.so", "__pycache__"))  # fmt: skip
+    """A copy of services/inplay, services/inplay_edge and docs/configuration.md that the lint check runs
+    against."""
+    for package in ("inplay", "inplay_edge"):
+        shutil.copytree(ROOT / "services" / package, tmp_path / "services" / package, ignore=shutil.ignore_patterns(
+            "*.so", "__pycache__"))  # fmt: skip
     (tmp_path / "docs").mkdir()
     shutil.copy(ROOT / "docs" / "configuration.md", tmp_path / "docs" / "configuration.md")
     yield tmp_path

@@ -115,7 +115,7 @@ class _Window:
     """The ledger-wide bound on requests in flight.
 
     Unlike a semaphore (one wake-up, one task switch per freed slot), a waiter takes every free slot it can
-    use when it wakes: completions are settled in bursts (see adapters/cassandra_bridge.py), so a bulk writer refills many
+    use when it wakes: completions are settled in bursts (adapters/cassandra_bridge.py), so a bulk writer refills many
     slots per wake-up, close to what the driver's own ``execute_concurrent`` does on its I/O thread.
     Waiters are served in arrival order.
     """
