@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from inplay.adapters.deposit_keys import CassandraDepositKeys, MemoryDepositKeys
-from inplay.config import Settings
+from inplay.config import Settings, setting_str
 from inplay.domain.bets import BetPlacement
 from inplay.domain.commit import (
     JournalWatermark,
@@ -286,7 +286,7 @@ def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
             lambda: settlement_servicer.add_to_server(server, runtime.components["settlement"].service),
         ),
     }
-    wanted = [r.strip() for r in os.environ.get("INPLAY_SERVICES", ",".join(roles)).split(",") if r.strip()]
+    wanted = [r.strip() for r in setting_str("INPLAY_SERVICES", ",".join(roles)).split(",") if r.strip()]
     unknown = set(wanted) - set(roles)
     if unknown:
         raise ValueError(f"INPLAY_SERVICES names unknown roles {sorted(unknown)}; known: {sorted(roles)}")
@@ -296,3 +296,36 @@ def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:
         register()
         names.append(module.DESCRIPTOR.services_by_name[service].full_name)
     return names
+
+
+# ------------------------------------------------------------------ stores for the operational entry points
+
+
+async def open_journal_reader(settings: Settings) -> tuple[Ledger, Callable[[], Awaitable[None]]]:
+    """The real ledger of this deployment's journal (``inplay.audit verify``) and how to close it."""
+    from inplay.adapters.cassandra_ledger import CassandraLedger
+
+    stack = settings.stack
+    ledger = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
+    return ledger.with_journal(stack.redis_prefix), ledger.close
+
+
+def run_migrations(hosts: list[str], port: int, keyspace: str, *, replication: str | None, status: bool) -> list[str]:
+    """Applies the pending CQL migrations (or lists them with ``status``); returns the lines to print."""
+    from cassandra.cluster import Cluster
+    from cassandra.policies import DCAwareRoundRobinPolicy
+
+    from inplay.adapters import migrations
+
+    cluster = Cluster(hosts, port=port, protocol_version=5, load_balancing_policy=DCAwareRoundRobinPolicy(),
+                      connect_timeout=5)  # fmt: skip
+    try:
+        session = cluster.connect()
+        if status:
+            return migrations.status_lines(session, keyspace)
+        applied = migrations.migrate(session, keyspace, replication=replication)
+        return [f"keyspace {keyspace}: {len(applied)} migration(s) applied"] + [
+            f"  {m.version:04d}_{m.name}" for m in applied
+        ]
+    finally:
+        cluster.shutdown()

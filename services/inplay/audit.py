@@ -101,18 +101,18 @@ def format_chain_report(report: ChainReport) -> str:
 
 
 async def _verify() -> int:
-    from inplay.adapters.cassandra_ledger import CassandraLedger
+    from inplay.app import open_journal_reader
     from inplay.config import Settings
 
-    stack = Settings.from_env().stack
-    if stack.embedded:
+    settings = Settings.from_env()
+    if settings.stack.embedded:
         print("verify needs the real stack: load .stack/env (./dev up) first", file=sys.stderr)
         return 2
-    ledger = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
+    ledger, close = await open_journal_reader(settings)
     try:
-        report = await verify_journal(ledger.with_journal(stack.redis_prefix))
+        report = await verify_journal(ledger)
     finally:
-        await ledger.close()
+        await close()
     print(format_chain_report(report))
     return 0 if not report.breaks else 1
 

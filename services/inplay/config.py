@@ -7,7 +7,7 @@ doc is stale, when a module names an unregistered variable, or when a registered
 
 Modules read their variables through ``setting_int`` / ``setting_float`` / ``setting_str`` /
 ``setting_bool``, which raise on an unregistered name and fall back to the registry's default, so a
-default lives in one place. (Several modules still read ``os.environ`` directly; they move one by one.)
+default lives in one place.
 An empty value counts as unset everywhere.
 """
 
@@ -106,11 +106,11 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        secret=True),
     _s("INPLAY_REDIS_PREFIX", "str", "inplay:", "stack", "config",
        "Prefix of every Redis key (isolates tests sharing one server)."),
-    _s("INPLAY_CASSANDRA_HOSTS", "str", "", "stack", "config adapters/migrations",
+    _s("INPLAY_CASSANDRA_HOSTS", "str", "", "stack", "config migrate",
        "Comma-separated Cassandra contact points; empty = no Cassandra (the migrations CLI then uses "
        "127.0.0.1)."),
-    _s("INPLAY_CASSANDRA_PORT", "int", 9042, "stack", "config adapters/migrations", "Cassandra CQL port."),
-    _s("INPLAY_KEYSPACE", "str", "inplay", "stack", "config adapters/migrations", "Cassandra keyspace."),
+    _s("INPLAY_CASSANDRA_PORT", "int", 9042, "stack", "config migrate", "Cassandra CQL port."),
+    _s("INPLAY_KEYSPACE", "str", "inplay", "stack", "config migrate", "Cassandra keyspace."),
     _s("INPLAY_CASSANDRA_DC", "str", "", "stack", "adapters/cassandra_ledger",
        "Local data centre of the driver's DC-aware load balancing; empty = the driver picks (the DC of the "
        "first contact point).", default_doc="driver's choice"),

@@ -29,7 +29,7 @@ import grpc
 
 from inplay.app import Runtime, open_runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
-from inplay.config import Settings
+from inplay.config import Settings, setting_int
 from inplay.domain.feed.simulator import MatchSimulator, SimMessage
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
@@ -388,7 +388,7 @@ async def main_async(real: bool) -> int:
     if real and settings.stack.embedded:
         print("--real needs the stack: run through ./dev demo --real", file=sys.stderr)
         return 2
-    seed = int(os.environ.get("INPLAY_DEMO_SEED", "7"))
+    seed = setting_int("INPLAY_DEMO_SEED")
     run_id = os.urandom(3).hex()
     # The match is compressed into 15 s of provider time, replayed in real time.
     sim = MatchSimulator(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
+
+from inplay.config import setting_str
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -33,5 +34,5 @@ def setup_logging(level: str | None = None) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("INPLAY_LOG_LEVEL", "INFO"))
+    root.setLevel(level or setting_str("INPLAY_LOG_LEVEL"))
     logging.getLogger("cassandra").setLevel(logging.WARNING)

@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 
+from inplay.config import setting_str
 from inplay.errors import FieldViolation, InvalidArgument
 
 log = logging.getLogger("inplay.pagetoken")
@@ -31,7 +32,7 @@ _secret: bytes | None = None
 def _key() -> bytes:
     global _secret
     if _secret is None:
-        configured = os.environ.get("INPLAY_PAGE_TOKEN_SECRET", "")
+        configured = setting_str("INPLAY_PAGE_TOKEN_SECRET")
         if not configured:
             log.warning("INPLAY_PAGE_TOKEN_SECRET is not set: page tokens are valid on this process only")
         _secret = configured.encode() if configured else os.urandom(32)

@@ -8,7 +8,6 @@ set (e.g. an OpenTelemetry Collector), and dropped otherwise (the API's no-op tr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,12 +15,14 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from inplay.config import setting_str
+
 tracer = trace.get_tracer("inplay")
 
 
 def setup_tracing(service_name: str = "inplay") -> None:
     """Installs an SDK tracer provider exporting to ``INPLAY_OTLP_ENDPOINT`` (no-op when unset)."""
-    endpoint = os.environ.get("INPLAY_OTLP_ENDPOINT")
+    endpoint = setting_str("INPLAY_OTLP_ENDPOINT")
     if not endpoint:
         return
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

@@ -199,7 +199,7 @@ def test_lint_fails_on_a_stale_doc(tree: Path) -> None:
 
 def test_lint_fails_on_a_registered_setting_nobody_reads(tree: Path) -> None:
     module = tree / "services" / "inplay" / "logs.py"
-    module.write_text(module.read_text().replace('os.environ.get("INPLAY_LOG_LEVEL", "INFO")', '"INFO"'))
+    module.write_text(module.read_text().replace('setting_str("INPLAY_LOG_LEVEL")', '"INFO"'))
     problems = _lint().check(tree)
     assert any("INPLAY_LOG_LEVEL: SETTINGS says services/inplay/logs.py reads it" in p for p in problems), problems
 

@@ -15,24 +15,20 @@ The keyspace is created with ``SimpleStrategy`` RF 1 (the single dev/test node) 
 ``INPLAY_CASSANDRA_REPLICATION`` says otherwise: ``dc1=3,dc2=3`` (NetworkTopologyStrategy, production) or a
 CQL map verbatim (``{'class': 'NetworkTopologyStrategy', 'dc1': 3}``). It only matters on creation.
 
-CLI (defaults from ``INPLAY_CASSANDRA_HOSTS`` / ``INPLAY_CASSANDRA_PORT`` / ``INPLAY_KEYSPACE``)::
-
-    python -m inplay.adapters.migrations --hosts 127.0.0.1 --port 19042 --keyspace inplay [--status]
+The command line is the entry point ``python -m inplay.migrate`` (wired by the composition root).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
-import os
 import re
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from inplay.config import setting_str
 
 log = logging.getLogger("inplay.migrations")
 
@@ -166,7 +162,7 @@ def split_statements(text: str) -> list[str]:
 def replication_map(spec: str | None = None) -> str:
     """The keyspace's replication as a CQL map, from ``spec`` or else ``INPLAY_CASSANDRA_REPLICATION``:
     ``""`` -> SimpleStrategy RF 1; ``"dc1=3,dc2=3"`` -> NetworkTopologyStrategy; ``"{...}"`` verbatim."""
-    spec = (os.environ.get(REPLICATION_ENV, "") if spec is None else spec).strip()
+    spec = (setting_str(REPLICATION_ENV) if spec is None else spec).strip()
     if not spec:
         return "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     if spec.startswith("{"):
@@ -246,48 +242,14 @@ def migrate(
     return applied
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m inplay.adapters.migrations", description="Inplay CQL migrations")
-    parser.add_argument("--hosts", default=os.environ.get("INPLAY_CASSANDRA_HOSTS") or "127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("INPLAY_CASSANDRA_PORT") or 9042))
-    parser.add_argument("--keyspace", default=os.environ.get("INPLAY_KEYSPACE") or "inplay")
-    parser.add_argument("--replication", default=None, help=f"overrides {REPLICATION_ENV}")
-    parser.add_argument("--status", action="store_true", help="list the migrations and whether each is applied")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from cassandra.cluster import Cluster
-    from cassandra.policies import DCAwareRoundRobinPolicy
-
-    args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cluster = Cluster(
-        [h for h in args.hosts.split(",") if h],
-        port=args.port,
-        protocol_version=5,
-        load_balancing_policy=DCAwareRoundRobinPolicy(),
-        connect_timeout=5,
-    )
-    try:
-        session = cluster.connect()
-        if args.status:
-            session.set_keyspace(check_keyspace_name(args.keyspace))
-            done = applied_versions(session)
-            for m in discover():
-                state = "pending"
-                if m.version in done:
-                    state = "applied" if m.matches(done[m.version]) else "applied (file changed since)"
-                print(f"{m.version:04d}_{m.name}: {state}")
-            return 0
-        applied = migrate(session, args.keyspace, replication=args.replication)
-        print(f"keyspace {args.keyspace}: {len(applied)} migration(s) applied")
-        for m in applied:
-            print(f"  {m.version:04d}_{m.name}")
-        return 0
-    finally:
-        cluster.shutdown()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def status_lines(session: Any, keyspace: str) -> list[str]:
+    """One line per migration: applied, pending, or applied but changed since."""
+    session.set_keyspace(check_keyspace_name(keyspace))
+    done = applied_versions(session)
+    lines = []
+    for m in discover():
+        state = "pending"
+        if m.version in done:
+            state = "applied" if m.matches(done[m.version]) else "applied (file changed since)"
+        lines.append(f"{m.version:04d}_{m.name}: {state}")
+    return lines
