@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import grpc
 
@@ -255,24 +256,46 @@ def _selection(market: odds_pb2.Market, index: int) -> tuple[str, types_pb2.Odds
     return sel.selection_id, sel.odds
 
 
-async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
-    messages = sim.messages()
-    first_price = next(i for i, m in enumerate(messages) if m.kind == "PRICES")
-    stop_index = next(i for i, m in enumerate(messages) if m.kind == "BET_STOP")
-    resume_index = next(i for i, m in enumerate(messages[stop_index:], stop_index) if m.kind == "PRICES")
-    end_index = len(messages)
+BETTORS = {"alice": 50_00, "bob": 30_00, "carol": 20_00, "dave": 5_00}
 
+
+@dataclass
+class _Script:
+    """Where the demo's chapters cut the simulated feed."""
+
+    messages: list[Any]
+    first_price: int
+    stop: int
+    resume: int
+
+    @classmethod
+    def of(cls, sim: MatchSimulator) -> _Script:
+        messages = sim.messages()
+        first_price = next(i for i, m in enumerate(messages) if m.kind == "PRICES")
+        stop = next(i for i, m in enumerate(messages) if m.kind == "BET_STOP")
+        resume = next(i for i, m in enumerate(messages[stop:], stop) if m.kind == "PRICES")
+        return cls(messages, first_price, stop, resume)
+
+
+async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
+    script = _Script.of(sim)
     print("== 1. The feed opens the match")
-    summary = await demo.push(messages[: first_price + 4])
+    summary = await demo.push(script.messages[: script.first_price + 4])
     print(f"  provider messages: {dict(summary)}")
     mr = await demo.market(sim.market_result)
     ou = await demo.market(sim.market_total)
     print(f"  {mr.name}: " + ", ".join(f"{s.name} {s.odds.decimal}" for s in mr.selections))
     print(f"  {ou.name}: " + ", ".join(f"{s.name} {s.odds.decimal}" for s in ou.selections))
+    await _fund_and_bet(demo, mr, ou)
+    await _odds_move(demo, sim, script, mr)
+    await _bet_stop(demo, sim, script, mr)
+    settled = await _full_time(demo, sim, script)
+    return await _summary(demo, settled)
 
+
+async def _fund_and_bet(demo: Demo, mr: Any, ou: Any) -> None:
     print("== 2. Bettors fund their accounts and bet")
-    bettors = {"alice": 50_00, "bob": 30_00, "carol": 20_00, "dave": 5_00}
-    for who, amount in bettors.items():
+    for who, amount in BETTORS.items():
         await demo.deposit(who, amount)
     home_id, home_odds = _selection(mr, 0)
     away_id, away_odds = _selection(mr, 2)
@@ -288,22 +311,29 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
     )
     await demo.place("dave", demo.slip([(mr.market_id, home_id, home_odds)], 20_00), "single")
 
+
+async def _odds_move(demo: Demo, sim: MatchSimulator, script: _Script, mr: Any) -> None:
     print("== 3. The odds move; a bettor still looking at the old price")
-    await demo.push(messages[first_price + 4 : stop_index])
+    home_id, home_odds = _selection(mr, 0)
+    await demo.push(script.messages[script.first_price + 4 : script.stop])
     stale_seen = types_pb2.Odds(numerator=home_odds.numerator * 5, denominator=home_odds.denominator * 4)
     rejected = await demo.place("carol", demo.slip([(mr.market_id, home_id, stale_seen)], 3_00), "far-off price")
     if rejected is None:
-        mr = await demo.market(sim.market_result)
-        _, now_home = _selection(mr, 0)
-        await demo.place("carol", demo.slip([(mr.market_id, home_id, now_home)], 3_00), "re-offered")
+        now = await demo.market(sim.market_result)
+        _, now_home = _selection(now, 0)
+        await demo.place("carol", demo.slip([(now.market_id, home_id, now_home)], 3_00), "re-offered")
 
+
+async def _bet_stop(demo: Demo, sim: MatchSimulator, script: _Script, mr: Any) -> None:
     print("== 4. Goal: bet stop, then resume with fresh prices")
-    await demo.push(messages[stop_index:resume_index])
+    home_id, _ = _selection(mr, 0)
+    away_id, _ = _selection(mr, 2)
+    await demo.push(script.messages[script.stop : script.resume])
     suspended = await demo.market(sim.market_result)
     print(f"  market status: {types_pb2.MarketStatus.Name(suspended.status)} ({suspended.status_reason})")
     _, seen = _selection(suspended, 0)
     await demo.place("alice", demo.slip([(mr.market_id, home_id, seen)], 2_00), "during bet stop")
-    await demo.push(messages[resume_index : resume_index + 4])
+    await demo.push(script.messages[script.resume : script.resume + 4])
     resumed = await demo.market(sim.market_result)
     print(f"  market status: {types_pb2.MarketStatus.Name(resumed.status)}")
     _, fresh = _selection(resumed, 2)
@@ -313,8 +343,10 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
         "after resume",
     )
 
+
+async def _full_time(demo: Demo, sim: MatchSimulator, script: _Script) -> Any:
     print("== 5. Full time: the rest of the feed, then settlement")
-    summary = await demo.push(messages[resume_index + 4 : end_index])
+    summary = await demo.push(script.messages[script.resume + 4 :])
     print(f"  provider messages: {dict(summary)}")
     home_goals, away_goals = final_score(sim)
     print(f"  final score {sim.home} {home_goals}-{away_goals} {sim.away}")
@@ -334,14 +366,18 @@ async def run(demo: Demo, sim: MatchSimulator, realtime: bool) -> bool:
         f"  run {settled.run_id}: {settlement_pb2.RunState.Name(settled.state)}, bets processed "
         f"{settled.bets_processed}/{settled.bets_total}, payouts {fmt(settled.payouts_minor)}"
     )
+    return settled
 
+
+async def _summary(demo: Demo, settled: Any) -> bool:
+    """Prints each bettor's balance beside their ledger and checks conservation from the ledger."""
     print("== Summary")
     tally = demo.tally
     print(f"  bets accepted: {tally.accepted}  duplicates replayed: {tally.replayed}")
     for reason, count in sorted(tally.rejected.items()):
         print(f"  rejected {reason}: {count}")
     total_balances = total_ledger = total_deposits = total_payouts = total_stakes = 0
-    for who in bettors:
+    for who in BETTORS:
         balance = await demo.balance(who)
         ledger_total, by_kind = await demo.ledger_sum(who)
         total_balances += balance
