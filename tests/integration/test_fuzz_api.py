@@ -37,7 +37,8 @@ from google.protobuf.message import Message
 from inplay import limits
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from tests.integration.input_helpers import (
+from tests.support.api import caught_up
+from tests.support.input_helpers import (
     OPERATOR,
     Snapshot,
     all_methods,
@@ -49,8 +50,7 @@ from tests.integration.input_helpers import (
     slip,
     snapshot,
 )
-from tests.integration.input_strategies import SEPARATORS, generate, messages
-from tests.support.api import caught_up
+from tests.support.input_strategies import SEPARATORS, generate, messages
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from inplay.servicers.guard import INPUT_REJECTED
 from inplay.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from tests.integration.input_helpers import (
+from tests.support.input_helpers import (
     OPERATOR,
     all_methods,
     as_user,

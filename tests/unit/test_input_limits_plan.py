@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inplay import limits
-from tests.integration.input_helpers import all_methods
-from tests.integration.input_strategies import messages
+from tests.support.input_helpers import all_methods
+from tests.support.input_strategies import messages
 
 IDS = ["acc-1", "mkt-1", "ev-1", "é" * 60, "x" * 199]
 TYPES = {m.input_type.full_name: m.input_type for m in all_methods()}
