@@ -21,11 +21,13 @@ import pytest
 from confluent_kafka import Consumer
 
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
+from inplay.adapters.kafka_results import KafkaResultsSource
+from inplay.adapters.redis_lease import RedisLocks
 from inplay.audit import balance_at, bet_audit
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.settlement import Results, SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.locks import RedisLocks
-from inplay.domain.settlement.worker import ResultsConsumer, _count_options, result_message
+from inplay.domain.settlement.consumer import ResultsConsumer
+from inplay.domain.settlement.messages import result_message
 from inplay.errors import Aborted, FailedPrecondition
 from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_RESULTS, TOPIC_SETTLEMENTS, BusMessage, Credit
@@ -238,6 +240,10 @@ def read_topic(
     return out
 
 
+def source_factory(bootstrap: str, group: str, topic: str) -> Callable[[], KafkaResultsSource]:
+    return lambda: KafkaResultsSource(bootstrap, group, topic)
+
+
 @contextlib.asynccontextmanager
 async def open_senv(
     ledger: Any,
@@ -249,7 +255,7 @@ async def open_senv(
     redis_prefix: str,
     unique_id: Callable[[str], str],
 ) -> AsyncIterator[SettleEnv]:
-    store = CassandraSettlementStore(ledger.session, **_count_options(ledger))
+    store = CassandraSettlementStore.for_ledger(ledger)
     locks = RedisLocks.connect(redis_url, redis_prefix)
     env = SettleEnv(ledger, wallet, bus, store, locks, None, unique_id, topic_prefix, kafka_bootstrap)  # type: ignore[arg-type]
     env.redis_url, env.redis_prefix = redis_url, redis_prefix
@@ -566,7 +572,8 @@ async def test_results_from_kafka_settle_the_event(senv: SettleEnv) -> None:
         ]
     )
     await senv.bus.flush()
-    consumer = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, senv.unique_id("group"), bus=senv.bus)
+    source = source_factory(senv.kafka_bootstrap, senv.unique_id("group"), topic)
+    consumer = ResultsConsumer(senv.service, source, topic, bus=senv.bus)
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(200):

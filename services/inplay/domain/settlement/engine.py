@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from inplay import core, metrics
 from inplay.core import LegOutcome, SettleLeg
 from inplay.domain.settlement.effective import effective_results
+from inplay.domain.settlement.lease import MULTI_LOCK_KEY, Guard, LeaseLost, acquire
 from inplay.domain.settlement.model import (
     KIND_REINSTATED,
     KIND_ROLLED_BACK,
@@ -52,23 +52,19 @@ from inplay.domain.settlement.model import (
     SelectionResult,
     outcome_name,
 )
-from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, SettlementStore
+from inplay.domain.settlement.ports import BetWatermark, LockService, SettlementStore
+from inplay.domain.settlement.settings import SettlementConfig
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger, WalletStore
 
 log = logging.getLogger("inplay.settlement")
 
-MULTI_LOCK_KEY = "settlement:multi"
 # Bets per BetsSettled message (~250 bytes each: far below the producer's 1 MB message limit).
 MESSAGE_BETS = 500
 # One prebuilt compact encoder (json.dumps with keyword arguments builds one per call).
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 MarkSettled = Callable[[Sequence[str]], Awaitable[object]]
-
-
-def event_lock_key(event_id: str) -> str:
-    return f"settlement:event:{event_id}"
 
 
 def id_part(text: str) -> str:
@@ -97,102 +93,6 @@ def entry_id_for(run_kind: RunKind, run_id: str, bet_id: str) -> str:
 def seq_key_for(at_ms: int, run_id: str) -> str:
     """Bet history key of a settlement row: ordered by time, unique per run."""
     return f"{at_ms:013d}:{run_id}"
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
-
-
-@dataclass(frozen=True)
-class SettlementConfig:
-    page_size: int = 5000
-    multi_page_size: int = 1000
-    lock_ttl_ms: int = 15_000
-    # How long a request waits for the event lock (or the multi-event lock) before giving up.
-    lock_wait_ms: int = 10_000
-    multi_lock_wait_ms: int = 600_000
-    history_concurrency: int = 64
-    # Pages whose writes are in flight at once (while the next page is read and evaluated).
-    commit_concurrency: int = 2
-    # Workers of one run, each over a contiguous range of the event's by-event buckets (asyncio tasks of
-    # the process holding the event lease; see _run_workers).
-    workers: int = 4
-    topic_prefix: str = ""
-    # Test hooks: exit the process (as kill -9 would) at "<phase>:<page_no>:<stage>" with stage one of
-    # "ledger" (rows written, not credited), "credit" (credited, no checkpoint), "checkpoint"; and a delay
-    # after every page (to kill a worker while it runs).
-    crash_at: str = ""
-    page_delay_ms: int = 0
-
-    @classmethod
-    def from_env(cls, topic_prefix: str = "") -> SettlementConfig:
-        return cls(
-            page_size=_env_int("INPLAY_SETTLEMENT_PAGE_SIZE", 5000),
-            multi_page_size=_env_int("INPLAY_SETTLEMENT_MULTI_PAGE_SIZE", 1000),
-            lock_ttl_ms=_env_int("INPLAY_SETTLEMENT_LOCK_TTL_MS", 15_000),
-            lock_wait_ms=_env_int("INPLAY_SETTLEMENT_LOCK_WAIT_MS", 10_000),
-            multi_lock_wait_ms=_env_int("INPLAY_SETTLEMENT_MULTI_LOCK_WAIT_MS", 600_000),
-            history_concurrency=_env_int("INPLAY_SETTLEMENT_HISTORY_CONCURRENCY", 64),
-            commit_concurrency=_env_int("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY", 2),
-            workers=_env_int("INPLAY_SETTLEMENT_WORKERS", 4),
-            topic_prefix=topic_prefix or os.environ.get("INPLAY_TOPIC_PREFIX", ""),
-            crash_at=os.environ.get("INPLAY_SETTLEMENT_CRASH_AT", ""),
-            page_delay_ms=_env_int("INPLAY_SETTLEMENT_PAGE_DELAY_MS", 0),
-        )
-
-
-class LeaseLost(Exception):
-    """The lock was lost (expired and taken over): stop writing at once."""
-
-
-class Guard:
-    """Keeps a lease alive in the background while a run executes; ``verify`` before each write."""
-
-    def __init__(self, lease: Lease, ttl_ms: int) -> None:
-        self.lease = lease
-        self._interval = max(ttl_ms / 3000, 0.05)
-        self._lost = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Guard:
-        self._task = asyncio.get_running_loop().create_task(self._beat())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _beat(self) -> None:
-        while not self._lost:
-            await asyncio.sleep(self._interval)
-            try:
-                if not await self.lease.check():
-                    self._lost = True
-            except Exception:  # a Redis hiccup: verify() will tell
-                log.warning("lease renewal failed", exc_info=True)
-
-    async def verify(self) -> None:
-        if self._lost or not await self.lease.check():
-            self._lost = True
-            raise LeaseLost("settlement lock lost")
-
-
-async def acquire(locks: LockService, key: str, ttl_ms: int, wait_ms: int) -> Lease | None:
-    """Polls for a lock for up to ``wait_ms``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_ms / 1000
-    delay = 0.02
-    while True:
-        lease = await locks.acquire(key, ttl_ms)
-        if lease is not None:
-            return lease
-        if loop.time() >= deadline:
-            return None
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
 
 
 def fingerprint(bet_ids: Sequence[str]) -> str:
@@ -723,7 +623,6 @@ class RunExecutor:
             await multi_guard.verify()
         with self._timed("write_cassandra"):
             await self._write_rows(planned)
-        self._crash_point(phase, page_no, "ledger")
         negatives: tuple[str, ...] = ()
         if planned.credits:
             await guard.verify()
@@ -735,7 +634,6 @@ class RunExecutor:
                 negatives = tuple(a for a, b in zip(debited, balances, strict=True) if b < 0)
                 if negatives:
                     log.warning("run %s: %d accounts now negative", ctx.run_id, len(negatives))
-        self._crash_point(phase, page_no, "credit")
         if planned.messages:
             with self._timed("publish_kafka"):
                 await self._bus.publish(self._bus_messages(ctx, planned.messages))
@@ -747,7 +645,6 @@ class RunExecutor:
             await self._store.append_checkpoints(
                 [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]
             )
-        self._crash_point(phase, page_no, "checkpoint")
         if self._config.page_delay_ms:
             await asyncio.sleep(self._config.page_delay_ms / 1000)
         return stats
@@ -768,11 +665,6 @@ class RunExecutor:
             writes.append(self._ledger.append_entries(planned.entries))
         if writes:
             await asyncio.gather(*writes)
-
-    def _crash_point(self, phase: str, page_no: int, stage: str) -> None:
-        if self._config.crash_at and self._config.crash_at == f"{phase}:{page_no}:{stage}":
-            log.error("crash injected at %s", self._config.crash_at)
-            os._exit(137)
 
     # ----------------------------------------------------------------------------------------------------
 

@@ -26,18 +26,11 @@ from inplay.domain.settlement.effective import (
     rollbacks_by_target,
     with_rollback_of,
 )
-from inplay.domain.settlement.engine import (
-    Guard,
-    MarkSettled,
-    RunExecutor,
-    SettlementConfig,
-    acquire,
-    event_lock_key,
-    rollback_run_id,
-    settle_run_id,
-)
+from inplay.domain.settlement.engine import MarkSettled, RunExecutor, rollback_run_id, settle_run_id
+from inplay.domain.settlement.lease import Guard, acquire, event_lock_key
 from inplay.domain.settlement.model import Results, RunRecord, RunStats, RunView
 from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, MarketCatalog, SettlementStore
+from inplay.domain.settlement.settings import SettlementConfig
 from inplay.domain.settlement.validation import FieldPaths, result_violations
 from inplay.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from inplay.model import RunKind, RunState
