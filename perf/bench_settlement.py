@@ -48,7 +48,7 @@ from inplay.adapters.redis_wallet import RedisWallet
 from inplay.config import StackSettings
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.settlement import SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.engine import MESSAGE_BETS
+from inplay.domain.settlement.evaluation import MESSAGE_BETS
 from inplay.model import EntryKind, LedgerEntry, Leg, PlacedBet, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, Credit, LedgerError
 

@@ -16,7 +16,7 @@ from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.settlement import Results, SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.engine import fingerprint
+from inplay.domain.settlement.ids import fingerprint
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, Credit
