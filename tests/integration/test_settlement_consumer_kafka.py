@@ -13,8 +13,8 @@ from inplay.domain.settlement.consumer import ResultsConsumer
 from inplay.domain.settlement.messages import result_message
 from inplay.model import BetState
 from inplay.ports import TOPIC_RESULTS, BusMessage
-from tests.integration.test_settlement_runs import SettleEnv, open_senv, source_factory
 from tests.support.ledger_checks import assert_money_invariants
+from tests.support.settlement import SettleEnv, open_senv, source_factory
 
 pytestmark = pytest.mark.integration
 

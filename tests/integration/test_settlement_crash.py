@@ -23,7 +23,7 @@ import pytest
 from inplay.domain.settlement.messages import result_message
 from inplay.model import BetState, EntryKind, RunState
 from inplay.ports import TOPIC_RESULTS, BusMessage
-from tests.integration.test_settlement_runs import SettleEnv, W, open_senv, res
+from tests.support.settlement import SettleEnv, W, open_senv, res
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import pytest
 
 from inplay.model import BetState, RunState
 from tests.support.faults import InjectedFault
-from tests.support.memory_world import MemoryWorld, W, memory_world, res
+from tests.support.memory_world import MemoryWorld, memory_world
+from tests.support.settlement import W, res
 
 
 @pytest.fixture
