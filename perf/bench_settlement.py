@@ -43,13 +43,12 @@ from cassandra.query import BatchStatement, BatchType
 from inplay.adapters.cassandra_ledger import CassandraLedger
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
 from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
+from inplay.adapters.redis_lease import RedisLocks
 from inplay.adapters.redis_wallet import RedisWallet
 from inplay.config import StackSettings
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.settlement import SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.engine import MESSAGE_BETS
-from inplay.domain.settlement.locks import RedisLocks
-from inplay.domain.settlement.worker import _count_options
+from inplay.domain.settlement.evaluation import MESSAGE_BETS
 from inplay.model import EntryKind, LedgerEntry, Leg, PlacedBet, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, Credit, LedgerError
 
@@ -330,7 +329,7 @@ async def main() -> None:
     await ensure_topics(stack.kafka_bootstrap, {topic_prefix + TOPIC_SETTLEMENTS: 12})
     bus = KafkaEventBus(stack.kafka_bootstrap, topic_prefix=topic_prefix)
     locks = RedisLocks.connect(stack.redis_url, prefix)
-    store = CassandraSettlementStore(ledger.session, **_count_options(ledger))
+    store = CassandraSettlementStore.for_ledger(ledger)
     config = SettlementConfig(
         page_size=args.page_size,
         commit_concurrency=args.commit_concurrency,

@@ -5,8 +5,9 @@ Kept in one place so that every entry point (server, demo, tests, benchmarks) bu
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,10 @@ from inplay.domain.commit import (
     writer_owner,
 )
 from inplay.domain.journal import journal_tag
+from inplay.domain.settlement.consumer import ResultsConsumer
+from inplay.domain.settlement.ports import LockService, SettlementStore
+from inplay.domain.settlement.service import SettlementService
+from inplay.domain.settlement.settings import SettlementConfig
 from inplay.domain.wallet import DurableLimits, Wallet, ensure_projection_ready
 from inplay.ports import TOPIC_BETS, DepositKeys, EventBus, Ledger, LiveOddsCache, WalletStore
 
@@ -236,11 +241,101 @@ async def _open_features(runtime: Runtime) -> None:
     runtime.components["market_control"] = odds.control
     runtime.closers.append(odds.close)
 
-    from inplay.domain.settlement.worker import open_settlement
-
     settlement = await open_settlement(runtime, mark_settled=odds.control.settle)
     runtime.components["settlement"] = settlement
     runtime.closers.append(settlement.close)
+
+
+# ========================================================================================================
+# Settlement (docs/settlement.md): its store, the event lease, the service and the results consumer.
+# The worker (python -m inplay.worker) and the server both build it here.
+# ========================================================================================================
+
+
+@dataclass
+class SettlementPorts:
+    """What the settlement service runs over; ``open_settlement(wrap=...)`` lets a test wrap them (the crash
+    tests inject an exit at a chosen write, tests/support/crash_worker.py)."""
+
+    store: SettlementStore
+    ledger: Ledger
+    wallet: WalletStore
+    bus: EventBus
+    locks: LockService
+
+
+@dataclass
+class SettlementComponents:
+    service: SettlementService
+    store: SettlementStore
+    locks: LockService
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.service.drain(timeout_s=10.0)
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception:  # closing must go on for the other stores
+                logging.getLogger("inplay.app").exception("error while closing settlement")
+
+
+async def open_settlement(
+    runtime: Runtime,
+    *,
+    config: SettlementConfig | None = None,
+    mark_settled: Callable[[Sequence[str]], Awaitable[object]] | None = None,
+    wrap: Callable[[SettlementPorts], SettlementPorts] | None = None,
+) -> SettlementComponents:
+    """The settlement service over the runtime's stores (real or embedded)."""
+    ports, closers = _settlement_ports(runtime)
+    if wrap is not None:
+        ports = wrap(ports)
+    if mark_settled is None and "market_control" in runtime.components:
+        mark_settled = runtime.components["market_control"].settle
+    service = SettlementService(
+        ports.store,
+        ports.ledger,
+        ports.wallet,
+        ports.bus,
+        ports.locks,
+        mark_settled=mark_settled,
+        config=config or SettlementConfig.from_env(runtime.settings.stack.topic_prefix),
+        markets=runtime.odds,  # results are validated against the odds cache's markets
+        bet_watermark=runtime.bet_watermark,  # bets visible up to the close (the journal's projection)
+    )
+    return SettlementComponents(service, ports.store, ports.locks, closers)
+
+
+def _settlement_ports(runtime: Runtime) -> tuple[SettlementPorts, list[Callable[[], Awaitable[None]]]]:
+    stack = runtime.settings.stack
+    if stack.embedded:
+        from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
+
+        store: SettlementStore = MemorySettlementStore(runtime.ledger)
+        ports = SettlementPorts(store, runtime.ledger, runtime.wallet_store, runtime.bus, MemoryLocks())
+        return ports, []
+    from inplay.adapters.cassandra_settlement import CassandraSettlementStore
+    from inplay.adapters.redis_lease import RedisLocks
+
+    store = CassandraSettlementStore.for_ledger(runtime.ledger)  # counts bets for progress totals
+    locks = RedisLocks.connect(stack.redis_url, stack.redis_prefix)
+    return SettlementPorts(store, runtime.ledger, runtime.wallet_store, runtime.bus, locks), [locks.close]
+
+
+def open_results_consumer(runtime: Runtime, service: SettlementService) -> ResultsConsumer | None:
+    """The consumer of ``inplay.results.v1`` (None without Kafka: the embedded stack)."""
+    stack = runtime.settings.stack
+    if not stack.kafka_bootstrap:
+        return None
+    from inplay.adapters.kafka_results import KafkaResultsSource
+    from inplay.ports import TOPIC_RESULTS
+
+    topic = stack.topic_prefix + TOPIC_RESULTS
+    group = stack.topic_prefix + "inplay-settlement"
+    return ResultsConsumer(
+        service, lambda: KafkaResultsSource(stack.kafka_bootstrap, group, topic), topic, bus=runtime.bus
+    )
 
 
 def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:

@@ -13,6 +13,10 @@ Escaped: ``%`` (the escape itself), ``:`` (the key separator), ``{`` and ``}`` (
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inplay.model import PlacedBet
 
 _UNSAFE = re.compile(r"[%:{}|/\x00-\x1f\x7f]")
 
@@ -36,4 +40,11 @@ def liability_key(market_id: str, selection_id: str) -> str:
     return f"{key_part(market_id)}/{key_part(selection_id)}"
 
 
-__all__ = ["join_key", "key_part", "liability_key"]
+def bet_liability(bet: PlacedBet) -> tuple[tuple[str, ...], int]:
+    """The counters a bet adds its liability to at placement, and the amount (what the book pays beyond
+    the stake if it wins): released at settlement and rebuilt from open bets with the same rule."""
+    keys = tuple(liability_key(leg.market_id, leg.selection_id) for leg in bet.legs)
+    return keys, max(0, bet.potential_return_minor - bet.stake_minor)
+
+
+__all__ = ["bet_liability", "join_key", "key_part", "liability_key"]

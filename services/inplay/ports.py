@@ -6,7 +6,7 @@ tests of pure logic. Every port method is batch-first: one call per batch is the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from inplay.model import (
@@ -301,6 +301,9 @@ class WalletRebuild:
     limits: dict[str, AccountLimits]
     # shard -> (head slot, last committed slot, its checksum)
     journal: dict[int, tuple[int, int, str]]
+    # Journal bets whose liability is released (settled) / counted (still open): their markers.
+    liability_released: list[str] = field(default_factory=list)
+    liability_open: list[str] = field(default_factory=list)
 
 
 class WalletUnavailable(Exception):
@@ -324,6 +327,18 @@ class Credit:
     account_id: str
     entry_id: str
     amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiabilityChange:
+    """A bet's share of the book's liability counters: released once it is settled (any final status,
+    void included), counted again if a rollback reopens it. Idempotent per bet (a marker per bet id)."""
+
+    bet_id: str
+    # The liability counters of the bet's selections ("market_id/selection_id", escaped: inplay.ids).
+    keys: tuple[str, ...]
+    amount_minor: int
+    released: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +415,12 @@ class WalletStore(Protocol):
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         """Applies each credit at most once; returns True where it was applied now (False = already)."""
+        ...
+
+    async def settle_liability(self, changes: Sequence[LiabilityChange]) -> list[bool]:
+        """Sets each bet's liability state (released or counted) in one atomic call; a change already in
+        effect does nothing (True where it changed a counter now). Refused (WalletUnavailable) while a
+        repair fence is up, like credits."""
         ...
 
     async def compensate(self, debits: Sequence[Debit]) -> None:
@@ -479,6 +500,10 @@ class Ledger(Protocol):
     async def all_limits(self) -> dict[str, AccountLimits]: ...
 
     async def credit_entry_ids(self) -> list[tuple[str, str]]: ...
+
+    def scan_bet_history(self) -> AsyncIterator[BetEvent]:
+        """Every bet history row (a full scan: the repair's view of which bets are settled)."""
+        ...
 
     async def record_epoch(self, projection: str, epoch: str, at_ms: int) -> None: ...
 

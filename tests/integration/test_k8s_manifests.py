@@ -187,7 +187,7 @@ def test_service_roles(build: Build) -> None:
         assert pdb["selector"]["matchLabels"] == deployments[name]["spec"]["selector"]["matchLabels"], name
     assert sorted(served) == sorted(ROLES), "each gRPC service in exactly one Deployment"
     worker = containers(deployments["settlement-worker"])[0]
-    assert worker["command"] == ["python", "-m", "inplay.domain.settlement.worker", "serve"]
+    assert worker["command"] == ["python", "-m", "inplay.worker", "serve"]
     assert "settlement-worker" in by_kind["PodDisruptionBudget"]
 
 

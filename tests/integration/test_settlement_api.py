@@ -17,10 +17,10 @@ from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.model import MarketStatus
 from inplay.settlement.v1 import settlement_pb2 as pb
 from inplay.settlement.v1 import settlement_pb2_grpc
-from tests.integration.test_settlement_grpc import OPERATOR, details, outcome
 from tests.support.api import as_user, make_market, slip
 from tests.support.api import deposit as fund
 from tests.support.ledger_checks import assert_money_invariants
+from tests.support.settlement import OPERATOR, details, outcome
 
 pytestmark = pytest.mark.integration
 

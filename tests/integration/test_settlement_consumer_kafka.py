@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from inplay.domain.settlement.worker import ResultsConsumer, result_message
+from inplay.domain.settlement.consumer import ResultsConsumer
+from inplay.domain.settlement.messages import result_message
 from inplay.model import BetState
 from inplay.ports import TOPIC_RESULTS, BusMessage
-from tests.integration.test_settlement_runs import SettleEnv, open_senv
 from tests.support.ledger_checks import assert_money_invariants
+from tests.support.settlement import SettleEnv, open_senv, source_factory
 
 pytestmark = pytest.mark.integration
 
@@ -73,12 +74,12 @@ async def test_sigterm_with_two_results_queued_for_one_event(senv: SettleEnv) ->
     await senv.bus.flush()
     group = senv.unique_id("group")
     stopping = StoppingService(senv.service, "ht")
-    first = ResultsConsumer(stopping, senv.kafka_bootstrap, topic, group, bus=senv.bus)  # type: ignore[arg-type]
+    first = ResultsConsumer(stopping, source_factory(senv.kafka_bootstrap, group, topic), topic, bus=senv.bus)  # type: ignore[arg-type]
     stopping.consumer = first
     await consume(first, lambda: False)
     assert await senv.settled(ht) == (BetState.WON, 2000)
     assert await senv.settled(ft) == (BetState.OPEN, 0)
-    second = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, group, bus=senv.bus)
+    second = ResultsConsumer(senv.service, source_factory(senv.kafka_bootstrap, group, topic), topic, bus=senv.bus)
     await consume(second, lambda: second.processed >= 1)
     assert await senv.settled(ft) == (BetState.WON, 3000)
     runs = [r.run_id for r in (await senv.service.status(ev)).history]

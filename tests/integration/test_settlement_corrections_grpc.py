@@ -13,9 +13,8 @@ import pytest
 from inplay.servicers import settlement as settlement_servicer
 from inplay.settlement.v1 import settlement_pb2 as pb
 from inplay.settlement.v1 import settlement_pb2_grpc
-from tests.integration.test_settlement_grpc import OPERATOR, details, outcome
-from tests.integration.test_settlement_runs import SettleEnv, open_senv
 from tests.support.ledger_checks import assert_money_invariants
+from tests.support.settlement import OPERATOR, SettleEnv, details, open_senv, outcome
 
 pytestmark = pytest.mark.integration
 WIN = pb.SELECTION_RESULT_WIN

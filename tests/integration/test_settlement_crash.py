@@ -1,6 +1,7 @@
 """Exactly once across crashes: the settlement worker runs as a SUBPROCESS against the real stack and is
-killed mid-run — by an injected exit at a chosen point of a page (``INPLAY_SETTLEMENT_CRASH_AT``, the
-process ends with ``os._exit`` like a kill -9 would), or by SIGKILL from the test once progress shows —
+killed mid-run — by an injected exit at a chosen point of a page (``tests/support/crash_worker.py``: the
+worker built by the composition root with its ports wrapped, the process ends with ``os._exit`` like a
+kill -9 would), or by SIGKILL from the test once progress shows —
 then run again. Every winning bet must be paid exactly once, none missed, and the Redis balances must
 equal the ledger."""
 
@@ -19,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from inplay.domain.settlement.worker import result_message
+from inplay.domain.settlement.messages import result_message
 from inplay.model import BetState, EntryKind, RunState
 from inplay.ports import TOPIC_RESULTS, BusMessage
-from tests.integration.test_settlement_runs import SettleEnv, W, open_senv, res
+from tests.support.settlement import SettleEnv, W, open_senv, res
 
 pytestmark = pytest.mark.integration
 
@@ -64,9 +65,13 @@ def worker_env(cassandra_keyspace: str, redis_prefix: str, topic_prefix: str) ->
     return env
 
 
-def worker(env: dict[str, str], *args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def worker(
+    env: dict[str, str], *args: str, extra: dict[str, str] | None = None, crash_at: str = ""
+) -> subprocess.Popen[str]:
+    """``python -m inplay.worker ARGS``, or with ``crash_at`` the test entry that exits at that write."""
+    entry = ["tests.support.crash_worker", "--crash-at", crash_at] if crash_at else ["inplay.worker"]
     return subprocess.Popen(
-        [sys.executable, "-m", "inplay.domain.settlement.worker", *args],
+        [sys.executable, "-m", *entry, *args],
         env={**env, **(extra or {})},
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -80,8 +85,10 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str,
     return proc.returncode, out, err
 
 
-async def run_worker(env: dict[str, str], *args: str, extra: dict[str, str] | None = None) -> tuple[int, str, str]:
-    return await asyncio.to_thread(lambda: finish(worker(env, *args, extra=extra)))
+async def run_worker(
+    env: dict[str, str], *args: str, extra: dict[str, str] | None = None, crash_at: str = ""
+) -> tuple[int, str, str]:
+    return await asyncio.to_thread(lambda: finish(worker(env, *args, extra=extra, crash_at=crash_at)))
 
 
 async def place_book(senv: SettleEnv, ev: str, n: int) -> tuple[list[Any], list[Any]]:
@@ -124,9 +131,7 @@ async def test_injected_crash_mid_page_then_rerun(
     ev = senv.unique_id("ev")
     winners, losers = await place_book(senv, ev, 45)
     args = ["settle", "--event", ev, "--request-id", "ft", "--outcome", "m:h:WIN"]
-    rc, _, err = await run_worker(
-        worker_env, *args, extra={"INPLAY_SETTLEMENT_CRASH_AT": f"S:3:{stage}", **ONE_PAGE_AT_A_TIME}
-    )
+    rc, _, err = await run_worker(worker_env, *args, extra=ONE_PAGE_AT_A_TIME, crash_at=f"S:3:{stage}")
     assert rc == 137, err[-2000:]
     assert "crash injected" in err
     status = await senv.service.status(ev)
@@ -157,7 +162,7 @@ async def test_injected_crash_in_the_middle_of_a_parallel_run_then_rerun(
     ev = senv.unique_id("ev")
     winners, losers = await place_book(senv, ev, 150)
     args = ["settle", "--event", ev, "--request-id", "ft", "--outcome", "m:h:WIN"]
-    rc, _, err = await run_worker(worker_env, *args, extra={"INPLAY_SETTLEMENT_CRASH_AT": f"S:6:{stage}", **PARALLEL})
+    rc, _, err = await run_worker(worker_env, *args, extra=PARALLEL, crash_at=f"S:6:{stage}")
     assert rc == 137, err[-2000:]
     status = await senv.service.status(ev)
     assert status.run.state == RunState.RUNNING and status.run.stats.bets_processed < 150
@@ -183,9 +188,7 @@ async def test_injected_crash_in_the_accumulator_phase(
     await senv.seed_markets((e1, "a", ("h",)), (e2, "b", ("h", "x")))
     await senv.service.settle_event(e1, res(("a", "h", W)), "ft")
     args = ["settle", "--event", e2, "--request-id", "ft", "--outcome", "b:h:WIN"]
-    rc, _, err = await run_worker(
-        worker_env, *args, extra={"INPLAY_SETTLEMENT_CRASH_AT": "M:2:ledger", **ONE_PAGE_AT_A_TIME}
-    )
+    rc, _, err = await run_worker(worker_env, *args, extra=ONE_PAGE_AT_A_TIME, crash_at="M:2:ledger")
     assert rc == 137, err[-2000:]
     rc, out, err = await run_worker(worker_env, *args)
     assert rc == 0, err[-2000:]

@@ -12,9 +12,9 @@ import pytest
 
 from inplay.domain.settlement import SettlementConfig, SettlementService
 from inplay.model import BetState, RunState
-from tests.integration.test_settlement_runs import DEFAULT_CONFIG, SettleEnv, W, open_senv, res
 from tests.support.faults import Faulty, InjectedFault
 from tests.support.ledger_checks import assert_money_invariants
+from tests.support.settlement import DEFAULT_CONFIG, SettleEnv, W, open_senv, res
 
 pytestmark = pytest.mark.integration
 

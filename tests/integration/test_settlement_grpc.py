@@ -8,20 +8,15 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from inplay.model import BetState, EntryKind, LedgerEntry
 from inplay.ports import Credit
 from inplay.servicers import settlement as settlement_servicer
 from inplay.settlement.v1 import settlement_pb2 as pb
 from inplay.settlement.v1 import settlement_pb2_grpc
-from tests.integration.test_settlement_runs import SettleEnv, now_ms, open_senv
+from tests.support.settlement import OPERATOR, SettleEnv, details, now_ms, open_senv, outcome
 
 pytestmark = pytest.mark.integration
-
-OPERATOR = (("x-inplay-subject", "ops-1"), ("x-inplay-roles", "operator"))
-
 
 @pytest.fixture
 async def served(
@@ -45,33 +40,6 @@ async def served(
         finally:
             await channel.close()
             await server.stop(1)
-
-
-def details(exc: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """(ErrorInfo reason, BadRequest field paths) from the google.rpc.Status in the trailers."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    assert status is not None
-    reason, fields = "", []
-    for d in status.details:
-        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            d.Unpack(info)
-            reason = info.reason
-        elif d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            d.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
-
-
-def outcome(market: str, selection: str, result: int, dh: tuple[int, int] = (0, 0)) -> pb.SelectionOutcome:
-    return pb.SelectionOutcome(
-        market_id=market,
-        selection_id=selection,
-        result=result,  # type: ignore[arg-type]
-        dead_heat_numerator=dh[0],
-        dead_heat_denominator=dh[1],
-    )
 
 
 async def test_operator_only(served: tuple[SettleEnv, settlement_pb2_grpc.SettlementServiceStub]) -> None:

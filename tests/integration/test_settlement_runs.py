@@ -2,264 +2,41 @@
 Kafka (BetSettled events, result messages): every outcome type, accumulators across events, re-runs,
 void markets, rollback, rollback of a rollback, resettlement, money conservation, progress, audit.
 
-Bets are placed by writing them to the ledger (``append_bets``: bet rows + STAKE entry) and debiting the
-stake in the Redis wallet (a credit of ``-stake`` deduplicated by ``stake:<bet_id>``).
+The world of each test (stores, service, accounts, bets) is tests/support/settlement.py's SettleEnv.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
-from inplay.adapters.cassandra_settlement import CassandraSettlementStore
 from inplay.audit import balance_at, bet_audit
-from inplay.core import AcceptancePolicy, LegOutcome, Odds
-from inplay.domain.settlement import Results, SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.locks import RedisLocks
-from inplay.domain.settlement.worker import ResultsConsumer, _count_options, result_message
+from inplay.domain.settlement.consumer import ResultsConsumer
+from inplay.domain.settlement.messages import result_message
 from inplay.errors import Aborted, FailedPrecondition
-from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
-from inplay.ports import TOPIC_RESULTS, TOPIC_SETTLEMENTS, BusMessage, Credit
-from tests.support.ledger_checks import assert_money_invariants
+from inplay.model import BetState, EntryKind, LedgerEntry, RunKind, RunState
+from inplay.ports import TOPIC_RESULTS, BusMessage, Credit
+from tests.support.settlement import (
+    DH,
+    HL,
+    HW,
+    OPEN,
+    P,
+    SettleEnv,
+    V,
+    W,
+    now_ms,
+    open_senv,
+    read_topic,
+    res,
+    source_factory,
+)
 
 pytestmark = pytest.mark.integration
-
-W, L, V, P = LegOutcome.WIN, LegOutcome.LOSE, LegOutcome.VOID, LegOutcome.PUSH
-HW, HL, DH = LegOutcome.HALF_WIN, LegOutcome.HALF_LOSE, LegOutcome.DEAD_HEAT
-OPEN = LegOutcome.OPEN
-
-_seq = itertools.count(1)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def res(*outcomes: tuple[Any, ...], void: Sequence[str] = ()) -> Results:
-    return make_results([(o[0], o[1], o[2], o[3] if len(o) > 3 else (1, 1)) for o in outcomes], void)
-
-
-@dataclass
-class SettleEnv:
-    """One test's world on the real stack: stores, a settlement service, funded accounts, bets."""
-
-    ledger: Any
-    wallet: Any
-    bus: Any
-    store: CassandraSettlementStore
-    locks: RedisLocks
-    service: SettlementService
-    unique_id: Callable[[str], str]
-    topic_prefix: str
-    kafka_bootstrap: str
-    settled_markets: list[str] = field(default_factory=list)
-    accounts: list[str] = field(default_factory=list)
-    deposits: int = 0
-    redis_url: str = ""
-    redis_prefix: str = ""
-
-    async def seed_markets(self, *markets: tuple[str, str, Sequence[str]]) -> None:
-        """Puts (event, market, selections) in this test's odds cache: results are validated against it
-        by the worker (``open_settlement`` wires the odds cache as the market catalog)."""
-        from inplay.adapters.redis_odds import RedisOddsCache
-        from tests.support.memory_world import market
-
-        cache = await RedisOddsCache.connect(self.redis_url, self.redis_prefix)
-        try:
-            await cache.put_markets([market(m, e, *sels) for e, m, sels in markets])
-        finally:
-            await cache.close()
-
-    def new_service(self, **config: Any) -> SettlementService:
-        async def mark(market_ids: Sequence[str]) -> None:
-            self.settled_markets.extend(market_ids)
-
-        return SettlementService(
-            self.store,
-            self.ledger,
-            self.wallet,
-            self.bus,
-            self.locks,
-            mark_settled=mark,
-            config=SettlementConfig(**{**DEFAULT_CONFIG, "topic_prefix": self.topic_prefix, **config}),
-        )
-
-    async def account(self, deposit: int = 100_000) -> str:
-        account = self.unique_id("acc")
-        entry = LedgerEntry(f"deposit:{account}", account, EntryKind.DEPOSIT, deposit, "EUR", "", "seed", now_ms())
-        await self.ledger.append_entries([entry])
-        await self.wallet.credit_batch([Credit(account, entry.entry_id, deposit)])
-        self.accounts.append(account)
-        self.deposits += deposit
-        return account
-
-    def make_bet(self, account: str, legs: Sequence[tuple[str, str, str, str]], stake: int = 1000) -> PlacedBet:
-        at = now_ms()
-        return PlacedBet(
-            bet_id=f"{at:013x}{next(_seq):08d}{self.unique_id('b')[-6:]}",
-            account_id=account,
-            legs=tuple(Leg(m, s, Odds.from_decimal(o), e) for e, m, s, o in legs),
-            stake_minor=stake,
-            currency="EUR",
-            potential_return_minor=0,
-            policy=AcceptancePolicy.NONE,
-            idempotency_key=self.unique_id("k"),
-            placed_at_ms=at,
-        )
-
-    async def place(self, bets: Sequence[PlacedBet]) -> None:
-        assert await self.ledger.append_bets(bets) == [None] * len(bets)
-        await self.wallet.credit_batch([Credit(b.account_id, f"stake:{b.bet_id}", -b.stake_minor) for b in bets])
-
-    async def bet(self, account: str, legs: Sequence[tuple[str, str, str, str]], stake: int = 1000) -> PlacedBet:
-        bet = self.make_bet(account, legs, stake)
-        await self.place([bet])
-        return bet
-
-    async def settled(self, bet: PlacedBet) -> tuple[BetState, int]:
-        """The bet's latest settlement status and what it has been paid, from the ledger's history."""
-        history = [e for e in await self.ledger.bet_history(bet.bet_id) if e.run_id]
-        return (history[-1].status if history else BetState.OPEN), sum(e.amount_minor for e in history)
-
-    async def entries_of(self, bet: PlacedBet) -> list[LedgerEntry]:
-        out: list[LedgerEntry] = []
-        token = ""
-        while True:
-            page, token = await self.ledger.account_entries(bet.account_id, 500, token)
-            out.extend(e for e in page if e.bet_id == bet.bet_id)
-            if not token:
-                return out
-
-    async def check_conservation(self) -> dict[str, int]:
-        """From the ledger alone: Σ balances = deposits - stakes + payouts (incl. refunds) - reversals;
-        the Redis projection equals the ledger for every account. Returns the sums by entry kind. Also the
-        shared invariants (tests/support/ledger_checks.py: each entry id once, money = history deltas)."""
-        await assert_money_invariants(self.ledger, self.wallet, self.accounts, deposits=self.deposits)
-        by_kind: dict[str, int] = {}
-        ledger_balance: dict[str, int] = {}
-        for account in self.accounts:
-            token = ""
-            while True:
-                page, token = await self.ledger.account_entries(account, 1000, token)
-                for e in page:
-                    by_kind[e.kind.name] = by_kind.get(e.kind.name, 0) + e.amount_minor
-                    ledger_balance[account] = ledger_balance.get(account, 0) + e.amount_minor
-                if not token:
-                    break
-        total = sum(ledger_balance.values())
-        assert by_kind.get("DEPOSIT", 0) == self.deposits
-        assert total == (
-            by_kind.get("DEPOSIT", 0)
-            + by_kind.get("STAKE", 0)
-            + by_kind.get("PAYOUT", 0)
-            + by_kind.get("PAYOUT_REVERSAL", 0)
-            + by_kind.get("WITHDRAWAL", 0)
-        )
-        scan = await self.ledger.account_balances()
-        assert {a: scan.get(a, 0) for a in self.accounts} == {a: ledger_balance.get(a, 0) for a in self.accounts}
-        projected = await self.wallet.balances(self.accounts)
-        assert dict(zip(self.accounts, projected, strict=True)) == {a: ledger_balance.get(a, 0) for a in self.accounts}
-        return by_kind
-
-    def settlement_messages(self, event_id: str, expect: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-        """The settled bets of the event's BetsSettled messages (each carries many bets), one dict per bet
-        with the message's run fields merged in; reads until ``expect`` bets arrived."""
-        messages = read_topic(
-            self.kafka_bootstrap,
-            self.topic_prefix + TOPIC_SETTLEMENTS,
-            lambda key, value: key == event_id,
-            expect,
-            timeout_s,
-            weight=lambda value: len(value["bets"]),
-        )
-        assert all(m["type"] == "BetsSettled" and m["event_id"] == event_id for m in messages)
-        return [{**{k: v for k, v in m.items() if k != "bets"}, **bet} for m in messages for bet in m["bets"]]
-
-
-DEFAULT_CONFIG: dict[str, Any] = {
-    "page_size": 7,
-    "multi_page_size": 3,
-    "lock_ttl_ms": 3000,
-    "lock_wait_ms": 3000,
-    "multi_lock_wait_ms": 30_000,
-}
-
-
-def read_topic(
-    bootstrap: str,
-    topic: str,
-    accept: Callable[[str, dict[str, Any]], bool],
-    expect: int,
-    timeout_s: float,
-    weight: Callable[[dict[str, Any]], int] = lambda _value: 1,
-) -> list[dict[str, Any]]:
-    """Reads a topic from the beginning until accepted messages of total ``weight`` ``expect`` arrived (or
-    the timeout)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[dict[str, Any]] = []
-    seen = 0
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and seen < expect:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            value = json.loads(msg.value())
-            if accept((msg.key() or b"").decode(), value):
-                out.append(value)
-                seen += weight(value)
-        # A little longer, to catch unexpected extra messages.
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                value = json.loads(msg.value())
-                if accept((msg.key() or b"").decode(), value):
-                    out.append(value)
-    finally:
-        consumer.close()
-    return out
-
-
-@contextlib.asynccontextmanager
-async def open_senv(
-    ledger: Any,
-    wallet: Any,
-    bus: Any,
-    topic_prefix: str,
-    kafka_bootstrap: str,
-    redis_url: str,
-    redis_prefix: str,
-    unique_id: Callable[[str], str],
-) -> AsyncIterator[SettleEnv]:
-    store = CassandraSettlementStore(ledger.session, **_count_options(ledger))
-    locks = RedisLocks.connect(redis_url, redis_prefix)
-    env = SettleEnv(ledger, wallet, bus, store, locks, None, unique_id, topic_prefix, kafka_bootstrap)  # type: ignore[arg-type]
-    env.redis_url, env.redis_prefix = redis_url, redis_prefix
-    env.service = env.new_service()
-    try:
-        yield env
-    finally:
-        await env.service.drain()
-        await locks.close()
-
 
 @pytest.fixture
 async def senv(
@@ -566,7 +343,8 @@ async def test_results_from_kafka_settle_the_event(senv: SettleEnv) -> None:
         ]
     )
     await senv.bus.flush()
-    consumer = ResultsConsumer(senv.service, senv.kafka_bootstrap, topic, senv.unique_id("group"), bus=senv.bus)
+    source = source_factory(senv.kafka_bootstrap, senv.unique_id("group"), topic)
+    consumer = ResultsConsumer(senv.service, source, topic, bus=senv.bus)
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(200):

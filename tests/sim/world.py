@@ -33,7 +33,7 @@ from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.bets import TRANSIENT_REASONS, PlacementResult
 from inplay.domain.commit import JournalWatermark, wait_for_projection
 from inplay.domain.settlement import Results, SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.engine import settle_run_id
+from inplay.domain.settlement.ids import settle_run_id
 from inplay.domain.wallet import Wallet
 from inplay.errors import Aborted, DomainError, FailedPrecondition
 from inplay.model import BetRequest, EntryKind, LedgerEntry, Leg, MarketState, MarketStatus, SelectionPrice

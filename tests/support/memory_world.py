@@ -1,5 +1,6 @@
 """A settlement world over the memory adapters (fast unit tests): a ledger wrapped in :class:`Faulty`,
-funded accounts, bets placed as the bet path records them (bet rows + STAKE entry, Redis debit)."""
+funded accounts, bets placed as the bet path records them (bet rows + STAKE entry, Redis debit). The
+builders (results, bets, markets) are in tests/support/settlement.py."""
 
 from __future__ import annotations
 
@@ -10,23 +11,13 @@ from typing import Any
 
 from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
-from inplay.core import AcceptancePolicy, LegOutcome, Odds
-from inplay.domain.settlement import Results, SettlementConfig, SettlementService, make_results
-from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet
-from inplay.ports import Credit
+from inplay.domain.settlement import SettlementConfig, SettlementService
+from inplay.model import BetState, PlacedBet
 from tests.support.faults import Faulty
 from tests.support.ledger_checks import LedgerSummary, assert_money_invariants
+from tests.support.settlement import clock, fund, placed_bet, record_bet, settled_state
 
 _ids = itertools.count(1)
-_clock = itertools.count(1_700_000_000_000, 10)
-
-
-def clock() -> int:
-    return next(_clock)
-
-
-def res(*outcomes: tuple[Any, ...], void: Sequence[str] = ()) -> Results:
-    return make_results([(o[0], o[1], o[2], o[3] if len(o) > 3 else (1, 1)) for o in outcomes], void)
 
 
 @dataclass
@@ -45,32 +36,18 @@ class MemoryWorld:
 
     async def account(self, deposit: int = 100_000) -> str:
         account = f"acc{next(_ids)}"
-        entry = LedgerEntry(f"deposit:{account}", account, EntryKind.DEPOSIT, deposit, "EUR", "", "seed", clock())
-        await self.inner_ledger.append_entries([entry])
-        await self.wallet.credit_batch([Credit(account, entry.entry_id, deposit)])
+        await fund(self.inner_ledger, self.wallet, account, deposit, clock())
         self.accounts.append(account)
         self.deposits += deposit
         return account
 
     async def bet(self, account: str, legs: Sequence[tuple[str, str, str, str]], stake: int = 1000) -> PlacedBet:
-        bet = PlacedBet(
-            bet_id=f"bet{next(_ids):06d}",
-            account_id=account,
-            legs=tuple(Leg(m, s, Odds.from_decimal(o), e) for e, m, s, o in legs),
-            stake_minor=stake,
-            currency="EUR",
-            potential_return_minor=0,
-            policy=AcceptancePolicy.NONE,
-            idempotency_key=f"k{next(_ids)}",
-            placed_at_ms=clock(),
-        )
-        assert await self.inner_ledger.append_bets([bet]) == [None]
-        await self.wallet.credit_batch([Credit(account, f"stake:{bet.bet_id}", -stake)])
+        bet = placed_bet(account, legs, stake, bet_id=f"bet{next(_ids):06d}", key=f"k{next(_ids)}", at_ms=clock())
+        await record_bet(self.inner_ledger, self.wallet, [bet])
         return bet
 
     async def settled(self, bet: PlacedBet) -> tuple[BetState, int]:
-        history = [e for e in await self.inner_ledger.bet_history(bet.bet_id) if e.run_id]
-        return (history[-1].status if history else BetState.OPEN), sum(e.amount_minor for e in history)
+        return await settled_state(self.inner_ledger, bet)
 
     async def check(self) -> LedgerSummary:
         return await assert_money_invariants(self.inner_ledger, self.wallet, self.accounts, deposits=self.deposits)
@@ -95,33 +72,4 @@ def memory_world(**config: Any) -> MemoryWorld:
     return MemoryWorld(inner, ledger, wallet, bus, store, locks, cfg, service, closed=closed)
 
 
-W, L, OPEN = LegOutcome.WIN, LegOutcome.LOSE, LegOutcome.OPEN
 
-
-def market(market_id: str, event_id: str, *selections: str, status: int = 1) -> Any:
-    """A market as the odds cache holds it (for result validation)."""
-    from inplay.model import MarketState, MarketStatus, SelectionPrice
-
-    return MarketState(
-        market_id=market_id,
-        event_id=event_id,
-        sport="football",
-        market_type="1x2",
-        name=market_id,
-        in_play=True,
-        status=MarketStatus(status),
-        status_reason="",
-        selections=tuple(SelectionPrice(s, s, Odds.from_decimal("2.00")) for s in selections),
-        version=1,
-        updated_at_ms=clock(),
-    )
-
-
-class Catalog:
-    """A MarketCatalog over a dict (market id -> MarketState)."""
-
-    def __init__(self, *markets: Any) -> None:
-        self.markets = {m.market_id: m for m in markets}
-
-    async def get_markets(self, market_ids: Sequence[str]) -> list[Any]:
-        return [self.markets.get(m) for m in market_ids]

@@ -20,7 +20,7 @@ from inplay import auth, config
 from inplay.adapters import migrations
 from inplay.config import SETTINGS, BetRules, JournalSettings, Settings, StackSettings
 from inplay.domain.feed.rules import FeedRules
-from inplay.domain.settlement.engine import SettlementConfig
+from inplay.domain.settlement.settings import SettlementConfig
 from inplay.errors import Unauthenticated
 from inplay_edge import EdgeSettings
 
@@ -68,7 +68,7 @@ MODULE_DEFAULTS: dict[str, Callable[[], Any]] = {
     )},
     **{f"INPLAY_SETTLEMENT_{f.upper()}": (lambda f=f: getattr(SettlementConfig.from_env(), f)) for f in (
         "page_size", "multi_page_size", "lock_ttl_ms", "lock_wait_ms", "multi_lock_wait_ms",
-        "history_concurrency", "commit_concurrency", "crash_at", "page_delay_ms",
+        "history_concurrency", "commit_concurrency", "workers", "page_delay_ms",
     )},
     **{name: (lambda f=f: getattr(EdgeSettings.from_env(ROOT), f)) for name, f in {
         "INPLAY_EDGE_ADDRESS": "listen_address", "INPLAY_EDGE_PORT": "listen_port",

@@ -13,7 +13,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from inplay.adapters.memory import MemoryEventBus
-from inplay.domain.settlement.worker import ConsumerConfig, ResultsConsumer, processed_offsets, result_message
+from inplay.domain.settlement.consumer import ConsumerConfig, ResultsConsumer, processed_offsets
+from inplay.domain.settlement.messages import result_message
 from inplay.model import RunState
 
 TOPIC = "inplay.results.v1"
@@ -67,19 +68,16 @@ class FakeKafka:
                 served["done"] = True
                 return [m for m in kafka.messages if m._offset >= kafka.committed.get(m._partition, 0)]
 
-            def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
+            def commit(self, offsets: list[tuple[str, int, int]]) -> None:
                 if kafka.fail_commits:
                     kafka.fail_commits -= 1
                     raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
-                kafka.commits.append([(o.topic, o.partition, o.offset) for o in offsets])
-                for o in offsets:
-                    kafka.committed[o.partition] = o.offset
+                kafka.commits.append(list(offsets))
+                for _, partition, offset in offsets:
+                    kafka.committed[partition] = offset
 
-            def assignment(self) -> list[Any]:
-                return []
-
-            def position(self, tps: list[Any]) -> list[Any]:
-                return []
+            def lag(self) -> int | None:
+                return None
 
             def close(self) -> None:
                 pass
@@ -105,12 +103,10 @@ class FakeService:
 def consumer_for(kafka: FakeKafka, service: FakeService, bus: MemoryEventBus) -> ResultsConsumer:
     return ResultsConsumer(
         service,  # type: ignore[arg-type]
-        "unused",
+        kafka.factory,
         TOPIC,
-        "group",
         bus=bus,
         config=FAST,
-        consumer_factory=kafka.factory,
     )
 
 

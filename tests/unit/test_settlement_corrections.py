@@ -12,7 +12,8 @@ import pytest
 from inplay.domain.settlement import SettlementService
 from inplay.errors import FailedPrecondition, InvalidArgument
 from inplay.model import BetState, RunKind, RunState
-from tests.support.memory_world import Catalog, MemoryWorld, W, clock, market, memory_world, res
+from tests.support.memory_world import MemoryWorld, memory_world
+from tests.support.settlement import Catalog, W, clock, market, res
 
 
 @pytest.fixture

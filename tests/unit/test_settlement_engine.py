@@ -14,25 +14,16 @@ import pytest
 
 from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
-from inplay.core import AcceptancePolicy, LegOutcome, Odds
-from inplay.domain.settlement import Results, SettlementConfig, SettlementService, make_results
-from inplay.domain.settlement.engine import fingerprint
+from inplay.core import LegOutcome
+from inplay.domain.settlement import Results, SettlementConfig, SettlementService
+from inplay.domain.settlement.ids import fingerprint
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
-from inplay.model import BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
+from inplay.model import BetState, EntryKind, LedgerEntry, PlacedBet, RunKind, RunState
 from inplay.ports import TOPIC_SETTLEMENTS, Credit
 from tests.support.ledger_checks import assert_money_invariants
-
-W, L, V, P = LegOutcome.WIN, LegOutcome.LOSE, LegOutcome.VOID, LegOutcome.PUSH
-HW, HL, DH = LegOutcome.HALF_WIN, LegOutcome.HALF_LOSE, LegOutcome.DEAD_HEAT
+from tests.support.settlement import DH, HL, HW, P, V, W, clock, fund, placed_bet, record_bet, res, settled_state
 
 _ids = itertools.count(1)
-_clock = itertools.count(1_700_000_000_000, 10)
-
-
-def clock() -> int:
-    return next(_clock)
-
-
 class FlakyWallet(MemoryWallet):
     """Fails the n-th credit call (as a crash between the ledger write and the Redis credit would)."""
 
@@ -65,33 +56,18 @@ class World:
 
     async def account(self, deposit: int = 100_000) -> str:
         account = f"acc{next(_ids)}"
-        entry = LedgerEntry(f"deposit:{account}", account, EntryKind.DEPOSIT, deposit, "EUR", "", "seed", clock())
-        await self.ledger.append_entries([entry])
-        await self.wallet.credit_batch([Credit(account, entry.entry_id, deposit)])
+        await fund(self.ledger, self.wallet, account, deposit, clock())
         self.accounts.append(account)
         return account
 
     async def bet(self, account: str, legs: Sequence[tuple[str, str, str, str]], stake: int = 1000) -> PlacedBet:
-        bet = PlacedBet(
-            bet_id=f"bet{next(_ids):06d}",
-            account_id=account,
-            legs=tuple(Leg(m, s, Odds.from_decimal(o), e) for e, m, s, o in legs),
-            stake_minor=stake,
-            currency="EUR",
-            potential_return_minor=0,
-            policy=AcceptancePolicy.NONE,
-            idempotency_key=f"k{next(_ids)}",
-            placed_at_ms=clock(),
-        )
-        assert await self.ledger.append_bets([bet]) == [None]
-        await self.wallet.credit_batch([Credit(account, f"stake:{bet.bet_id}", -stake)])
+        bet = placed_bet(account, legs, stake, bet_id=f"bet{next(_ids):06d}", key=f"k{next(_ids)}", at_ms=clock())
+        await record_bet(self.ledger, self.wallet, [bet])
         return bet
 
     async def settled(self, bet: PlacedBet) -> tuple[BetState, int]:
         """Last settlement status of a bet and what it has been paid (from the ledger)."""
-        history = [e for e in await self.ledger.bet_history(bet.bet_id) if e.run_id]
-        paid = sum(e.amount_minor for e in history)
-        return (history[-1].status if history else BetState.OPEN), paid
+        return await settled_state(self.ledger, bet)
 
     async def check_conservation(self) -> dict[str, int]:
         """Σ balances (ledger) = deposits - stakes + payouts (incl. refunds) - reversals (- withdrawals), and
@@ -139,13 +115,6 @@ def world() -> World:
         store, ledger, wallet, bus, MemoryLocks(), mark_settled=mark, config=config, clock=clock
     )
     return World(ledger, wallet, bus, store, service, settled, [])
-
-
-def res(
-    *outcomes: tuple[str, str, LegOutcome] | tuple[str, str, LegOutcome, tuple[int, int]], void: Sequence[str] = ()
-) -> Results:
-    rows = [(o[0], o[1], o[2], o[3] if len(o) > 3 else (1, 1)) for o in outcomes]  # type: ignore[misc]
-    return make_results(rows, void)
 
 
 async def test_every_outcome_type_of_a_single(world: World) -> None:

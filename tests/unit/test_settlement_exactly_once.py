@@ -13,7 +13,8 @@ import pytest
 
 from inplay.model import BetState, RunState
 from tests.support.faults import InjectedFault
-from tests.support.memory_world import MemoryWorld, W, memory_world, res
+from tests.support.memory_world import MemoryWorld, memory_world
+from tests.support.settlement import W, res
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ async def test_cancelled_in_the_accumulator_phase_then_retry_pays_once(
 async def test_multi_lease_lost_during_the_page_reads_writes_nothing(world: MemoryWorld) -> None:
     """M7 (narrowed): the multi-event lease is checked again after the page's history reads, right before
     its writes; a lease lost in between (another run may hold it now) stops the run before any row."""
-    from inplay.domain.settlement.engine import MULTI_LOCK_KEY, LeaseLost
+    from inplay.domain.settlement.lease import MULTI_LOCK_KEY, LeaseLost
 
     acc = await world.account()
     accas = [await world.bet(acc, [("A", "ma", "h", "2.00"), ("B", "mb", "h", "3.00")], 100) for _ in range(2)]

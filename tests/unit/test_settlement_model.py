@@ -13,7 +13,7 @@ from inplay.domain.settlement.effective import (
     latest_effective_settle,
     root_settle_run,
 )
-from inplay.domain.settlement.engine import entry_id_for, fingerprint, rollback_run_id, settle_run_id
+from inplay.domain.settlement.ids import entry_id_for, fingerprint, rollback_run_id, settle_run_id
 from inplay.domain.settlement.model import (
     MarketResult,
     Results,

@@ -15,10 +15,11 @@ import pytest
 from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
 from inplay.domain.settlement import SettlementConfig, SettlementService
-from inplay.domain.settlement.engine import LeaseLost, event_lock_key
+from inplay.domain.settlement.lease import LeaseLost, event_lock_key
 from inplay.model import BetState, PlacedBet, RunState
 from tests.support.faults import Faulty, InjectedFault
-from tests.support.memory_world import MemoryWorld, W, clock, res
+from tests.support.memory_world import MemoryWorld
+from tests.support.settlement import W, clock, res
 
 BUCKETS = 8
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from inplay.domain.settlement.model import settlement_state
 from inplay.domain.settlement.reads import settlement_states
 from inplay.model import BetEvent, BetState
-from tests.support.memory_world import W, memory_world, res
+from tests.support.memory_world import memory_world
+from tests.support.settlement import W, res
 
 
 def row(seq: str, kind: str, status: BetState, amount: int) -> BetEvent:

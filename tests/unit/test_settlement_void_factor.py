@@ -8,8 +8,8 @@ from fractions import Fraction
 import pytest
 
 from inplay.core import LegOutcome
+from inplay.domain.settlement.messages import parse_result_message
 from inplay.domain.settlement.model import apply_void_factor
-from inplay.domain.settlement.worker import parse_result_message
 from inplay.errors import InvalidArgument
 from inplay.model import BetState
 from tests.support.memory_world import memory_world

@@ -75,7 +75,7 @@ _BET_COLUMNS = (
 )
 # What settlement reads of a bet (event_bets_in(lean=True)): fewer cells for Cassandra to serialize and the
 # driver to decode, per bet of a 500 000-bet event.
-_LEAN_BET_COLUMNS = "bet_id, account_id, legs, stake_minor, currency"
+_LEAN_BET_COLUMNS = "bet_id, account_id, legs, stake_minor, currency, potential_return_minor"
 _ENTRY_COLUMNS = "account_id, created_at_ms, entry_id, kind, amount_minor, currency, bet_id, reference"
 _HISTORY_COLUMNS = "bet_id, seq_key, kind, status, amount_minor, run_id, at_ms, leg_outcomes"
 _JOURNAL_COLUMNS = (
@@ -250,6 +250,9 @@ class CassandraLedger:
         self._scan_entry_ids = p(
             "SELECT account_id, entry_id, kind FROM ledger_by_account "
             "WHERE token(account_id) > ? AND token(account_id) <= ?"
+        )
+        self._scan_history = p(
+            f"SELECT {_HISTORY_COLUMNS} FROM bet_history WHERE token(bet_id) > ? AND token(bet_id) <= ?"
         )
         # Full scans for reconciliation, split by token range so that a few ranges are read at once.
         self._scan = p(
@@ -519,6 +522,10 @@ class CassandraLedger:
                     AccountLimits(int(row.daily_stake_limit_minor or 0), int(row.self_excluded_until_ms or 0)),
                 )
         return {account: limits for account, (_, limits) in newest.items()}
+
+    async def scan_bet_history(self) -> AsyncIterator[BetEvent]:
+        async for row in self._scan_all(self._scan_history):
+            yield _event(row)
 
     async def credit_entry_ids(self) -> list[tuple[str, str]]:
         """(account, entry id) of every credit-side entry (everything but STAKE rows): the once-markers
@@ -822,7 +829,7 @@ def _bet_cached(row: Any, legs_cache: dict[str, tuple[Leg, ...]]) -> PlacedBet:
         legs=legs,
         stake_minor=int(row.stake_minor),
         currency=row.currency,
-        potential_return_minor=0 if lean else int(row.potential_return_minor),
+        potential_return_minor=int(row.potential_return_minor),
         policy=AcceptancePolicy.UNSPECIFIED if lean else AcceptancePolicy(row.policy),
         idempotency_key="" if lean else row.idempotency_key or "",
         placed_at_ms=0 if lean else int(row.placed_at_ms),

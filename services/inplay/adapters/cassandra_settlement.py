@@ -53,6 +53,16 @@ def day_of(ms: int) -> str:
 
 
 class CassandraSettlementStore:
+    @classmethod
+    def for_ledger(cls, ledger: Any) -> CassandraSettlementStore:
+        """Over the ledger's session, counting an event's bets in the ledger's by-event table."""
+        table = getattr(ledger, "BETS_BY_EVENT_TABLE", "bets_by_event")
+        return cls(
+            ledger.session,
+            count_query=f"SELECT COUNT(*) FROM {table} WHERE event_id = ? AND bucket = ?",
+            count_buckets=int(getattr(ledger, "EVENT_BUCKETS", 64)),
+        )
+
     def __init__(self, session: Any, *, count_query: str | None = None, count_buckets: int = 0) -> None:
         """``count_query``/``count_buckets``: how to count an event's bets in the ledger's by-event table
         (a ``SELECT COUNT(*) ... WHERE event_id = ? AND bucket = ?`` per bucket); None = do not count."""

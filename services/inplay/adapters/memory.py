@@ -32,6 +32,7 @@ from inplay.ports import (
     Debit,
     DebitResult,
     JournalRejected,
+    LiabilityChange,
     PendingIntent,
     ShardClaim,
     WalletRebuild,
@@ -62,6 +63,7 @@ class MemoryWallet:
         self._liability: dict[str, int] = defaultdict(int)
         self._applied: set[str] = set()
         self._compensated: set[str] = set()
+        self._liability_released: set[str] = set()
         self._limits: dict[str, AccountLimits] = {}
         self._shards: dict[int, str] = {}
         self._heads: dict[int, int] = defaultdict(int)
@@ -194,6 +196,8 @@ class MemoryWallet:
             self._idem.update(state.idempotency)
             self._daily.update(state.daily_stake)
             self._liability.update(state.liability)
+            self._liability_released.update(state.liability_released)
+            self._liability_released.difference_update(state.liability_open)
             self._limits.update(state.limits)
             for shard, (head, last_slot, last_checksum) in state.journal.items():
                 self._heads[shard] = head
@@ -203,6 +207,21 @@ class MemoryWallet:
     def forget_everything(self) -> None:
         """Test helper: the projection lost all its data (a flushed Redis)."""
         self.__init__(self._market_status)  # type: ignore[misc]
+
+    async def settle_liability(self, changes: Sequence[LiabilityChange]) -> list[bool]:
+        async with self._lock:
+            if self._fenced():
+                raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
+            out: list[bool] = []
+            for c in changes:
+                changed = c.released != (c.bet_id in self._liability_released)
+                if changed:
+                    sign = -1 if c.released else 1
+                    for key in c.keys:
+                        self._liability[key] += sign * c.amount_minor
+                    (self._liability_released.add if c.released else self._liability_released.discard)(c.bet_id)
+                out.append(changed)
+            return out
 
     async def credit_batch(self, credits: Sequence[Credit]) -> list[bool]:
         async with self._lock:
@@ -396,6 +415,11 @@ class MemoryLedger:
 
     async def bet_history(self, bet_id: str) -> list[BetEvent]:
         return [ev for _, ev in sorted(self._history.get(bet_id, {}).items())]
+
+    async def scan_bet_history(self) -> AsyncIterator[BetEvent]:
+        for bet_id in list(self._history):
+            for ev in await self.bet_history(bet_id):
+                yield ev
 
     async def list_account_bets(self, account_id: str, page_size: int, page_token: str) -> tuple[list[PlacedBet], str]:
         bets = sorted(

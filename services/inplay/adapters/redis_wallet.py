@@ -20,6 +20,8 @@ Keys (``p`` = prefix):
 - ``{p}applied:{entry_id}`` — a credit (payout, deposit, reversal) was applied to the projection; kept
   forever so that a replayed credit never counts twice.
 - ``{p}comp:{bet_id}`` — a debit was compensated (refunded), so it happens once.
+- ``{p}liabrel:{bet_id}`` — the bet's liability is released (it is settled); deleted if a rollback reopens
+  it (``settle_liability``), so each settlement moves the counters once.
 
 Deposits are credits too: ``credit_batch`` with entry id ``deposit:<account>:<idempotency_key>`` (see
 ``inplay.domain.wallet``), after the ledger row; there is no separate deposit call.
@@ -51,6 +53,7 @@ from inplay.ports import (
     Credit,
     Debit,
     DebitResult,
+    LiabilityChange,
     PendingIntent,
     ShardClaim,
     WalletRebuild,
@@ -276,6 +279,37 @@ end
 return out
 """
 
+# ARGV: prefix, then per bet: bet_id, amount, released (1/0), n, then n liability keys. A bet's marker
+# liabrel:<bet_id> exists exactly while its liability is released: releasing sets it and decrements the
+# counters, reopening (a rollback) deletes it and increments them, each only if the marker says otherwise,
+# so a page redone after a crash (or a re-run, or a correction) never moves a counter twice. Returns 1/0
+# per bet, or a single -1 when a repair fence is up (nothing changed: the caller retries).
+_SETTLE_LIABILITY = """
+local prefix = ARGV[1]
+if redis.call('EXISTS', prefix .. 'wallet:fence') == 1 then return {-1} end
+local out = {}
+local i = 2
+while i <= #ARGV do
+  local marker = prefix .. 'liabrel:' .. ARGV[i]
+  local amount, released, n = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local first = i + 4
+  i = first + n
+  local op = nil
+  if released == '1' then
+    if redis.call('SET', marker, '1', 'NX') then op = 'DECRBY' end
+  elseif redis.call('DEL', marker) == 1 then
+    op = 'INCRBY'
+  end
+  if op then
+    for j = first, first + n - 1 do redis.call(op, prefix .. 'liab:' .. ARGV[j], amount) end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
 # ARGV: prefix, comp_ttl, intent ("" or "<shard>|<slot>"), then per debit: account, key, bet_id, amount, day,
 # liability, n, then n liability keys. Applies only where the debit's reservation (PENDING:<bet_id>) is still
 # held, and once per bet (comp marker): compensating a debit that never happened, or twice, must not create
@@ -355,6 +389,7 @@ class RedisWallet:
         self.prefix = prefix
         self._debit = client.register_script(_DEBIT_BATCH)
         self._credit = client.register_script(_CREDIT_BATCH)
+        self._settle_liability = client.register_script(_SETTLE_LIABILITY)
         self._compensate = client.register_script(_COMPENSATE)
         self._finish = client.register_script(_FINISH)
         self._finish_batch = client.register_script(_FINISH_BATCH)
@@ -524,6 +559,18 @@ class RedisWallet:
             raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
         return [bool(int(v)) for v in raw]
 
+    async def settle_liability(self, changes: Sequence[LiabilityChange]) -> list[bool]:
+        if not changes:
+            return []
+        args: list[Any] = [self.prefix]
+        for c in changes:
+            # Liability keys arrive escaped (inplay.ids.liability_key), as the debit script receives them.
+            args += [key_part(c.bet_id), c.amount_minor, 1 if c.released else 0, len(c.keys), *c.keys]
+        raw = await self._settle_liability(args=args)
+        if raw and int(raw[0]) < 0:
+            raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
+        return [bool(int(v)) for v in raw]
+
     async def balances(self, account_ids: Sequence[str]) -> list[int]:
         if not account_ids:
             return []
@@ -586,6 +633,10 @@ class RedisWallet:
             pipe.set(self._k("daily", account, day), amount, ex=DAILY_TTL_S)
         for selection, amount in state.liability.items():
             pipe.set(f"{self.prefix}liab:{selection}", amount)
+        for bet_id in state.liability_released:
+            pipe.set(f"{self.prefix}liabrel:{key_part(bet_id)}", "1")
+        for bet_id in state.liability_open:
+            pipe.delete(f"{self.prefix}liabrel:{key_part(bet_id)}")
         for account, limits in state.limits.items():
             pipe.hset(
                 self._k("limits", account),

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, utc_day, wait_for_projection
 from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
+from inplay.domain.settlement.model import SETTLEMENT_KINDS
 from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
-from inplay.ids import liability_key
-from inplay.model import EntryKind, LedgerEntry, PlacedBet
+from inplay.ids import bet_liability
+from inplay.model import BetState, EntryKind, LedgerEntry, PlacedBet
 from inplay.ports import AccountLimits, Credit, DepositKeys, Ledger, WalletRebuild, WalletStore, WalletUnavailable
 
 log = logging.getLogger("inplay.wallet")
@@ -233,6 +234,17 @@ async def _quiesce(wallet: WalletStore, ledger: Ledger, shards: int, timeout_s: 
         await asyncio.sleep(0.05)
 
 
+async def settled_bet_ids(ledger: Ledger) -> set[str]:
+    """Bets whose latest settlement row (history order) is a final status: their liability is released."""
+    latest: dict[str, tuple[str, BetState]] = {}
+    async for ev in ledger.scan_bet_history():
+        if ev.kind in SETTLEMENT_KINDS:
+            seen = latest.get(ev.bet_id)
+            if seen is None or ev.seq_key > seen[0]:
+                latest[ev.bet_id] = (ev.seq_key, ev.status)
+    return {bet_id for bet_id, (_, status) in latest.items() if status != BetState.OPEN}
+
+
 async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebuild:
     """One pass over the journal (idempotency records, daily stake, liability, heads, and the views of
     every batch past its shard's checkpoint, written first), then balances and once-markers from the
@@ -241,6 +253,10 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
     idempotency: dict[tuple[str, str], str] = {}
     daily: dict[tuple[str, str], int] = defaultdict(int)
     liability: dict[str, int] = defaultdict(int)
+    # Liability only of bets still open: a settled bet's was released by its settlement run.
+    settled = await settled_bet_ids(ledger)
+    liability_released: list[str] = []
+    liability_open: list[str] = []
     journal: dict[int, tuple[int, int, str]] = {}
     recent_days = {utc_day(now), utc_day(now - 86_400_000)}
     checkpoints: dict[int, int] = {}
@@ -259,10 +275,11 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
             day = utc_day(bet.placed_at_ms)
             if day in recent_days:
                 daily[(bet.account_id, day)] += bet.stake_minor
-            for leg in bet.legs:
-                liability[liability_key(leg.market_id, leg.selection_id)] += max(
-                    0, bet.potential_return_minor - bet.stake_minor
-                )
+            keys, amount = bet_liability(bet)
+            released = bet.bet_id in settled
+            (liability_released if released else liability_open).append(bet.bet_id)
+            for key in keys:  # a selection whose bets are all settled is reset to 0, not left stale
+                liability[key] += 0 if released else amount
     for shard in range(shards):  # a head never below what the projector passed (empty slots included)
         projected = checkpoints.get(shard)
         if projected is None:
@@ -280,6 +297,8 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
         idempotency=idempotency,
         daily_stake=dict(daily),
         liability=dict(liability),
+        liability_released=liability_released,
+        liability_open=liability_open,
         limits=await ledger.all_limits(),
         journal=journal,
     )

@@ -1,5 +1,5 @@
 """SettlementService: thin gRPC adapter over :class:`inplay.domain.settlement.SettlementService`.
-Operator-only."""
+Operator-only (``auth.require_operator`` first in every handler); errors are mapped by ``@rpc``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from inplay import auth
 from inplay.convert import timestamp_from_ms
 from inplay.core import LegOutcome
 from inplay.domain.settlement import Results, RunView, SettlementService, make_results
-from inplay.errors import FieldViolation, InvalidArgument, abort_with
+from inplay.errors import FieldViolation, InvalidArgument
 from inplay.model import RunState
+from inplay.servicers.rpc import rpc
 from inplay.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 _RESULTS = {
@@ -90,67 +91,59 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
     def __init__(self, settlement: SettlementService) -> None:
         self._settlement = settlement
 
+    @rpc
     async def SettleEvent(
         self, request: settlement_pb2.SettleEventRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.SettleEventResponse:
-        try:
-            auth.require_operator(auth.principal(context))
-            results = results_from_proto(request.outcomes, request.void_market_ids)
-            run = await self._settlement.settle_event(
-                request.event_id,
-                results,
-                request.request_id,
-                reason=request.reason,
-                wait=request.wait,
-                field_paths=field_paths(request.outcomes, request.void_market_ids),
-            )
-            return settlement_pb2.SettleEventResponse(run=run_to_proto(run))
-        except Exception as exc:
-            await abort_with(context, exc)
+        auth.require_operator(auth.principal(context))
+        results = results_from_proto(request.outcomes, request.void_market_ids)
+        run = await self._settlement.settle_event(
+            request.event_id,
+            results,
+            request.request_id,
+            reason=request.reason,
+            wait=request.wait,
+            field_paths=field_paths(request.outcomes, request.void_market_ids),
+        )
+        return settlement_pb2.SettleEventResponse(run=run_to_proto(run))
 
+    @rpc
     async def RollbackSettlement(
         self, request: settlement_pb2.RollbackSettlementRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.RollbackSettlementResponse:
-        try:
-            auth.require_operator(auth.principal(context))
-            run = await self._settlement.rollback(
-                request.event_id, request.run_id, reason=request.reason, wait=request.wait
-            )
-            return settlement_pb2.RollbackSettlementResponse(run=run_to_proto(run))
-        except Exception as exc:
-            await abort_with(context, exc)
+        auth.require_operator(auth.principal(context))
+        run = await self._settlement.rollback(
+            request.event_id, request.run_id, reason=request.reason, wait=request.wait
+        )
+        return settlement_pb2.RollbackSettlementResponse(run=run_to_proto(run))
 
+    @rpc
     async def ResettleEvent(
         self, request: settlement_pb2.ResettleEventRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.ResettleEventResponse:
-        try:
-            auth.require_operator(auth.principal(context))
-            results = results_from_proto(request.outcomes, request.void_market_ids)
-            rollback, settle = await self._settlement.resettle(
-                request.event_id,
-                results,
-                request.request_id,
-                reason=request.reason,
-                wait=request.wait,
-                field_paths=field_paths(request.outcomes, request.void_market_ids),
-            )
-            return settlement_pb2.ResettleEventResponse(
-                rollback_run=run_to_proto(rollback), settle_run=run_to_proto(settle)
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
+        auth.require_operator(auth.principal(context))
+        results = results_from_proto(request.outcomes, request.void_market_ids)
+        rollback, settle = await self._settlement.resettle(
+            request.event_id,
+            results,
+            request.request_id,
+            reason=request.reason,
+            wait=request.wait,
+            field_paths=field_paths(request.outcomes, request.void_market_ids),
+        )
+        return settlement_pb2.ResettleEventResponse(
+            rollback_run=run_to_proto(rollback), settle_run=run_to_proto(settle)
+        )
 
+    @rpc
     async def GetSettlementStatus(
         self, request: settlement_pb2.GetSettlementStatusRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.GetSettlementStatusResponse:
-        try:
-            auth.require_operator(auth.principal(context))
-            report = await self._settlement.status(request.event_id, request.run_id)
-            return settlement_pb2.GetSettlementStatusResponse(
-                run=run_to_proto(report.run), history=[run_to_proto(r) for r in report.history]
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
+        auth.require_operator(auth.principal(context))
+        report = await self._settlement.status(request.event_id, request.run_id)
+        return settlement_pb2.GetSettlementStatusResponse(
+            run=run_to_proto(report.run), history=[run_to_proto(r) for r in report.history]
+        )
 
 
 def add_to_server(server: grpc.aio.Server, settlement: SettlementService) -> None:

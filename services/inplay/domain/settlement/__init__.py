@@ -1,6 +1,5 @@
 """Settlement of events: batch runs, exactly-once payouts, rollbacks and resettlement (docs/settlement.md)."""
 
-from inplay.domain.settlement.engine import SettlementConfig
 from inplay.domain.settlement.model import (
     MarketResult,
     Results,
@@ -11,6 +10,7 @@ from inplay.domain.settlement.model import (
     make_results,
 )
 from inplay.domain.settlement.service import SettlementService, StatusReport
+from inplay.domain.settlement.settings import SettlementConfig
 
 __all__ = [
     "MarketResult",

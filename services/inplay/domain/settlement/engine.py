@@ -18,268 +18,50 @@ bets) let a resumed run skip finished pages; they are an optimisation, not a cor
 Bets with legs on other events are evaluated last (phase ``M``) under one global lock, so that two runs of
 different events never race on the same accumulator; for them ``paid_so_far`` comes from the bet's own
 history, and a row the run already wrote for the bet is reused rather than recomputed.
+
+This module is the run's I/O (pages, intent rows, payouts, credits, checkpoints); what a page writes is
+planned by the pure ``evaluation.py``, the leases are used through ``lease.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from inplay import core, metrics
-from inplay.core import LegOutcome, SettleLeg
+from inplay import metrics
+from inplay.core import LegOutcome
 from inplay.domain.settlement.effective import effective_results
-from inplay.domain.settlement.model import (
-    KIND_REINSTATED,
-    KIND_ROLLED_BACK,
-    KIND_SETTLED,
-    SETTLEMENT_KINDS,
-    BetSettlementRow,
-    Checkpoint,
-    PriorState,
-    Results,
-    RunMark,
-    RunRecord,
-    RunStats,
-    RunView,
-    SelectionResult,
-    outcome_name,
+from inplay.domain.settlement.evaluation import (
+    PlannedPage,
+    RunContext,
+    bus_messages,
+    evaluate,
+    plan_page,
+    replan_own_rows,
+    row_kind_for,
+    split_by_own_row,
 )
-from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, SettlementStore
-from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet, RunKind, RunState
-from inplay.ports import TOPIC_SETTLEMENTS, BusMessage, Credit, EventBus, Ledger, WalletStore
+from inplay.domain.settlement.ids import fingerprint
+from inplay.domain.settlement.lease import MULTI_LOCK_KEY, Guard, LeaseLost, acquire
+from inplay.domain.settlement.model import Checkpoint, PriorState, Results, RunMark, RunRecord, RunStats, RunView
+from inplay.domain.settlement.ports import BetWatermark, LockService, SettlementStore
+from inplay.domain.settlement.settings import SettlementConfig
+from inplay.model import BetEvent, BetState, PlacedBet, RunKind, RunState
+from inplay.ports import TOPIC_SETTLEMENTS, EventBus, Ledger, WalletStore
 
 log = logging.getLogger("inplay.settlement")
 
-MULTI_LOCK_KEY = "settlement:multi"
-# Bets per BetsSettled message (~250 bytes each: far below the producer's 1 MB message limit).
-MESSAGE_BETS = 500
-# One prebuilt compact encoder (json.dumps with keyword arguments builds one per call).
-_JSON = json.JSONEncoder(separators=(",", ":"))
-
 MarkSettled = Callable[[Sequence[str]], Awaitable[object]]
-
-
-def event_lock_key(event_id: str) -> str:
-    return f"settlement:event:{event_id}"
-
-
-def id_part(text: str) -> str:
-    """One component of a run id, escaped so that the id parses one way only: ``.`` separates the parts
-    of a run id, ``:`` those of an entry id (``payout:<run>:<bet>``), ``%`` is the escape. Ids made of
-    other characters are unchanged (so are the run ids written before the escaping)."""
-    return text.replace("%", "%25").replace(".", "%2E").replace(":", "%3A")
-
-
-def settle_run_id(event_id: str, request_id: str) -> str:
-    """``<event>.s.<request>`` (parts escaped): exactly two unescaped dots."""
-    return f"{id_part(event_id)}.s.{id_part(request_id)}"
-
-
-def rollback_run_id(target_run_id: str, n: int) -> str:
-    """``<target>.r<n>``: a settle id has exactly two unescaped dots and each rollback adds one, so no
-    rollback id equals a settle id (request ``a.r1`` gives ``E.s.a%2Er1``, the rollback ``E.s.a.r1``)."""
-    return f"{target_run_id}.r{n}"
-
-
-def entry_id_for(run_kind: RunKind, run_id: str, bet_id: str) -> str:
-    prefix = "payout" if run_kind == RunKind.SETTLE else "reversal"
-    return f"{prefix}:{run_id}:{bet_id}"
-
-
-def seq_key_for(at_ms: int, run_id: str) -> str:
-    """Bet history key of a settlement row: ordered by time, unique per run."""
-    return f"{at_ms:013d}:{run_id}"
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
-
-
-@dataclass(frozen=True)
-class SettlementConfig:
-    page_size: int = 5000
-    multi_page_size: int = 1000
-    lock_ttl_ms: int = 15_000
-    # How long a request waits for the event lock (or the multi-event lock) before giving up.
-    lock_wait_ms: int = 10_000
-    multi_lock_wait_ms: int = 600_000
-    history_concurrency: int = 64
-    # Pages whose writes are in flight at once (while the next page is read and evaluated).
-    commit_concurrency: int = 2
-    # Workers of one run, each over a contiguous range of the event's by-event buckets (asyncio tasks of
-    # the process holding the event lease; see _run_workers).
-    workers: int = 4
-    topic_prefix: str = ""
-    # Test hooks: exit the process (as kill -9 would) at "<phase>:<page_no>:<stage>" with stage one of
-    # "ledger" (rows written, not credited), "credit" (credited, no checkpoint), "checkpoint"; and a delay
-    # after every page (to kill a worker while it runs).
-    crash_at: str = ""
-    page_delay_ms: int = 0
-
-    @classmethod
-    def from_env(cls, topic_prefix: str = "") -> SettlementConfig:
-        return cls(
-            page_size=_env_int("INPLAY_SETTLEMENT_PAGE_SIZE", 5000),
-            multi_page_size=_env_int("INPLAY_SETTLEMENT_MULTI_PAGE_SIZE", 1000),
-            lock_ttl_ms=_env_int("INPLAY_SETTLEMENT_LOCK_TTL_MS", 15_000),
-            lock_wait_ms=_env_int("INPLAY_SETTLEMENT_LOCK_WAIT_MS", 10_000),
-            multi_lock_wait_ms=_env_int("INPLAY_SETTLEMENT_MULTI_LOCK_WAIT_MS", 600_000),
-            history_concurrency=_env_int("INPLAY_SETTLEMENT_HISTORY_CONCURRENCY", 64),
-            commit_concurrency=_env_int("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY", 2),
-            workers=_env_int("INPLAY_SETTLEMENT_WORKERS", 4),
-            topic_prefix=topic_prefix or os.environ.get("INPLAY_TOPIC_PREFIX", ""),
-            crash_at=os.environ.get("INPLAY_SETTLEMENT_CRASH_AT", ""),
-            page_delay_ms=_env_int("INPLAY_SETTLEMENT_PAGE_DELAY_MS", 0),
-        )
-
-
-class LeaseLost(Exception):
-    """The lock was lost (expired and taken over): stop writing at once."""
-
-
-class Guard:
-    """Keeps a lease alive in the background while a run executes; ``verify`` before each write."""
-
-    def __init__(self, lease: Lease, ttl_ms: int) -> None:
-        self.lease = lease
-        self._interval = max(ttl_ms / 3000, 0.05)
-        self._lost = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Guard:
-        self._task = asyncio.get_running_loop().create_task(self._beat())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _beat(self) -> None:
-        while not self._lost:
-            await asyncio.sleep(self._interval)
-            try:
-                if not await self.lease.check():
-                    self._lost = True
-            except Exception:  # a Redis hiccup: verify() will tell
-                log.warning("lease renewal failed", exc_info=True)
-
-    async def verify(self) -> None:
-        if self._lost or not await self.lease.check():
-            self._lost = True
-            raise LeaseLost("settlement lock lost")
-
-
-async def acquire(locks: LockService, key: str, ttl_ms: int, wait_ms: int) -> Lease | None:
-    """Polls for a lock for up to ``wait_ms``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_ms / 1000
-    delay = 0.02
-    while True:
-        lease = await locks.acquire(key, ttl_ms)
-        if lease is not None:
-            return lease
-        if loop.time() >= deadline:
-            return None
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
-
-
-def fingerprint(bet_ids: Sequence[str]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for bet_id in sorted(bet_ids):
-        h.update(bet_id.encode())
-        h.update(b"\0")
-    return f"{len(bet_ids)}:{h.hexdigest()}"
-
-
-_STATUS_BY_NAME = {s.name: s for s in BetState}
-
-
-def _bet_state(status: object) -> BetState:
-    name = getattr(status, "name", None) or str(status).rsplit(".", 1)[-1]
-    return _STATUS_BY_NAME[str(name)]
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    status: BetState
-    return_minor: int
-    legs: tuple[LegOutcome, ...]
-    # Dead-heat factors by leg (for the BetSettled message).
-    error: str = ""
-
-    @property
-    def target_minor(self) -> int:
-        """What the bet should have been paid in total: its return once settled, else nothing."""
-        return self.return_minor if self.status not in (BetState.OPEN, BetState.LOST) else 0
-
-
-def evaluate(bets: Sequence[PlacedBet], results_by_event: dict[str, Results]) -> list[Evaluation]:
-    """All bets in ONE Rust call (``core.settle_bets``). A leg whose market has no effective result is
-    OPEN. If the batch call fails (a bet the core rejects), bets are evaluated one by one and the bad ones
-    stay OPEN with the error recorded, so one bad bet cannot block a whole event."""
-    empty = Results()
-    open_result = SelectionResult(LegOutcome.OPEN)
-    batch: list[tuple[int, Sequence[SettleLeg]]] = []
-    outcomes: list[tuple[LegOutcome, ...]] = []
-    # Bets of one event share few (leg -> result) pairs: each is looked up and built once per page.
-    cache: dict[Leg, tuple[SettleLeg, LegOutcome]] = {}
-    for bet in bets:
-        legs: list[SettleLeg] = []
-        names: list[LegOutcome] = []
-        for leg in bet.legs:
-            hit = cache.get(leg)
-            if hit is None:
-                market = results_by_event.get(leg.event_id, empty).markets.get(leg.market_id)
-                sel = open_result if market is None else market.outcome_of(leg.selection_id)
-                hit = cache[leg] = (SettleLeg(leg.odds, sel.outcome, sel.dead_heat), sel.outcome)
-            legs.append(hit[0])
-            names.append(hit[1])
-        batch.append((bet.stake_minor, legs))
-        outcomes.append(tuple(names))
-    try:
-        raw = core.settle_bets(batch)
-        return [
-            Evaluation(_bet_state(status), int(ret), outs) for (status, ret), outs in zip(raw, outcomes, strict=True)
-        ]
-    except core.CoreError:
-        log.exception("settle_bets failed for a batch of %d; evaluating one by one", len(batch))
-    out: list[Evaluation] = []
-    for item, outs in zip(batch, outcomes, strict=True):
-        try:
-            [(status, ret)] = core.settle_bets([item])
-            out.append(Evaluation(_bet_state(status), int(ret), outs))
-        except core.CoreError as exc:
-            out.append(Evaluation(BetState.OPEN, 0, outs, error=str(exc)))
-    return out
 
 
 async def _chunks(pages: AsyncIterator[list[PlacedBet]]) -> AsyncIterator[list[PlacedBet]]:
     async for page in pages:
         if page:
             yield page
-
-
-@dataclass
-class _Planned:
-    rows: list[BetSettlementRow]
-    events: list[BetEvent]
-    entries: list[LedgerEntry]
-    credits: list[Credit]
-    # One item per bet (BetsSettled messages carry up to MESSAGE_BETS of them).
-    messages: list[dict[str, object]]
-    stats: RunStats
 
 
 @dataclass
@@ -290,7 +72,6 @@ class _Pages:
     priors: dict[str, PriorState]
     multis: list[PlacedBet] = field(default_factory=list)
     seen: int = 0
-    page_no: int = 0
 
     def take(self, page: Sequence[PlacedBet]) -> list[PlacedBet]:
         """The page's single-event bets not yet done; accumulators are set aside for the multi phase."""
@@ -304,39 +85,6 @@ class _Pages:
             else:
                 singles.append(bet)
         return singles
-
-
-@dataclass(frozen=True, slots=True)
-class _Ctx:
-    """What every page of one execution of a run shares."""
-
-    run: RunView
-    row_kind: str  # SETTLED | ROLLED_BACK | REINSTATED
-
-    @property
-    def run_id(self) -> str:
-        return self.run.record.run_id
-
-    @property
-    def kind(self) -> RunKind:
-        return self.run.record.kind
-
-
-@functools.lru_cache(maxsize=4096)
-def _message_legs(legs: tuple[Leg, ...], outcomes: tuple[LegOutcome, ...]) -> list[dict[str, str]]:
-    """The legs of a BetsSettled item (shared by the bets with the same legs and outcomes; only read by
-    the JSON encoder)."""
-    return [
-        {"market_id": lg.market_id, "selection_id": lg.selection_id, "outcome": outcome_name(o)}
-        for lg, o in zip(legs, outcomes, strict=True)
-    ]
-
-
-def row_kind_for(run: RunView, runs: Sequence[RunView]) -> str:
-    if run.record.kind == RunKind.SETTLE:
-        return KIND_SETTLED
-    target = next((r for r in runs if r.run_id == run.record.target_run_id), None)
-    return KIND_REINSTATED if target is not None and target.record.kind == RunKind.ROLLBACK else KIND_ROLLED_BACK
 
 
 class RunExecutor:
@@ -387,7 +135,7 @@ class RunExecutor:
             record.event_id, RunMark(record.run_id, "ATTEMPT", self._clock(), fence=guard.lease.fence)
         )
         try:
-            stats = await self._execute(_Ctx(run, row_kind_for(run, runs)), runs, guard)
+            stats = await self._execute(RunContext(run, row_kind_for(run, runs)), runs, guard)
         except LeaseLost:
             log.error("run %s: lock lost, stopped (the next lock holder resumes it)", record.run_id)
             raise
@@ -423,7 +171,7 @@ class RunExecutor:
             total = total.plus(cp.stats)
         return total
 
-    async def _execute(self, ctx: _Ctx, runs: Sequence[RunView], guard: Guard) -> RunStats:
+    async def _execute(self, ctx: RunContext, runs: Sequence[RunView], guard: Guard) -> RunStats:
         record = ctx.run.record
         results = effective_results(runs)
         done_ids: set[str] = set()
@@ -479,7 +227,7 @@ class RunExecutor:
         # lean: only the fields settlement reads (fewer cells to serialize and decode per bet).
         return [ranged(event_id, range(bounds[i], bounds[i + 1]), size, lean=True) for i in range(workers)]
 
-    async def _run_workers(self, ctx: _Ctx, results: Results, pages: _Pages, guard: Guard) -> list[RunStats]:
+    async def _run_workers(self, ctx: RunContext, results: Results, pages: _Pages, guard: Guard) -> list[RunStats]:
         """The event's own bets, settled by one worker per bucket range, all under the run's event lease:
         every page's writes are preceded by ``guard.verify()`` (the lease's fence still ours), and the
         first failure (``LeaseLost`` included) cancels every other worker before it propagates, so no
@@ -504,7 +252,7 @@ class RunExecutor:
 
     async def _worker(
         self,
-        ctx: _Ctx,
+        ctx: RunContext,
         source: AsyncIterator[list[PlacedBet]],
         results: Results,
         pages: _Pages,
@@ -528,16 +276,14 @@ class RunExecutor:
                 singles = pages.take(page)
                 if not singles:
                     continue
-                pages.page_no += 1
-                page_no = pages.page_no
                 with self._timed("evaluate"):
                     evals = await asyncio.to_thread(evaluate, singles, {record.event_id: results})
                     priors = [pages.priors.get(b.bet_id, none) for b in singles]
-                    planned = self._plan(ctx, singles, priors, evals, record.started_at_ms)
+                    planned = plan_page(ctx, singles, priors, evals, record.started_at_ms)
                 while len(in_flight) >= max(1, self._config.commit_concurrency):
                     await settle_page()
                 in_flight.add(
-                    asyncio.get_running_loop().create_task(self._commit(ctx, "S", page_no, singles, planned, guard))
+                    asyncio.get_running_loop().create_task(self._commit(ctx, "S", singles, planned, guard))
                 )
             while in_flight:
                 await settle_page()
@@ -590,127 +336,12 @@ class RunExecutor:
 
     # ----------------------------------------------------------------------------------------------------
 
-    def _plan(
-        self,
-        ctx: _Ctx,
-        bets: Sequence[PlacedBet],
-        priors: Sequence[PriorState],
-        evals: Sequence[Evaluation],
-        at_ms: int,
-    ) -> _Planned:
-        planned = _Planned([], [], [], [], [], RunStats())
-        still_open = changed = payouts = 0
-        for bet, prior, ev in zip(bets, priors, evals, strict=True):
-            if ev.status == BetState.OPEN:
-                still_open += 1
-            if ev.error:
-                log.error("bet %s left open: %s", bet.bet_id, ev.error)
-            delta = ev.target_minor - prior.paid_minor
-            prior_legs = prior.leg_outcomes or (LegOutcome.OPEN,) * len(ev.legs)
-            if delta == 0 and ev.status == prior.status and ev.legs == prior_legs:
-                continue
-            changed += 1
-            payouts += delta
-            self._add(planned, ctx, bet, ev.status, ev.legs, delta, ev.target_minor, at_ms, write_event=True)
-        planned.stats = RunStats(
-            bets_processed=len(bets), bets_still_open=still_open, payouts_minor=payouts, bets_changed=changed
-        )
-        return planned
-
-    def _add(
-        self,
-        planned: _Planned,
-        ctx: _Ctx,
-        bet: PlacedBet,
-        status: BetState,
-        legs: tuple[LegOutcome, ...],
-        delta: int,
-        return_minor: int,
-        at_ms: int,
-        *,
-        write_event: bool,
-        write_row: bool = True,
-    ) -> None:
-        run_id = ctx.run_id
-        row = BetSettlementRow(
-            run_id=run_id,
-            bet_id=bet.bet_id,
-            account_id=bet.account_id,
-            status=status,
-            return_minor=return_minor,
-            delta_minor=delta,
-            kind=ctx.row_kind,
-            leg_outcomes=legs,
-            event_ids=(bet.legs[0].event_id,) if len(bet.legs) == 1 else bet.event_ids,
-        )
-        if write_row:
-            planned.rows.append(row)
-        if write_event:
-            planned.events.append(
-                BetEvent(
-                    bet_id=bet.bet_id,
-                    seq_key=seq_key_for(at_ms, run_id),
-                    kind=ctx.row_kind,
-                    status=status,
-                    amount_minor=delta,
-                    run_id=run_id,
-                    at_ms=at_ms,
-                    leg_outcomes=legs,
-                )
-            )
-        if delta != 0:
-            positive_payout = ctx.kind == RunKind.SETTLE and delta > 0
-            entry_id = entry_id_for(ctx.kind, run_id, bet.bet_id)
-            planned.entries.append(
-                LedgerEntry(
-                    entry_id=entry_id,
-                    account_id=bet.account_id,
-                    kind=EntryKind.PAYOUT if positive_payout else EntryKind.PAYOUT_REVERSAL,
-                    amount_minor=delta,
-                    currency=bet.currency,
-                    bet_id=bet.bet_id,
-                    reference=run_id,
-                    created_at_ms=at_ms,
-                )
-            )
-            planned.credits.append(Credit(bet.account_id, entry_id, delta))
-        planned.messages.append(
-            {
-                "bet_id": bet.bet_id,
-                "account_id": bet.account_id,
-                "status": status.name,
-                "return_minor": return_minor,
-                "amount_minor": delta,
-                "currency": bet.currency,
-                "legs": _message_legs(bet.legs, legs),
-                "at_ms": at_ms,
-            }
-        )
-
-    def _bus_messages(self, ctx: _Ctx, items: Sequence[dict[str, object]]) -> list[BusMessage]:
-        """BetsSettled messages of up to MESSAGE_BETS bets each (key: the event). One message per bet cost
-        ~25 us of client CPU in the producer path (a future, a delivery report and a loop wake-up each):
-        12 s of a 500 000-bet run; per batch it is nothing. Consumers dedupe by (run_id, bet_id)."""
-        head = {
-            "type": "BetsSettled",
-            "event_id": ctx.run.record.event_id,
-            "run_id": ctx.run_id,
-            "run_kind": ctx.kind.name,
-            "kind": ctx.row_kind,
-        }
-        out = []
-        for start in range(0, len(items), MESSAGE_BETS):
-            value = _JSON.encode({**head, "bets": items[start : start + MESSAGE_BETS]}).encode()
-            out.append(BusMessage(topic=self._topic, key=ctx.run.record.event_id, value=value))
-        return out
-
     async def _commit(
         self,
-        ctx: _Ctx,
+        ctx: RunContext,
         phase: str,
-        page_no: int,
         bets: Sequence[PlacedBet],
-        planned: _Planned,
+        planned: PlannedPage,
         guard: Guard,
         multi_guard: Guard | None = None,
     ) -> RunStats:
@@ -723,7 +354,6 @@ class RunExecutor:
             await multi_guard.verify()
         with self._timed("write_cassandra"):
             await self._write_rows(planned)
-        self._crash_point(phase, page_no, "ledger")
         negatives: tuple[str, ...] = ()
         if planned.credits:
             await guard.verify()
@@ -735,10 +365,14 @@ class RunExecutor:
                 negatives = tuple(a for a, b in zip(debited, balances, strict=True) if b < 0)
                 if negatives:
                     log.warning("run %s: %d accounts now negative", ctx.run_id, len(negatives))
-        self._crash_point(phase, page_no, "credit")
+        if planned.liability:
+            # After the history rows (a redone page re-sends the same states: each applies once).
+            await guard.verify()
+            with self._timed("liability_redis"):
+                await self._wallet.settle_liability(planned.liability)
         if planned.messages:
             with self._timed("publish_kafka"):
-                await self._bus.publish(self._bus_messages(ctx, planned.messages))
+                await self._bus.publish(bus_messages(ctx, self._topic, planned.messages))
                 await self._bus.flush()
         stats = replace(planned.stats, negative_balance_accounts=negatives)
         ids = tuple(b.bet_id for b in bets)
@@ -747,12 +381,11 @@ class RunExecutor:
             await self._store.append_checkpoints(
                 [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]
             )
-        self._crash_point(phase, page_no, "checkpoint")
         if self._config.page_delay_ms:
             await asyncio.sleep(self._config.page_delay_ms / 1000)
         return stats
 
-    async def _write_rows(self, planned: _Planned) -> None:
+    async def _write_rows(self, planned: PlannedPage) -> None:
         """History rows first, acknowledged, then the per-run rows and the money rows (concurrently).
 
         The history row records the intent: a resumed run that finds its own row for a bet reuses it
@@ -769,14 +402,11 @@ class RunExecutor:
         if writes:
             await asyncio.gather(*writes)
 
-    def _crash_point(self, phase: str, page_no: int, stage: str) -> None:
-        if self._config.crash_at and self._config.crash_at == f"{phase}:{page_no}:{stage}":
-            log.error("crash injected at %s", self._config.crash_at)
-            os._exit(137)
-
     # ----------------------------------------------------------------------------------------------------
 
-    async def _multi_phase(self, ctx: _Ctx, bets: list[PlacedBet], own_results: Results, guard: Guard) -> RunStats:
+    async def _multi_phase(
+        self, ctx: RunContext, bets: list[PlacedBet], own_results: Results, guard: Guard
+    ) -> RunStats:
         event_id = ctx.run.record.event_id
         bets.sort(key=lambda b: b.bet_id)
         size = self._config.multi_page_size
@@ -790,83 +420,39 @@ class RunExecutor:
                 results_by_event = {event_id: own_results}
                 for other in sorted({e for b in bets for e in b.event_ids if e != event_id}):
                     results_by_event[other] = effective_results(await self._store.event_runs(other))
-                for no, start in enumerate(range(0, len(bets), size), start=1):
+                for start in range(0, len(bets), size):
                     await multi_guard.verify()
                     page = bets[start : start + size]
-                    total = total.plus(await self._multi_page(ctx, no, page, results_by_event, guard, multi_guard))
+                    total = total.plus(await self._multi_page(ctx, page, results_by_event, guard, multi_guard))
         finally:
             await lease.release()
         return total
 
     async def _multi_page(
         self,
-        ctx: _Ctx,
-        page_no: int,
+        ctx: RunContext,
         bets: list[PlacedBet],
         results_by_event: dict[str, Results],
         guard: Guard,
         multi_guard: Guard,
     ) -> RunStats:
+        """One page of accumulators: their histories give paid-so-far; a bet this run already wrote a
+        history row for is re-sent from that row, the others are evaluated afresh."""
+        histories = await self._histories(bets)
+        fresh, fresh_priors, own_rows = split_by_own_row(ctx.run_id, bets, histories)
+        evals = await asyncio.to_thread(evaluate, fresh, results_by_event)
+        # Timed by the run (its start), never by the clock at write time: a re-planned bet (one without
+        # its own history row, hence without an entry) gets the same keys as the first attempt would.
+        planned = plan_page(ctx, fresh, fresh_priors, evals, ctx.run.record.started_at_ms)
+        written = await self._store.bet_rows(ctx.run_id, [bet.bet_id for bet, _, _ in own_rows]) if own_rows else {}
+        replan_own_rows(planned, ctx, own_rows, written)
+        return await self._commit(ctx, "M", bets, planned, guard, multi_guard)
+
+    async def _histories(self, bets: Sequence[PlacedBet]) -> list[list[BetEvent]]:
         sem = asyncio.Semaphore(self._config.history_concurrency)
 
         async def history(bet_id: str) -> list[BetEvent]:
             async with sem:
                 return await self._ledger.bet_history(bet_id)
 
-        histories = await asyncio.gather(*(history(b.bet_id) for b in bets))
-        fresh: list[PlacedBet] = []
-        fresh_priors: list[PriorState] = []
-        own_rows: list[tuple[PlacedBet, BetEvent, PriorState]] = []
-        for bet, hist in zip(bets, histories, strict=True):
-            paid = 0
-            status = BetState.OPEN
-            legs: tuple[LegOutcome, ...] = ()
-            own: BetEvent | None = None
-            for ev in hist:
-                if ev.kind not in SETTLEMENT_KINDS:
-                    continue
-                if ev.run_id == ctx.run_id:
-                    own = ev
-                    continue
-                paid += ev.amount_minor
-                status = ev.status
-                legs = ev.leg_outcomes
-            prior = PriorState(paid, status, legs)
-            if own is not None:
-                own_rows.append((bet, own, prior))
-            else:
-                fresh.append(bet)
-                fresh_priors.append(prior)
-        evals = await asyncio.to_thread(evaluate, fresh, results_by_event)
-        # Timed by the run (its start), never by the clock at write time: a re-planned bet (one without
-        # its own history row, hence without an entry) gets the same keys as the first attempt would.
-        planned = self._plan(ctx, fresh, fresh_priors, evals, ctx.run.record.started_at_ms)
-        extra = RunStats()
-        written = await self._store.bet_rows(ctx.run_id, [bet.bet_id for bet, _, _ in own_rows]) if own_rows else {}
-        for bet, own, prior in own_rows:
-            # The per-run row already written (if any) is kept as it is: its return was computed with
-            # the other runs' rows of that moment.
-            row = written.get(bet.bet_id)
-            total_paid = row.return_minor if row is not None else prior.paid_minor + own.amount_minor
-            self._add(
-                planned,
-                ctx,
-                bet,
-                own.status,
-                own.leg_outcomes,
-                own.amount_minor,
-                total_paid,
-                own.at_ms,
-                write_event=False,
-                write_row=row is None,
-            )
-            extra = extra.plus(
-                RunStats(
-                    bets_processed=1,
-                    bets_still_open=int(own.status == BetState.OPEN),
-                    payouts_minor=own.amount_minor,
-                    bets_changed=1,
-                )
-            )
-        planned.stats = planned.stats.plus(extra)
-        return await self._commit(ctx, "M", page_no, bets, planned, guard, multi_guard)
+        return await asyncio.gather(*(history(b.bet_id) for b in bets))

@@ -1,4 +1,4 @@
-"""Ports of the settlement domain: its own append-only store and the per-event lock."""
+"""Ports of the settlement domain: its own append-only store, the per-event lock and the results source."""
 
 from __future__ import annotations
 
@@ -84,3 +84,35 @@ class BetWatermark(Protocol):
     ``Ledger.event_bets``; a run calls it after closing its markets and before reading any bet."""
 
     async def wait_visible(self, event_id: str, closed_at_ms: int) -> None: ...
+
+
+class ResultRecord(Protocol):
+    """One message of the results topic (the Kafka client's message type has these methods)."""
+
+    def topic(self) -> str: ...
+
+    def partition(self) -> int: ...
+
+    def offset(self) -> int: ...
+
+    def value(self) -> bytes | None: ...
+
+
+class ResultsSource(Protocol):
+    """A member of the results consumer group. Blocking calls (the consumer runs them in a thread); any
+    error means "restart me": the consumer closes this source and builds a new one (which resumes from
+    the committed offsets)."""
+
+    def consume(self, max_messages: int, timeout_s: float) -> Sequence[ResultRecord]:
+        """Up to ``max_messages`` messages (informational errors such as end of partition skipped)."""
+        ...
+
+    def commit(self, offsets: Sequence[tuple[str, int, int]]) -> None:
+        """Commits (topic, partition, next offset) synchronously."""
+        ...
+
+    def lag(self) -> int | None:
+        """Σ (high watermark - position) over the assigned partitions, None if unknown (best effort)."""
+        ...
+
+    def close(self) -> None: ...

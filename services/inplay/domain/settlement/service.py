@@ -26,18 +26,12 @@ from inplay.domain.settlement.effective import (
     rollbacks_by_target,
     with_rollback_of,
 )
-from inplay.domain.settlement.engine import (
-    Guard,
-    MarkSettled,
-    RunExecutor,
-    SettlementConfig,
-    acquire,
-    event_lock_key,
-    rollback_run_id,
-    settle_run_id,
-)
+from inplay.domain.settlement.engine import MarkSettled, RunExecutor
+from inplay.domain.settlement.ids import rollback_run_id, settle_run_id
+from inplay.domain.settlement.lease import Guard, acquire, event_lock_key
 from inplay.domain.settlement.model import Results, RunRecord, RunStats, RunView
 from inplay.domain.settlement.ports import BetWatermark, Lease, LockService, MarketCatalog, SettlementStore
+from inplay.domain.settlement.settings import SettlementConfig
 from inplay.domain.settlement.validation import FieldPaths, result_violations
 from inplay.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from inplay.model import RunKind, RunState
@@ -50,6 +44,17 @@ MAX_ID = 128
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Resettle:
+    """One ResettleEvent request."""
+
+    event_id: str
+    request_id: str
+    settle_id: str
+    results: Results
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,56 +170,14 @@ class SettlementService:
         Every precondition (valid results, no market left with two results) is checked before the
         rollback changes any money."""
         await self._validate("resettle", event_id, request_id, results, field_paths)
-        settle_id = settle_run_id(event_id, request_id)
+        request = _Resettle(event_id, request_id, settle_run_id(event_id, request_id), results, reason)
         lease = await acquire(self._locks, event_lock_key(event_id), self.config.lock_ttl_ms, self.config.lock_wait_ms)
         if lease is None:
-            runs = await self._store.event_runs(event_id)
-            settle = _find(runs, settle_id)
-            payload = await self._store.get_request(event_id, request_id)
-            if settle is not None and payload is not None:
-                rb = _find(runs, json.loads(payload).get("rollback_run_id", ""))
-                if rb is not None:
-                    return await self._live(rb), await self._live(settle)
-            raise Aborted("another settlement run of this event is in progress", reason="EVENT_BUSY")
+            return await self._resettle_in_progress(request)
         guard = Guard(lease, self.config.lock_ttl_ms)
         await guard.__aenter__()
         try:
-            runs = await self._store.event_runs(event_id)
-            payload = await self._store.get_request(event_id, request_id)
-            if payload is None:
-                if _find(runs, settle_id) is not None:
-                    raise FailedPrecondition(
-                        f"request_id {request_id} was used by a SettleEvent", reason="IDEMPOTENCY_KEY_REUSED"
-                    )
-                runs = await self._resume_incomplete(runs, guard)
-                target = latest_effective_settle(runs)
-                if target is None:
-                    raise FailedPrecondition(f"event {event_id} has no settlement in effect", reason="NOT_SETTLED")
-                self._check_no_overlap(with_rollback_of(runs, target), results)
-                await guard.verify()
-                await self._store.put_request(
-                    event_id,
-                    request_id,
-                    json.dumps({"kind": "RESETTLE", "target_run_id": target.run_id}, separators=(",", ":")),
-                )
-                target_id = target.run_id
-            else:
-                target_id = json.loads(payload)["target_run_id"]
-                recorded_target = _find(runs, target_id)
-                if _find(runs, settle_id) is None and recorded_target is not None:
-                    self._check_no_overlap(with_rollback_of(runs, recorded_target), results)
-            holder: dict[str, str] = {}
-            rollback = await self._create_rollback(runs, event_id, target_id, reason, guard, holder)
-            stored = json.loads(payload) if payload else {}
-            if stored.get("rollback_run_id") != rollback.run_id:
-                await self._store.put_request(
-                    event_id,
-                    request_id,
-                    json.dumps(
-                        {"kind": "RESETTLE", "target_run_id": target_id, "rollback_run_id": rollback.run_id},
-                        separators=(",", ":"),
-                    ),
-                )
+            rollback = await self._begin_resettle(request, guard)
         except BaseException:
             await guard.__aexit__(None, None, None)
             await lease.release()
@@ -222,33 +185,7 @@ class SettlementService:
 
         async def finish() -> tuple[RunView, RunView]:
             try:
-                rb = rollback
-                if rb.state != RunState.COMPLETED:
-                    rb = await self._execute(rb, guard)
-                runs = await self._store.event_runs(event_id)
-                settle = _find(runs, settle_id)
-                if settle is None:
-                    self._check_no_overlap(runs, results)
-                    record = RunRecord(
-                        run_id=settle_id,
-                        event_id=event_id,
-                        kind=RunKind.SETTLE,
-                        started_at_ms=self._clock(),
-                        request_id=request_id,
-                        results=results,
-                        reason=reason,
-                    )
-                    await guard.verify()
-                    await self._store.create_run(record)
-                    settle = RunView(record, RunState.RUNNING, RunStats())
-                elif settle.record.results != results:
-                    raise FailedPrecondition(
-                        f"request_id {request_id} was used with other results",
-                        reason="IDEMPOTENCY_KEY_REUSED",
-                    )
-                if settle.state != RunState.COMPLETED:
-                    settle = await self._execute(settle, guard)
-                return rb, settle
+                return await self._finish_resettle(request, rollback, guard)
             finally:
                 await guard.__aexit__(None, None, None)
                 await lease.release()
@@ -257,11 +194,89 @@ class SettlementService:
             return await finish()
         self._spawn(finish())
         pending_settle = RunView(
-            RunRecord(settle_id, event_id, RunKind.SETTLE, 0, request_id, "", results, reason),
+            RunRecord(request.settle_id, event_id, RunKind.SETTLE, 0, request_id, "", results, reason),
             RunState.RUNNING,
             RunStats(),
         )
         return rollback, pending_settle
+
+    async def _resettle_in_progress(self, request: _Resettle) -> tuple[RunView, RunView]:
+        """Without the lock: the progress of this request's runs if it already started, else EVENT_BUSY."""
+        runs = await self._store.event_runs(request.event_id)
+        settle = _find(runs, request.settle_id)
+        payload = await self._store.get_request(request.event_id, request.request_id)
+        if settle is not None and payload is not None:
+            rb = _find(runs, json.loads(payload).get("rollback_run_id", ""))
+            if rb is not None:
+                return await self._live(rb), await self._live(settle)
+        raise Aborted("another settlement run of this event is in progress", reason="EVENT_BUSY")
+
+    async def _begin_resettle(self, request: _Resettle, guard: Guard) -> RunView:
+        """Under the lock: the run to roll back (recorded before acting), then its rollback run."""
+        event_id, request_id = request.event_id, request.request_id
+        runs = await self._store.event_runs(event_id)
+        payload = await self._store.get_request(event_id, request_id)
+        if payload is None:
+            runs, target_id = await self._record_resettle_target(request, runs, guard)
+        else:
+            target_id = json.loads(payload)["target_run_id"]
+            recorded_target = _find(runs, target_id)
+            if _find(runs, request.settle_id) is None and recorded_target is not None:
+                self._check_no_overlap(with_rollback_of(runs, recorded_target), request.results)
+        rollback = await self._create_rollback(runs, event_id, target_id, request.reason, guard, {})
+        stored = json.loads(payload) if payload else {}
+        if stored.get("rollback_run_id") != rollback.run_id:
+            decision = {"kind": "RESETTLE", "target_run_id": target_id, "rollback_run_id": rollback.run_id}
+            await self._store.put_request(event_id, request_id, json.dumps(decision, separators=(",", ":")))
+        return rollback
+
+    async def _record_resettle_target(
+        self, request: _Resettle, runs: list[RunView], guard: Guard
+    ) -> tuple[list[RunView], str]:
+        """A new correction: the latest settle run in effect is the target, if the new results fit once it
+        is rolled back; recorded before any money moves."""
+        if _find(runs, request.settle_id) is not None:
+            raise FailedPrecondition(
+                f"request_id {request.request_id} was used by a SettleEvent", reason="IDEMPOTENCY_KEY_REUSED"
+            )
+        runs = await self._resume_incomplete(runs, guard)
+        target = latest_effective_settle(runs)
+        if target is None:
+            raise FailedPrecondition(f"event {request.event_id} has no settlement in effect", reason="NOT_SETTLED")
+        self._check_no_overlap(with_rollback_of(runs, target), request.results)
+        await guard.verify()
+        decision = json.dumps({"kind": "RESETTLE", "target_run_id": target.run_id}, separators=(",", ":"))
+        await self._store.put_request(request.event_id, request.request_id, decision)
+        return runs, target.run_id
+
+    async def _finish_resettle(self, request: _Resettle, rollback: RunView, guard: Guard) -> tuple[RunView, RunView]:
+        """Executes the rollback, then creates (once) and executes the new settle run."""
+        rb = rollback
+        if rb.state != RunState.COMPLETED:
+            rb = await self._execute(rb, guard)
+        runs = await self._store.event_runs(request.event_id)
+        settle = _find(runs, request.settle_id)
+        if settle is None:
+            self._check_no_overlap(runs, request.results)
+            record = RunRecord(
+                run_id=request.settle_id,
+                event_id=request.event_id,
+                kind=RunKind.SETTLE,
+                started_at_ms=self._clock(),
+                request_id=request.request_id,
+                results=request.results,
+                reason=request.reason,
+            )
+            await guard.verify()
+            await self._store.create_run(record)
+            settle = RunView(record, RunState.RUNNING, RunStats())
+        elif settle.record.results != request.results:
+            raise FailedPrecondition(
+                f"request_id {request.request_id} was used with other results", reason="IDEMPOTENCY_KEY_REUSED"
+            )
+        if settle.state != RunState.COMPLETED:
+            settle = await self._execute(settle, guard)
+        return rb, settle
 
     async def status(self, event_id: str, run_id: str = "") -> StatusReport:
         if not event_id:

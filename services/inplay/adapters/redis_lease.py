@@ -1,4 +1,5 @@
-"""The per-event settlement lock in Redis: ``SET NX PX`` plus a fencing counter, renewed by heartbeat.
+"""The settlement lease (LockService port) in Redis: ``SET NX PX`` plus a fencing counter, renewed by
+heartbeat.
 
 acquire: atomically (Lua) if the key is free, INCR the key's fence counter and SET key=fence with a TTL.
 check:   atomically, if the key still holds our fence, extend the TTL (the heartbeat) and say so.

@@ -1,0 +1,116 @@
+"""A test-only settlement worker that dies like ``kill -9`` at a chosen write of a page.
+
+    python -m tests.support.crash_worker --crash-at S:3:ledger settle --event E ...   (worker arguments)
+
+The worker is built by the composition root exactly as ``python -m inplay.worker`` builds it
+(``inplay.worker.main``), with its ports wrapped (``inplay.app.SettlementPorts``): the fault is injected
+through the ports, production code has no hook. ``<phase>:<page>:<stage>``:
+
+* phase ``S`` (the event's own bets) or ``M`` (accumulators: from the moment the run takes the multi-event
+  lock ``settlement:multi``);
+* page N: the first write of the stage once N-1 pages of that phase have their checkpoint (exact with one
+  worker committing one page at a time; with parallel workers, a page in flight at that moment);
+* stage ``ledger`` (history, per-run and money rows written, the page not credited: the exit is at the
+  page's ``WalletStore.credit_batch``), ``credit`` (credited, no checkpoint) or ``checkpoint`` (written).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from inplay import worker
+from inplay.app import SettlementPorts
+from inplay.domain.settlement.lease import MULTI_LOCK_KEY
+
+log = logging.getLogger("tests.crash_worker")
+
+
+@dataclass
+class CrashPlan:
+    phase: str
+    page: int
+    stage: str
+    current_phase: str = "S"
+    checkpoints: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> CrashPlan:
+        phase, page, stage = text.split(":")
+        if phase not in ("S", "M") or stage not in ("ledger", "credit", "checkpoint"):
+            raise SystemExit(f"bad --crash-at {text!r}: <S|M>:<page>:<ledger|credit|checkpoint>")
+        return cls(phase, int(page), stage)
+
+    def reached(self, stage: str) -> bool:
+        done = self.checkpoints.get(self.phase, 0)
+        return stage == self.stage and self.current_phase == self.phase and done >= self.page - 1
+
+    def crash(self) -> None:
+        log.error("crash injected at %s:%d:%s", self.phase, self.page, self.stage)
+        logging.shutdown()
+        os._exit(137)
+
+
+class _Delegating:
+    def __init__(self, inner: Any, plan: CrashPlan) -> None:
+        self._inner = inner
+        self._plan = plan
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class CrashingWallet(_Delegating):
+    async def credit_batch(self, credits: Sequence[Any]) -> list[bool]:
+        if self._plan.reached("ledger"):
+            self._plan.crash()
+        applied: list[bool] = await self._inner.credit_batch(credits)
+        if self._plan.reached("credit"):
+            self._plan.crash()
+        return applied
+
+
+class CrashingStore(_Delegating):
+    async def append_checkpoints(self, checkpoints: Sequence[Any]) -> None:
+        await self._inner.append_checkpoints(checkpoints)
+        for cp in checkpoints:
+            if cp.phase in ("S", "M"):
+                # The checkpoint of the target page itself is the "checkpoint" stage.
+                if self._plan.stage == "checkpoint" and cp.phase == self._plan.phase:
+                    if self._plan.checkpoints.get(cp.phase, 0) + 1 >= self._plan.page:
+                        self._plan.crash()
+                self._plan.checkpoints[cp.phase] = self._plan.checkpoints.get(cp.phase, 0) + 1
+
+
+class PhaseTrackingLocks(_Delegating):
+    async def acquire(self, key: str, ttl_ms: int) -> Any:
+        lease = await self._inner.acquire(key, ttl_ms)
+        if key == MULTI_LOCK_KEY and lease is not None:
+            self._plan.current_phase = "M"
+        return lease
+
+
+def wrap_for(plan: CrashPlan) -> Any:
+    def wrap(ports: SettlementPorts) -> SettlementPorts:
+        return replace(
+            ports,
+            store=CrashingStore(ports.store, plan),  # type: ignore[arg-type]
+            wallet=CrashingWallet(ports.wallet, plan),  # type: ignore[arg-type]
+            locks=PhaseTrackingLocks(ports.locks, plan),  # type: ignore[arg-type]
+        )
+
+    return wrap
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] != "--crash-at":
+        raise SystemExit("usage: python -m tests.support.crash_worker --crash-at <S|M>:<page>:<stage> WORKER-ARGS")
+    return worker.main(argv[2:], wrap=wrap_for(CrashPlan.parse(argv[1])))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
