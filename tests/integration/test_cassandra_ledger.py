@@ -1,4 +1,6 @@
-"""CassandraLedger against the real Cassandra (the session keyspace; tests isolate by unique ids)."""
+"""CassandraLedger against the real Cassandra (the session keyspace; tests isolate by unique ids): what is
+Cassandra's alone (buckets, migrations, codecs, failures). The Ledger contract
+(tests/support/contracts/ledger.py) runs over this adapter in tests/integration/test_contract_real.py."""
 
 from __future__ import annotations
 
@@ -13,9 +15,7 @@ import pytest
 
 from inplay.adapters.cassandra_ledger import EVENT_BUCKETS, CassandraLedger, event_bucket, legs_from_json, legs_to_json
 from inplay.adapters.migrations import Migration, discover, split_statements
-from inplay.core import AcceptancePolicy, LegOutcome, Odds
-from inplay.domain.journal import PLACED_SEQ_KEY
-from inplay.errors import InvalidArgument
+from inplay.core import AcceptancePolicy, Odds
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
 from inplay.ports import LedgerError
 
@@ -52,108 +52,19 @@ def entry(account: str, entry_id: str, amount: int, at_ms: int, kind: EntryKind 
     return LedgerEntry(entry_id, account, kind, amount, "EUR", "", f"ref-{entry_id}", at_ms)
 
 
-async def all_account_bets(ledger: CassandraLedger, account: str, page_size: int) -> list[list[PlacedBet]]:
-    pages: list[list[PlacedBet]] = []
-    token = ""
-    while True:
-        page, token = await ledger.list_account_bets(account, page_size, token)
-        pages.append(page)
-        if not token:
-            return pages
+# --- what only the Cassandra adapter has (the port's promises: tests/support/contracts/ledger.py) ---
 
 
-# --- round trips ---------------------------------------------------------------------------------------
-
-
-async def test_bet_round_trip(ledger: CassandraLedger, unique_id: Callable[[str], str]) -> None:
-    account, ev1, ev2 = unique_id("acc"), unique_id("ev"), unique_id("ev")
-    single = make_bet(account, (ev1,), T0, unique_id("bet"))
-    acca = make_bet(account, (ev1, ev2, ev1), T0 + 5, unique_id("bet"), stake=250)  # two legs on ev1
-    assert await ledger.append_bets([single, acca]) == [None, None]
-
-    assert await ledger.get_bet(single.bet_id) == single
-    assert await ledger.get_bet(acca.bet_id) == acca  # legs, exact odds, policy, event ids
-    assert await ledger.get_bet(unique_id("missing")) is None
-    assert await ledger.get_bet_by_idempotency(account, single.idempotency_key) == single.bet_id
+async def test_bets_by_idempotency_key(ledger: CassandraLedger, unique_id: Callable[[str], str]) -> None:
+    # Not a port method (the pre-journal read of a key): the bets_by_idempotency table.
+    account = unique_id("acc")
+    bet = make_bet(account, (unique_id("ev"),), T0, unique_id("bet"))
+    assert await ledger.append_bets([bet]) == [None]
+    assert await ledger.get_bet_by_idempotency(account, bet.idempotency_key) == bet.bet_id
     assert await ledger.get_bet_by_idempotency(account, "unknown") is None
 
-    history = await ledger.bet_history(single.bet_id)
-    assert [(h.seq_key, h.kind, h.status, h.amount_minor) for h in history] == [
-        (PLACED_SEQ_KEY, "PLACED", BetState.OPEN, 1_000)
-    ]
-    entries, token = await ledger.account_entries(account, 10, "")
-    assert token == ""
-    assert [(e.entry_id, e.kind, e.amount_minor, e.bet_id, e.created_at_ms) for e in entries] == [
-        (f"stake:{single.bet_id}", EntryKind.STAKE, -1_000, single.bet_id, T0),
-        (f"stake:{acca.bet_id}", EntryKind.STAKE, -250, acca.bet_id, T0 + 5),
-    ]
-    bets, _ = await ledger.list_account_bets(account, 10, "")
-    assert bets == [acca, single]  # newest first
-    # One by-event row per distinct event: ev1 holds both bets once, ev2 the accumulator.
-    assert sorted(b.bet_id for page in [p async for p in ledger.event_bets(ev1)] for b in page) == sorted(
-        [single.bet_id, acca.bet_id]
-    )
-    assert [b for page in [p async for p in ledger.event_bets(ev2)] for b in page] == [acca]
 
-
-async def test_rewriting_a_bet_stores_the_same_rows(ledger: CassandraLedger, unique_id: Callable[[str], str]) -> None:
-    account, ev = unique_id("acc"), unique_id("ev")
-    bet = make_bet(account, (ev,), T0, unique_id("bet"))
-    assert await ledger.append_bets([bet]) == [None]
-    assert await ledger.append_bets([bet]) == [None]  # a retried batch
-    entries, _ = await ledger.account_entries(account, 10, "")
-    assert len(entries) == 1
-    assert len(await ledger.bet_history(bet.bet_id)) == 1
-    assert len((await ledger.list_account_bets(account, 10, ""))[0]) == 1
-
-
-async def test_history_reads_back_in_seq_order(ledger: CassandraLedger, unique_id: Callable[[str], str]) -> None:
-    account, ev = unique_id("acc"), unique_id("ev")
-    bet = make_bet(account, (ev,), T0, unique_id("bet"))
-    await ledger.append_bets([bet])
-
-    def event(seq: str, kind: str, status: BetState, amount: int, outcomes: tuple[LegOutcome, ...]) -> BetEvent:
-        return BetEvent(bet.bet_id, seq, kind, status, amount, f"run-{seq}", T0 + int(seq[:13]), outcomes)
-
-    settled = event(f"{T0 + 1000:013d}:r1", "SETTLED", BetState.WON, 2_500, (LegOutcome.WIN,))
-    rolled = event(f"{T0 + 2000:013d}:r2", "ROLLED_BACK", BetState.OPEN, -2_500, ())
-    resettled = event(f"{T0 + 3000:013d}:r3", "SETTLED", BetState.LOST, 0, (LegOutcome.LOSE,))
-    await ledger.append_bet_events([resettled, settled])
-    await ledger.append_bet_events([rolled, rolled])  # idempotent by (bet_id, seq_key)
-    history = await ledger.bet_history(bet.bet_id)
-    assert [h.kind for h in history] == ["PLACED", "SETTLED", "ROLLED_BACK", "SETTLED"]
-    assert history[1:] == [settled, rolled, resettled]
-
-
-# --- paging --------------------------------------------------------------------------------------------
-
-
-async def test_account_bets_page_newest_first(ledger: CassandraLedger, unique_id: Callable[[str], str]) -> None:
-    account, ev = unique_id("acc"), unique_id("ev")
-    bets = [make_bet(account, (ev,), T0 + i * 10, f"{unique_id('bet')}-{i:02d}") for i in range(25)]
-    assert await ledger.append_bets(bets) == [None] * 25
-    pages = await all_account_bets(ledger, account, 10)
-    assert [len(p) for p in pages] == [10, 10, 5]
-    assert [b for p in pages for b in p] == sorted(bets, key=lambda b: b.placed_at_ms, reverse=True)
-    with pytest.raises(InvalidArgument):
-        await ledger.list_account_bets(account, 10, "not base64!")
-
-
-async def test_account_entries_page_oldest_first(ledger: CassandraLedger, unique_id: Callable[[str], str]) -> None:
-    account = unique_id("acc")
-    entries = [entry(account, f"deposit:{account}:{i}", 100 + i, T0 + (i * 7919) % 23) for i in range(23)]
-    await ledger.append_entries(entries[:11])
-    await ledger.append_entries(entries[11:])
-    await ledger.append_entries(entries[5:8])  # a retry rewrites the same rows
-    got: list[LedgerEntry] = []
-    token = ""
-    while True:
-        page, token = await ledger.account_entries(account, 4, token)
-        assert len(page) <= 4
-        got += page
-        if not token:
-            break
-    assert got == sorted(entries, key=lambda e: (e.created_at_ms, e.entry_id))
+# --- paging over the 64 event buckets ----------------------------------------------------------------
 
 
 async def test_event_bets_returns_every_bet_once_across_buckets(
@@ -187,36 +98,6 @@ async def test_event_bets_can_stop_early(ledger: CassandraLedger, unique_id: Cal
         assert len(page) == 5
         break  # in-flight bucket reads are cancelled, nothing leaks
     assert await ledger.get_bet(bets[0].bet_id) == bets[0]
-
-
-# --- balances ------------------------------------------------------------------------------------------
-
-
-async def test_account_balances_equal_the_sum_of_entries(
-    ledger: CassandraLedger, unique_id: Callable[[str], str]
-) -> None:
-    alice, bob = unique_id("alice"), unique_id("bob")
-    ev = unique_id("ev")
-    await ledger.append_entries(
-        [
-            entry(alice, f"deposit:{alice}:1", 10_000, T0),
-            entry(bob, f"deposit:{bob}:1", 3_000, T0 + 10),
-            entry(alice, f"payout:{alice}:x", 2_500, T0 + 3_000, EntryKind.PAYOUT),
-        ]
-    )
-    bet = make_bet(alice, (ev,), T0 + 2_000, unique_id("bet"), stake=1_000)
-    assert await ledger.append_bets([bet]) == [None]
-
-    balances = await ledger.account_balances()
-    for account in (alice, bob):
-        entries, _ = await ledger.account_entries(account, 100, "")
-        assert balances[account] == sum(e.amount_minor for e in entries)
-    assert (balances[alice], balances[bob]) == (11_500, 3_000)
-    # The balance at any instant: only entries created at or before it.
-    assert (await ledger.account_balances(as_of_ms=T0 + 2_000))[alice] == 9_000
-    early = await ledger.account_balances(as_of_ms=T0 + 5)
-    assert early[alice] == 10_000 and bob not in early
-    assert alice not in await ledger.account_balances(as_of_ms=T0 - 1)
 
 
 # --- migrations ----------------------------------------------------------------------------------------

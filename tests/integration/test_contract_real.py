@@ -1,0 +1,112 @@
+"""The port contracts (tests/support/contracts) over the real adapters, on the shared stack with the
+isolation of tests/conftest.py (a Redis prefix per test; the session's keyspace and topic prefix). The same
+scenarios run over the memory twins in tests/unit/test_contract_memory.py."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
+from inplay.adapters.cassandra_ledger import CassandraLedger
+from inplay.adapters.cassandra_settlement import CassandraSettlementStore
+from inplay.adapters.kafka_bus import KafkaConsumerLoop, KafkaEventBus
+from inplay.adapters.redis_odds import RedisOddsCache
+from inplay.adapters.redis_wallet import RedisWallet
+from inplay.ports import EventBus
+from tests.support.contracts import known_gap
+from tests.support.contracts.bus import BusContract
+from tests.support.contracts.changes import ChangeLogContract
+from tests.support.contracts.ledger import LedgerContract
+from tests.support.contracts.odds import OddsContract
+from tests.support.contracts.settlement import SettlementContract
+from tests.support.contracts.wallet import WalletContract
+
+pytestmark = pytest.mark.integration
+
+
+class TestRedisWallet(WalletContract):
+    @pytest.fixture
+    def wallet_store(self, wallet: RedisWallet) -> RedisWallet:
+        return wallet
+
+
+class TestCassandraLedger(LedgerContract):
+    # Finding: the journal write is a plain (UNLOGGED, single-partition) INSERT batch, so a different batch
+    # for a written (shard, slot) overwrites its cells instead of being refused: the slot then holds a mix
+    # of both batches (the checksum no longer verifies). The one fenced writer per shard keeps this from
+    # happening in the bet path; refusing it needs a lightweight transaction (production code: reported).
+    test_a_different_write_to_the_same_slot_is_refused = known_gap(
+        LedgerContract.test_a_different_write_to_the_same_slot_is_refused,
+        "CassandraLedger.write_journal overwrites a written slot instead of refusing it (no LWT)",
+    )
+
+    @pytest.fixture
+    def ledger_store(self, ledger: CassandraLedger) -> CassandraLedger:
+        return ledger
+
+
+class TestRedisOdds(OddsContract):
+    @pytest.fixture
+    async def odds_cache(self, redis_url: str, redis_prefix: str) -> AsyncIterator[RedisOddsCache]:
+        cache = await RedisOddsCache.connect(redis_url, redis_prefix)
+        yield cache
+        await cache.close()
+
+
+class TestCassandraSettlement(SettlementContract):
+    @pytest.fixture
+    def settlement_store(self, ledger: CassandraLedger) -> CassandraSettlementStore:
+        return CassandraSettlementStore(ledger.session)
+
+
+class TestCassandraChangeLog(ChangeLogContract):
+    # Finding: the token is the driver's paging state, which is not empty after a page that ends exactly
+    # at the last row: a client reads one more, empty page (the port says "empty on the last page").
+    test_the_last_full_page_has_no_token = known_gap(
+        ChangeLogContract.test_the_last_full_page_has_no_token,
+        "CassandraMarketChangeLog.list returns a token after a last page that is exactly full",
+    )
+
+    @pytest.fixture
+    def change_log(self, ledger: CassandraLedger) -> CassandraMarketChangeLog:
+        return CassandraMarketChangeLog(ledger.session)
+
+
+class KafkaBusHarness:
+    """Reads a topic as the services' consumers do: a KafkaConsumerLoop of a fresh group (from the start)."""
+
+    def __init__(self, bus: KafkaEventBus, bootstrap: str) -> None:
+        self.kafka = bus
+        self.bus: EventBus = bus
+        self._bootstrap = bootstrap
+
+    def topic(self, name: str) -> str:
+        return self.kafka.topic(name)
+
+    async def read(
+        self, topic: str, want: Callable[[dict[str, object]], bool], n: int, timeout_s: float = 30
+    ) -> list[tuple[str, dict[str, object]]]:
+        found: list[tuple[str, dict[str, object]]] = []
+        loop = KafkaConsumerLoop(self._bootstrap, f"g-{uuid.uuid4().hex}", [topic])
+        deadline = time.monotonic() + timeout_s
+        try:
+            async for key, value in loop:
+                payload = json.loads(value)
+                if want(payload):
+                    found.append((key, payload))
+                if len(found) >= n or time.monotonic() > deadline:
+                    break
+        finally:
+            await loop.close()
+        return found
+
+
+class TestKafkaBus(BusContract):
+    @pytest.fixture
+    def bus_harness(self, bus: KafkaEventBus, kafka_bootstrap: str) -> KafkaBusHarness:
+        return KafkaBusHarness(bus, kafka_bootstrap)
