@@ -190,6 +190,7 @@ def add_bet(
     write_event: bool,
     write_row: bool = True,
 ) -> None:
+    """Plans one changed bet: its per-run row, history row (the intent), money, liability state, message."""
     run_id = ctx.run_id
     row = BetSettlementRow(
         run_id=run_id,
@@ -218,21 +219,7 @@ def add_bet(
             )
         )
     if delta != 0:
-        positive_payout = ctx.kind == RunKind.SETTLE and delta > 0
-        entry_id = entry_id_for(ctx.kind, run_id, bet.bet_id)
-        planned.entries.append(
-            LedgerEntry(
-                entry_id=entry_id,
-                account_id=bet.account_id,
-                kind=EntryKind.PAYOUT if positive_payout else EntryKind.PAYOUT_REVERSAL,
-                amount_minor=delta,
-                currency=bet.currency,
-                bet_id=bet.bet_id,
-                reference=run_id,
-                created_at_ms=at_ms,
-            )
-        )
-        planned.credits.append(Credit(bet.account_id, entry_id, delta))
+        _add_money(planned, ctx, bet, delta, at_ms)
     keys, amount = bet_liability(bet)
     if amount:
         planned.liability.append(LiabilityChange(bet.bet_id, keys, amount, released=status != BetState.OPEN))
@@ -248,6 +235,26 @@ def add_bet(
             "at_ms": at_ms,
         }
     )
+
+
+def _add_money(planned: PlannedPage, ctx: RunContext, bet: PlacedBet, delta: int, at_ms: int) -> None:
+    """The bet's PAYOUT (or PAYOUT_REVERSAL) entry of this run and its credit, both keyed by the run."""
+    positive_payout = ctx.kind == RunKind.SETTLE and delta > 0
+    entry_id = entry_id_for(ctx.kind, ctx.run_id, bet.bet_id)
+    planned.entries.append(
+        LedgerEntry(
+            entry_id=entry_id,
+            account_id=bet.account_id,
+            kind=EntryKind.PAYOUT if positive_payout else EntryKind.PAYOUT_REVERSAL,
+            amount_minor=delta,
+            currency=bet.currency,
+            bet_id=bet.bet_id,
+            reference=ctx.run_id,
+            created_at_ms=at_ms,
+        )
+    )
+    planned.credits.append(Credit(bet.account_id, entry_id, delta))
+
 
 def bus_messages(ctx: RunContext, topic: str, items: Sequence[dict[str, object]]) -> list[BusMessage]:
     """BetsSettled messages of up to MESSAGE_BETS bets each (key: the event). One message per bet cost
