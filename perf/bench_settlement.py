@@ -40,6 +40,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from cassandra.query import BatchStatement, BatchType
 
+from inplay import core
 from inplay.adapters.cassandra_ledger import CassandraLedger
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
 from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
@@ -156,14 +157,16 @@ async def place(ledger: CassandraLedger, wallet: RedisWallet, event_id: str, n: 
         bets = []
         for i in range(start, min(n, start + chunk)):
             sel = SELECTIONS[i % 3][0]
+            stake = 100 + i % 900
             bets.append(
                 PlacedBet(
                     bet_id=f"{at:013x}{i:010d}",
                     account_id=accounts[i % len(accounts)],
                     legs=(Leg("match-result", sel, odds[sel], event_id),),
-                    stake_minor=100 + i % 900,
+                    stake_minor=stake,
                     currency="EUR",
-                    potential_return_minor=0,
+                    # As the bet path records it: settlement releases the liability (return - stake).
+                    potential_return_minor=core.potential_return(stake, [odds[sel]]),
                     policy=AcceptancePolicy.NONE,
                     idempotency_key=f"bench-{i}",
                     placed_at_ms=at + i // 1000,

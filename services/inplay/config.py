@@ -206,8 +206,6 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "Concurrent bet history writes of a page."),
     _s("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY", "int", 2, "settlement", "domain/settlement/settings",
        "Pages whose writes are in flight at once (while the next page is read and evaluated)."),
-    _s("INPLAY_SETTLEMENT_PAGE_DELAY_MS", "int", 0, "settlement", "domain/settlement/settings",
-       "Test hook: delay after every page (to kill a worker mid-run), ms."),
     # ---- observability
     _s("INPLAY_OTLP_ENDPOINT", "str", "", "observability", "tracing",
        "OTLP/gRPC endpoint that spans are exported to; empty = no tracing."),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
 
 import grpc
 import pytest
@@ -20,7 +19,7 @@ from inplay.settlement.v1 import settlement_pb2_grpc
 from tests.support.api import as_user, make_market, slip
 from tests.support.api import deposit as fund
 from tests.support.ledger_checks import assert_money_invariants
-from tests.support.settlement import OPERATOR, details, outcome
+from tests.support.settlement import OPERATOR, SlowPages, details, outcome
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +62,9 @@ async def test_bet_on_the_winner_while_a_run_is_running_is_rejected(
     await fund(channel, account, 10_000)
     bets = bets_pb2_grpc.BetServiceStub(channel)
     placed = await bets.PlaceBet(bets_pb2.PlaceBetRequest(slip=slip(market, "2.00", "k1")), metadata=as_user(account))
-    # Keep the run RUNNING for a while after its first page (the pages' pace is a config knob).
+    # Keep the run RUNNING for a while after its first page (a store that pauses after each checkpoint).
     executor = runtime.components["settlement"].service.executor  # type: ignore[attr-defined]
-    executor._config = replace(executor._config, page_delay_ms=3000)
+    executor._store = SlowPages(executor._store, 3.0)
     stub = settlement_pb2_grpc.SettlementServiceStub(channel)
     request = pb.SettleEventRequest(
         event_id=market.event_id,

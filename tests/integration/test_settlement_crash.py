@@ -66,10 +66,13 @@ def worker_env(cassandra_keyspace: str, redis_prefix: str, topic_prefix: str) ->
 
 
 def worker(
-    env: dict[str, str], *args: str, extra: dict[str, str] | None = None, crash_at: str = ""
+    env: dict[str, str], *args: str, extra: dict[str, str] | None = None, crash_at: str = "", page_delay_ms: int = 0
 ) -> subprocess.Popen[str]:
-    """``python -m inplay.worker ARGS``, or with ``crash_at`` the test entry that exits at that write."""
-    entry = ["tests.support.crash_worker", "--crash-at", crash_at] if crash_at else ["inplay.worker"]
+    """``python -m inplay.worker ARGS``; with ``crash_at`` (exit at that write) or ``page_delay_ms`` (a pause
+    after each page) the test entry tests/support/crash_worker.py, which wraps the worker's ports."""
+    entry = ["inplay.worker"]
+    if crash_at or page_delay_ms:
+        entry = ["tests.support.crash_worker", "--crash-at", crash_at, "--page-delay-ms", str(page_delay_ms)]
     return subprocess.Popen(
         [sys.executable, "-m", *entry, *args],
         env={**env, **(extra or {})},
@@ -206,7 +209,7 @@ async def test_kill_9_while_running_then_resume(
     ev = senv.unique_id("ev")
     winners, losers = await place_book(senv, ev, 90)
     args = ["settle", "--event", ev, "--request-id", "ft", "--outcome", "m:h:WIN"]
-    proc = worker(worker_env, *args, extra={"INPLAY_SETTLEMENT_PAGE_DELAY_MS": "400"})
+    proc = worker(worker_env, *args, page_delay_ms=400)
     try:
         deadline = time.monotonic() + 120
         processed = 0
@@ -245,7 +248,7 @@ async def test_kafka_triggered_worker_killed_and_restarted(
     await senv.bus.publish([BusMessage(topic, ev, result_message(ev, "feed-9", [("m", "h", "WIN")]))])
     await senv.bus.flush()
     env = {**worker_env}  # the worker's consumer group is per topic prefix, i.e. per test session
-    proc = worker(env, "serve", extra={"INPLAY_SETTLEMENT_PAGE_DELAY_MS": "400"})
+    proc = worker(env, "serve", page_delay_ms=400)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

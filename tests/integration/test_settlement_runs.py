@@ -288,7 +288,9 @@ async def test_progress_and_history_of_a_running_run(senv: SettleEnv) -> None:
     ev = senv.unique_id("ev")
     bets = [senv.make_bet(acc, [(ev, "m", "h", "2.00")], 100) for _ in range(40)]
     await senv.place(bets)
-    slow = senv.new_service(page_size=5, page_delay_ms=150)
+    # One page at a time (8 pages x 150 ms): with 4 workers x 2 pages in flight the whole run could pass
+    # between two polls of a loaded box (seen once at load 17).
+    slow = senv.new_service(page_size=5, page_delay_ms=150, workers=1, commit_concurrency=1)
     started = await slow.settle_event(ev, res(("m", "h", W)), "slow", wait=False)
     assert started.state == RunState.RUNNING
     seen: list[tuple[int, int]] = []

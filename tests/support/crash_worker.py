@@ -1,6 +1,8 @@
-"""A test-only settlement worker that dies like ``kill -9`` at a chosen write of a page.
+"""A test-only settlement worker that dies like ``kill -9`` at a chosen write of a page, or runs slowly.
 
-    python -m tests.support.crash_worker --crash-at S:3:ledger settle --event E ...   (worker arguments)
+    python -m tests.support.crash_worker [--crash-at S:3:ledger] [--page-delay-ms 400] WORKER-ARGS
+
+``--page-delay-ms``: a pause after each page's checkpoint, so that a test can kill the worker mid-run.
 
 The worker is built by the composition root exactly as ``python -m inplay.worker`` builds it
 (``inplay.worker.main``), with its ports wrapped (``inplay.app.SettlementPorts``): the fault is injected
@@ -16,6 +18,7 @@ through the ports, production code has no hook. ``<phase>:<page>:<stage>``:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -26,6 +29,7 @@ from typing import Any
 from inplay import worker
 from inplay.app import SettlementPorts
 from inplay.domain.settlement.lease import MULTI_LOCK_KEY
+from tests.support.settlement import SlowPages
 
 log = logging.getLogger("tests.crash_worker")
 
@@ -94,11 +98,16 @@ class PhaseTrackingLocks(_Delegating):
         return lease
 
 
-def wrap_for(plan: CrashPlan) -> Any:
+def wrap_for(plan: CrashPlan | None, page_delay_ms: int) -> Any:
     def wrap(ports: SettlementPorts) -> SettlementPorts:
+        store: Any = ports.store
+        if page_delay_ms:
+            store = SlowPages(store, page_delay_ms / 1000)
+        if plan is None:
+            return replace(ports, store=store)
         return replace(
             ports,
-            store=CrashingStore(ports.store, plan),  # type: ignore[arg-type]
+            store=CrashingStore(store, plan),
             wallet=CrashingWallet(ports.wallet, plan),  # type: ignore[arg-type]
             locks=PhaseTrackingLocks(ports.locks, plan),  # type: ignore[arg-type]
         )
@@ -107,9 +116,12 @@ def wrap_for(plan: CrashPlan) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--crash-at":
-        raise SystemExit("usage: python -m tests.support.crash_worker --crash-at <S|M>:<page>:<stage> WORKER-ARGS")
-    return worker.main(argv[2:], wrap=wrap_for(CrashPlan.parse(argv[1])))
+    options = argparse.ArgumentParser(prog="python -m tests.support.crash_worker", add_help=False, allow_abbrev=False)
+    options.add_argument("--crash-at", default="")
+    options.add_argument("--page-delay-ms", type=int, default=0)
+    args, rest = options.parse_known_args(argv)
+    plan = CrashPlan.parse(args.crash_at) if args.crash_at else None
+    return worker.main(rest, wrap=wrap_for(plan, args.page_delay_ms))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ stake in the wallet (a credit of ``-stake`` deduplicated by ``stake:<bet_id>``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -32,6 +33,23 @@ from inplay.settlement.v1 import settlement_pb2 as pb
 from tests.support.ledger_checks import assert_money_invariants
 
 # --------------------------------------------------------------------------------------------- builders
+
+
+class SlowPages:
+    """A SettlementStore that pauses after each page's checkpoint (a run stays RUNNING long enough to be
+    observed or killed mid-run): the pace is set through the port, production code has no delay knob."""
+
+    def __init__(self, inner: Any, delay_s: float) -> None:
+        self._inner = inner
+        self._delay_s = delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def append_checkpoints(self, checkpoints: Sequence[Any]) -> None:
+        await self._inner.append_checkpoints(checkpoints)
+        if any(cp.phase in ("S", "M") for cp in checkpoints):
+            await asyncio.sleep(self._delay_s)
 
 
 def placed_bet(
@@ -155,12 +173,12 @@ class SettleEnv:
         finally:
             await cache.close()
 
-    def new_service(self, **config: Any) -> SettlementService:
+    def new_service(self, *, page_delay_ms: int = 0, **config: Any) -> SettlementService:
         async def mark(market_ids: Sequence[str]) -> None:
             self.settled_markets.extend(market_ids)
 
         return SettlementService(
-            self.store,
+            SlowPages(self.store, page_delay_ms / 1000) if page_delay_ms else self.store,
             self.ledger,
             self.wallet,
             self.bus,

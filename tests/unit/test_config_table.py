@@ -68,7 +68,7 @@ MODULE_DEFAULTS: dict[str, Callable[[], Any]] = {
     )},
     **{f"INPLAY_SETTLEMENT_{f.upper()}": (lambda f=f: getattr(SettlementConfig.from_env(), f)) for f in (
         "page_size", "multi_page_size", "lock_ttl_ms", "lock_wait_ms", "multi_lock_wait_ms",
-        "history_concurrency", "commit_concurrency", "workers", "page_delay_ms",
+        "history_concurrency", "commit_concurrency", "workers",
     )},
     **{name: (lambda f=f: getattr(EdgeSettings.from_env(ROOT), f)) for name, f in {
         "INPLAY_EDGE_ADDRESS": "listen_address", "INPLAY_EDGE_PORT": "listen_port",

@@ -176,3 +176,16 @@ async def test_a_failing_message_is_parked_and_blocks_nobody() -> None:
 def test_processed_offsets_is_the_contiguous_prefix() -> None:
     rows = [("t", 0, 5, True), ("t", 0, 6, False), ("t", 0, 7, True), ("t", 1, 3, False), ("t", 2, 9, True)]
     assert processed_offsets(rows) == [("t", 0, 6), ("t", 2, 10)]
+
+
+async def test_json_that_is_not_a_result_object_is_parked() -> None:
+    """A JSON array, a string or outcomes that are not objects used to raise AttributeError out of the
+    parser: the consumer restarted and got the same message again, forever (the partition blocked)."""
+    odd = [Msg(0, 0, b"[]"), Msg(0, 1, b'"x"'), Msg(0, 2, b'{"event_id": "e", "outcomes": [1]}')]
+    kafka = FakeKafka([*odd, msg(0, 3, "E", "ok")])
+    service, bus = FakeService(), MemoryEventBus()
+    consumer = consumer_for(kafka, service, bus)
+    await run_until(consumer, lambda: kafka.committed == {0: 4})
+    assert kafka.committed == {0: 4} and service.calls == ["ok"]
+    assert [p["offset"] for p in bus.decoded(TOPIC + ".dlq")] == [0, 1, 2]
+    assert consumer.restarts == 0

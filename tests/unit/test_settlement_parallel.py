@@ -19,7 +19,7 @@ from inplay.domain.settlement.lease import LeaseLost, event_lock_key
 from inplay.model import BetState, PlacedBet, RunState
 from tests.support.faults import Faulty, InjectedFault
 from tests.support.memory_world import MemoryWorld
-from tests.support.settlement import W, clock, res
+from tests.support.settlement import SlowPages, W, clock, res
 
 BUCKETS = 8
 
@@ -54,7 +54,7 @@ class BucketedLedger(MemoryLedger):
             yield page
 
 
-def parallel_world(**config: Any) -> tuple[MemoryWorld, BucketedLedger]:
+def parallel_world(*, page_delay_ms: int = 0, **config: Any) -> tuple[MemoryWorld, BucketedLedger]:
     inner = BucketedLedger()
     ledger = Faulty(inner)
     wallet = Faulty(MemoryWallet())
@@ -69,7 +69,8 @@ def parallel_world(**config: Any) -> tuple[MemoryWorld, BucketedLedger]:
     async def mark(market_ids: Sequence[str]) -> None:
         closed.extend(market_ids)
 
-    service = SettlementService(store, ledger, wallet, bus, locks, mark_settled=mark, config=cfg, clock=clock)  # type: ignore[arg-type]
+    paced = SlowPages(store, page_delay_ms / 1000) if page_delay_ms else store
+    service = SettlementService(paced, ledger, wallet, bus, locks, mark_settled=mark, config=cfg, clock=clock)  # type: ignore[arg-type]
     return MemoryWorld(inner, ledger, wallet, bus, store, locks, cfg, service, closed=closed), inner
 
 

@@ -381,8 +381,6 @@ class RunExecutor:
             await self._store.append_checkpoints(
                 [Checkpoint(ctx.run_id, phase, fingerprint(ids), stats, self._clock(), ids)]
             )
-        if self._config.page_delay_ms:
-            await asyncio.sleep(self._config.page_delay_ms / 1000)
         return stats
 
     async def _write_rows(self, planned: PlannedPage) -> None:

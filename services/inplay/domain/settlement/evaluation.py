@@ -177,7 +177,6 @@ def plan_page(
     )
     return planned
 
-
 def add_bet(
     planned: PlannedPage,
     ctx: RunContext,
@@ -191,6 +190,7 @@ def add_bet(
     write_event: bool,
     write_row: bool = True,
 ) -> None:
+    """Plans one changed bet: its per-run row, history row (the intent), money, liability state, message."""
     run_id = ctx.run_id
     row = BetSettlementRow(
         run_id=run_id,
@@ -238,7 +238,7 @@ def add_bet(
 
 
 def _add_money(planned: PlannedPage, ctx: RunContext, bet: PlacedBet, delta: int, at_ms: int) -> None:
-    """The bet's payout (or reversal) entry and its Redis credit, under one deterministic entry id."""
+    """The bet's PAYOUT (or PAYOUT_REVERSAL) entry of this run and its credit, both keyed by the run."""
     positive_payout = ctx.kind == RunKind.SETTLE and delta > 0
     entry_id = entry_id_for(ctx.kind, ctx.run_id, bet.bet_id)
     planned.entries.append(

@@ -51,6 +51,8 @@ def parse_result_message(raw: bytes, fallback_request_id: str) -> ResultMessage:
             correction=bool(data.get("correction", False)),
             reason=str(data.get("reason", "")),
         )
+    # AttributeError: valid JSON that is not a result object (an array, a string, outcomes not objects):
+    # it must be parked like any malformed message, not escape and restart the consumer forever.
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise InvalidArgument(f"bad result message: {exc}") from None
 

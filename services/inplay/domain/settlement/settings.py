@@ -22,8 +22,6 @@ class SettlementConfig:
     # the process holding the event lease; see RunExecutor._run_workers).
     workers: int = 4
     topic_prefix: str = ""
-    # A delay after every page (lets a test kill a worker while it runs).
-    page_delay_ms: int = 0
 
     @classmethod
     def from_env(cls, topic_prefix: str = "") -> SettlementConfig:
@@ -37,5 +35,4 @@ class SettlementConfig:
             commit_concurrency=setting_int("INPLAY_SETTLEMENT_COMMIT_CONCURRENCY"),
             workers=setting_int("INPLAY_SETTLEMENT_WORKERS"),
             topic_prefix=topic_prefix or setting_str("INPLAY_TOPIC_PREFIX"),
-            page_delay_ms=setting_int("INPLAY_SETTLEMENT_PAGE_DELAY_MS"),
         )
