@@ -14,14 +14,18 @@ import pytest
 from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
 from inplay.adapters.cassandra_ledger import CassandraLedger
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
+from inplay.adapters.deposit_keys import CassandraDepositKeys
 from inplay.adapters.kafka_bus import KafkaConsumerLoop, KafkaEventBus
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.adapters.redis_wallet import RedisWallet
+from inplay.domain.settlement.locks import RedisLocks
 from inplay.ports import EventBus
 from tests.support.contracts import known_gap
 from tests.support.contracts.bus import BusContract
 from tests.support.contracts.changes import ChangeLogContract
+from tests.support.contracts.deposits import DepositKeysContract
 from tests.support.contracts.ledger import LedgerContract
+from tests.support.contracts.locks import LocksContract
 from tests.support.contracts.odds import OddsContract
 from tests.support.contracts.settlement import SettlementContract
 from tests.support.contracts.wallet import WalletContract
@@ -110,3 +114,17 @@ class TestKafkaBus(BusContract):
     @pytest.fixture
     def bus_harness(self, bus: KafkaEventBus, kafka_bootstrap: str) -> KafkaBusHarness:
         return KafkaBusHarness(bus, kafka_bootstrap)
+
+
+class TestCassandraDepositKeys(DepositKeysContract):
+    @pytest.fixture
+    def deposit_keys(self, ledger: CassandraLedger) -> CassandraDepositKeys:
+        return CassandraDepositKeys(ledger.session)
+
+
+class TestRedisLocks(LocksContract):
+    @pytest.fixture
+    async def lock_service(self, redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLocks]:
+        locks = RedisLocks.connect(redis_url, redis_prefix)
+        yield locks
+        await locks.close()

@@ -8,14 +8,17 @@ from collections.abc import Callable
 
 import pytest
 
+from inplay.adapters.deposit_keys import MemoryDepositKeys
 from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_odds import MemoryMarketChangeLog, MemoryOddsCache
-from inplay.adapters.memory_settlement import MemorySettlementStore
+from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
 from inplay.ports import EventBus
 from tests.support.contracts import known_gap
 from tests.support.contracts.bus import BusContract
 from tests.support.contracts.changes import ChangeLogContract
+from tests.support.contracts.deposits import DepositKeysContract
 from tests.support.contracts.ledger import LedgerContract
+from tests.support.contracts.locks import LocksContract
 from tests.support.contracts.odds import OddsContract
 from tests.support.contracts.settlement import SettlementContract
 from tests.support.contracts.wallet import WalletContract
@@ -80,3 +83,15 @@ class TestMemoryBus(BusContract):
     @pytest.fixture
     def bus_harness(self) -> MemoryBusHarness:
         return MemoryBusHarness()
+
+
+class TestMemoryDepositKeys(DepositKeysContract):
+    @pytest.fixture
+    def deposit_keys(self) -> MemoryDepositKeys:
+        return MemoryDepositKeys()
+
+
+class TestMemoryLocks(LocksContract):
+    @pytest.fixture
+    def lock_service(self) -> MemoryLocks:
+        return MemoryLocks()

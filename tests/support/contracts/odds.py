@@ -8,7 +8,7 @@ import asyncio
 
 from inplay.core import Odds
 from inplay.model import MarketState, MarketStatus, SelectionPrice
-from inplay.ports import CacheWrite, LiveOddsCache, PriceWrite, StatusWrite
+from inplay.ports import CacheWrite, LiveOddsCache, PriceWrite, ProviderLiveness, StatusWrite
 from tests.support.contracts import uid
 
 T0 = 1_772_323_200_000
@@ -163,3 +163,33 @@ class OddsContract:
             assert notice.state.status == MarketStatus.SUSPENDED
         finally:
             await sub.close()
+
+    # --- the shared feed state (FeedStateStore, part of the live cache) -----------------------------
+
+    async def test_provider_switch_is_a_compare_and_set(self, odds_cache: LiveOddsCache) -> None:
+        ev = uid("ev")
+        assert (await odds_cache.load_feed_state([], {}, [ev])).active == {ev: ""}  # never switched
+        assert await odds_cache.switch_provider(ev, "prov-b", "prov-c", "prov-a") == (False, "prov-a")
+        assert await odds_cache.switch_provider(ev, "prov-a", "prov-b", "prov-a") == (True, "prov-b")
+        # A second pod that saw the old route loses and learns the active provider.
+        assert await odds_cache.switch_provider(ev, "prov-a", "prov-c", "prov-a") == (False, "prov-b")
+        assert (await odds_cache.load_feed_state([], {}, [ev])).active == {ev: "prov-b"}
+        # Routed feed prices: only the active provider's are applied.
+        m = f"{ev}:mr"
+        standby = prices(ev, m, T0 + 100, route_primary="prov-a")  # from prov-a, now standby
+        assert [r.outcome for r in await odds_cache.write_prices([standby])] == ["STANDBY"]
+
+    async def test_feed_state_merges_field_by_field(self, odds_cache: LiveOddsCache) -> None:
+        name = uid("prov")
+        first = ProviderLiveness(name, last_seen_ms=T0 + 10, lag_ms=50, lag_at_ms=T0 + 10, last_seq=7, max_ts_ms=T0)
+        older = ProviderLiveness(name, last_seen_ms=T0 + 5, lag_ms=900, lag_at_ms=T0 + 1, last_seq=3, max_ts_ms=T0 - 9)
+        await odds_cache.save_feed_state([first], {name: [(7, T0), (6, T0 - 1)]})
+        await odds_cache.save_feed_state([older], {name: [(3, T0 - 9)]})  # another pod, behind
+        view = await odds_cache.load_feed_state([name], {name: [(7, T0), (3, T0 - 9), (8, T0 + 1)]}, [])
+        merged = view.providers[name]
+        assert (merged.last_seen_ms, merged.lag_ms, merged.last_seq, merged.max_ts_ms) == (T0 + 10, 50, 7, T0)
+        assert view.seen == {name: {(7, T0), (3, T0 - 9)}}  # probes already in the duplicate window
+        await odds_cache.save_feed_state([ProviderLiveness(name)], {name: [(1, T0 + 99)]}, reset=[name])
+        reset = await odds_cache.load_feed_state([name], {name: [(7, T0), (1, T0 + 99)]}, [])
+        assert reset.seen == {name: {(1, T0 + 99)}}  # a new provider session restarts the window
+        assert [p.name for p in await odds_cache.list_producers() if p.name == name] == [name]

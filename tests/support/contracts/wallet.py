@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import asyncio
 
-from inplay.ports import AccountLimits, BatchIntent, Credit, Debit, DebitResult, WalletStore
+import pytest
+
+from inplay.ports import (
+    AccountLimits,
+    BatchIntent,
+    Credit,
+    Debit,
+    DebitResult,
+    WalletRebuild,
+    WalletStore,
+    WalletUnavailable,
+)
 from tests.support.contracts import uid
 
 DAY = "20260301"
@@ -251,3 +262,43 @@ class WalletContract:
         assert await wallet_store.balances([account]) == [1_000]
         assert await wallet_store.pending_intents(0) == []
         assert await wallet_store.get_idempotent([(account, "a"), (account, "b")]) == [None, None]
+
+    async def test_repair_fence_and_rebuild(self, wallet_store: WalletStore) -> None:
+        owner, account = uid("writer"), uid("acc")
+        await wallet_store.set_epoch(uid("epoch"))
+        assert await wallet_store.claim_shard(owner, 60_000, 1) is not None
+        await wallet_store.set_fence(True, "repair-1")
+        # While a repair runs: credits are refused (retryable), fenced debits are NOT_READY.
+        with pytest.raises(WalletUnavailable):
+            await wallet_store.credit_batch([Credit(account, f"deposit:{account}:1", 100)])
+        intent = BatchIntent(0, 1, owner, 0, "", NOW)
+        assert statuses(await wallet_store.debit_batch([debit(account, 1, "a")], intent)) == ["NOT_READY"]
+        state = WalletRebuild(
+            balances={account: 700},
+            applied_entry_ids=[f"deposit:{account}:1"],
+            idempotency={(account, "k"): "BET:b1:h"},
+            daily_stake={(account, DAY): 300},
+            liability={},
+            limits={account: AccountLimits(daily_stake_limit_minor=500)},
+            journal={0: (4, 3, "sum-3")},
+        )
+        with pytest.raises(WalletUnavailable):
+            await wallet_store.rebuild(state, "repair-0")  # overtaken: another repair holds the fence
+        assert await wallet_store.balances([account]) == [0]
+        assert await wallet_store.refresh_fence("repair-1")
+        assert not await wallet_store.refresh_fence("repair-0")
+        await wallet_store.rebuild(state, "repair-1")
+        await wallet_store.set_fence(False, "repair-0")  # not its fence: stays up
+        with pytest.raises(WalletUnavailable):
+            await wallet_store.credit_batch([Credit(account, f"deposit:{account}:2", 100)])
+        await wallet_store.set_fence(False, "repair-1")
+        # The rebuilt projection: balance, once-markers, idempotency records, counters, limits, journal.
+        assert await wallet_store.balances([account]) == [700]
+        assert await wallet_store.credit_batch([Credit(account, f"deposit:{account}:1", 100)]) == [False]
+        assert await wallet_store.get_idempotent([(account, "k")]) == ["BET:b1:h"]
+        assert await wallet_store.get_limits(account) == AccountLimits(daily_stake_limit_minor=500)
+        [over] = await wallet_store.debit_batch([debit(account, 201, "d")])  # 300 + 201 > 500 today
+        assert over.status == "DAILY_STAKE_LIMIT"
+        assert await wallet_store.journal_heads(1) == [4]
+        claim = await wallet_store.claim_shard(owner, 60_000, 1)
+        assert claim is not None and (claim.head_slot, claim.last_slot, claim.last_checksum) == (4, 3, "sum-3")
