@@ -16,9 +16,9 @@ from inplay.adapters.cassandra_ledger import CassandraLedger
 from inplay.adapters.cassandra_settlement import CassandraSettlementStore
 from inplay.adapters.deposit_keys import CassandraDepositKeys
 from inplay.adapters.kafka_bus import KafkaConsumerLoop, KafkaEventBus
+from inplay.adapters.redis_lease import RedisLocks
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.adapters.redis_wallet import RedisWallet
-from inplay.domain.settlement.locks import RedisLocks
 from inplay.ports import EventBus
 from tests.support.contracts import known_gap
 from tests.support.contracts.bus import BusContract
