@@ -213,6 +213,10 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=1, help="server processes sharing the port (steady; one journal shard each)"
     )
+    parser.add_argument("--profile", default="", metavar="PY_SPY", help="py-spy binary: sample the server per run")
+    parser.add_argument(
+        "--runs", default="", help="steady: comma-separated subset of placebet,open,placebets (Health/Check always)"
+    )
     parser.add_argument("--kickoff-base-rps", type=int, default=25)
     parser.add_argument("--kickoff-factor", type=int, default=10)
     parser.add_argument("--kickoff-pre", type=int, default=5, help="seconds at the base rate before the spike")
@@ -250,6 +254,8 @@ def main() -> None:
         kickoff_factor=args.kickoff_factor,
         kickoff_pre_s=args.kickoff_pre,
         processes=args.processes,
+        profiler=args.profile,
+        runs=tuple(r for r in args.runs.split(",") if r),
     )
     protoset = write_protoset(out_dir / "inplay.protoset") if any(n in GHZ_SCENARIOS for n in names) else None
     failed = False

@@ -9,8 +9,11 @@ status codes from ghz.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,10 @@ class Options:
     kickoff_pre_s: int = 5
     # Server processes sharing the port (SO_REUSEPORT), one journal shard each.
     processes: int = 1
+    # A py-spy binary: each run of the server is sampled into profile-<run>.txt (collapsed stacks).
+    profiler: str = ""
+    # Only these steady runs (health, placebet, open, placebets); empty = all.
+    runs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -128,10 +135,12 @@ def _measure(
     data: Any,
     metadata: dict[str, str],
     load: Load,
+    profiler: str = "",
 ) -> dict[str, Any]:
     before = srv.metrics()
     load_before = loadavg()
-    result = run_ghz(name, call, srv.target, protoset, data, metadata, load, out_dir)
+    with _profiled(srv, profiler, out_dir / f"profile-{name}.txt", load.duration_s):
+        result = run_ghz(name, call, srv.target, protoset, data, metadata, load, out_dir)
     after = srv.metrics()
     entry = result.as_dict()
     entry["role"] = role
@@ -169,6 +178,27 @@ def _measure(
         flush=True,
     )
     return entry
+
+
+@contextlib.contextmanager
+def _profiled(srv: Server, profiler: str, out: Path, seconds: int) -> Iterator[None]:
+    """Samples the (first) server process with py-spy while the load runs: collapsed stacks, 100 Hz,
+    ``--nonblocking`` so that the sampling does not pause the server."""
+    if not profiler or not srv.pids:
+        yield
+        return
+    cmd = [profiler, "record", "--pid", str(srv.pids[0]), "--rate", "100", "--nonblocking", "--format", "raw"]
+    proc = subprocess.Popen(
+        [*cmd, "--duration", str(seconds), "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield
+    finally:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait()
 
 
 def _phases(result: GhzResult, out_dir: Path) -> dict[str, Any]:
@@ -215,55 +245,45 @@ def _raw_baseline(srv: Server, accepted: int) -> dict[str, Any]:
 
 
 def steady(out_dir: Path, protoset: Path, opt: Options) -> dict[str, Any]:
+    """Health/Check (the baseline, always), unary PlaceBet closed loop, open loop at half its rate, PlaceBets;
+    ``opt.runs`` picks a subset (the open loop needs the closed one), the raw journal baseline follows
+    PlaceBets."""
     run_tag = uuid.uuid4().hex[:4]
+    wanted = set(opt.runs) or {"placebet", "open", "placebets"}
     with server(out_dir, "steady", processes=opt.processes) as srv:
         market = asyncio.run(_prepare(srv, opt.accounts))
         md = _user_md(opt.accounts)
         closed = Load(opt.concurrency, opt.duration_s)
-        runs = [
-            _measure(srv, out_dir, protoset, "steady-health", "baseline", HEALTH, {}, {}, closed),
-            _measure(
-                srv,
-                out_dir,
-                protoset,
-                "steady-placebet",
-                "subject",
-                PLACE_BET,
-                {"slip": _slip(market, f"s{run_tag}-{{{{.RequestNumber}}}}")},
-                md,
-                closed,
-            ),
-        ]
-        # Open loop at half the closed-loop maximum: a closed loop at high concurrency measures queueing
-        # (Little's law), so the latency goal is set at an offered rate.
-        half = max(1, int(runs[-1]["summary"]["ok_per_s"] / 2))
-        runs.append(
-            _measure(
-                srv,
-                out_dir,
-                protoset,
-                "steady-placebet-open",
-                "subject",
-                PLACE_BET,
-                {"slip": _slip(market, f"o{run_tag}-{{{{.RequestNumber}}}}")},
-                md,
-                Load(opt.concurrency, opt.duration_s, rps=half),
+
+        def measure(name: str, call: str, data: Any, load: Load, role: str = "subject") -> dict[str, Any]:
+            return _measure(srv, out_dir, protoset, name, role, call, data, md, load, opt.profiler)
+
+        runs = [_measure(srv, out_dir, protoset, "steady-health", "baseline", HEALTH, {}, {}, closed, opt.profiler)]
+        if "placebet" in wanted:
+            runs.append(
+                measure(
+                    "steady-placebet", PLACE_BET, {"slip": _slip(market, f"s{run_tag}-{{{{.RequestNumber}}}}")}, closed
+                )
             )
-        )
-        runs += [
-            _measure(
-                srv,
-                out_dir,
-                protoset,
-                f"steady-placebets{opt.batch}",
-                "subject",
-                PLACE_BETS,
-                {"slips": [_slip(market, f"b{run_tag}-{{{{.RequestNumber}}}}-{i}") for i in range(opt.batch)]},
-                md,
-                Load(opt.batch_concurrency, opt.duration_s),
-            ),
-        ]
-        raw = _raw_baseline(srv, runs[-1]["bets"]["accepted"])
+        if "open" in wanted and "placebet" in wanted:
+            # Open loop at half the closed-loop maximum: a closed loop at high concurrency measures queueing
+            # (Little's law), so the latency goal is set at an offered rate.
+            half = max(1, int(runs[-1]["summary"]["ok_per_s"] / 2))
+            open_load = Load(opt.concurrency, opt.duration_s, rps=half)
+            runs.append(
+                measure(
+                    "steady-placebet-open",
+                    PLACE_BET,
+                    {"slip": _slip(market, f"o{run_tag}-{{{{.RequestNumber}}}}")},
+                    open_load,
+                )
+            )
+        raw: dict[str, Any] = {}
+        if "placebets" in wanted:
+            slips = [_slip(market, f"b{run_tag}-{{{{.RequestNumber}}}}-{i}") for i in range(opt.batch)]
+            batch_load = Load(opt.batch_concurrency, opt.duration_s)
+            runs.append(measure(f"steady-placebets{opt.batch}", PLACE_BETS, {"slips": slips}, batch_load))
+            raw = _raw_baseline(srv, runs[-1]["bets"]["accepted"])
     return {"runs": runs, "raw_cassandra": raw, "options": vars(opt)}
 
 

@@ -48,6 +48,8 @@ class Server:
     log: Path
     # Further processes serving the same port (INPLAY_GRPC_REUSEPORT): their metrics are added up.
     more_metrics_ports: tuple[int, ...] = ()
+    # Process ids of the server processes (the profiler attaches to them).
+    pids: tuple[int, ...] = ()
 
     def metrics(self) -> dict[str, float]:
         total = scrape(self.metrics_port)
@@ -116,7 +118,7 @@ def server(out_dir: Path, name: str, extra_env: dict[str, str] | None = None, pr
         try:
             for proc in procs:
                 _wait_serving(target, proc, 120)
-            yield Server(target, metrics_port, env, log, more_ports)
+            yield Server(target, metrics_port, env, log, more_ports, tuple(p.pid for p in procs))
         finally:
             for proc in procs:
                 proc.terminate()

@@ -8,7 +8,7 @@ __all__ = [
     "MAX_LEGS",
     "ArithmeticOverflow",
     "CoreError",
-    "InvalidArgument",
+    "InvalidCoreInput",
     "InvalidOdds",
     "InvalidStake",
     "check_quotes",
@@ -37,7 +37,7 @@ class InvalidOdds(CoreError, ValueError):
 class InvalidStake(CoreError, ValueError):
     """A stake that is not a positive i64 amount."""
 
-class InvalidArgument(CoreError, ValueError):
+class InvalidCoreInput(CoreError, ValueError):
     """A bad policy, outcome, dead-heat factor, leg count or other argument."""
 
 class ArithmeticOverflow(CoreError, OverflowError):
@@ -55,4 +55,6 @@ def implied_probability_ppm(num: int, den: int) -> int: ...
 def check_quotes(quotes: list[tuple[bool, int, int, int, int, int, int, int, int]]) -> list[int]: ...
 def potential_return(stake: int, legs: list[tuple[int, int]]) -> int: ...
 def potential_returns(bets: list[tuple[int, list[tuple[int, int]]]]) -> list[int]: ...
+
+# Status codes: 0 open, 1 won, 2 lost, 3 refunded, 4 partial (``inplay.core`` maps them to ``BetState``).
 def settle_bets(bets: list[tuple[int, list[tuple[int, int, int, int, int]]]]) -> list[tuple[int, int]]: ...

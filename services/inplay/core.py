@@ -5,8 +5,13 @@ floats anywhere here. Batch functions make one call into Rust per batch, and Rus
 it computes. The rules are written down in ``docs/betting-math.md``.
 
 Errors are the extension's own classes, re-exported: :class:`CoreError` (base), :class:`InvalidOdds`,
-:class:`InvalidStake` and :class:`InvalidArgument` (also ``ValueError``), :class:`ArithmeticOverflow` (also
-``OverflowError``). A batch error names the failing item (``"item 3: ..."``).
+:class:`InvalidStake` and :class:`InvalidCoreInput` (also ``ValueError``), :class:`ArithmeticOverflow` (also
+``OverflowError``). A batch error names the failing item (``"item 3: ..."``). These are the core's own names:
+the API's error for a bad request is ``inplay.errors.InvalidArgument``, and :func:`reason_of` is the one
+place where a core exception becomes a stable API reason code (``errors.from_exception`` maps with it).
+
+Bet states have one numbering, :class:`BetState` (the API's ``inplay.bets.v1.BetStatus``); the core's own
+status codes are mapped to it once, in :func:`settle_bets`.
 """
 
 from __future__ import annotations
@@ -16,15 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inplay import _core
-from inplay._core import ArithmeticOverflow, CoreError, InvalidArgument, InvalidOdds, InvalidStake
+from inplay._core import ArithmeticOverflow, CoreError, InvalidCoreInput, InvalidOdds, InvalidStake
 
 __all__ = [
     "MAX_LEGS",
     "AcceptancePolicy",
     "ArithmeticOverflow",
-    "BetStatus",
+    "BetState",
     "CoreError",
-    "InvalidArgument",
+    "InvalidCoreInput",
     "InvalidOdds",
     "InvalidStake",
     "LegOutcome",
@@ -35,6 +40,7 @@ __all__ = [
     "check_quotes",
     "potential_return",
     "potential_returns",
+    "reason_of",
     "settle_bets",
 ]
 
@@ -131,18 +137,42 @@ class LegOutcome(enum.IntEnum):
     DEAD_HEAT = 7
 
 
-class BetStatus(enum.IntEnum):
-    """Decided by the return R against the stake S once no leg is open (or any leg lost)."""
+class BetState(enum.IntEnum):
+    """The one numbering of bet states: the API's ``inplay.bets.v1.BetStatus`` (a unit test compares them).
 
-    OPEN = 0
+    Settled states are decided by the return R against the stake S once no leg is open (or any leg lost).
+    """
+
+    UNSPECIFIED = 0
+    OPEN = 1
     #: R > S
-    WON = 1
+    WON = 2
     #: R == 0
-    LOST = 2
+    LOST = 3
     #: R == S
-    REFUNDED = 3
+    REFUNDED = 4
     #: 0 < R < S
-    PARTIAL = 4
+    PARTIAL = 5
+
+
+# The Rust core's status codes (core_rs: 0 open, 1 won, 2 lost, 3 refunded, 4 partial), mapped once here.
+_STATE_OF_CORE_CODE = (BetState.OPEN, BetState.WON, BetState.LOST, BetState.REFUNDED, BetState.PARTIAL)
+
+# Stable API reason codes of the core's exceptions (never derived from class names), most specific first.
+_CORE_REASONS: tuple[tuple[type[CoreError], str], ...] = (
+    (ArithmeticOverflow, "ARITHMETIC_OVERFLOW"),
+    (InvalidOdds, "INVALID_ODDS"),
+    (InvalidStake, "INVALID_STAKE"),
+    (InvalidCoreInput, "INVALID_ARGUMENT"),
+)
+
+
+def reason_of(exc: CoreError) -> str:
+    """The API reason code of a core exception (the request is then ``INVALID_ARGUMENT`` on the wire)."""
+    for cls, reason in _CORE_REASONS:
+        if isinstance(exc, cls):
+            return reason
+    return "CORE_ERROR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +195,7 @@ class Quote:
 def check_quotes(quotes: Sequence[Quote]) -> list[QuoteResult]:
     """One :class:`QuoteResult` per quote, in one Rust call.
 
-    Raises :class:`InvalidArgument` for an UNSPECIFIED policy or a tolerance outside 0..1,000,000.
+    Raises :class:`InvalidCoreInput` for an UNSPECIFIED policy or a tolerance outside 0..1,000,000.
     """
     raw = _core.check_quotes(
         [
@@ -189,7 +219,7 @@ def check_quotes(quotes: Sequence[Quote]) -> list[QuoteResult]:
 def potential_return(stake_minor: int, legs: Sequence[Odds]) -> int:
     """``floor(stake * prod(odds))`` in minor units: what the bet returns if every leg wins (1..30 legs).
 
-    Raises :class:`InvalidStake` (stake <= 0), :class:`InvalidArgument` (leg count),
+    Raises :class:`InvalidStake` (stake <= 0), :class:`InvalidCoreInput` (leg count),
     :class:`ArithmeticOverflow` (the amount does not fit an i64).
     """
     return _core.potential_return(stake_minor, [(o.num, o.den) for o in legs])
@@ -209,7 +239,7 @@ class SettleLeg:
     dead_heat: tuple[int, int] = (1, 1)
 
 
-def settle_bets(bets: Sequence[tuple[int, Sequence[SettleLeg]]]) -> list[tuple[BetStatus, int]]:
+def settle_bets(bets: Sequence[tuple[int, Sequence[SettleLeg]]]) -> list[tuple[BetState, int]]:
     """``(status, return_minor)`` per ``(stake_minor, legs)``, in one Rust call.
 
     Return = ``floor(stake * prod(multipliers))``, rounded once at the end. Any LOSE leg → (LOST, 0), even
@@ -224,4 +254,4 @@ def settle_bets(bets: Sequence[tuple[int, Sequence[SettleLeg]]]) -> list[tuple[B
             for stake, legs in bets
         ]
     )
-    return [(BetStatus(status), value) for status, value in raw]
+    return [(_STATE_OF_CORE_CODE[status], value) for status, value in raw]

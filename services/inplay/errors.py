@@ -203,7 +203,7 @@ def from_exception(exc: BaseException) -> DomainError:
     if isinstance(exc, DomainError):
         return exc
     if isinstance(exc, core.CoreError):
-        return InvalidArgument(str(exc), reason=_core_reason(exc))
+        return InvalidArgument(str(exc), reason=core.reason_of(exc))
     if _is_store_outage(exc) or isinstance(exc, _TRANSIENT):
         log.warning("store unavailable under an RPC: %r", exc)
         return Unavailable(f"a store did not answer ({type(exc).__name__}); retry", reason="UNAVAILABLE")
@@ -239,19 +239,6 @@ def _is_store_outage(exc: BaseException) -> bool:
         cls.__name__ in _OUTAGE_CLASS_NAMES and cls.__module__.split(".")[0] in ("cassandra", "confluent_kafka")
         for cls in type(exc).__mro__
     )
-
-
-def _core_reason(exc: core.CoreError) -> str:
-    """Stable codes for the core's typed exceptions (never derived from class names)."""
-    for cls, reason in (
-        (core.ArithmeticOverflow, "ARITHMETIC_OVERFLOW"),
-        (core.InvalidOdds, "INVALID_ODDS"),
-        (core.InvalidStake, "INVALID_STAKE"),
-        (core.InvalidArgument, "INVALID_ARGUMENT"),
-    ):
-        if isinstance(exc, cls):
-            return reason
-    return "CORE_ERROR"
 
 
 def to_rpc_status(error: DomainError) -> status_pb2.Status:

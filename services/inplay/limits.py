@@ -55,7 +55,7 @@ NAME_MAX_BYTES: dict[str, int] = {
 
 # By full field name (overrides NAME_MAX_BYTES).
 FIELD_MAX_BYTES: dict[str, int] = {
-    # The bet domain's own id limit (domain/bets.py MAX_ID_LENGTH): one number for both walls.
+    # The bet domain's own id limit (domain/bets/validation.py MAX_ID_LENGTH): one number for both walls.
     "inplay.bets.v1.BetLeg.market_id": 128,
     "inplay.bets.v1.BetLeg.selection_id": 128,
     # A provider message, stored raw and republished on Kafka (JSON-escaped: up to 6x for control bytes): it

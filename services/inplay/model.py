@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
+from inplay.core import BetState as BetState  # the one numbering of bet states lives in core
 
 
 class MarketStatus(enum.IntEnum):
@@ -89,17 +90,6 @@ class BetRequest:
     currency: str
     policy: AcceptancePolicy
     idempotency_key: str
-
-
-class BetState(enum.IntEnum):
-    """Matches ``inplay.bets.v1.BetStatus``."""
-
-    UNSPECIFIED = 0
-    OPEN = 1
-    WON = 2
-    LOST = 3
-    REFUNDED = 4
-    PARTIAL = 5
 
 
 @dataclass(frozen=True, slots=True)

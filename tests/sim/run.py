@@ -27,7 +27,7 @@ from tests.sim.loop import SimLoop, VirtualTime
 # Modules under test that read a clock through the ``time`` module: they read the virtual one instead.
 _TIMED_MODULES = (
     "inplay.domain.commit",
-    "inplay.domain.bets",
+    "inplay.domain.bets.placement",
     "inplay.domain.wallet",
     "inplay.domain.settlement.engine",
     "inplay.domain.settlement.service",

@@ -16,11 +16,10 @@ from inplay.domain.bets import (
     PlacementResult,
     Reason,
     Rejection,
-    result_from_json,
-    result_to_json,
     validate_request,
 )
 from inplay.domain.journal import journal_bet_id, parse_journal_bet_id
+from inplay.domain.records import result_from_json, result_to_json
 from inplay.model import BetRequest, Leg, PlacedBet
 
 RULES = BetRules()
@@ -142,3 +141,41 @@ async def test_group_committer_propagates_failures_to_every_waiter() -> None:
     committer: GroupCommitter[int, int] = GroupCommitter(handler, window_ms=1, max_batch=4)
     results = await asyncio.gather(*(committer.submit(i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_bet_states_have_one_numbering_the_apis() -> None:
+    """model.BetState (= core.BetState) is the proto's BetStatus, name for name and number for number."""
+    from inplay import core, model
+    from inplay.bets.v1 import bets_pb2
+
+    assert model.BetState is core.BetState
+    wire = {name.removeprefix("BET_STATUS_"): number for name, number in bets_pb2.BetStatus.items()}
+    assert wire == {s.name: int(s) for s in core.BetState}
+
+
+def test_core_status_codes_map_to_bet_states_once() -> None:
+    from inplay import core
+
+    won = core.settle_bets([(100, [core.SettleLeg(Odds(2, 1), core.LegOutcome.WIN)])])
+    lost = core.settle_bets([(100, [core.SettleLeg(Odds(2, 1), core.LegOutcome.LOSE)])])
+    assert won == [(core.BetState.WON, 200)] and lost == [(core.BetState.LOST, 0)]
+
+
+def test_core_errors_have_their_own_names_and_map_to_api_reasons_in_core() -> None:
+    from inplay import _core, core, errors
+
+    assert not hasattr(_core, "InvalidArgument") and not hasattr(core, "InvalidArgument")
+    with pytest.raises(core.InvalidCoreInput) as exc:
+        core.check_quotes([core.Quote(False, 0, 1, Odds(2, 1), Odds(2, 1), AcceptancePolicy.UNSPECIFIED)])
+    mapped = errors.from_exception(exc.value)
+    assert isinstance(mapped, errors.InvalidArgument) and mapped.reason == "INVALID_ARGUMENT"
+    assert core.reason_of(core.InvalidOdds("x")) == "INVALID_ODDS"
+
+
+def test_the_record_codec_imports_on_its_own() -> None:
+    """inplay.domain.records imports the bets package, which imports it back: either may be imported first."""
+    import subprocess
+    import sys
+
+    for first in ("inplay.domain.records", "inplay.domain.bets", "inplay.domain.bets.rejections"):
+        subprocess.run([sys.executable, "-c", f"import {first}; import inplay.app"], check=True)

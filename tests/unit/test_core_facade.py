@@ -9,9 +9,9 @@ from inplay.core import (
     MAX_LEGS,
     AcceptancePolicy,
     ArithmeticOverflow,
-    BetStatus,
+    BetState,
     CoreError,
-    InvalidArgument,
+    InvalidCoreInput,
     InvalidOdds,
     InvalidStake,
     LegOutcome,
@@ -110,9 +110,9 @@ def test_back_conversions_and_display() -> None:
     assert Odds(2, 1).implied_probability_ppm() == 500_000
     assert Odds(3, 1).implied_probability_ppm() == 333_333  # floored
     assert Odds(21, 11).implied_probability_ppm() == 523_809
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidCoreInput):
         Odds(5, 2).decimal_str(19)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidCoreInput):
         Odds(5, 2).decimal_str(-1)
 
 
@@ -155,9 +155,9 @@ def test_policies() -> None:
     assert quote("2.00", "1.89", higher) == QuoteResult.ODDS_CHANGED
     assert quote("2.00", "2.11", none) == QuoteResult.ODDS_CHANGED  # a rise beyond tolerance
     assert quote("2.00", "1.89", none) == QuoteResult.ODDS_CHANGED
-    with pytest.raises(InvalidArgument, match="item 0"):
+    with pytest.raises(InvalidCoreInput, match="item 0"):
         quote("2.00", "2.00", AcceptancePolicy.UNSPECIFIED)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidCoreInput):
         quote("2.00", "2.00", tolerance_bp=-1)
 
 
@@ -184,7 +184,7 @@ def test_batch_of_quotes_keeps_order() -> None:
         QuoteResult.ODDS_CHANGED,
     ]
     assert check_quotes([]) == []
-    with pytest.raises(InvalidArgument, match="item 2:"):
+    with pytest.raises(InvalidCoreInput, match="item 2:"):
         check_quotes([*quotes[:2], Quote(False, 0, 10, d("2"), d("2"), AcceptancePolicy.UNSPECIFIED)])
 
 
@@ -205,9 +205,9 @@ def test_potential_return_rounds_once_down() -> None:
 def test_thirty_legs() -> None:
     # 1.909^30: the exact denominator 1000^30 is beyond u128, the amount is not.
     assert potential_return(100, [d("1.909")] * MAX_LEGS) == 26_556_928_958
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidCoreInput):
         potential_return(100, [d("1.909")] * (MAX_LEGS + 1))
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidCoreInput):
         potential_return(100, [])
 
 
@@ -230,9 +230,7 @@ def test_potential_return_errors() -> None:
 # ------------------------------------------------------------------------------------------- settlement
 
 
-def settle(
-    stake: int, *legs: tuple[str, LegOutcome] | tuple[str, LegOutcome, tuple[int, int]]
-) -> tuple[BetStatus, int]:
+def settle(stake: int, *legs: tuple[str, LegOutcome] | tuple[str, LegOutcome, tuple[int, int]]) -> tuple[BetState, int]:
     settle_legs = [SettleLeg(d(leg[0]), leg[1], *leg[2:]) for leg in legs]
     [result] = settle_bets([(stake, settle_legs)])
     return result
@@ -251,47 +249,47 @@ W, L, V, P, HW, HL, DH, OPEN = (
 
 
 def test_every_leg_outcome() -> None:
-    assert settle(1000, ("1.90", W)) == (BetStatus.WON, 1900)
-    assert settle(1000, ("1.90", L)) == (BetStatus.LOST, 0)
-    assert settle(1000, ("1.90", V)) == (BetStatus.REFUNDED, 1000)
-    assert settle(1000, ("1.90", P)) == (BetStatus.REFUNDED, 1000)
-    assert settle(1000, ("1.90", HW)) == (BetStatus.WON, 1450)  # (d + 1) / 2
-    assert settle(1000, ("1.90", HL)) == (BetStatus.PARTIAL, 500)  # 1/2
-    assert settle(1000, ("1.90", DH, (1, 2))) == (BetStatus.PARTIAL, 950)  # d · f, below evens
-    assert settle(1000, ("5.00", DH, (1, 2))) == (BetStatus.WON, 2500)
-    assert settle(1000, ("4.00", DH, (1, 4))) == (BetStatus.REFUNDED, 1000)
-    assert settle(1000, ("5.00", DH, (1, 1))) == (BetStatus.WON, 5000)
-    assert settle(1000, ("1.90", OPEN)) == (BetStatus.OPEN, 0)
-    assert settle(1000, ("1.90", W, (7, 3))) == (BetStatus.WON, 1900)  # factor ignored unless DEAD_HEAT
+    assert settle(1000, ("1.90", W)) == (BetState.WON, 1900)
+    assert settle(1000, ("1.90", L)) == (BetState.LOST, 0)
+    assert settle(1000, ("1.90", V)) == (BetState.REFUNDED, 1000)
+    assert settle(1000, ("1.90", P)) == (BetState.REFUNDED, 1000)
+    assert settle(1000, ("1.90", HW)) == (BetState.WON, 1450)  # (d + 1) / 2
+    assert settle(1000, ("1.90", HL)) == (BetState.PARTIAL, 500)  # 1/2
+    assert settle(1000, ("1.90", DH, (1, 2))) == (BetState.PARTIAL, 950)  # d · f, below evens
+    assert settle(1000, ("5.00", DH, (1, 2))) == (BetState.WON, 2500)
+    assert settle(1000, ("4.00", DH, (1, 4))) == (BetState.REFUNDED, 1000)
+    assert settle(1000, ("5.00", DH, (1, 1))) == (BetState.WON, 5000)
+    assert settle(1000, ("1.90", OPEN)) == (BetState.OPEN, 0)
+    assert settle(1000, ("1.90", W, (7, 3))) == (BetState.WON, 1900)  # factor ignored unless DEAD_HEAT
 
 
 def test_accumulators() -> None:
-    assert settle(100, ("2.0", W), ("3.0", W)) == (BetStatus.WON, 600)
-    assert settle(100, ("2.0", W), ("3.0", V)) == (BetStatus.WON, 200)  # a void leg drops out
-    assert settle(100, ("2.0", V), ("3.0", P)) == (BetStatus.REFUNDED, 100)
-    assert settle(100, ("2.0", HL), ("3.0", W)) == (BetStatus.WON, 150)
-    assert settle(100, ("2.0", HL), ("3.0", HL)) == (BetStatus.PARTIAL, 25)
-    assert settle(100, ("2.0", OPEN), ("3.0", L)) == (BetStatus.LOST, 0)  # a loss settles at once
-    assert settle(100, ("2.0", OPEN), ("3.0", W)) == (BetStatus.OPEN, 0)  # otherwise an open leg waits
-    assert settle(10, ("1.5", W), ("1.5", W), ("1.5", W)) == (BetStatus.WON, 33)  # one rounding: 33.75
+    assert settle(100, ("2.0", W), ("3.0", W)) == (BetState.WON, 600)
+    assert settle(100, ("2.0", W), ("3.0", V)) == (BetState.WON, 200)  # a void leg drops out
+    assert settle(100, ("2.0", V), ("3.0", P)) == (BetState.REFUNDED, 100)
+    assert settle(100, ("2.0", HL), ("3.0", W)) == (BetState.WON, 150)
+    assert settle(100, ("2.0", HL), ("3.0", HL)) == (BetState.PARTIAL, 25)
+    assert settle(100, ("2.0", OPEN), ("3.0", L)) == (BetState.LOST, 0)  # a loss settles at once
+    assert settle(100, ("2.0", OPEN), ("3.0", W)) == (BetState.OPEN, 0)  # otherwise an open leg waits
+    assert settle(10, ("1.5", W), ("1.5", W), ("1.5", W)) == (BetState.WON, 33)  # one rounding: 33.75
 
 
 def test_status_follows_the_rounded_return() -> None:
-    assert settle(1, ("1.50", W)) == (BetStatus.REFUNDED, 1)  # 1.5 → 1 == stake
-    assert settle(2, ("1.50", W)) == (BetStatus.WON, 3)
-    assert settle(1, ("1.50", HL)) == (BetStatus.LOST, 0)  # 0.5 → 0
-    assert settle(3, ("1.50", HL)) == (BetStatus.PARTIAL, 1)
+    assert settle(1, ("1.50", W)) == (BetState.REFUNDED, 1)  # 1.5 → 1 == stake
+    assert settle(2, ("1.50", W)) == (BetState.WON, 3)
+    assert settle(1, ("1.50", HL)) == (BetState.LOST, 0)  # 0.5 → 0
+    assert settle(3, ("1.50", HL)) == (BetState.PARTIAL, 1)
 
 
 def test_settlement_errors_name_the_item() -> None:
     good = (10, [SettleLeg(d("2"), W)])
-    with pytest.raises(InvalidArgument, match=r"item 1: leg 0: .*dead-heat factor 3/2"):
+    with pytest.raises(InvalidCoreInput, match=r"item 1: leg 0: .*dead-heat factor 3/2"):
         settle_bets([good, (10, [SettleLeg(d("2"), DH, (3, 2))])])
-    with pytest.raises(InvalidArgument, match="item 0: leg 0"):
+    with pytest.raises(InvalidCoreInput, match="item 0: leg 0"):
         settle_bets([(10, [SettleLeg(d("2"), DH, (0, 1))])])
-    with pytest.raises(InvalidArgument, match="item 1"):
+    with pytest.raises(InvalidCoreInput, match="item 1"):
         settle_bets([good, (10, [])])
-    with pytest.raises(InvalidArgument, match="item 0"):
+    with pytest.raises(InvalidCoreInput, match="item 0"):
         settle_bets([(10, [SettleLeg(d("2"), W)] * 31)])
     with pytest.raises(InvalidStake, match="item 2"):
         settle_bets([good, good, (0, [SettleLeg(d("2"), W)])])
@@ -299,7 +297,7 @@ def test_settlement_errors_name_the_item() -> None:
         settle_bets([(2**62, [SettleLeg(d("2"), W)])])
     with pytest.raises(InvalidOdds, match="item 0: leg 1"):
         settle_bets([(10, [SettleLeg(d("2"), W), SettleLeg(Odds(3, 4), W)])])
-    with pytest.raises(InvalidArgument, match="unknown outcome code 8"):
+    with pytest.raises(InvalidCoreInput, match="unknown outcome code 8"):
         _core.settle_bets([(10, [(2, 1, 8, 1, 1)])])
     assert settle_bets([]) == []
 
@@ -309,7 +307,7 @@ def test_settlement_errors_name_the_item() -> None:
 
 def test_exception_hierarchy() -> None:
     assert issubclass(CoreError, Exception) and not issubclass(CoreError, ValueError)
-    for cls in (InvalidOdds, InvalidStake, InvalidArgument):
+    for cls in (InvalidOdds, InvalidStake, InvalidCoreInput):
         assert issubclass(cls, CoreError) and issubclass(cls, ValueError)
     assert issubclass(ArithmeticOverflow, CoreError) and issubclass(ArithmeticOverflow, OverflowError)
     assert InvalidOdds.__module__ == "inplay._core"
@@ -324,8 +322,9 @@ def test_enum_codes_match_the_wire() -> None:
         "OPEN", "WIN", "LOSE", "VOID", "PUSH", "HALF_WIN", "HALF_LOSE", "DEAD_HEAT"
     ]  # fmt: skip
     assert [int(o) for o in LegOutcome] == list(range(8))
-    assert [s.name for s in BetStatus] == ["OPEN", "WON", "LOST", "REFUNDED", "PARTIAL"]
-    assert [int(s) for s in BetStatus] == list(range(5))
+    # One numbering of bet states, the API's (the core's own codes 0..4 are mapped once in core.settle_bets).
+    assert [s.name for s in BetState] == ["UNSPECIFIED", "OPEN", "WON", "LOST", "REFUNDED", "PARTIAL"]
+    assert [int(s) for s in BetState] == list(range(6))
     assert MAX_LEGS == 30
 
 
@@ -338,7 +337,7 @@ def test_raw_module_input_errors() -> None:
         _core.potential_returns([(10.0, [(2, 1)])])  # type: ignore[list-item]
     with pytest.raises(InvalidOdds, match=r"item 0: odds numerator .* out of range"):
         _core.check_quotes([(False, 0, 0, 2**64, 1, 2, 1, 1, 500)])
-    with pytest.raises(InvalidArgument, match="item 0: age_ms"):
+    with pytest.raises(InvalidCoreInput, match="item 0: age_ms"):
         _core.check_quotes([(False, 2**63, 0, 2, 1, 2, 1, 1, 500)])
     assert _core.check_quotes([(False, 0, 0, 2, 1, 2, 1, 1, 500)]) == [0]  # a list of ints, not bytes
     assert _core.settle_bets([(10, [(2, 1, 1, 1, 1)])]) == [(1, 20)]

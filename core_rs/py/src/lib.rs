@@ -22,7 +22,7 @@ struct Errors {
     core: Py<PyType>,
     invalid_odds: Py<PyType>,
     invalid_stake: Py<PyType>,
-    invalid_argument: Py<PyType>,
+    invalid_core_input: Py<PyType>,
     overflow: Py<PyType>,
 }
 
@@ -60,9 +60,9 @@ fn make_errors(py: Python<'_>) -> PyResult<Errors> {
             "A stake that is not a positive i64 amount.",
             &[base, &value_error],
         )?,
-        invalid_argument: new_exception(
+        invalid_core_input: new_exception(
             py,
-            "InvalidArgument",
+            "InvalidCoreInput",
             "A bad policy, outcome, dead-heat factor, leg count or other argument.",
             &[base, &value_error],
         )?,
@@ -123,7 +123,7 @@ fn raise(py: Python<'_>, kind: Kind, message: String) -> PyErr {
     let ty = match kind {
         Kind::Odds => &errors.invalid_odds,
         Kind::Stake => &errors.invalid_stake,
-        Kind::Argument => &errors.invalid_argument,
+        Kind::Argument => &errors.invalid_core_input,
         Kind::Overflow => &errors.overflow,
     };
     PyErr::from_type(ty.bind(py).clone(), message)
@@ -386,7 +386,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", errors.core.bind(py))?;
     m.add("InvalidOdds", errors.invalid_odds.bind(py))?;
     m.add("InvalidStake", errors.invalid_stake.bind(py))?;
-    m.add("InvalidArgument", errors.invalid_argument.bind(py))?;
+    m.add("InvalidCoreInput", errors.invalid_core_input.bind(py))?;
     m.add("ArithmeticOverflow", errors.overflow.bind(py))?;
     m.add("MAX_LEGS", inplay_core::MAX_LEGS)?;
     m.add_function(wrap_pyfunction!(odds_from_decimal, m)?)?;

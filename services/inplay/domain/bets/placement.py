@@ -23,200 +23,33 @@ meet in the writer's queue, which forms batches as large as the load makes them 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from inplay import core, metrics
+from inplay.batching import GroupCommitter
 from inplay.config import BetRules
-from inplay.core import AcceptancePolicy, Odds, Quote, QuoteResult
+from inplay.core import Quote, QuoteResult
+from inplay.domain import records
+from inplay.domain.bets.rejections import (
+    TRANSIENT_REASONS,
+    WALLET_REASONS,
+    OddsChangedInfo,
+    PlacementResult,
+    Reason,
+    Rejection,
+    debit_rejection,
+    rejected,
+    storable,
+)
+from inplay.domain.bets.validation import validate_request
 from inplay.domain.commit import CommitOutcome, CommitSlip, ShardWriter, accepted_record
-from inplay.domain.journal import bet_from_json, slip_hash
+from inplay.domain.journal import slip_hash
 from inplay.model import BetRequest, Leg, MarketState, MarketStatus, PlacedBet
 from inplay.ports import OddsCache, WalletStore
 from inplay.tracing import tracer
-
-log = logging.getLogger("inplay.bets")
-
-MAX_IDEMPOTENCY_KEY = 128
-MAX_ID_LENGTH = 128
-
-
-class Reason:
-    """Rejection reasons; the names match ``inplay.bets.v1.RejectionReason`` without its prefix."""
-
-    INVALID_ARGUMENT = "INVALID_ARGUMENT"
-    MARKET_NOT_FOUND = "MARKET_NOT_FOUND"
-    SELECTION_NOT_FOUND = "SELECTION_NOT_FOUND"
-    MARKET_SUSPENDED = "MARKET_SUSPENDED"
-    MARKET_CLOSED = "MARKET_CLOSED"
-    ODDS_STALE = "ODDS_STALE"
-    ODDS_CHANGED = "ODDS_CHANGED"
-    STAKE_TOO_LOW = "STAKE_TOO_LOW"
-    STAKE_TOO_HIGH = "STAKE_TOO_HIGH"
-    PAYOUT_TOO_HIGH = "PAYOUT_TOO_HIGH"
-    LIABILITY_EXCEEDED = "LIABILITY_EXCEEDED"
-    DAILY_STAKE_LIMIT = "DAILY_STAKE_LIMIT"
-    SELF_EXCLUDED = "SELF_EXCLUDED"
-    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
-    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
-    UNAVAILABLE = "UNAVAILABLE"
-    IN_PROGRESS = "IN_PROGRESS"
-    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    OVERLOADED = "OVERLOADED"
-
-
-# Reasons that are not a property of the slip but of a transient failure or of another call: never stored
-# under the key, so a retry with the same key is evaluated afresh.
-TRANSIENT_REASONS = frozenset(
-    {Reason.UNAVAILABLE, Reason.IN_PROGRESS, Reason.OVERLOADED, Reason.IDEMPOTENCY_KEY_REUSED}
-)
-# Reasons found by input validation alone: nothing at all is written for them.
-INPUT_REASONS = frozenset(
-    {Reason.INVALID_ARGUMENT, Reason.STAKE_TOO_LOW, Reason.STAKE_TOO_HIGH, Reason.CURRENCY_MISMATCH}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class OddsChangedInfo:
-    market_id: str
-    selection_id: str
-    seen: Odds
-    current: Odds
-    policy: AcceptancePolicy
-    tolerance_bp: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: str
-    message: str
-    field: str = ""
-    odds_changed: OddsChangedInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlacementResult:
-    bet: PlacedBet | None = None
-    rejection: Rejection | None = None
-    replayed: bool = False
-    # Its record was stored by the journal writer with the batch (not again by the placement).
-    committed_by_writer: bool = False
-
-    @property
-    def accepted(self) -> bool:
-        return self.bet is not None
-
-
-# --------------------------------------------------------------------------------------------------------
-# Serialization of results stored under idempotency keys (compact JSON; odds as [num, den]).
-# --------------------------------------------------------------------------------------------------------
-
-
-def result_to_json(result: PlacementResult, slip: str = "") -> str:
-    """The record stored under an idempotency key; ``slip`` is the slip's hash (``journal.slip_hash``)."""
-    if result.bet is not None:
-        return accepted_record(result.bet, slip)
-    assert result.rejection is not None
-    rej = result.rejection
-    payload: dict[str, object] = {"reason": rej.reason, "message": rej.message, "field": rej.field}
-    if rej.odds_changed is not None:
-        oc = rej.odds_changed
-        payload["oc"] = [
-            oc.market_id,
-            oc.selection_id,
-            oc.seen.num,
-            oc.seen.den,
-            oc.current.num,
-            oc.current.den,
-            int(oc.policy),
-            oc.tolerance_bp,
-        ]
-    return json.dumps({"rejection": payload, "h": slip}, separators=(",", ":"))
-
-
-def record_slip_hash(record: str) -> str:
-    """The slip hash a stored record was made for ("" for records written before hashes existed)."""
-    if record.startswith(("PENDING:", "BET:")):
-        parts = record.split(":")
-        return parts[2] if len(parts) > 2 else ""
-    return str(json.loads(record).get("h", ""))
-
-
-def result_from_json(text: str) -> PlacementResult:
-    data = json.loads(text)
-    if "bet" in data:
-        return PlacementResult(bet=bet_from_json(data["bet"]), replayed=True)
-    rej = data["rejection"]
-    oc = rej.get("oc")
-    info = None
-    if oc:
-        info = OddsChangedInfo(
-            market_id=oc[0],
-            selection_id=oc[1],
-            seen=Odds(oc[2], oc[3]),
-            current=Odds(oc[4], oc[5]),
-            policy=AcceptancePolicy(oc[6]),
-            tolerance_bp=oc[7],
-        )
-    return PlacementResult(
-        rejection=Rejection(rej["reason"], rej["message"], rej.get("field", ""), info), replayed=True
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Pure validation
-# --------------------------------------------------------------------------------------------------------
-
-
-def validate_request(req: BetRequest, rules: BetRules) -> Rejection | None:
-    """Input validation only (no state): the first violation, or None."""
-
-    def bad(field_path: str, message: str, reason: str = Reason.INVALID_ARGUMENT) -> Rejection:
-        return Rejection(reason=reason, message=message, field=field_path)
-
-    if not req.idempotency_key:
-        return bad("slip.idempotency_key", "idempotency_key is required")
-    if len(req.idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        return bad("slip.idempotency_key", f"idempotency_key longer than {MAX_IDEMPOTENCY_KEY}")
-    if not req.legs:
-        return bad("slip.legs", "at least one leg is required")
-    if len(req.legs) > rules.max_legs:
-        return bad("slip.legs", f"at most {rules.max_legs} legs")
-    seen_markets: set[str] = set()
-    for i, leg in enumerate(req.legs):
-        if not leg.market_id or len(leg.market_id) > MAX_ID_LENGTH:
-            return bad(f"slip.legs[{i}].market_id", "market_id is required")
-        if not leg.selection_id or len(leg.selection_id) > MAX_ID_LENGTH:
-            return bad(f"slip.legs[{i}].selection_id", "selection_id is required")
-        if _has_control(leg.market_id) or _has_control(leg.selection_id):
-            # Ids travel packed with control-character separators to the wallet's script.
-            return bad(f"slip.legs[{i}].market_id", "ids must not contain control characters")
-        if leg.market_id in seen_markets:
-            return bad(f"slip.legs[{i}].market_id", "two legs on one market in one accumulator")
-        seen_markets.add(leg.market_id)
-        try:
-            core.Odds.of(leg.odds.num, leg.odds.den)
-        except core.CoreError as exc:
-            return bad(f"slip.legs[{i}].odds", f"invalid odds: {exc}")
-    if req.stake_minor <= 0:
-        return bad("slip.stake.amount_minor", "stake must be > 0")
-    if req.currency != rules.currency:
-        return bad("slip.stake.currency", f"stakes are in {rules.currency}", Reason.CURRENCY_MISMATCH)
-    if req.stake_minor < rules.min_stake_minor:
-        return bad("slip.stake.amount_minor", f"minimum stake is {rules.min_stake_minor}", Reason.STAKE_TOO_LOW)
-    if req.stake_minor > rules.max_stake_minor:
-        return bad("slip.stake.amount_minor", f"maximum stake is {rules.max_stake_minor}", Reason.STAKE_TOO_HIGH)
-    if req.policy == AcceptancePolicy.UNSPECIFIED:
-        return bad("slip.acceptance_policy", "acceptance_policy is required")
-    return None
-
-
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def now_ms() -> int:
@@ -353,95 +186,26 @@ class BetPlacement:
                 )
 
     async def _check_markets(self, slots: list[_Slot], *, first_pass: bool) -> None:
+        """Market checks of every leg: found, not closed, selection known (here), then suspended -> stale
+        -> odds tolerance in one core call for the batch; accepted legs take the current price."""
         if not slots:
             return
-        market_ids = sorted({leg.market_id for s in slots for leg in s.req.legs})
-        states = await self._odds.get_markets(market_ids)
-        by_id = {m: st for m, st in zip(market_ids, states, strict=True) if st is not None}
-        prices = {(m, sel.selection_id): sel.odds for m, st in by_id.items() for sel in st.selections}
-        now = self._clock()
-        for state in by_id.values():  # once per market and batch, not per leg (metrics cost µs each)
-            metrics.ODDS_AGE.observe(max(0, now - state.updated_at_ms) / 1000)
+        by_id, prices, now = await self._load_markets(slots)
         quotes: list[Quote] = []
         owners: list[tuple[_Slot, int]] = []
         for slot in slots:
-            rejection = None
-            slot.markets = {}
-            for i, leg in enumerate(slot.req.legs):
-                market = by_id.get(leg.market_id)
-                if market is None:
-                    rejection = Rejection(
-                        Reason.MARKET_NOT_FOUND, f"market {leg.market_id} not found", f"slip.legs[{i}].market_id"
-                    )
-                    break
-                if market.status == MarketStatus.SETTLED:
-                    rejection = Rejection(Reason.MARKET_CLOSED, f"market {leg.market_id} is closed")
-                    break
-                if (leg.market_id, leg.selection_id) not in prices:
-                    rejection = Rejection(
-                        Reason.SELECTION_NOT_FOUND,
-                        f"selection {leg.selection_id} not in market {leg.market_id}",
-                        f"slip.legs[{i}].selection_id",
-                    )
-                    break
-                slot.markets[leg.market_id] = market
-            if rejection is not None:
-                slot.result = PlacementResult(rejection=rejection)
-                continue
-            slot.in_play = any(m.in_play for m in slot.markets.values())
-            for i, leg in enumerate(slot.req.legs):
-                market = slot.markets[leg.market_id]
-                current = prices[(leg.market_id, leg.selection_id)]
-                max_age = self.rules.max_price_age_inplay_ms if market.in_play else self.rules.max_price_age_prematch_ms
-                quotes.append(
-                    Quote(
-                        suspended=market.status != MarketStatus.ACTIVE,
-                        age_ms=max(0, now - market.updated_at_ms),
-                        max_age_ms=max_age,
-                        seen=leg.odds,
-                        current=current,
-                        policy=slot.req.policy,
-                        tolerance_bp=self.rules.tolerance_bp,
-                    )
-                )
-                owners.append((slot, i))
+            slot.result = _structural_rejection(slot, by_id, prices)
+            if slot.result is None:
+                slot.in_play = any(m.in_play for m in slot.markets.values())
+                for i, leg in enumerate(slot.req.legs):
+                    quotes.append(self._quote(slot, leg, slot.markets[leg.market_id], prices, now))
+                    owners.append((slot, i))
         verdicts = core.check_quotes(quotes) if quotes else []
         for (slot, i), quote, verdict in zip(owners, quotes, verdicts, strict=True):
-            if slot.result is not None or verdict == QuoteResult.ACCEPTED:
-                continue
-            leg = slot.req.legs[i]
-            market = slot.markets[leg.market_id]
-            if verdict == QuoteResult.SUSPENDED:
-                why = market.status_reason or "suspended"
-                slot.result = PlacementResult(
-                    rejection=Rejection(Reason.MARKET_SUSPENDED, f"market {leg.market_id} is suspended ({why})")
-                )
-            elif verdict == QuoteResult.STALE:
-                slot.result = PlacementResult(
-                    rejection=Rejection(
-                        Reason.ODDS_STALE,
-                        f"price of {leg.market_id} is {quote.age_ms} ms old (max {quote.max_age_ms} ms)",
-                    )
-                )
-            else:
-                slot.result = PlacementResult(
-                    rejection=Rejection(
-                        Reason.ODDS_CHANGED,
-                        f"odds of {leg.selection_id} moved from {quote.seen.decimal_str()} to "
-                        f"{quote.current.decimal_str()}",
-                        odds_changed=OddsChangedInfo(
-                            market_id=leg.market_id,
-                            selection_id=leg.selection_id,
-                            seen=quote.seen,
-                            current=quote.current,
-                            policy=slot.req.policy,
-                            tolerance_bp=self.rules.tolerance_bp,
-                        ),
-                    )
-                )
+            if slot.result is None and verdict != QuoteResult.ACCEPTED:
+                slot.result = PlacementResult(rejection=self._quote_rejection(slot, i, quote, verdict))
         for slot in slots:
-            if slot.result is None:
-                # Accepted at the current price.
+            if slot.result is None:  # accepted at the current price
                 slot.accepted_legs = tuple(
                     Leg(
                         market_id=leg.market_id,
@@ -451,6 +215,51 @@ class BetPlacement:
                     )
                     for leg in slot.req.legs
                 )
+
+    async def _load_markets(self, slots: list[_Slot]) -> tuple[dict[str, MarketState], _Prices, int]:
+        """One cache read for every market of the batch; the odds-age metric once per market, not per leg."""
+        market_ids = sorted({leg.market_id for s in slots for leg in s.req.legs})
+        states = await self._odds.get_markets(market_ids)
+        by_id = {m: st for m, st in zip(market_ids, states, strict=True) if st is not None}
+        prices = {(m, sel.selection_id): sel.odds for m, st in by_id.items() for sel in st.selections}
+        now = self._clock()
+        for state in by_id.values():
+            metrics.ODDS_AGE.observe(max(0, now - state.updated_at_ms) / 1000)
+        return by_id, prices, now
+
+    def _quote(self, slot: _Slot, leg: Leg, market: MarketState, prices: _Prices, now: int) -> Quote:
+        rules = self.rules
+        return Quote(
+            suspended=market.status != MarketStatus.ACTIVE,
+            age_ms=max(0, now - market.updated_at_ms),
+            max_age_ms=rules.max_price_age_inplay_ms if market.in_play else rules.max_price_age_prematch_ms,
+            seen=leg.odds,
+            current=prices[(leg.market_id, leg.selection_id)],
+            policy=slot.req.policy,
+            tolerance_bp=rules.tolerance_bp,
+        )
+
+    def _quote_rejection(self, slot: _Slot, i: int, quote: Quote, verdict: QuoteResult) -> Rejection:
+        leg = slot.req.legs[i]
+        if verdict == QuoteResult.SUSPENDED:
+            why = slot.markets[leg.market_id].status_reason or "suspended"
+            return Rejection(Reason.MARKET_SUSPENDED, f"market {leg.market_id} is suspended ({why})")
+        if verdict == QuoteResult.STALE:
+            return Rejection(
+                Reason.ODDS_STALE, f"price of {leg.market_id} is {quote.age_ms} ms old (max {quote.max_age_ms} ms)"
+            )
+        return Rejection(
+            Reason.ODDS_CHANGED,
+            f"odds of {leg.selection_id} moved from {quote.seen.decimal_str()} to {quote.current.decimal_str()}",
+            odds_changed=OddsChangedInfo(
+                market_id=leg.market_id,
+                selection_id=leg.selection_id,
+                seen=quote.seen,
+                current=quote.current,
+                policy=slot.req.policy,
+                tolerance_bp=self.rules.tolerance_bp,
+            ),
+        )
 
     def _check_risk(self, slots: list[_Slot]) -> None:
         if not slots:
@@ -512,17 +321,39 @@ class BetPlacement:
         only where no record exists, so they never replace a concurrent acceptance). The writer stores the
         results of the slips it handled together with their batch."""
         final = [
-            (s.req.account_id, s.req.idempotency_key, result_to_json(s.result, s.slip_hash))
+            (s.req.account_id, s.req.idempotency_key, records.result_to_json(s.result, s.slip_hash))
             for s in slots
             if s.result is not None
             and s.slip_hash
             and not s.result.replayed
             and s.result.rejection is not None
             and not s.result.committed_by_writer
-            and _storable(s.result.rejection)
+            and storable(s.result.rejection)
         ]
         if final:
             await self._wallet.finish_idempotent(final)
+
+
+_Prices = dict[tuple[str, str], core.Odds]
+
+
+def _structural_rejection(slot: _Slot, by_id: dict[str, MarketState], prices: _Prices) -> PlacementResult | None:
+    """Not found, closed or unknown selection: the first such leg refuses the slip. Fills ``slot.markets``."""
+    slot.markets = {}
+    for i, leg in enumerate(slot.req.legs):
+        market = by_id.get(leg.market_id)
+        if market is None:
+            return rejected(Reason.MARKET_NOT_FOUND, f"market {leg.market_id} not found", f"slip.legs[{i}].market_id")
+        if market.status == MarketStatus.SETTLED:
+            return rejected(Reason.MARKET_CLOSED, f"market {leg.market_id} is closed")
+        if (leg.market_id, leg.selection_id) not in prices:
+            return rejected(
+                Reason.SELECTION_NOT_FOUND,
+                f"selection {leg.selection_id} not in market {leg.market_id}",
+                f"slip.legs[{i}].selection_id",
+            )
+        slot.markets[leg.market_id] = market
+    return None
 
 
 def _potential_returns(slots: Sequence[_Slot]) -> list[int | None]:
@@ -544,7 +375,7 @@ def _potential_returns(slots: Sequence[_Slot]) -> list[int | None]:
 def _replay(record: str, slip: str) -> PlacementResult | str:
     """The answer for a key that already has a record: the first call's result (or, for an accepted bet,
     its id: the caller reads the bet from the journal), unless the slip differs."""
-    stored_hash = record_slip_hash(record)
+    stored_hash = records.record_slip_hash(record)
     if stored_hash and slip and stored_hash != slip:
         return PlacementResult(
             rejection=Rejection(
@@ -557,7 +388,7 @@ def _replay(record: str, slip: str) -> PlacementResult | str:
         return PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight"))
     if record.startswith("BET:"):
         return record.split(":")[1]
-    return result_from_json(record)
+    return records.result_from_json(record)
 
 
 def _duplicate_result(dup: _Slot, first: _Slot) -> PlacementResult:
@@ -573,16 +404,6 @@ def _duplicate_result(dup: _Slot, first: _Slot) -> PlacementResult:
     return PlacementResult(rejection=Rejection(Reason.IN_PROGRESS, "duplicate in batch"))
 
 
-_WALLET_REASONS = {
-    "INSUFFICIENT_FUNDS": Reason.INSUFFICIENT_FUNDS,
-    "DAILY_STAKE_LIMIT": Reason.DAILY_STAKE_LIMIT,
-    "SELF_EXCLUDED": Reason.SELF_EXCLUDED,
-    "LIABILITY_EXCEEDED": Reason.LIABILITY_EXCEEDED,
-    "MARKET_CLOSED": Reason.MARKET_CLOSED,
-    "MARKET_SUSPENDED": Reason.MARKET_SUSPENDED,
-}
-
-
 def _commit_result(outcome: CommitOutcome, slip: str) -> PlacementResult | str:
     if outcome.status == "DEBITED":
         assert outcome.bet is not None
@@ -593,8 +414,8 @@ def _commit_result(outcome: CommitOutcome, slip: str) -> PlacementResult | str:
                 rejection=Rejection(Reason.IN_PROGRESS, "a call with this idempotency key is in flight")
             )
         return _replay(outcome.existing, slip)
-    if outcome.status in _WALLET_REASONS:
-        rejection = _debit_rejection(_WALLET_REASONS[outcome.status], outcome.balance_minor)
+    if outcome.status in WALLET_REASONS:
+        rejection = debit_rejection(WALLET_REASONS[outcome.status], outcome.balance_minor)
         return PlacementResult(rejection=rejection, committed_by_writer=True)
     if outcome.status == "OVERLOADED":
         return PlacementResult(rejection=Rejection(Reason.OVERLOADED, outcome.message or "overloaded"))
@@ -613,8 +434,8 @@ def _final_record(slip: CommitSlip, outcome: CommitOutcome) -> str | None:
         return None
     if result.bet is not None:
         return accepted_record(result.bet, slip.slip_hash)
-    if result.rejection is not None and outcome.status in _WALLET_REASONS and _storable(result.rejection):
-        return result_to_json(result, slip.slip_hash)
+    if result.rejection is not None and outcome.status in WALLET_REASONS and storable(result.rejection):
+        return records.result_to_json(result, slip.slip_hash)
     return None
 
 
@@ -636,84 +457,3 @@ def _observe(results: Sequence[PlacementResult]) -> None:
         metrics.BETS_ACCEPTED.inc(accepted)
     for reason, count in rejected.items():
         metrics.BETS_REJECTED.labels(reason).inc(count)
-
-
-def _storable(rejection: Rejection) -> bool:
-    """Rejections worth replaying for the same key: state-based ones, not input or transient ones.
-
-    Rejections after the debit step (funds, limits) are stored too: a retry must see the same answer,
-    not a different one because a deposit happened in between.
-    """
-    return rejection.reason not in TRANSIENT_REASONS and rejection.reason not in INPUT_REASONS
-
-
-def _debit_rejection(status: str, balance: int) -> Rejection:
-    messages = {
-        Reason.INSUFFICIENT_FUNDS: f"insufficient funds (balance {balance})",
-        Reason.DAILY_STAKE_LIMIT: "the daily stake limit would be exceeded",
-        Reason.SELF_EXCLUDED: "the account is self-excluded",
-        Reason.LIABILITY_EXCEEDED: "the book's liability limit for this selection is reached",
-        Reason.MARKET_CLOSED: "a market of the slip closed before the bet was committed",
-        Reason.MARKET_SUSPENDED: "a market of the slip was suspended before the bet was committed",
-    }
-    return Rejection(status, messages.get(status, status.lower()))
-
-
-# --------------------------------------------------------------------------------------------------------
-# Group commit
-# --------------------------------------------------------------------------------------------------------
-
-In = TypeVar("In")
-Out = TypeVar("Out")
-
-
-class GroupCommitter(Generic[In, Out]):
-    """Gathers concurrent single requests into batches for a batch handler.
-
-    The first request of a batch waits at most ``window_ms`` for company; a full batch goes at once.
-    Under light load a request pays at most the window; under heavy load batches fill up and the per-item
-    cost of the store round trips is divided by the batch size.
-    """
-
-    def __init__(
-        self,
-        handler: Callable[[Sequence[In]], Awaitable[list[Out]]],
-        *,
-        window_ms: float,
-        max_batch: int,
-    ) -> None:
-        self._handler = handler
-        self._window = window_ms / 1000
-        self._max = max_batch
-        self._items: list[tuple[In, asyncio.Future[Out]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def submit(self, item: In) -> Out:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Out] = loop.create_future()
-        self._items.append((item, future))
-        if len(self._items) >= self._max:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        items, self._items = self._items, []
-        if items:
-            asyncio.get_running_loop().create_task(self._run(items))
-
-    async def _run(self, items: list[tuple[In, asyncio.Future[Out]]]) -> None:
-        try:
-            results = await self._handler([item for item, _ in items])
-        except BaseException as exc:  # every waiter learns of the failure
-            for _, future in items:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(items, results, strict=True):
-            if not future.done():
-                future.set_result(result)
