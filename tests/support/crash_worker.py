@@ -14,6 +14,8 @@ through the ports, production code has no hook. ``<phase>:<page>:<stage>``:
   worker committing one page at a time; with parallel workers, a page in flight at that moment);
 * stage ``ledger`` (history, per-run and money rows written, the page not credited: the exit is at the
   page's ``WalletStore.credit_batch``), ``credit`` (credited, no checkpoint) or ``checkpoint`` (written).
+  The two credit stages need a page with a credit (a winner): a page of losers only has none, and the exit
+  comes at the next page that has one (the tests' books have winners on every page).
 """
 
 from __future__ import annotations
