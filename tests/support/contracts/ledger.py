@@ -122,6 +122,17 @@ class LedgerContract:
         with pytest.raises(InvalidArgument):
             await ledger_store.list_account_bets(account, 10, token)
 
+    async def test_paging_ends_cleanly_on_an_exact_page_boundary(self, ledger_store: Ledger) -> None:
+        # The Ledger port does not say whether an exactly full last page carries a token (Cassandra's paging
+        # state does, the memory twin's offsets do not): either way every bet comes once, and a page after
+        # the last one is empty with no token.
+        account, ev = uid("acc"), uid("ev")
+        bets = [make_bet(account, (ev,), T0 + i, f"{uid('bet')}-{i:02d}") for i in range(20)]
+        await ledger_store.append_bets(bets)
+        pages = await all_pages(ledger_store, account, 10)
+        assert [len(p) for p in pages] in ([10, 10], [10, 10, 0])
+        assert sorted(b.bet_id for p in pages for b in p) == sorted(b.bet_id for b in bets)
+
     async def test_account_entries_page_oldest_first(self, ledger_store: Ledger) -> None:
         account = uid("acc")
         entries = [entry(account, f"deposit:{account}:{i}", 100 + i, T0 + (i * 7919) % 23) for i in range(23)]
