@@ -129,7 +129,7 @@ class Stores:
     """The shared, durable-or-not stores every process incarnation uses (Redis, Cassandra, Kafka, odds)."""
 
     odds: SimOdds = field(default_factory=SimOdds)
-    ledger: MemoryLedger = field(default_factory=MemoryLedger)
+    ledger: MemoryLedger = field(default_factory=lambda: MemoryLedger().with_journal(PROJECTION))
     bus: MemoryEventBus = field(default_factory=MemoryEventBus)
     locks: MemoryLocks = field(default_factory=MemoryLocks)
     deposit_keys: MemoryDepositKeys = field(default_factory=MemoryDepositKeys)

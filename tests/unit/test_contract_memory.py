@@ -13,7 +13,6 @@ from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
 from inplay.adapters.memory_odds import MemoryMarketChangeLog, MemoryOddsCache
 from inplay.adapters.memory_settlement import MemoryLocks, MemorySettlementStore
 from inplay.ports import EventBus
-from tests.support.contracts import known_gap
 from tests.support.contracts.bus import BusContract
 from tests.support.contracts.changes import ChangeLogContract
 from tests.support.contracts.deposits import DepositKeysContract
@@ -31,14 +30,6 @@ class TestMemoryWallet(WalletContract):
 
 
 class TestMemoryLedger(LedgerContract):
-    # Finding: ``with_journal`` returns the same journal for every name (one embedded deployment), so two
-    # deployments on one MemoryLedger share shards and checkpoints. Not fixed here: the simulation
-    # (tests/sim) binds the writer's ledger but not the settlement's, and relies on one journal.
-    test_journals_of_two_deployments_are_apart = known_gap(
-        LedgerContract.test_journals_of_two_deployments_are_apart,
-        "MemoryLedger.with_journal ignores the name: one journal for every deployment",
-    )
-
     @pytest.fixture
     def ledger_store(self) -> MemoryLedger:
         return MemoryLedger()

@@ -10,6 +10,7 @@ Cassandra ledger uses the same functions, so both stores record a bet identicall
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -306,8 +307,11 @@ class MemoryLedger:
         self._entries: dict[tuple[str, int, str], LedgerEntry] = {}
         self._history: dict[str, dict[str, BetEvent]] = defaultdict(dict)
         self._idem: dict[tuple[str, str], str] = {}
-        self.journal: dict[tuple[int, int], JournalBatch] = {}
-        self._progress: dict[tuple[int, str], int] = {}
+        # The journal this object reads and writes (``with_journal``): keys carry it, as the Cassandra
+        # partition key does, so two deployments (or test sessions) on one store never share a shard.
+        self.journal_name = "inplay"
+        self.journal: dict[tuple[str, int, int], JournalBatch] = {}
+        self._progress: dict[tuple[str, int, str], int] = {}
         self._limits: dict[str, tuple[int, AccountLimits]] = {}
         self._epochs: dict[str, list[str]] = defaultdict(list)
 
@@ -340,7 +344,7 @@ class MemoryLedger:
         if position is None:
             return self.bets.get(bet_id)
         _, shard, slot, pos = position
-        batch = self.journal.get((shard, slot))
+        batch = self.journal.get((self.journal_name, shard, slot))
         for row in batch.rows if batch is not None else ():
             if row.pos == pos:
                 return decode_bet_row(row.body)[0]
@@ -349,11 +353,14 @@ class MemoryLedger:
     # --- the journal -------------------------------------------------------------------------------------
 
     def with_journal(self, name: str) -> MemoryLedger:
-        return self  # one embedded deployment: one journal
+        """The same store (rows, lock) bound to the journal ``name``."""
+        view = copy.copy(self)
+        view.journal_name = name
+        return view
 
     async def write_journal(self, batch: JournalBatch) -> None:
         async with self._lock:
-            key = (batch.shard, batch.slot)
+            key = (self.journal_name, batch.shard, batch.slot)
             stored = self.journal.get(key)
             if stored is not None and (stored.rows, stored.checksum) != (batch.rows, batch.checksum):
                 # Cannot happen with one fenced writer per shard; a store would keep the newer cells.
@@ -370,18 +377,19 @@ class MemoryLedger:
             )
 
     async def read_journal(self, shard: int, slot: int) -> JournalBatch | None:
-        return self.journal.get((shard, slot))
+        return self.journal.get((self.journal_name, shard, slot))
 
     async def scan_journal(self) -> AsyncIterator[JournalBatch]:
-        for _, batch in sorted(self.journal.items()):
-            yield batch
+        for (name, _, _), batch in sorted(self.journal.items()):
+            if name == self.journal_name:
+                yield batch
 
     async def save_progress(self, shard: int, consumer: str, slot: int, at_ms: int) -> None:
-        key = (shard, consumer)
+        key = (self.journal_name, shard, consumer)
         self._progress[key] = max(self._progress.get(key, 0), slot)
 
     async def load_progress(self, shard: int, consumer: str) -> int:
-        return self._progress.get((shard, consumer), 0)
+        return self._progress.get((self.journal_name, shard, consumer), 0)
 
     async def project_bets(self, bets: Sequence[PlacedBet]) -> None:
         async with self._lock:
