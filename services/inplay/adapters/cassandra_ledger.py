@@ -194,7 +194,12 @@ class CassandraLedger:
         self._window = _Window(max_in_flight)
         # The journal this ledger object writes and reads (``with_journal``): one per deployment.
         self.journal = "inplay"
-        p = session.prepare
+        self._prepare_views(session.prepare)
+        self._prepare_journal(session.prepare)
+        self._prepare_scans(session.prepare)
+
+    def _prepare_views(self, p: Callable[[str], Any]) -> None:
+        """Statements of the bet views, entries, history and idempotency rows."""
         self._ins_bet = p(f"INSERT INTO bets ({_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._ins_by_event = p(
             f"INSERT INTO bets_by_event (event_id, bucket, {_BET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -216,6 +221,9 @@ class CassandraLedger:
         self._sel_idem = p(
             "SELECT bet_id FROM bets_by_idempotency WHERE account_id = ? AND idempotency_key = ? LIMIT 1"
         )
+
+    def _prepare_journal(self, p: Callable[[str], Any]) -> None:
+        """Statements of the journal and its consumers' checkpoints."""
         self._ins_journal_row = p(
             "INSERT INTO bet_journal (journal, shard, slot, pos, kind, body) VALUES (?, ?, ?, ?, ?, ?)"
         )
@@ -239,6 +247,9 @@ class CassandraLedger:
         self._sel_progress = p(
             "SELECT slot FROM journal_progress WHERE journal = ? AND shard = ? AND consumer = ? LIMIT 1"
         )
+
+    def _prepare_scans(self, p: Callable[[str], Any]) -> None:
+        """Durable limits, wallet epochs and the token-range scans of rebuild and reconcile."""
         self._ins_limits = p(
             "INSERT INTO account_limits (account_id, set_at_ms, daily_stake_limit_minor, self_excluded_until_ms) "
             "VALUES (?, ?, ?, ?)"
