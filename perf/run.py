@@ -196,7 +196,7 @@ def plot(report: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run Inplay's perf scenarios with same-run baselines",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -221,6 +221,11 @@ def main() -> None:
     parser.add_argument("--kickoff-factor", type=int, default=10)
     parser.add_argument("--kickoff-pre", type=int, default=5, help="seconds at the base rate before the spike")
     parser.add_argument("--settlement-bets", type=int, default=20_000)
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     names = args.scenarios or list(GHZ_SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]

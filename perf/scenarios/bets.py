@@ -145,6 +145,11 @@ def _measure(
     entry = result.as_dict()
     entry["role"] = role
     entry["loadavg_1m"] = [load_before, loadavg()]
+    # CPU seconds of the server process(es) during the run: per call / per bet, this compares across runs
+    # on a shared box far better than rates do (other work steals wall time, not the server's CPU time).
+    cpu_s = sum(delta(before, after, "process_cpu_seconds_total").values())
+    entry["server_cpu_s"] = round(cpu_s, 2)
+    entry["server_cpu_us_per_call"] = round(cpu_s * 1e6 / max(1, sum(result.summary["status"].values())))
     method = "/" + call
     entry["server_latency"] = histogram_quantiles(
         before, after, "inplay_rpc_duration_seconds", method, (0.5, 0.95, 0.99)
@@ -168,13 +173,14 @@ def _measure(
             "accepted_per_s": round(accepted / wall, 1),
             "rejected": rejected,
             "replayed": replayed,
+            "server_cpu_us_per_bet": round(cpu_s * 1e6 / max(1, accepted)),
         }
     if load.step_after_s:
         entry["phases"] = _phases(result, out_dir)
     print(
         f"    {name:<22} {result.summary['ok_per_s']:>8} ok calls/s  p50 {result.summary['p50_ms']:>8} ms  "
         f"p99 {result.summary['p99_ms']:>8} ms  {entry.get('bets', {}).get('accepted_per_s', '-')} bets/s  "
-        f"{result.summary['status']}",
+        f"{result.summary['status']}  server CPU {entry['server_cpu_us_per_call']} us/call",
         flush=True,
     )
     return entry
