@@ -1,16 +1,20 @@
 """``python -m inplay.cli`` (or ``./dev cli``): operational commands.
 
 reconcile [--repair] [--account A ...]   compare Redis balances with the ledger (the ledger wins)
+mapping load FILE [--replace]            validate and store a provider mapping table (merged per event)
+mapping show                             print the stored mapping table
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from pathlib import Path
 
-from inplay.app import open_runtime
-from inplay.config import Settings
+from inplay.app import open_mapping_store, open_runtime
+from inplay.config import Settings, StackSettings
 from inplay.domain.wallet import reconcile
 
 
@@ -43,15 +47,41 @@ async def _reconcile(repair: bool, accounts: list[str] | None) -> int:
     return 0
 
 
+async def _mapping(command: str, file: str | None, replace: bool) -> int:
+    stack = StackSettings.from_env()
+    if not stack.redis_url:
+        print("INPLAY_REDIS_URL is not set", file=sys.stderr)
+        return 2
+    service, close = await open_mapping_store(stack)
+    try:
+        if command == "load" and file is not None:
+            doc = json.loads(await asyncio.to_thread(Path(file).read_text, encoding="utf-8"))
+            table = await service.load(doc, replace=replace)
+            print(f"mapping stored: {len(table.events)} events, {len(table.markets)} markets")
+        else:
+            print(json.dumps(await service.store.load() or {"events": []}, indent=2))
+    finally:
+        await close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inplay")
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("reconcile", help="compare Redis balances with the ledger")
     rec.add_argument("--repair", action="store_true", help="overwrite the projection with ledger balances")
     rec.add_argument("--account", action="append", help="only these accounts")
+    mapping = sub.add_parser("mapping", help="the provider id mapping table (odds feed)")
+    msub = mapping.add_subparsers(dest="mapping_command", required=True)
+    load = msub.add_parser("load", help="validate and store a mapping JSON file")
+    load.add_argument("file")
+    load.add_argument("--replace", action="store_true", help="replace the whole table instead of merging")
+    msub.add_parser("show", help="print the stored mapping")
     args = parser.parse_args(argv)
     if args.command == "reconcile":
         return asyncio.run(_reconcile(args.repair, args.account))
+    if args.command == "mapping":
+        return asyncio.run(_mapping(args.mapping_command, getattr(args, "file", None), getattr(args, "replace", False)))
     return 2
 
 

@@ -1,6 +1,6 @@
 """The mapping table: provider ids -> internal ids, with the event/market/selection metadata (names, sport,
 market type, in-play flag) and the provider assignment per event (primary + secondary). Nothing about
-teams or fixtures lives in code: it is a JSON document loaded by ``python -m inplay.domain.feed.mapping
+teams or fixtures lives in code: it is a JSON document loaded by ``python -m inplay.cli mapping
 load FILE`` (or :meth:`FeedMappingService.load`) into the store (Redis ``{prefix}feed:mapping``)::
 
     {"events": [{
@@ -18,12 +18,7 @@ Selection refs are looked up within their market, so a provider may reuse outcom
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from inplay.errors import FieldViolation, InvalidArgument
@@ -183,39 +178,3 @@ class FeedMappingService:
         self.table = table
         self._version = await self.store.version()
         return table
-
-
-async def _cli(args: argparse.Namespace) -> int:
-    from inplay.adapters.redis_odds import RedisFeedMappings
-    from inplay.config import StackSettings
-
-    stack = StackSettings.from_env()
-    if not stack.redis_url:
-        print("INPLAY_REDIS_URL is not set", file=sys.stderr)
-        return 2
-    store = await RedisFeedMappings.connect(stack.redis_url, stack.redis_prefix)
-    try:
-        service = FeedMappingService(store)
-        if args.command == "load":
-            doc = json.loads(Path(args.file).read_text(encoding="utf-8"))  # noqa: ASYNC240
-            table = await service.load(doc, replace=args.replace)
-            print(f"mapping stored: {len(table.events)} events, {len(table.markets)} markets")
-        else:
-            print(json.dumps(await store.load() or {"events": []}, indent=2))
-    finally:
-        await store.close()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inplay.domain.feed.mapping")
-    sub = parser.add_subparsers(dest="command", required=True)
-    load = sub.add_parser("load", help="validate and store a mapping JSON file")
-    load.add_argument("file")
-    load.add_argument("--replace", action="store_true", help="replace the whole table instead of merging")
-    sub.add_parser("show", help="print the stored mapping")
-    return asyncio.run(_cli(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
