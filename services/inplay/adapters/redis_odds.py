@@ -107,6 +107,42 @@ def _state_from_fields(v: Any, st: Any, rs: Any, b: Any) -> MarketState | None:
     return decode_state(fastjson.loads(b), int(v), int(st), _text(rs))
 
 
+def _price_item(w: PriceWrite) -> list[Any]:
+    """One feed-mode item of the price script (layout above ``_WRITE_PRICES``)."""
+    body = encode_body(
+        w.market_id, w.event_id, w.sport, w.market_type, w.name, w.in_play, w.selections, w.updated_at_ms, w.source
+    )
+    provider_ts = str(w.provider_ts_ms or w.source_ts_ms)
+    return [
+        w.market_id, w.event_id, w.sport, str(w.source_ts_ms), body, w.suspend_reason, 1 if w.correction else 0,
+        "feed", 0, 0, "", provider_ts, w.source, w.route_primary,
+    ]  # fmt: skip
+
+
+def _price_result(w: PriceWrite, row: list[Any]) -> WriteResult:
+    """The script's answer for ``w``: the state before (decoded from the old body) and, if applied, after."""
+    outcome = _text(row[0])
+    old_body = _text(row[4])
+    before = decode_state(fastjson.loads(old_body), int(row[1]), int(row[2]), _text(row[3])) if old_body else None
+    after = None
+    if outcome == "APPLIED":
+        after = MarketState(
+            market_id=w.market_id,
+            event_id=w.event_id,
+            sport=w.sport,
+            market_type=w.market_type,
+            name=w.name,
+            in_play=w.in_play,
+            status=MarketStatus(int(row[6])),
+            status_reason=_text(row[7]),
+            selections=w.selections,
+            version=int(row[5]),
+            updated_at_ms=w.updated_at_ms,
+            source=w.source,
+        )
+    return WriteResult(outcome, before, after)
+
+
 def decode_notice(data: bytes | str) -> OddsNotice:
     msg = fastjson.loads(data)
     return OddsNotice(decode_state(msg["b"], int(msg["v"]), int(msg["st"]), msg["rs"]), bool(msg["c"]))
@@ -466,62 +502,9 @@ class RedisOddsCache:
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         if not writes:
             return []
-        items: list[Any] = []
-        for w in writes:
-            body = encode_body(
-                w.market_id,
-                w.event_id,
-                w.sport,
-                w.market_type,
-                w.name,
-                w.in_play,
-                w.selections,
-                w.updated_at_ms,
-                w.source,
-            )
-            items.append(
-                [
-                    w.market_id,
-                    w.event_id,
-                    w.sport,
-                    str(w.source_ts_ms),
-                    body,
-                    w.suspend_reason,
-                    1 if w.correction else 0,
-                    "feed",
-                    0,
-                    0,
-                    "",
-                    str(w.provider_ts_ms or w.source_ts_ms),
-                    w.source,
-                    w.route_primary,
-                ]
-            )
+        items = [_price_item(w) for w in writes]
         raw = fastjson.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
-        out = []
-        for w, row in zip(writes, raw, strict=True):
-            outcome = _text(row[0])
-            old_body = _text(row[4])
-            before = None
-            if old_body:
-                before = decode_state(fastjson.loads(old_body), int(row[1]), int(row[2]), _text(row[3]))
-            after = None
-            if outcome == "APPLIED":
-                after = MarketState(
-                    market_id=w.market_id,
-                    event_id=w.event_id,
-                    sport=w.sport,
-                    market_type=w.market_type,
-                    name=w.name,
-                    in_play=w.in_play,
-                    status=MarketStatus(int(row[6])),
-                    status_reason=_text(row[7]),
-                    selections=w.selections,
-                    version=int(row[5]),
-                    updated_at_ms=w.updated_at_ms,
-                    source=w.source,
-                )
-            out.append(WriteResult(outcome, before, after))
+        out = [_price_result(w, row) for w, row in zip(writes, raw, strict=True)]
         _echo(self.local_listeners, out)
         return out
 
