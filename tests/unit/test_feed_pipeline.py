@@ -31,6 +31,9 @@ class ListBus:
     async def flush(self, timeout_s: float = 10.0) -> None:
         return None
 
+    async def deliver(self, messages: Sequence[BusMessage], timeout_s: float = 10.0) -> None:
+        self.messages.extend(messages)
+
     async def close(self) -> None:
         return None
 

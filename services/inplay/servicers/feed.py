@@ -74,8 +74,10 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                         done = True
                         break
                     chunk.append(item)
-                summary.merge(await self._pipeline.ingest(chunk))
+                # the chunk's change log and Kafka messages ship while the next chunk is judged
+                summary.merge(await self._pipeline.ingest(chunk, drain=False))
             await reader  # surfaces a broken request stream
+            await self._pipeline.drain()  # everything the response counts as accepted is stored and on the bus
             await self._pipeline.bus.flush()
             return feed_pb2.IngestOddsResponse(
                 received=summary.received,

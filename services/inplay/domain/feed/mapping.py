@@ -50,10 +50,12 @@ class EventInfo:
     primary: str
     secondary: str
     market_ids: tuple[str, ...]
+    # (primary, secondary) without the empty one: read on every message, so computed once
+    providers: tuple[str, ...] = ()
 
-    @property
-    def providers(self) -> tuple[str, ...]:
-        return tuple(p for p in (self.primary, self.secondary) if p)
+    def __post_init__(self) -> None:
+        if not self.providers:
+            object.__setattr__(self, "providers", tuple(p for p in (self.primary, self.secondary) if p))
 
 
 class FeedMappingStore(Protocol):
