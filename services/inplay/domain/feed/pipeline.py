@@ -78,9 +78,8 @@ from inplay.domain.markets import (
     PROVIDER_DOWN,
     MarketControl,
     changes_between,
-    odds_json,
 )
-from inplay.model import MarketChange, SelectionPrice
+from inplay.model import MarketChange, MarketState, SelectionPrice
 from inplay.ports import (
     TOPIC_FEED_RAW,
     TOPIC_ODDS,
@@ -119,6 +118,8 @@ OUTBOX_MAX = 200_000
 # Entries queued but not yet shipped beyond which a chunk waits for the stores (about 4 chunks of 500 updates:
 # bounds memory and how far Kafka and the change log trail the cache).
 SHIP_BACKLOG = 5_000
+# Largest reception-log record (the producer's message.max.bytes is 1 000 000).
+RAW_RECORD_BYTES = 512 * 1024
 
 
 # Price-jump memory per market: the updates of the last window, at most this many (a live market moves every
@@ -197,12 +198,38 @@ _REJECTED_WRITE = {"SETTLED": MARKET_SETTLED, "STANDBY": STANDBY}
 _compact = fastjson.dumps
 
 
-def raw_json(raw: RawMessage, seq: int) -> bytes:
+def raw_entry(raw: RawMessage, seq: int) -> dict[str, object]:
+    """One received message as logged: sequence (-1 if unreadable), receive time, payload as received."""
     try:
-        body: dict[str, object] = {"payload": raw.payload.decode("utf-8")}
+        return {"sequence": seq, "received_at_ms": raw.received_at_ms, "payload": raw.payload.decode("utf-8")}
     except UnicodeDecodeError:
-        body = {"payload_b64": base64.b64encode(raw.payload).decode()}
-    return _compact({"source": raw.provider, "sequence": seq, "received_at_ms": raw.received_at_ms, **body})
+        return {
+            "sequence": seq,
+            "received_at_ms": raw.received_at_ms,
+            "payload_b64": base64.b64encode(raw.payload).decode(),
+        }
+
+
+def raw_records(topic: str, received: Sequence[tuple[RawMessage, int]]) -> list[BusMessage]:
+    """The reception log of a chunk: one ``inplay.feed.raw.v1`` record per provider (key provider), its
+    messages in arrival order: ``{"source", "messages": [{"sequence", "received_at_ms", "payload"}, ...]}``.
+    One record per chunk instead of one per message; a record above ``RAW_RECORD_BYTES`` is split in two
+    (payloads are at most 128 KiB each, so a record of one message always fits the producer's 1 MB)."""
+    by_provider: dict[str, list[dict[str, object]]] = {}
+    for raw, seq in received:
+        by_provider.setdefault(raw.provider, []).append(raw_entry(raw, seq))
+    out: list[BusMessage] = []
+    for provider, entries in by_provider.items():
+        out += _raw_parts(topic, provider, entries)
+    return out
+
+
+def _raw_parts(topic: str, provider: str, entries: list[dict[str, object]]) -> list[BusMessage]:
+    value = _compact({"source": provider, "messages": entries})
+    if len(value) <= RAW_RECORD_BYTES or len(entries) == 1:
+        return [BusMessage(topic, provider, value)]
+    half = len(entries) // 2
+    return _raw_parts(topic, provider, entries[:half]) + _raw_parts(topic, provider, entries[half:])
 
 
 def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
@@ -343,7 +370,7 @@ class FeedPipeline:
     # --- per chunk -----------------------------------------------------------------------------------------
 
     async def _process(self, chunk: Sequence[RawMessage], summary: IngestSummary) -> None:
-        bus_out: list[BusMessage] = []
+        received: list[tuple[RawMessage, int]] = []
         ops: list[_Op] = []
         self._pending.clear()
         self._resets.clear()
@@ -357,12 +384,12 @@ class FeedPipeline:
                 if isinstance(item, Rejected):
                     raise item
                 seq = item.seq
-                bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
+                received.append((raw, seq))
                 self._accept(item, raw, i, ops, summary)
             except Rejected as rej:
                 if seq < 0:
                     seq = rej.seq
-                    bus_out.append(BusMessage(self._topic_raw, raw.provider, raw_json(raw, seq)))
+                    received.append((raw, seq))
                     if seq >= 0 and raw.provider in self.adapters:  # unreadable past its seq: still tracked
                         arrived = raw.arrived_ms or raw.received_at_ms
                         self._track(self.router.provider(raw.provider), seq, -1, arrived, summary)
@@ -371,7 +398,8 @@ class FeedPipeline:
                     "feed message rejected",
                     extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
                 )
-        await self._execute(ops, bus_out + self._take_requests(), outcome, cp)
+        bus_out = raw_records(self._topic_raw, received) + self._take_requests()
+        await self._execute(ops, bus_out, outcome, cp)
         await self._save(cp)
         summary.received += len(chunk)
         for reason in outcome:
@@ -788,13 +816,14 @@ class FeedPipeline:
         the chunk's sequence state back and is raised (the connector retries); whatever was already stored,
         and every raw message, still goes to the change log and Kafka."""
         changes: list[MarketChange] = []
+        states: list[MarketState] = []
         try:
-            await self._apply_ops(ops, bus_out, outcome, changes)
+            await self._apply_ops(ops, states, outcome, changes)
         except BaseException:
             self._rollback(cp)
             raise
         finally:
-            self._queue_out(changes, bus_out)
+            self._queue_out(changes, bus_out + self.control.recorder.odds_messages(states, changes))
         if len(self._out_bus) + len(self._out_changes) > SHIP_BACKLOG:
             await self.drain()  # the stores fell behind: wait for them (bounded memory and lag)
         else:
@@ -802,7 +831,7 @@ class FeedPipeline:
 
     def _queue_out(self, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
         self._out_changes += changes
-        self._out_bus += bus_out + self.control.recorder.bus_messages(changes)
+        self._out_bus += bus_out
         for name, box in (("changes", self._out_changes), ("bus", self._out_bus)):
             if len(box) > OUTBOX_MAX:
                 log.error(
@@ -855,7 +884,7 @@ class FeedPipeline:
                 FEED_OUTBOX.labels("bus").set(len(self._out_bus))
 
     async def _apply_ops(
-        self, ops: list[_Op], bus_out: list[BusMessage], outcome: list[str] | None, changes: list[MarketChange]
+        self, ops: list[_Op], states: list[MarketState], outcome: list[str] | None, changes: list[MarketChange]
     ) -> None:
         at = self.clock()
         i = 0
@@ -874,7 +903,7 @@ class FeedPipeline:
                         written[o.index] = ""
                         ts = o.write.provider_ts_ms or o.write.source_ts_ms
                         self._commit_history(o.write.market_id, ts, o.prices, o.jumped)
-                        bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
+                        states.append(res.after)
                         changes += changes_between(res.before, res.after, o.write.source, "", at)
                     elif o.index not in written:
                         # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
@@ -886,23 +915,24 @@ class FeedPipeline:
                 continue
             if isinstance(op, _ResumeOp):
                 results = await self.control.resume(op.market_ids, op.source, op.reason, (op.reason,))
-                self._odds_out(results, bus_out)
+                self._odds_out(results, states)
             elif isinstance(op, _StatusOp):
                 results = await self.control.suspend(
                     op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms, op.provider_ts_ms, changes
                 )
-                self._odds_out(results, bus_out)
+                self._odds_out(results, states)
             else:
-                await self._switch(op, at, changes, bus_out)
+                await self._switch(op, at, changes, states)
             i += 1
 
-    def _odds_out(self, results: Sequence[WriteResult], bus_out: list[BusMessage]) -> None:
+    @staticmethod
+    def _odds_out(results: Sequence[WriteResult], states: list[MarketState]) -> None:
         """Status-only changes go to the odds topic too (it carries every applied state)."""
         for res in results:
             if res.applied and res.after is not None:
-                bus_out.append(BusMessage(self._topic_odds, res.after.market_id, odds_json(res.after)))
+                states.append(res.after)
 
-    async def _switch(self, op: _SwitchOp, at: int, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
+    async def _switch(self, op: _SwitchOp, at: int, changes: list[MarketChange], states: list[MarketState]) -> None:
         sw = op.switch
         won, active = await self.state.switch_provider(sw.event_id, sw.old, sw.new, op.event.primary)
         self.router.active[sw.event_id] = active
@@ -914,7 +944,7 @@ class FeedPipeline:
             "feed provider switch",
             extra={"event_id": sw.event_id, "from": sw.old, "to": sw.new, "cause": sw.cause},
         )
-        states = await self.cache.get_markets(list(op.event.market_ids))
+        current = await self.cache.get_markets(list(op.event.market_ids))
         changes.extend(
             [
                 MarketChange(
@@ -928,14 +958,14 @@ class FeedPipeline:
                     st.version if st is not None else 0,
                     at,
                 )
-                for mid, st in zip(op.event.market_ids, states, strict=True)
+                for mid, st in zip(op.event.market_ids, current, strict=True)
             ]
         )
         if op.suspend:
             results = await self.control.suspend(
                 op.event.market_ids, PROVIDER_DISCONNECT, "watchdog", sw.cause, collect=changes
             )
-            self._odds_out(results, bus_out)
+            self._odds_out(results, states)
 
 
 __all__ = ["FeedPipeline", "IngestSummary", "RawMessage"]
