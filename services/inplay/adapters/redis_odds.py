@@ -757,14 +757,56 @@ class RedisOddsSubscription:
 # --- feed mapping table ------------------------------------------------------------------------------------
 
 
+# Compare-and-set of mapping events. ARGV: prefix, JSON [[event_id, expected_rev, doc JSON or "" (= delete)],
+# ...]. Every expected revision must still hold (0 = absent), else nothing is written and the conflicting
+# event ids are returned. Writes bump each event's revision (kept inside its stored doc as "rev" too), the
+# table version, and PUBLISH [[event_id, rev], ...] on {p}feed:mapping:changes (every process follows it).
+_MAPPING_CAS = r"""
+local p = ARGV[1]
+local items = cjson.decode(ARGV[2])
+local docs, revs = p .. 'feed:mapping:events', p .. 'feed:mapping:revs'
+local conflicts = {}
+for k = 1, #items do
+  local cur = tonumber(redis.call('HGET', revs, items[k][1])) or 0
+  if cur ~= tonumber(items[k][2]) then conflicts[#conflicts + 1] = items[k][1] end
+end
+if #conflicts > 0 then return cjson.encode({0, conflicts}) end
+local changed = {}
+for k = 1, #items do
+  local eid, doc = items[k][1], items[k][3]
+  local rev = redis.call('HINCRBY', revs, eid, 1)
+  if doc == '' then
+    redis.call('HDEL', docs, eid)
+  else
+    redis.call('HSET', docs, eid, '{"rev":' .. rev .. ',' .. string.sub(doc, 2))
+  end
+  changed[#changed + 1] = {eid, rev}
+end
+local version = redis.call('INCR', p .. 'feed:mapping:version')
+redis.call('PUBLISH', p .. 'feed:mapping:changes', cjson.encode({version, changed}))
+return cjson.encode({1, changed})
+"""
+
+
 class RedisFeedMappings:
-    """The provider-id mapping table (see :mod:`inplay.domain.feed.mapping`), one JSON document in Redis
-    under ``{prefix}feed:mapping``, replaced whole by ``inplay-feed-mapping load FILE``."""
+    """The provider-id mapping table (see :mod:`inplay.domain.feed.mapping`), stored **per event** (M7):
+    hash ``{prefix}feed:mapping:events`` (event id -> its JSON entry, with its revision ``rev``) beside
+    ``{prefix}feed:mapping:revs`` (event id -> revision; a deleted event keeps its revision so that a stale
+    writer cannot resurrect it). Writes are compare-and-set per event (one Lua call), so two processes
+    updating different events never lose each other's change, and one updating the same event retries on
+    the newer entry. ``{prefix}feed:mapping:version`` counts writes (cheap to poll) and every write is
+    published on ``{prefix}feed:mapping:changes`` for running processes. The old single-document key
+    ``{prefix}feed:mapping`` is read when no per-event entry exists yet (the next write moves it)."""
 
     def __init__(self, client: aioredis.Redis[bytes], prefix: str) -> None:
         self._r = client
-        self._key = f"{prefix}feed:mapping"
+        self._prefix = prefix
+        self._legacy = f"{prefix}feed:mapping"
+        self._docs = f"{prefix}feed:mapping:events"
+        self._revs = f"{prefix}feed:mapping:revs"
         self._version_key = f"{prefix}feed:mapping:version"
+        self.channel = f"{prefix}feed:mapping:changes"
+        self._cas = client.register_script(_MAPPING_CAS)
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisFeedMappings:
@@ -772,25 +814,71 @@ class RedisFeedMappings:
         await client.ping()
         return cls(client, prefix)
 
-    async def save(self, document: dict[str, Any]) -> None:
-        pipe = self._r.pipeline(transaction=True)  # document and version together
-        pipe.set(self._key, _compact(document))
-        pipe.incr(self._version_key)
-        await pipe.execute()
+    async def put_events(
+        self, events: Sequence[dict[str, Any]], expected: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> tuple[bool, list[tuple[str, int]]]:
+        items: list[list[Any]] = [[str(e["event_id"]), expected.get(str(e["event_id"]), 0), _entry(e)] for e in events]
+        items += [[eid, expected.get(eid, 0), ""] for eid in removed]
+        if not items:
+            return True, []
+        ok, detail = fastjson.loads(await self._cas(keys=[], args=[self._prefix, _pack(items)]))
+        if not ok:
+            return False, [(_text(eid), -1) for eid in _list(detail)]
+        return True, [(_text(eid), int(rev)) for eid, rev in _list(detail)]
+
+    async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+        """Every event entry and every revision (deleted events included), in one round trip."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(self._docs)
+        pipe.hgetall(self._revs)
+        pipe.get(self._legacy)
+        docs, revs, legacy = await pipe.execute()
+        events = {_text(k): fastjson.loads(v) for k, v in docs.items()}
+        if not events and not revs and legacy is not None:  # written by the one-document store
+            events = {str(e["event_id"]): e for e in fastjson.loads(legacy).get("events", [])}
+        return events, {_text(k): int(v) for k, v in revs.items()}
+
+    async def events(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """The current entries of ``event_ids`` (None: deleted or never stored)."""
+        if not event_ids:
+            return {}
+        raw = await self._r.hmget(self._docs, list(event_ids))
+        return {eid: (fastjson.loads(v) if v is not None else None) for eid, v in zip(event_ids, raw, strict=True)}
 
     async def version(self) -> int:
         raw = await self._r.get(self._version_key)
         return int(raw) if raw is not None else 0
 
     async def load(self) -> dict[str, Any] | None:
-        raw = await self._r.get(self._key)
-        if raw is None:
+        events, revs = await self.snapshot()
+        if not events and not revs:
             return None
-        doc: dict[str, Any] = fastjson.loads(raw)
-        return doc
+        return {"events": [events[k] for k in sorted(events)]}
+
+    async def changes(self) -> AsyncIterator[tuple[int, list[tuple[str, int]]]]:
+        """Every write's (table version, [(event id, revision), ...]), from the moment of the call, until
+        cancelled. A lost connection ends the iteration (the caller reloads and follows again)."""
+        pubsub = self._r.pubsub()
+        await pubsub.subscribe(self.channel)
+        try:
+            async for msg in pubsub.listen():
+                if msg.get("type") != "message":
+                    continue
+                version, changed = fastjson.loads(msg["data"])
+                yield int(version), [(_text(eid), int(rev)) for eid, rev in changed]
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.unsubscribe(self.channel)
+            with contextlib.suppress(Exception):
+                await _aclose(pubsub)
 
     async def close(self) -> None:
         await _aclose(self._r)
+
+
+def _entry(event: dict[str, Any]) -> str:
+    """An event's JSON without a previous revision (the script puts the new one first)."""
+    return _compact({k: v for k, v in event.items() if k != "rev"})
 
 
 __all__ = [

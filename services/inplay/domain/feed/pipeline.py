@@ -355,6 +355,7 @@ class FeedPipeline:
     def start(self) -> None:
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self.run_watchdog(), name="feed-watchdog")
+        self.mappings.start()  # fixture and mapping changes of other processes, as they are written (H7)
 
     async def stop(self) -> None:
         if self._watchdog is not None:
@@ -362,6 +363,7 @@ class FeedPipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
+        await self.mappings.stop()
         try:
             await self.drain()
         except Exception:  # kept in memory only: logged (the cache holds the states; see docs)
