@@ -333,6 +333,7 @@ class FeedPipeline:
             for event in watched:
                 self._route_health(event, t, ops)
             self._producers_down(t, ops)
+            self._recoveries_overdue(t)
             await self._execute(ops, self._take_requests(), None, cp)
             await self._save(cp)
 
@@ -744,12 +745,24 @@ class FeedPipeline:
         """The first valid message of a producer that was down: ask it for a recovery snapshot."""
         if health.producer != DOWN:
             return
+        self._request_snapshot(health, now, "producer back: recovery snapshot requested")
+
+    def _request_snapshot(self, health: ProviderHealth, now: int, why: str) -> None:
+        """RECOVERING with a new request id, and the request to the provider adapter (through the outbox)."""
         health.set_producer(RECOVERING, now, uuid.uuid4().hex, health.down_since_ms)
         self._dirty.add(health.name)
         FEED_PRODUCER.labels(health.name).set(_PRODUCER_GAUGE[RECOVERING])
         request = {"provider": health.name, "since_ms": health.down_since_ms, "request_id": health.recovery_id}
         self._requests.append(BusMessage(self._topic_recovery, health.name, _compact(request)))
-        log.warning("producer back: recovery snapshot requested", extra=request)
+        log.warning(why, extra=request)
+
+    def _recoveries_overdue(self, now: int) -> None:
+        """A snapshot still not complete ``recovery_resend_ms`` after it was asked for is asked for again,
+        from the same time, under a new request id (the old one's completion no longer reopens anything:
+        only the newest request counts). Its markets stay PROVIDER_DOWN meanwhile."""
+        for h in self.router.health.values():
+            if h.producer == RECOVERING and now - h.producer_at_ms >= self.rules.recovery_resend_ms:
+                self._request_snapshot(h, now, "recovery snapshot not complete: requested again")
 
     def _snapshot_complete(self, health: ProviderHealth, request_id: str, now: int, ops: list[_Op]) -> None:
         if health.producer != RECOVERING or request_id != health.recovery_id:
