@@ -298,6 +298,7 @@ class FeedPipeline:
         # The outbox is shipped by one background task at a time (the lock keeps a drain from sending the
         # same entries twice).
         self._shipper: asyncio.Task[None] | None = None
+        self._saving: asyncio.Task[None] | None = None
         self._ship_lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -309,13 +310,26 @@ class FeedPipeline:
         acknowledged (raises if the change log or Kafka failed: they stay in the outbox for a retry)."""
         summary = IngestSummary()
         size = max(1, self.rules.chunk_size)
-        for start in range(0, len(raws), size):
+        chunks = [raws[start : start + size] for start in range(0, len(raws), size)]
+        parsing = self._parse_soon(chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            assert parsing is not None
+            parsed = await parsing
+            # The next chunk is parsed (pure: no state) while this one waits for Redis.
+            parsing = self._parse_soon(chunks[k + 1]) if k + 1 < len(chunks) else None
             async with self._lock:
-                await self._process(raws[start : start + size], summary)
+                await self._process(chunk, summary, parsed)
+        await self._saved()
         self.totals.merge(summary)
         if drain:
             await self.drain()
         return summary
+
+    def _parse_soon(self, chunk: Sequence[RawMessage]) -> asyncio.Task[list[ProviderMessage | Rejected]]:
+        async def parse() -> list[ProviderMessage | Rejected]:
+            return [self._parse(raw) for raw in chunk]
+
+        return asyncio.create_task(parse())
 
     async def tick(self, now: int | None = None) -> None:
         """Watchdog step: failover/fail-back on health, PROVIDER_DISCONNECT suspension on heartbeat loss."""
@@ -372,12 +386,13 @@ class FeedPipeline:
 
     # --- per chunk -----------------------------------------------------------------------------------------
 
-    async def _process(self, chunk: Sequence[RawMessage], summary: IngestSummary) -> None:
+    async def _process(
+        self, chunk: Sequence[RawMessage], summary: IngestSummary, parsed: list[ProviderMessage | Rejected]
+    ) -> None:
         received: list[tuple[RawMessage, int]] = []
         ops: list[_Op] = []
         self._pending.clear()
         self._resets.clear()
-        parsed = [self._parse(raw) for raw in chunk]
         await self._sync(parsed)
         cp = self._checkpoint()
         outcome: list[str] = [""] * len(chunk)  # "" = accepted, else the rejection reason
@@ -403,7 +418,7 @@ class FeedPipeline:
                 )
         bus_out = raw_records(self._topic_raw, received) + self._take_requests()
         await self._execute(ops, bus_out, outcome, cp)
-        await self._save(cp)
+        self._save_soon(cp)
         summary.received += len(chunk)
         for reason in outcome:
             if reason:
@@ -457,19 +472,38 @@ class FeedPipeline:
                 self.router.active.pop(event_id, None)
 
     async def _save(self, cp: tuple[dict[str, Checkpoint], dict[str, str], set[str]]) -> None:
-        """After the chunk's cache writes: this pod's view of the providers it heard from, for the others. A
-        failure is logged, not raised: the cache holds the chunk (a retry would be a DUPLICATE here), and the
-        next chunk saves the newer view."""
+        self._save_soon(cp)
+        await self._saved()
+
+    def _save_soon(self, cp: tuple[dict[str, Checkpoint], dict[str, str], set[str]]) -> None:
+        """After the chunk's cache writes: this pod's view of the providers it heard from, for the others,
+        taken now and sent in the background (after the previous save: one at a time, in order) while the
+        next chunk is judged. A failure is logged, not raised: the cache holds the chunk (a retry would be a
+        DUPLICATE here), and the next chunk saves the newer view. ``ingest`` and ``tick`` return only once
+        their saves are done, so another pod reads them right after."""
         health, _, _ = cp
         seen = {name: h.tracked_since(health.get(name)) for name, h in self.router.health.items()}
         touched = [self.router.health[name] for name, keys in seen.items() if keys or name in self._dirty]
         self._dirty.clear()
         if not touched:
             return
-        try:
-            await self.state.save_feed_state([h.liveness() for h in touched], seen, set(self._resets))
-        except Exception:
-            log.warning("shared feed state not saved", exc_info=True)
+        view = ([h.liveness() for h in touched], seen, set(self._resets))
+        previous = self._saving
+
+        async def save() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await self.state.save_feed_state(*view)
+            except Exception:
+                log.warning("shared feed state not saved", exc_info=True)
+
+        self._saving = asyncio.create_task(save())
+
+    async def _saved(self) -> None:
+        if self._saving is not None:
+            await self._saving
+            self._saving = None
 
     def _accept(
         self, msg: ProviderMessage, raw: RawMessage, index: int, ops: list[_Op], summary: IngestSummary
