@@ -307,7 +307,8 @@ class FeedPipeline:
     async def ingest(self, raws: Sequence[RawMessage], *, drain: bool = True) -> IngestSummary:
         """Judges and caches ``raws`` chunk by chunk. Their change-log rows and Kafka messages are shipped in the
         background while the next chunk is judged; ``drain`` (default) waits until they are all stored and
-        acknowledged (raises if the change log or Kafka failed: they stay in the outbox for a retry)."""
+        acknowledged, and the shared feed state saved (raises if the change log or Kafka failed: they stay in
+        the outbox for a retry)."""
         summary = IngestSummary()
         size = max(1, self.rules.chunk_size)
         chunks = [raws[start : start + size] for start in range(0, len(raws), size)]
@@ -319,7 +320,6 @@ class FeedPipeline:
             parsing = self._parse_soon(chunks[k + 1]) if k + 1 < len(chunks) else None
             async with self._lock:
                 await self._process(chunk, summary, parsed)
-        await self._saved()
         self.totals.merge(summary)
         if drain:
             await self.drain()
@@ -479,8 +479,8 @@ class FeedPipeline:
         """After the chunk's cache writes: this pod's view of the providers it heard from, for the others,
         taken now and sent in the background (after the previous save: one at a time, in order) while the
         next chunk is judged. A failure is logged, not raised: the cache holds the chunk (a retry would be a
-        DUPLICATE here), and the next chunk saves the newer view. ``ingest`` and ``tick`` return only once
-        their saves are done, so another pod reads them right after."""
+        DUPLICATE here), and the next chunk saves the newer view. ``drain`` (so ``ingest`` by default, and
+        IngestOdds before it answers) and ``tick`` wait for the saves, so another pod reads them right after."""
         health, _, _ = cp
         seen = {name: h.tracked_since(health.get(name)) for name, h in self.router.health.items()}
         touched = [self.router.health[name] for name, keys in seen.items() if keys or name in self._dirty]
@@ -904,6 +904,7 @@ class FeedPipeline:
     async def drain(self) -> None:
         """Waits until every queued change-log row and Kafka message is stored and acknowledged; raises
         the failure when one cannot be (the entries stay in the outbox)."""
+        await self._saved()  # the shared feed state of the chunks judged so far, for the other pods
         if self._shipper is not None:
             await asyncio.shield(self._shipper)
         await self.flush_outbox()
