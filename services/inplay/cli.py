@@ -18,6 +18,7 @@ from pathlib import Path
 from inplay.app import open_mapping_store, open_runtime
 from inplay.config import Settings, StackSettings
 from inplay.domain.wallet import reconcile
+from inplay.errors import DomainError
 
 
 async def _reconcile(repair: bool, accounts: list[str] | None) -> int:
@@ -72,7 +73,11 @@ async def _mapping(args: argparse.Namespace) -> int:
             table = await service.load(doc, replace=args.replace)
             print(f"mapping stored: {len(table.events)} events, {len(table.markets)} markets")
         elif args.mapping_command == "fixture":
-            event = await service.update_event(args.event_id, _fixture_changes(args))
+            try:
+                event = await service.update_event(args.event_id, _fixture_changes(args))
+            except DomainError as exc:  # unknown event, invalid entry, endless conflict: said plainly
+                print(exc.message, file=sys.stderr)
+                return 1
             print(f"event {event.event_id}: in_play={event.in_play} status={event.status!r} rev={event.rev}")
         else:
             print(json.dumps(await service.store.load() or {"events": []}, indent=2))
