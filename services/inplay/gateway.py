@@ -113,7 +113,9 @@ class EdgeSettings:
             upstream_host=host or "127.0.0.1",
             upstream_port=int(up_port),
             web_origins=tuple(
-                o.strip() for o in _env_str("INPLAY_EDGE_WEB_ORIGINS", default_origins).split(",") if o.strip()
+                o.strip()
+                for o in _env_str("INPLAY_EDGE_WEB_ORIGINS", default_origins).split(",")
+                if o.strip()
             ),
             issuer=_env_str("INPLAY_JWT_ISSUER", DEFAULT_ISSUER),
             audience=_env_str("INPLAY_JWT_AUDIENCE", DEFAULT_AUDIENCE),
@@ -121,7 +123,9 @@ class EdgeSettings:
             jwks_file=_env_str("INPLAY_EDGE_JWKS_FILE", ""),
             keys_dir=Path(_env_str("INPLAY_EDGE_KEYS_DIR", str(root / ".stack" / "keys"))),
             bet_user_rate=_env_int("INPLAY_EDGE_BET_RATE_PER_USER", 20),
-            bet_user_burst=_env_int("INPLAY_EDGE_BET_BURST_PER_USER", _env_int("INPLAY_EDGE_BET_RATE_PER_USER", 20)),
+            bet_user_burst=_env_int(
+                "INPLAY_EDGE_BET_BURST_PER_USER", _env_int("INPLAY_EDGE_BET_RATE_PER_USER", 20)
+            ),
             bet_global_rate=_env_int("INPLAY_EDGE_BET_RATE_GLOBAL", 2000),
             bet_global_burst=_env_int(
                 "INPLAY_EDGE_BET_BURST_GLOBAL", 2 * _env_int("INPLAY_EDGE_BET_RATE_GLOBAL", 2000)
@@ -166,7 +170,9 @@ class SigningKey:
 
 def generate_signing_key() -> SigningKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     jwk = public_jwk(key.public_key())
     return SigningKey(private_pem=pem, kid=jwk["kid"], jwks={"keys": [jwk]})
 
@@ -375,7 +381,9 @@ def build_web(root: Path | None = None, force: bool = False) -> Path:
     protos = sorted((root / "proto").glob("inplay/*/v1/*.proto"))
     google_rpc = _site_proto_root() / "google" / "rpc" / "error_details.proto"
     plugin = node_modules / ".bin" / "protoc-gen-es"
-    gen_hash = _tree_hash([*protos, google_rpc, node_modules / "@bufbuild" / "protoc-gen-es" / "package.json"])
+    gen_hash = _tree_hash(
+        [*protos, google_rpc, node_modules / "@bufbuild" / "protoc-gen-es" / "package.json"]
+    )
     gen_stamp = gen / ".inplay-stamp"
     if force or not gen_stamp.is_file() or gen_stamp.read_text() != gen_hash:
         shutil.rmtree(gen, ignore_errors=True)
@@ -511,7 +519,9 @@ def wait_ready(
             status, body = _admin_get(settings.admin_port, "/ready")
             last = body.strip()
             if status == 200:
-                host = "127.0.0.1" if settings.listen_address in ("0.0.0.0", "::") else settings.listen_address
+                host = (
+                    "127.0.0.1" if settings.listen_address in ("0.0.0.0", "::") else settings.listen_address
+                )
                 with socket.create_connection((host, settings.listen_port), timeout=1.0):
                     pass
                 if not require_upstream or upstream_healthy(settings.admin_port):
@@ -523,7 +533,9 @@ def wait_ready(
     raise TimeoutError(f"envoy not ready after {timeout_s:.0f}s: {last}")
 
 
-def run(settings: EdgeSettings, out: Path, log_file: Path, build: bool, foreground: bool, pid_file: Path) -> int:
+def run(
+    settings: EdgeSettings, out: Path, log_file: Path, build: bool, foreground: bool, pid_file: Path
+) -> int:
     if build:
         try:
             build_web()
@@ -595,7 +607,9 @@ class EdgeForDemo:
     def target(self) -> str:
         return f"127.0.0.1:{self.settings.listen_port}"
 
-    def tokens(self, subjects: Iterable[str], operators: Iterable[str] = (), ttl_s: int = 3600) -> dict[str, str]:
+    def tokens(
+        self, subjects: Iterable[str], operators: Iterable[str] = (), ttl_s: int = 3600
+    ) -> dict[str, str]:
         ops = set(operators)
         return {
             sub: mint_token(
@@ -639,12 +653,16 @@ class EdgeForDemo:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inplay.gateway", description="Inplay edge (Envoy) tooling")
+    parser = argparse.ArgumentParser(
+        prog="python -m inplay.gateway", description="Inplay edge (Envoy) tooling"
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p_render = sub.add_parser("render", help="render the Envoy config")
     p_render.add_argument("--out", required=True, type=Path)
-    p_render.add_argument("--dev-tokens", action="store_true", help="serve demo bettor tokens at /dev/tokens.json")
+    p_render.add_argument(
+        "--dev-tokens", action="store_true", help="serve demo bettor tokens at /dev/tokens.json"
+    )
 
     sub.add_parser("keys", help="create the dev ES256 key pair (if missing) and print the JWKS")
 
@@ -663,7 +681,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--out", type=Path, default=None, help="rendered config (default .stack/envoy.yaml)")
     p_run.add_argument("--dev-tokens", action="store_true")
     p_run.add_argument("--no-web", action="store_true", help="do not build the web bet slip")
-    p_run.add_argument("--background", action="store_true", help="return once ready (pid in .stack/envoy.pid)")
+    p_run.add_argument(
+        "--background", action="store_true", help="return once ready (pid in .stack/envoy.pid)"
+    )
 
     args = parser.parse_args(argv)
     root = repo_root()
