@@ -169,14 +169,6 @@ class MappingTable:
         market_id = self._market_refs.get((provider, ref))
         return self.markets.get(market_id) if market_id is not None else None
 
-    @staticmethod
-    def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        """``extra``'s events replace ``base``'s with the same event id; others are kept."""
-        events = {str(e["event_id"]): e for e in base.get("events", [])}
-        for e in extra.get("events", []):
-            events[str(e["event_id"])] = e
-        return {"events": list(events.values())}
-
 
 class MappingConflict(Aborted):
     """Another writer kept changing the same events: the caller may retry."""
