@@ -1,7 +1,10 @@
 """The mapping table: provider ids -> internal ids, with the event/market/selection metadata (names, sport,
 market type, in-play flag) and the provider assignment per event (primary + secondary). Nothing about
 teams or fixtures lives in code: it is a JSON document loaded by ``python -m inplay.cli mapping
-load FILE`` (or :meth:`FeedMappingService.load`) into the store (Redis ``{prefix}feed:mapping``)::
+load FILE`` (or :meth:`FeedMappingService.load`) into the store, which keeps it **per event** with a revision
+each (Redis ``{prefix}feed:mapping:events``, written by compare-and-set: M7). Fixture fields (``in_play``,
+``status``, ``starts_at_ms``) change with ``python -m inplay.cli mapping fixture``; every running process
+follows the store's change feed (H7)::
 
     {"events": [{
         "event_id": "ev-1", "sport": "football", "name": "Home v Away", "in_play": true,
