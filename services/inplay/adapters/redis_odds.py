@@ -123,6 +123,10 @@ def _body_of(w: PriceWrite) -> str:
     )
 
 
+# MarketStatus(n) costs an enum lookup per call (~2.5 µs under cProfile, once per update): a table instead.
+_STATUS = {int(s): s for s in MarketStatus}
+
+
 def _written_state(w: PriceWrite, version: int, status: int, reason: str) -> MarketState:
     return MarketState(
         market_id=w.market_id,
@@ -131,7 +135,7 @@ def _written_state(w: PriceWrite, version: int, status: int, reason: str) -> Mar
         market_type=w.market_type,
         name=w.name,
         in_play=w.in_play,
-        status=MarketStatus(status),
+        status=_STATUS[status],
         status_reason=reason,
         selections=w.selections,
         version=version,

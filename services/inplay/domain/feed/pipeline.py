@@ -700,14 +700,10 @@ class FeedPipeline:
             if info is None:
                 raise Rejected(UNMAPPED, f"selection {ref!r} of market {market.market_id}")
             by_id[info.selection_id] = odds
-        out = tuple(
-            SelectionPrice(s.selection_id, s.name, by_id[s.selection_id])
-            for s in market.ordered
-            if s.selection_id in by_id
-        )
-        if len(out) != len(market.ordered):
-            raise Rejected(SCHEMA, f"market {market.market_id}: {len(out)} of {len(market.ordered)} selections")
-        return out
+        # by_id holds only this market's selection ids, so equal sizes mean every selection is priced
+        if len(by_id) != len(market.ordered):
+            raise Rejected(SCHEMA, f"market {market.market_id}: {len(by_id)} of {len(market.ordered)} selections")
+        return tuple([SelectionPrice(s.selection_id, s.name, by_id[s.selection_id]) for s in market.ordered])
 
     def _jumped(self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]) -> tuple[bool, dict[str, Odds]]:
         """True when a selection moved beyond the band against any price of the last window (committed history
