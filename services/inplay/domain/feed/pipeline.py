@@ -4,10 +4,12 @@ Work is done per chunk of messages (``FeedRules.chunk_size``): every message of 
 judged in order (sequence/duplicate tracking, routing and price-jump history are sequential state), then
 the resulting cache operations run as few Lua calls as possible — consecutive price writes in one
 ``write_prices`` call, status changes (bet stop, incidents) in one ``write_status`` call, in message order —
-and every Kafka message of the chunk (raw, odds, market changes) is enqueued as one produce batch.
+and the chunk's Kafka records (one odds record per update, carrying its change entries, and one
+reception-log record per provider) and change-log rows go to the outbox, shipped in the background while the
+next chunk is judged.
 
-- reception: every message, valid or not, goes to ``inplay.feed.raw.v1`` (key = provider) with its
-  source, sequence (-1 when unreadable) and receive time — append-only;
+- reception: every message, valid or not, goes to ``inplay.feed.raw.v1`` (key = provider; one record per
+  provider per chunk) with its sequence (-1 when unreadable) and receive time — append-only;
 - validation: schema/types, timestamps (missing, too far in the future), odds > 1.0, duplicates,
   sequence gaps (an anomaly: counted, feeds failover, the message is still applied when valid);
 - normalization: provider ids -> internal ids through the mapping table (UNMAPPED otherwise), exact odds;
