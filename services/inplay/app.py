@@ -6,7 +6,6 @@ Kept in one place so that every entry point (server, demo, tests, benchmarks) bu
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import grpc
 
 from inplay.adapters.deposit_keys import CassandraDepositKeys, MemoryDepositKeys
-from inplay.config import Settings, setting_str
+from inplay.config import Settings, StackSettings, setting_str
 from inplay.domain.bets import BetPlacement
 from inplay.domain.commit import (
     JournalWatermark,
@@ -24,7 +23,12 @@ from inplay.domain.commit import (
     WriterConfig,
     writer_owner,
 )
+from inplay.domain.feed.hub import OddsHub
+from inplay.domain.feed.mapping import FeedMappingService, FeedMappingStore
+from inplay.domain.feed.pipeline import FeedPipeline
+from inplay.domain.feed.rules import FeedRules
 from inplay.domain.journal import journal_tag
+from inplay.domain.markets import ChangeRecorder, MarketChangeLog, MarketControl
 from inplay.domain.settlement.consumer import ResultsConsumer
 from inplay.domain.settlement.ports import LockService, SettlementStore
 from inplay.domain.settlement.service import SettlementService
@@ -223,15 +227,87 @@ async def open_bet_path(
 
 async def _open_features(runtime: Runtime) -> None:
     """Odds pipeline (feed, suspension, streaming) and settlement components."""
-    from inplay.domain.feed.components import open_odds_components
+    odds = await open_odds(runtime)
+    settlement = await open_settlement(runtime, mark_settled=odds.control.settle)
+    runtime.components["settlement"] = settlement
+    runtime.closers.append(settlement.close)
 
+
+# ---------------------------------------------------------------------------------------------------------
+# Odds pipeline wiring (feed ingest, suspension, StreamOdds hub, change log, mapping table): owned by the odds
+# work; kept in this one block to ease merges.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OddsComponents:
+    hub: OddsHub
+    control: MarketControl
+    changes: MarketChangeLog
+    mappings: FeedMappingService
+    pipeline: FeedPipeline
+    mapping_store: FeedMappingStore
+
+    async def close(self) -> None:
+        await self.pipeline.stop()
+        await self.hub.close()
+
+
+def odds_stores(
+    odds: LiveOddsCache, prefix: str, cassandra_session: Any = None
+) -> tuple[MarketChangeLog, FeedMappingStore]:
+    """The change log (Cassandra, or memory when embedded) and the mapping store beside the odds cache."""
+    changes: MarketChangeLog
+    store: FeedMappingStore
+    if cassandra_session is not None:
+        from inplay.adapters.cassandra_changes import CassandraMarketChangeLog
+
+        changes = CassandraMarketChangeLog(cassandra_session)
+    else:
+        from inplay.adapters.memory_odds import MemoryMarketChangeLog
+
+        changes = MemoryMarketChangeLog()
+    client = getattr(odds, "client", None)
+    if client is not None:
+        from inplay.adapters.redis_odds import RedisFeedMappings
+
+        store = RedisFeedMappings(client, prefix)
+    else:
+        from inplay.adapters.memory_odds import MemoryFeedMappings
+
+        store = MemoryFeedMappings()
+    return changes, store
+
+
+async def open_odds_components(
+    odds: LiveOddsCache,
+    bus: EventBus,
+    stack: StackSettings,
+    cassandra_session: Any = None,
+    rules: FeedRules | None = None,
+    start_watchdog: bool = True,
+) -> OddsComponents:
+    """The odds pipeline's objects over the given odds cache and bus (``cassandra_session`` None: a memory
+    change log)."""
+    changes, store = odds_stores(odds, stack.redis_prefix, cassandra_session)
+    mappings = FeedMappingService(store)
+    await mappings.refresh()
+    control = MarketControl(odds, ChangeRecorder(changes, bus, stack.topic_prefix))
+    pipeline = FeedPipeline(odds, bus, mappings, control, rules or FeedRules.from_env(), stack.topic_prefix)
+    if start_watchdog:
+        pipeline.start()
+    return OddsComponents(OddsHub(odds), control, changes, mappings, pipeline, store)
+
+
+async def open_odds(runtime: Runtime) -> OddsComponents:
+    """Opens the odds components of ``runtime`` (and loads ``INPLAY_FEED_MAPPING_FILE`` when set)."""
     session = getattr(runtime.ledger, "session", None)
     odds = await open_odds_components(runtime.odds, runtime.bus, runtime.settings.stack, cassandra_session=session)
     runtime.components["odds"] = odds
     runtime.components["feed_mappings"] = odds.mappings
-    mapping_file = os.environ.get("INPLAY_FEED_MAPPING_FILE")
+    mapping_file = setting_str("INPLAY_FEED_MAPPING_FILE")
     if mapping_file:
-        # Provider id mapping table loaded at startup (also: python -m inplay.domain.feed.mapping load FILE).
+        # Provider id mapping table loaded at startup (also: python -m inplay.cli mapping load FILE).
         import asyncio
         import json
         from pathlib import Path
@@ -240,10 +316,18 @@ async def _open_features(runtime: Runtime) -> None:
         await odds.mappings.load(document)
     runtime.components["market_control"] = odds.control
     runtime.closers.append(odds.close)
+    return odds
 
-    settlement = await open_settlement(runtime, mark_settled=odds.control.settle)
-    runtime.components["settlement"] = settlement
-    runtime.closers.append(settlement.close)
+
+async def open_mapping_store(stack: StackSettings) -> tuple[FeedMappingService, Callable[[], Awaitable[None]]]:
+    """The mapping table of the real stack, for the CLI (a Redis connection of its own; close it after)."""
+    from inplay.adapters.redis_odds import RedisFeedMappings
+
+    store = await RedisFeedMappings.connect(stack.redis_url, stack.redis_prefix)
+    return FeedMappingService(store), store.close
+
+
+# --------------------------------------------------------------------------------- end of the odds block
 
 
 # ========================================================================================================

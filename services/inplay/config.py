@@ -183,6 +183,8 @@ SETTINGS_LIST: tuple[Setting, ...] = (
     _s("INPLAY_FEED_WATCHDOG_INTERVAL_MS", "int", 100, "odds/feed", "domain/feed/rules", "Watchdog period, ms."),
     _s("INPLAY_FEED_PRODUCER_DOWN_MS", "int", 10_000, "odds/feed", "domain/feed/rules",
        "A provider silent this long is DOWN: the markets it is the active source of are suspended PROVIDER_DOWN, ms."),
+    _s("INPLAY_FEED_RECOVERY_RESEND_MS", "int", 30_000, "odds/feed", "domain/feed/rules",
+       "A recovery snapshot not complete this long after the request is requested again (new request id), ms."),
     _s("INPLAY_FEED_MAX_ODDS", "int", 1000, "odds/feed", "domain/feed/rules",
        "Prices above these decimal odds are rejected as ODDS_INVALID (a first price included)."),
     _s("INPLAY_FEED_MAPPING_REFRESH_MS", "int", 5_000, "odds/feed", "domain/feed/rules",

@@ -389,7 +389,9 @@ async def test_h5_primary_whose_every_message_is_rejected_fails_over(odds_grpc: 
 # --- M3 / M4: change log within a chunk ------------------------------------------------------------------------
 
 
-async def test_m3_failover_provider_rows_kept_beside_the_price_rows_of_the_same_version(odds_env: OddsEnv) -> None:
+async def test_m3_failover_provider_rows_kept_beside_the_price_rows_of_the_same_version(
+    odds_env: OddsEnv, kafka_bootstrap: str
+) -> None:
     env = odds_env
     t = now_ms() - 10_000
     await env.ingest(
@@ -407,6 +409,12 @@ async def test_m3_failover_provider_rows_kept_beside_the_price_rows_of_the_same_
         (2, "PROVIDER", "alpha", "bravo")
     ]
     assert [(r.version, r.kind) for r in rows if r.version == 2 and r.kind == "PRICE"] == [(2, "PRICE")]
+    # the switch is no write of the market: its rows go to the market-changes topic, not into an odds record
+    await env.bus.flush()
+    got = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, 1)
+    assert [(c["kind"], c["old_value"], c["new_value"]) for c in got[0][1]["changes"]] == [
+        ("PROVIDER", "alpha", "bravo")
+    ]
 
 
 async def test_m4_market_changes_on_kafka_in_version_order_within_a_chunk(
@@ -420,10 +428,9 @@ async def test_m4_market_changes_on_kafka_in_version_order_within_a_chunk(
         ("alpha", wire.alpha_incident(env.seq("alpha"), t + 200, env.alpha_event, "goal"), t + 210),
     )
     await env.bus.flush()
-    got = await consume(
-        kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, 3, timeout_s=20
-    )
+    got = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_ODDS, lambda k, v: k == env.mr, 3, timeout_s=20)
     assert [v["version"] for _, v in got] == [1, 2, 3]
+    assert [{c["version"] for c in v["changes"]} for _, v in got] == [{1}, {2}, {3}]  # the changes ride along
 
 
 # --- M6: the standby's bet stops and incidents -----------------------------------------------------------------

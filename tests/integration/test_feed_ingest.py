@@ -38,14 +38,16 @@ async def test_alpha_prices_cached_exactly_and_published(odds_env: OddsEnv, kafk
     await env.bus.flush()
     odds = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_ODDS, lambda k, v: k == env.mr, 1)
     assert odds[0][1]["version"] == 1 and odds[0][1]["selections"][0] == [f"{env.event_id}:mr:home", 5, 2]
+    # the reception log: one record per provider per chunk, its messages in arrival order
     raws = await consume(
         kafka_bootstrap,
         env.topic_prefix + TOPIC_FEED_RAW,
-        lambda k, v: k == "alpha" and env.alpha_event in v.get("payload", ""),
-        2,
+        lambda k, v: k == "alpha" and any(env.alpha_event in m.get("payload", "") for m in v["messages"]),
+        1,
     )
-    assert [r[1]["sequence"] for r in raws] == [1, 2]
-    assert all(r[1]["source"] == "alpha" and r[1]["received_at_ms"] == t for r in raws)
+    assert raws[0][1]["source"] == "alpha"
+    assert [m["sequence"] for m in raws[0][1]["messages"]] == [1, 2]
+    assert all(m["received_at_ms"] == t for m in raws[0][1]["messages"])
 
 
 async def test_bravo_american_and_fractional_prices(odds_env: OddsEnv) -> None:
@@ -97,10 +99,12 @@ async def test_every_validation_rule_counted_dropped_nothing_cached(odds_env: Od
     raws = await consume(
         kafka_bootstrap,
         env.topic_prefix + TOPIC_FEED_RAW,
-        lambda k, v: "not json" in v.get("payload", "") or (k == "carrier-pigeon"),
+        lambda k, v: any("not json" in m.get("payload", "") for m in v["messages"]),
         1,
     )
-    assert raws and raws[0][1]["sequence"] == -1
+    assert raws and raws[0][1]["messages"][0]["sequence"] == -1
+    pigeon = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_FEED_RAW, lambda k, v: k == "carrier-pigeon", 1)
+    assert pigeon and pigeon[0][1]["messages"][0]["payload"] == "{}"
 
     # a settled market rejects prices; an older provider version is dropped; standby provider not applied
     await env.ingest(("alpha", env.alpha_mr(t - 100, "2.0", "3.0", "4.0", seq=908), t))

@@ -143,3 +143,48 @@ async def test_provider_down_suspends_only_its_markets_and_recovery_snapshot_reo
     changes, _ = await env.changes.list(f"{ev_a}:mr", 100, "")
     assert [c.new_value for c in changes if c.kind == "STATUS"][-2:] == ["SUSPENDED:PROVIDER_DOWN", "ACTIVE"]
     assert json.dumps(pipe.producers())  # plain data (what AdminService would serve)
+
+
+async def test_recovery_snapshot_never_completed_is_requested_again_and_only_the_newest_reopens(
+    env: OddsEnv, kafka_bootstrap: str, admin: admin_pb2_grpc.AdminServiceStub
+) -> None:
+    """Before: a recovery request lost by the connector (or a connector that died while replaying) left the
+    provider RECOVERING and its markets PROVIDER_DOWN for good. Now the watchdog asks again after
+    INPLAY_FEED_RECOVERY_RESEND_MS, under a new request id; only that request's completion reopens."""
+    pipe = env.pipeline
+    pipe.rules = FeedRules(heartbeat_timeout_ms=5_000, producer_down_ms=2_000, recovery_resend_ms=1_000)
+    alpha_only = f"{env.event_id}s"
+    ref = f"A-{uuid.uuid4().hex[:8]}"
+    await env.mappings.load(wire.two_provider_mapping(alpha_only, ref, env.bravo_match + 3, secondary=""))
+
+    def price(ts: int) -> RawMessage:
+        prices = {f"{ref}-MR-H": "2.00", f"{ref}-MR-D": "3.40", f"{ref}-MR-A": "3.80"}
+        return RawMessage("alpha", wire.alpha_odds(env.seq("alpha"), ts, ref, f"{ref}-MR", prices), ts + 5)
+
+    def complete(ts: int, request_id: str) -> RawMessage:
+        return RawMessage("alpha", wire.alpha_snapshot_complete(env.seq("alpha"), ts, request_id), ts + 5)
+
+    t = now_ms() - 60_000
+    assert (await pipe.ingest([price(t)])).accepted == 1
+    await pipe.tick(t + 2_600)  # silent: DOWN
+    assert await state(env, f"{alpha_only}:mr") == (SUSPENDED, "PROVIDER_DOWN")
+    await pipe.ingest([price(t + 3_000)])  # back: first request
+    first = str(pipe.producers()["alpha"]["recovery_id"])
+    await pipe.tick(t + 3_500)  # not overdue yet: no second request
+    assert pipe.producers()["alpha"]["recovery_id"] == first
+    await pipe.tick(t + 4_100)  # overdue: asked again
+    second = str(pipe.producers()["alpha"]["recovery_id"])
+    assert second != first and (await producers(admin))["alpha"] == (admin_pb2.PRODUCER_STATUS_RECOVERING, second)
+    found = await consume(
+        kafka_bootstrap,
+        env.topic_prefix + TOPIC_FEED_RECOVERY,
+        lambda key, value: value.get("request_id") in (first, second),
+        2,
+    )
+    assert [v["request_id"] for _, v in found] == [first, second]
+    assert {v["since_ms"] for _, v in found} == {t + 5}  # both replay from the last message before the silence
+    await pipe.ingest([complete(t + 4_200, first)])  # the superseded request's completion: ignored
+    assert await state(env, f"{alpha_only}:mr") == (SUSPENDED, "PROVIDER_DOWN")
+    await pipe.ingest([complete(t + 4_300, second)])
+    assert await state(env, f"{alpha_only}:mr") == (ACTIVE, "")
+    assert (await producers(admin))["alpha"] == (admin_pb2.PRODUCER_STATUS_UP, "")

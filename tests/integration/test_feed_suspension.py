@@ -8,7 +8,7 @@ import pytest
 
 from inplay.domain.feed import wire
 from inplay.model import MarketStatus
-from inplay.ports import TOPIC_MARKET_CHANGES
+from inplay.ports import TOPIC_ODDS
 from tests.integration.conftest_odds import OddsEnv, consume, now_ms
 
 pytest_plugins = ["tests.integration.conftest_odds"]
@@ -184,7 +184,8 @@ async def test_every_change_logged_with_source_and_reason(odds_env: OddsEnv, kaf
     page3, tok3 = await env.changes.list(env.mr, 3, tok2)
     assert page1 + page2 + page3 == changes and tok3 == ""
     await env.bus.flush()
-    published = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_MARKET_CHANGES, lambda k, v: k == env.mr, 4)
+    # one record per update: each odds record carries the change entries of its write
+    published = await consume(kafka_bootstrap, env.topic_prefix + TOPIC_ODDS, lambda k, v: k == env.mr, 4)
     assert [(v["version"], len(v["changes"])) for _, v in published] == [(1, 4), (2, 1), (3, 2), (4, 1)]
     flat = [(c["version"], c["kind"], c["new_value"]) for _, v in published for c in v["changes"]]
     assert flat == [(c.version, c.kind, c.new_value) for c in changes]

@@ -3,6 +3,7 @@ tests/integration/test_feed_*.py): routing, jump band math, failover state machi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -30,6 +31,9 @@ class ListBus:
 
     async def flush(self, timeout_s: float = 10.0) -> None:
         return None
+
+    async def deliver(self, messages: Sequence[BusMessage], timeout_s: float = 10.0) -> None:
+        self.messages.extend(messages)
 
     async def close(self) -> None:
         return None
@@ -156,3 +160,19 @@ async def test_memory_pipeline_applies_active_provider_only() -> None:
         ("ev:mr:draw", "3.20"),
         ("ev:mr:away", "2.90"),
     ]
+
+
+def test_reception_log_is_one_record_per_provider_per_chunk_split_when_large() -> None:
+    from inplay.domain.feed.pipeline import RAW_RECORD_BYTES, raw_records
+
+    small = [(RawMessage("alpha", f'{{"seq":{i}}}'.encode(), T0 + i), i) for i in range(3)]
+    other = [(RawMessage("bravo", b"\xff\xfe", T0), -1)]  # not UTF-8: base64
+    records = raw_records("raw", [small[0], other[0], small[1], small[2]])
+    assert [r.key for r in records] == ["alpha", "bravo"]
+    alpha = json.loads(records[0].value)
+    assert alpha["source"] == "alpha" and [m["sequence"] for m in alpha["messages"]] == [0, 1, 2]
+    assert json.loads(records[1].value)["messages"][0]["payload_b64"] == "//4="
+    big = [(RawMessage("alpha", b"x" * 100_000, T0 + i), i) for i in range(12)]  # ~1.2 MB in all
+    parts = raw_records("raw", big)
+    assert len(parts) > 1 and all(len(p.value) <= RAW_RECORD_BYTES for p in parts)
+    assert [m["sequence"] for p in parts for m in json.loads(p.value)["messages"]] == list(range(12))

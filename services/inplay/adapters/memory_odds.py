@@ -300,19 +300,60 @@ class MemoryOddsSubscription:
 
 
 class MemoryFeedMappings:
-    def __init__(self) -> None:
-        self._doc: dict[str, Any] | None = None
-        self._version = 0
+    """The twin of :class:`inplay.adapters.redis_odds.RedisFeedMappings`: per-event entries, revisions,
+    compare-and-set, and a change feed (one queue per follower)."""
 
-    async def save(self, document: dict[str, Any]) -> None:
-        self._doc = document
-        self._version += 1
+    def __init__(self) -> None:
+        self._events: dict[str, dict[str, Any]] = {}
+        self._revs: dict[str, int] = {}
+        self._version = 0
+        self._followers: list[asyncio.Queue[tuple[int, list[tuple[str, int]]]]] = []
+
+    async def put_events(
+        self, events: Sequence[dict[str, Any]], expected: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> tuple[bool, list[tuple[str, int]]]:
+        ids = [str(e["event_id"]) for e in events] + list(removed)
+        conflicts = [eid for eid in ids if self._revs.get(eid, 0) != expected.get(eid, 0)]
+        if conflicts:
+            return False, [(eid, -1) for eid in conflicts]
+        changed = []
+        for e in events:
+            eid = str(e["event_id"])
+            self._revs[eid] = self._revs.get(eid, 0) + 1
+            self._events[eid] = {"rev": self._revs[eid], **{k: v for k, v in e.items() if k != "rev"}}
+            changed.append((eid, self._revs[eid]))
+        for eid in removed:
+            self._revs[eid] = self._revs.get(eid, 0) + 1
+            self._events.pop(eid, None)
+            changed.append((eid, self._revs[eid]))
+        if changed:
+            self._version += 1
+            for q in self._followers:
+                q.put_nowait((self._version, changed))
+        return True, changed
+
+    async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+        return {k: dict(v) for k, v in self._events.items()}, dict(self._revs)
+
+    async def events(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return {eid: (dict(self._events[eid]) if eid in self._events else None) for eid in event_ids}
 
     async def version(self) -> int:
         return self._version
 
     async def load(self) -> dict[str, Any] | None:
-        return self._doc
+        if not self._events and not self._revs:
+            return None
+        return {"events": [dict(self._events[k]) for k in sorted(self._events)]}
+
+    async def changes(self) -> AsyncIterator[tuple[int, list[tuple[str, int]]]]:
+        q: asyncio.Queue[tuple[int, list[tuple[str, int]]]] = asyncio.Queue()
+        self._followers.append(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._followers.remove(q)
 
     async def close(self) -> None:
         return None

@@ -127,8 +127,9 @@ def changes_between(
 _compact = fastjson.dumps
 
 
-def odds_json(state: MarketState) -> bytes:
-    """The ``inplay.odds.v1`` payload of one applied state (price or status change)."""
+def odds_json(state: MarketState, changes: Sequence[MarketChange] = ()) -> bytes:
+    """The ``inplay.odds.v1`` payload of one applied state (price or status change), with the change-log
+    entries of that write (source and reason each): one record per update carries both."""
     return _compact(
         {
             "market_id": state.market_id,
@@ -141,6 +142,7 @@ def odds_json(state: MarketState) -> bytes:
             "selections": [[s.selection_id, s.odds.num, s.odds.den] for s in state.selections],
             "updated_at_ms": state.updated_at_ms,
             "source": state.source,
+            "changes": [_change_dict(c) for c in changes],
         }
     )
 
@@ -190,18 +192,31 @@ class ChangeRecorder:
             groups.setdefault((c.market_id, c.version, c.at_ms), []).append(c)
         return [BusMessage(self._topic, key[0], changes_to_json(group)) for key, group in groups.items()]
 
-    def odds_messages(self, states: Sequence[MarketState]) -> list[BusMessage]:
-        """``inplay.odds.v1`` messages of applied states (status-only changes go there too)."""
+    def odds_messages(self, states: Sequence[MarketState], changes: Sequence[MarketChange] = ()) -> list[BusMessage]:
+        """One ``inplay.odds.v1`` record per applied state (status-only changes included) carrying the change
+        entries of that write; entries with no state of their own (a provider switch's ``PROVIDER`` rows,
+        stamped with the version they happened at) go to ``inplay.market-changes.v1``. Order: the states'."""
         if self._bus is None:
             return []
-        return [BusMessage(self._odds_topic, st.market_id, odds_json(st)) for st in states]
+        by_write: dict[tuple[str, int], list[MarketChange]] = {}
+        apart: list[MarketChange] = []
+        for c in changes:
+            if c.kind == "PROVIDER":  # not a write of the market: always on its own topic, whatever the chunk
+                apart.append(c)
+            else:
+                by_write.setdefault((c.market_id, c.version), []).append(c)
+        out = []
+        for st in states:
+            group = by_write.pop((st.market_id, st.version), [])
+            out.append(BusMessage(self._odds_topic, st.market_id, odds_json(st, group)))
+        return out + self.bus_messages(apart + [c for group in by_write.values() for c in group])
 
     async def record(self, changes: Sequence[MarketChange], states: Sequence[MarketState] = ()) -> None:
         """Change entries to Kafka and the log; ``states``: the applied states, to the odds topic."""
         if not changes and not states:
             return
         if self._bus is not None:
-            await self._bus.publish(self.odds_messages(states) + self.bus_messages(changes))
+            await self._bus.publish(self.odds_messages(states, changes))
         if changes:
             await self.store.append(changes)
 

@@ -15,9 +15,9 @@ from inplay import auth
 from inplay.admin.v1 import admin_pb2, admin_pb2_grpc
 from inplay.convert import market_change_to_proto
 from inplay.domain.markets import MarketChangeLog, MarketControl
-from inplay.errors import FieldViolation, InvalidArgument, abort_with
+from inplay.errors import FieldViolation, InvalidArgument
 from inplay.ports import AccountLimits, LimitsStore, ProviderLiveness
-from inplay.servicers.odds import unavailable
+from inplay.servicers.rpc import rpc
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -43,96 +43,84 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         auth.require_operator(who)
         return who
 
+    @rpc
     async def SuspendMarket(
         self, request: admin_pb2.SuspendMarketRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SuspendMarketResponse:
-        try:
-            who = self._operator(context)
-            await self._control.operator_suspend(_required(request.market_id, "market_id"), who.subject, request.reason)
-            return admin_pb2.SuspendMarketResponse(market_id=request.market_id)
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        who = self._operator(context)
+        await self._control.operator_suspend(_required(request.market_id, "market_id"), who.subject, request.reason)
+        return admin_pb2.SuspendMarketResponse(market_id=request.market_id)
 
+    @rpc
     async def ResumeMarket(
         self, request: admin_pb2.ResumeMarketRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ResumeMarketResponse:
-        try:
-            who = self._operator(context)
-            await self._control.operator_resume(_required(request.market_id, "market_id"), who.subject, request.reason)
-            return admin_pb2.ResumeMarketResponse(market_id=request.market_id)
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        who = self._operator(context)
+        await self._control.operator_resume(_required(request.market_id, "market_id"), who.subject, request.reason)
+        return admin_pb2.ResumeMarketResponse(market_id=request.market_id)
 
+    @rpc
     async def SetKillSwitch(
         self, request: admin_pb2.SetKillSwitchRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetKillSwitchResponse:
-        try:
-            who = self._operator(context)
-            scope = SCOPES.get(request.scope)
-            if scope is None:
-                raise InvalidArgument(
-                    "scope must be EVENT or SPORT", violations=[FieldViolation("scope", "EVENT or SPORT")]
-                )
-            affected = await self._control.set_kill_switch(
-                scope,
-                _required(request.target, "target"),
-                request.engaged,
-                f"operator:{who.subject}",
-                request.reason,
+        who = self._operator(context)
+        scope = SCOPES.get(request.scope)
+        if scope is None:
+            raise InvalidArgument(
+                "scope must be EVENT or SPORT", violations=[FieldViolation("scope", "EVENT or SPORT")]
             )
-            return admin_pb2.SetKillSwitchResponse(markets_affected=affected)
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        affected = await self._control.set_kill_switch(
+            scope,
+            _required(request.target, "target"),
+            request.engaged,
+            f"operator:{who.subject}",
+            request.reason,
+        )
+        return admin_pb2.SetKillSwitchResponse(markets_affected=affected)
 
+    @rpc
     async def SetAccountLimits(
         self, request: admin_pb2.SetAccountLimitsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetAccountLimitsResponse:
-        try:
-            self._operator(context)
-            account = _required(request.account_id, "account_id")
-            if request.daily_stake_limit_minor < 0:
-                raise InvalidArgument(
-                    "daily_stake_limit_minor must be >= 0",
-                    violations=[FieldViolation("daily_stake_limit_minor", ">= 0 (0 = no limit)")],
-                )
-            until = request.self_excluded_until.ToMilliseconds() if request.HasField("self_excluded_until") else 0
-            await self._wallet.set_limits(
-                account,
-                AccountLimits(
-                    daily_stake_limit_minor=request.daily_stake_limit_minor,
-                    self_excluded_until_ms=max(0, until),
-                ),
+        self._operator(context)
+        account = _required(request.account_id, "account_id")
+        if request.daily_stake_limit_minor < 0:
+            raise InvalidArgument(
+                "daily_stake_limit_minor must be >= 0",
+                violations=[FieldViolation("daily_stake_limit_minor", ">= 0 (0 = no limit)")],
             )
-            return admin_pb2.SetAccountLimitsResponse(account_id=account)
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        until = request.self_excluded_until.ToMilliseconds() if request.HasField("self_excluded_until") else 0
+        await self._wallet.set_limits(
+            account,
+            AccountLimits(
+                daily_stake_limit_minor=request.daily_stake_limit_minor,
+                self_excluded_until_ms=max(0, until),
+            ),
+        )
+        return admin_pb2.SetAccountLimitsResponse(account_id=account)
 
+    @rpc
     async def ListProducers(
         self, request: admin_pb2.ListProducersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListProducersResponse:
-        try:
-            self._operator(context)
-            producers = await self._control.cache.list_producers()
-            wanted = [p for p in producers if not request.provider or p.name == request.provider]
-            return admin_pb2.ListProducersResponse(producers=[_producer(p) for p in wanted])
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        self._operator(context)
+        producers = await self._control.cache.list_producers()
+        wanted = [p for p in producers if not request.provider or p.name == request.provider]
+        return admin_pb2.ListProducersResponse(producers=[_producer(p) for p in wanted])
 
+    @rpc
     async def ListMarketChanges(
         self, request: admin_pb2.ListMarketChangesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListMarketChangesResponse:
-        try:
-            self._operator(context)
-            market_id = _required(request.market_id, "market_id")
-            if request.page_size < 0:
-                raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
-            size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-            changes, token = await self._changes.list(market_id, size, request.page_token)
-            return admin_pb2.ListMarketChangesResponse(
-                changes=[market_change_to_proto(c) for c in changes], next_page_token=token
-            )
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        self._operator(context)
+        market_id = _required(request.market_id, "market_id")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        changes, token = await self._changes.list(market_id, size, request.page_token)
+        return admin_pb2.ListMarketChangesResponse(
+            changes=[market_change_to_proto(c) for c in changes], next_page_token=token
+        )
 
 
 _PRODUCER_STATUS = {

@@ -21,9 +21,9 @@ import grpc
 
 from inplay import auth
 from inplay.domain.feed.pipeline import FeedPipeline, IngestSummary, RawMessage
-from inplay.errors import PermissionDenied, abort_with
+from inplay.errors import PermissionDenied
 from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
-from inplay.servicers.odds import unavailable
+from inplay.servicers.rpc import rpc
 
 QUEUE = 2048
 FEED_ROLE = "feed"
@@ -43,13 +43,11 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
     def __init__(self, pipeline: FeedPipeline) -> None:
         self._pipeline = pipeline
 
+    @rpc
     async def IngestOdds(
         self, request_iterator: AsyncIterator[feed_pb2.IngestOddsRequest], context: grpc.aio.ServicerContext
     ) -> feed_pb2.IngestOddsResponse:
-        try:
-            require_feed(auth.principal(context))
-        except Exception as exc:
-            await abort_with(context, exc)
+        require_feed(auth.principal(context))
         queue: asyncio.Queue[RawMessage | None] = asyncio.Queue(QUEUE)
 
         async def receive() -> None:
@@ -76,8 +74,10 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                         done = True
                         break
                     chunk.append(item)
-                summary.merge(await self._pipeline.ingest(chunk))
+                # the chunk's change log and Kafka messages ship while the next chunk is judged
+                summary.merge(await self._pipeline.ingest(chunk, drain=False))
             await reader  # surfaces a broken request stream
+            await self._pipeline.drain()  # everything the response counts as accepted is stored and on the bus
             await self._pipeline.bus.flush()
             return feed_pb2.IngestOddsResponse(
                 received=summary.received,
@@ -85,8 +85,6 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                 rejected=sum(summary.rejected.values()),
                 rejected_by_reason=dict(summary.rejected),
             )
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
         finally:
             if not reader.done():
                 reader.cancel()

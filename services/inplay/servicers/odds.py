@@ -12,14 +12,14 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from redis.exceptions import RedisError
 
 from inplay.convert import market_to_proto
 from inplay.domain.feed.hub import ClientFeed, MarketReadCache, OddsHub
-from inplay.errors import FieldViolation, InvalidArgument, NotFound, Unavailable, abort_with
+from inplay.errors import FieldViolation, InvalidArgument, NotFound, abort_with
 from inplay.model import MarketState
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
 from inplay.ports import LiveOddsCache
+from inplay.servicers.rpc import rpc
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -53,13 +53,6 @@ def _offset(token: str) -> int:
         ) from None
 
 
-def unavailable(exc: BaseException) -> BaseException:
-    """Store outages (Redis errors, lost connections) are UNAVAILABLE (retryable), not INTERNAL."""
-    if isinstance(exc, RedisError | ConnectionError | TimeoutError):
-        return Unavailable(f"odds cache unavailable: {type(exc).__name__}")
-    return exc
-
-
 def _check_id(value: str, name: str) -> None:
     if not value or len(value) > MAX_ID:
         raise InvalidArgument(f"{name} is required", violations=[FieldViolation(name, "required, <= 200 chars")])
@@ -73,37 +66,33 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
         # (no Redis round trip when nothing changed).
         self._reads = MarketReadCache(cache, hub)
 
+    @rpc
     async def GetMarket(
         self, request: odds_pb2.GetMarketRequest, context: grpc.aio.ServicerContext
     ) -> odds_pb2.GetMarketResponse:
-        try:
-            _check_id(request.market_id, "market_id")
-            state = await self._reads.get_market(request.market_id)
-            if state is None:
-                raise NotFound(f"market {request.market_id} not found")
-            return odds_pb2.GetMarketResponse(market=market_to_proto(state, _now_ms()))
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        _check_id(request.market_id, "market_id")
+        state = await self._reads.get_market(request.market_id)
+        if state is None:
+            raise NotFound(f"market {request.market_id} not found")
+        return odds_pb2.GetMarketResponse(market=market_to_proto(state, _now_ms()))
 
+    @rpc
     async def ListMarkets(
         self, request: odds_pb2.ListMarketsRequest, context: grpc.aio.ServicerContext
     ) -> odds_pb2.ListMarketsResponse:
-        try:
-            _check_id(request.event_id, "event_id")
-            if request.page_size < 0:
-                raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
-            size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-            start = _offset(request.page_token)
-            markets = await self._reads.list_event_markets(request.event_id)  # ordered by market id
-            page = markets[start : start + size]
-            end = start + len(page)
-            now = _now_ms()
-            return odds_pb2.ListMarketsResponse(
-                markets=[market_to_proto(m, now) for m in page],
-                next_page_token=_page_token(end) if end < len(markets) else "",
-            )
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        _check_id(request.event_id, "event_id")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", violations=[FieldViolation("page_size", ">= 0")])
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        start = _offset(request.page_token)
+        markets = await self._reads.list_event_markets(request.event_id)  # ordered by market id
+        page = markets[start : start + size]
+        end = start + len(page)
+        now = _now_ms()
+        return odds_pb2.ListMarketsResponse(
+            markets=[market_to_proto(m, now) for m in page],
+            next_page_token=_page_token(end) if end < len(markets) else "",
+        )
 
     async def _snapshot(self, client: ClientFeed) -> list[MarketState]:
         """From the read cache, which the same hub subscription keeps fresh: the client is attached first, so
@@ -150,8 +139,8 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
         try:
             client = await self._open(request)
             await self._hub.attach(client)
-        except Exception as exc:
-            await abort_with(context, unavailable(exc))
+        except Exception as exc:  # a server-streaming handler: the @rpc mapping, inline
+            await abort_with(context, exc)
         try:
             # Subscribed first, then read: nothing applied after the read is missed (duplicates are dropped
             # by version below).
@@ -182,7 +171,7 @@ class OddsServicer(odds_pb2_grpc.OddsServiceServicer):
                 fresh.sort(key=lambda s: s.market_id)
                 yield self._message(odds_pb2.UPDATE_KIND_DELTA, fresh, coalesced)
         except Exception as exc:  # after the first message too: a store outage is UNAVAILABLE (retryable)
-            await abort_with(context, unavailable(exc))
+            await abort_with(context, exc)
         finally:
             await self._hub.detach(client)
 

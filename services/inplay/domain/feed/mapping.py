@@ -1,7 +1,10 @@
 """The mapping table: provider ids -> internal ids, with the event/market/selection metadata (names, sport,
 market type, in-play flag) and the provider assignment per event (primary + secondary). Nothing about
-teams or fixtures lives in code: it is a JSON document loaded by ``python -m inplay.domain.feed.mapping
-load FILE`` (or :meth:`FeedMappingService.load`) into the store (Redis ``{prefix}feed:mapping``)::
+teams or fixtures lives in code: it is a JSON document loaded by ``python -m inplay.cli mapping
+load FILE`` (or :meth:`FeedMappingService.load`) into the store, which keeps it **per event** with a revision
+each (Redis ``{prefix}feed:mapping:events``, written by compare-and-set: M7). Fixture fields (``in_play``,
+``status``, ``starts_at_ms``) change with ``python -m inplay.cli mapping fixture``; every running process
+follows the store's change feed (H7)::
 
     {"events": [{
         "event_id": "ev-1", "sport": "football", "name": "Home v Away", "in_play": true,
@@ -18,15 +21,16 @@ Selection refs are looked up within their market, so a provider may reuse outcom
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import sys
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from inplay.errors import FieldViolation, InvalidArgument
+from inplay.errors import Aborted, FieldViolation, InvalidArgument, NotFound
+
+log = logging.getLogger("inplay.feed.mapping")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +59,45 @@ class EventInfo:
     primary: str
     secondary: str
     market_ids: tuple[str, ...]
+    # (primary, secondary) without the empty one: read on every message, so computed once
+    providers: tuple[str, ...] = ()
+    # Fixture: kick-off time (epoch ms, 0 = unknown) and status as the fixture source states it
+    # ("NOT_STARTED", "LIVE", "POSTPONED", ...; free text); revision of the stored entry (M7).
+    starts_at_ms: int = 0
+    status: str = ""
+    rev: int = 0
 
-    @property
-    def providers(self) -> tuple[str, ...]:
-        return tuple(p for p in (self.primary, self.secondary) if p)
+    def __post_init__(self) -> None:
+        if not self.providers:
+            object.__setattr__(self, "providers", tuple(p for p in (self.primary, self.secondary) if p))
 
 
 class FeedMappingStore(Protocol):
-    async def save(self, document: dict[str, Any]) -> None:
-        """Stores the document and bumps :meth:`version`."""
+    """The mapping table stored per event, with a revision per event (M7)."""
+
+    async def put_events(
+        self, events: Sequence[dict[str, Any]], expected: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> tuple[bool, list[tuple[str, int]]]:
+        """Compare-and-set: writes ``events`` (and deletes ``removed``) only if every one's revision still is
+        ``expected`` (0 = absent). Returns (True, [(event id, new revision)]) or (False, [(conflict, -1)])."""
         ...
 
-    async def load(self) -> dict[str, Any] | None: ...
+    async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+        """Every stored entry by event id, and every revision (deleted events keep theirs)."""
+        ...
+
+    async def events(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]: ...
+
+    async def load(self) -> dict[str, Any] | None:
+        """The whole table as one document (``{"events": [...]}``), None when nothing was ever stored."""
+        ...
 
     async def version(self) -> int:
-        """A counter bumped by every save (cheap to poll: running processes reload only when it moved)."""
+        """A counter bumped by every write (cheap to poll: the fallback when a change notice was missed)."""
+        ...
+
+    def changes(self) -> AsyncIterator[tuple[int, list[tuple[str, int]]]]:
+        """Every write from now on: (table version, [(event id, revision), ...])."""
         ...
 
 
@@ -127,6 +155,9 @@ class MappingTable:
                     str(ev.get("primary", "")),
                     str(ev.get("secondary", "")),
                     tuple(market_ids),
+                    starts_at_ms=int(ev.get("starts_at_ms", 0)),
+                    status=str(ev.get("status", "")),
+                    rev=int(ev.get("rev", 0)),
                 )
                 for provider, ref in dict(ev.get("ids", {})).items():
                     self._event_refs[(str(provider), str(ref))] = event_id
@@ -141,81 +172,123 @@ class MappingTable:
         market_id = self._market_refs.get((provider, ref))
         return self.markets.get(market_id) if market_id is not None else None
 
-    @staticmethod
-    def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        """``extra``'s events replace ``base``'s with the same event id; others are kept."""
-        events = {str(e["event_id"]): e for e in base.get("events", [])}
-        for e in extra.get("events", []):
-            events[str(e["event_id"])] = e
-        return {"events": list(events.values())}
+
+class MappingConflict(Aborted):
+    """Another writer kept changing the same events: the caller may retry."""
+
+    reason: str = "ABORTED"
+
+
+# Compare-and-set attempts before a write gives up (each conflict re-reads the events it writes).
+CAS_ATTEMPTS = 20
 
 
 class FeedMappingService:
-    """Loads/saves the mapping document and keeps the in-process table current."""
+    """Keeps the in-process table current and writes entries by compare-and-set.
+
+    Running processes follow the store's change feed (:meth:`start`): a notice names the events written and
+    their revisions; an event is re-read and applied only when its revision is newer than the one held
+    (version-checked: a late or repeated notice changes nothing). The version poll of the watchdog
+    (:meth:`refresh_if_changed`) stays as the fallback for a notice lost while disconnected."""
 
     def __init__(self, store: FeedMappingStore) -> None:
         self.store = store
         self.table = MappingTable()
         self._version: int | None = None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._revs: dict[str, int] = {}
+        self._follower: asyncio.Task[None] | None = None
 
     async def refresh(self) -> MappingTable:
-        version = await self.store.version()  # read before the document: a save in between is seen next time
-        doc = await self.store.load()
-        self.table = MappingTable(doc)
+        version = await self.store.version()  # read before the entries: a write in between is seen next time
+        entries, revs = await self.store.snapshot()
+        self._install(entries, revs)
         self._version = version
         return self.table
 
+    def _install(self, entries: dict[str, dict[str, Any]], revs: dict[str, int]) -> None:
+        table = MappingTable({"events": [entries[k] for k in sorted(entries)]})
+        self._entries, self._revs, self.table = entries, revs, table
+
     async def refresh_if_changed(self) -> bool:
-        """Reloads the table when another process (the mapping CLI) stored a new one; True if it did."""
+        """Reloads the table when another process stored a change this one has not applied; True if it did."""
         if await self.store.version() == self._version:
             return False
         await self.refresh()
         return True
 
+    async def apply_notice(self, changed: Sequence[tuple[str, int]]) -> bool:
+        """Applies the events of one change notice whose revision is newer than held; True if any was."""
+        newer = [eid for eid, rev in changed if rev > self._revs.get(eid, 0)]
+        if not newer:
+            return False
+        fresh = await self.store.events(newer)
+        entries, revs = dict(self._entries), dict(self._revs)
+        for eid, rev in changed:
+            if eid not in fresh:
+                continue
+            doc = fresh[eid]
+            if doc is None:
+                entries.pop(eid, None)
+                revs[eid] = max(rev, revs.get(eid, 0))
+            elif int(doc.get("rev", 0)) > revs.get(eid, 0):  # the entry read may be newer than the notice
+                entries[eid] = doc
+                revs[eid] = int(doc.get("rev", 0))
+        self._install(entries, revs)
+        return True
+
     async def load(self, document: dict[str, Any], replace: bool = False) -> MappingTable:
-        """Validates and stores ``document`` (merged into the stored one unless ``replace``)."""
-        MappingTable(document)  # validate before storing
-        if not replace:
-            current = await self.store.load() or {"events": []}
-            document = MappingTable.merged(current, document)
-        table = MappingTable(document)
-        await self.store.save(document)
-        self.table = table
-        self._version = await self.store.version()
-        return table
+        """Validates and stores ``document``'s events (each replaces the stored entry of its event id;
+        ``replace``: events not in it are deleted). Compare-and-set per event: a concurrent write of another
+        event is kept, one of the same event makes this write re-read and try again."""
+        incoming = {str(e["event_id"]): e for e in MappingTable(document).document.get("events", [])}
+        for _ in range(CAS_ATTEMPTS):
+            entries, revs = await self.store.snapshot()
+            removed = sorted(set(entries) - set(incoming)) if replace else []
+            merged = {k: v for k, v in entries.items() if k not in removed} | incoming
+            MappingTable({"events": list(merged.values())})  # the table as it will be, validated first
+            expected = {eid: revs.get(eid, 0) for eid in (*incoming, *removed)}
+            ok, _ = await self.store.put_events(list(incoming.values()), expected, removed)
+            if ok:
+                return await self.refresh()
+        raise MappingConflict(f"mapping events changed concurrently {CAS_ATTEMPTS} times; retry")
 
+    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> EventInfo:
+        """A fixture change (``in_play``, ``status``, ``starts_at_ms``, ...) merged into one stored event by
+        compare-and-set: two processes changing different fields of one event both keep their change."""
+        for _ in range(CAS_ATTEMPTS):
+            current = (await self.store.events([event_id])).get(event_id)
+            if current is None:
+                raise NotFound(f"event {event_id} is not in the mapping")
+            updated = {**current, **changes, "event_id": event_id}
+            MappingTable({"events": [updated]})  # validated before it is stored
+            ok, _ = await self.store.put_events([updated], {event_id: int(current.get("rev", 0))})
+            if ok:
+                await self.refresh()
+                return self.table.events[event_id]
+        raise MappingConflict(f"event {event_id} changed concurrently {CAS_ATTEMPTS} times; retry")
 
-async def _cli(args: argparse.Namespace) -> int:
-    from inplay.adapters.redis_odds import RedisFeedMappings
-    from inplay.config import StackSettings
+    def start(self) -> None:
+        """Follows the change feed in the background (every running process does: H7)."""
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.create_task(self._follow(), name="feed-mapping-follow")
 
-    stack = StackSettings.from_env()
-    if not stack.redis_url:
-        print("INPLAY_REDIS_URL is not set", file=sys.stderr)
-        return 2
-    store = await RedisFeedMappings.connect(stack.redis_url, stack.redis_prefix)
-    try:
-        service = FeedMappingService(store)
-        if args.command == "load":
-            doc = json.loads(Path(args.file).read_text(encoding="utf-8"))  # noqa: ASYNC240
-            table = await service.load(doc, replace=args.replace)
-            print(f"mapping stored: {len(table.events)} events, {len(table.markets)} markets")
-        else:
-            print(json.dumps(await store.load() or {"events": []}, indent=2))
-    finally:
-        await store.close()
-    return 0
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inplay.domain.feed.mapping")
-    sub = parser.add_subparsers(dest="command", required=True)
-    load = sub.add_parser("load", help="validate and store a mapping JSON file")
-    load.add_argument("file")
-    load.add_argument("--replace", action="store_true", help="replace the whole table instead of merging")
-    sub.add_parser("show", help="print the stored mapping")
-    return asyncio.run(_cli(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for _version, changed in self.store.changes():
+                    await self.apply_notice(changed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("mapping change feed lost; following again", exc_info=True)
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                await self.refresh_if_changed()  # what was written while the feed was down

@@ -92,6 +92,12 @@ def _seq(value: Any) -> int:
     return value
 
 
+# Decimal odds strings already converted (feeds repeat the same ladder prices all day): a dict hit instead of
+# a core call per price. Bounded: cleared when full. Only valid odds are kept, so a hit needs no re-check.
+_DECIMALS: dict[str, Odds] = {}
+_DECIMALS_MAX = 65_536
+
+
 def _checked(odds: Odds) -> Odds:
     if odds.num <= odds.den:
         raise Rejected(ODDS_INVALID, f"odds {odds.num}/{odds.den} not above 1.0")
@@ -128,11 +134,18 @@ class AlphaAdapter:
     def _odds(value: Any) -> Odds:
         if not isinstance(value, str):
             raise Rejected(SCHEMA, "odds must be a decimal string")
+        hit = _DECIMALS.get(value)
+        if hit is not None:
+            return hit
         try:
             odds = Odds.from_decimal(value)
         except Exception as exc:  # the core rejects malformed or <= 1.0 odds
             raise Rejected(ODDS_INVALID, f"odds {value!r}: {exc}") from None
-        return _checked(odds)
+        odds = _checked(odds)
+        if len(_DECIMALS) >= _DECIMALS_MAX:
+            _DECIMALS.clear()
+        _DECIMALS[value] = odds
+        return odds
 
     def parse(self, payload: bytes) -> ProviderMessage:
         doc = _load(payload)

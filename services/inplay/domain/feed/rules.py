@@ -41,6 +41,9 @@ class FeedRules:
     # suspended PROVIDER_DOWN); its next valid message asks it for a recovery snapshot (RECOVERING), and those
     # markets reopen only once the snapshot is complete.
     producer_down_ms: int = 10_000
+    # A recovery snapshot not complete this long after it was asked for is asked for again (a new request id:
+    # the connector may have lost the request, or died while replaying); until then the markets stay down.
+    recovery_resend_ms: int = 30_000
     # L5: a sanity bound on every price (decimal odds), first prices included (they have no jump reference):
     # above it the market of the message is unusable (ODDS_INVALID). 1000 is the exchanges' maximum.
     max_odds: int = 1_000
@@ -63,5 +66,6 @@ class FeedRules:
             watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
             mapping_refresh_ms=_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
             producer_down_ms=_int("INPLAY_FEED_PRODUCER_DOWN_MS", d.producer_down_ms),
+            recovery_resend_ms=_int("INPLAY_FEED_RECOVERY_RESEND_MS", d.recovery_resend_ms),
             max_odds=_int("INPLAY_FEED_MAX_ODDS", d.max_odds),
         )
