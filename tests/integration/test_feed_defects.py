@@ -28,7 +28,7 @@ from inplay.ports import TOPIC_MARKET_CHANGES, TOPIC_ODDS, StatusWrite, WriteRes
 from inplay.servicers import odds as odds_servicer
 from inplay.type.v1 import types_pb2
 from tests.integration.conftest_odds import BETTOR, FEEDER, OPERATOR, OddsEnv, OddsGrpc, consume, now_ms
-from tests.integration.test_odds_service import _requests
+from tests.support.feed import ingest_requests
 
 pytest_plugins = ["tests.integration.conftest_odds"]
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def test_c1_price_after_match_end_keeps_market_ended(odds_grpc: OddsGrpc) 
         ("alpha", wire.alpha_end(env.seq("alpha"), t + 1000, env.alpha_event), t + 1010),
         ("alpha", env.alpha_mr(t + 1500, "2.10", "3.40", "3.80"), t + 1510),  # a late closing price
     ]
-    resp = await odds_grpc.feed.IngestOdds(_requests(items), metadata=FEEDER)
+    resp = await odds_grpc.feed.IngestOdds(ingest_requests(items), metadata=FEEDER)
     assert resp.received == 3
     m = await get(odds_grpc, env.mr)
     assert (m.status, m.status_reason) == (SUSPENDED, "MATCH_END")
@@ -491,7 +491,7 @@ async def test_m2_connector_clock_behind_does_not_flap_provider_disconnect(odds_
     for _ in range(5):
         conn_now = now_ms() - 4_000  # the connector's clock runs 4 s behind the server's (so does its provider)
         items = [("alpha", env.alpha_mr(conn_now - 10, "2.00", "3.40", "3.80"), conn_now)]
-        await odds_grpc.feed.IngestOdds(_requests(items), metadata=FEEDER)
+        await odds_grpc.feed.IngestOdds(ingest_requests(items), metadata=FEEDER)
         await env.pipeline.tick()  # the watchdog, on the server clock
         m = await get(odds_grpc, env.mr)
         statuses.append((m.status, m.status_reason))

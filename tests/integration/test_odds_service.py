@@ -5,7 +5,6 @@ client coalescing vs fast client), IngestOdds summaries, operator controls and t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -14,12 +13,12 @@ from google.protobuf import timestamp_pb2
 from inplay.admin.v1 import admin_pb2
 from inplay.core import Odds
 from inplay.domain.feed import wire
-from inplay.feed.v1 import feed_pb2
 from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.odds.v1 import odds_pb2
 from inplay.ports import WalletStore
 from inplay.type.v1 import types_pb2
 from tests.integration.conftest_odds import BETTOR, FEEDER, OPERATOR, OddsEnv, OddsGrpc, now_ms
+from tests.support.feed import ingest_requests
 
 pytest_plugins = ["tests.integration.conftest_odds"]
 pytestmark = pytest.mark.integration
@@ -227,19 +226,12 @@ async def test_slow_client_gets_coalesced_latest_fast_client_gets_every_update(o
     assert last.selections[2].odds.decimal == f"{3.80 + n_updates / 1000:.2f}"
 
 
-async def test_stream_rejects_bad_requests(odds_grpc: OddsGrpc) -> None:
+async def test_stream_rejects_badingest_requests(odds_grpc: OddsGrpc) -> None:
     for req in (odds_pb2.StreamOddsRequest(), odds_pb2.StreamOddsRequest(market_ids=["unknown-market"])):
         call = odds_grpc.odds.StreamOdds(req)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call.read()
         assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
-
-
-async def _requests(items: list[tuple[str, bytes, int]]) -> AsyncIterator[feed_pb2.IngestOddsRequest]:
-    for provider, payload, received in items:
-        ts = timestamp_pb2.Timestamp()
-        ts.FromMilliseconds(received)
-        yield feed_pb2.IngestOddsRequest(provider=provider, payload=payload, received_at=ts)
 
 
 async def test_ingest_odds_over_grpc_counts_by_reason(odds_grpc: OddsGrpc) -> None:
@@ -252,11 +244,11 @@ async def test_ingest_odds_over_grpc_counts_by_reason(odds_grpc: OddsGrpc) -> No
         ("alpha", b"garbage", t + 5),
         ("alpha", wire.alpha_heartbeat(env.seq("alpha"), t + 1), t + 5),
     ]
-    resp = await odds_grpc.feed.IngestOdds(_requests(items), metadata=FEEDER)
+    resp = await odds_grpc.feed.IngestOdds(ingest_requests(items), metadata=FEEDER)
     assert (resp.received, resp.accepted, resp.rejected) == (5, 2, 3)
     assert dict(resp.rejected_by_reason) == {"STANDBY": 1, "ODDS_INVALID": 1, "SCHEMA": 1}
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await odds_grpc.feed.IngestOdds(_requests(items[:1]), metadata=BETTOR)
+        await odds_grpc.feed.IngestOdds(ingest_requests(items[:1]), metadata=BETTOR)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

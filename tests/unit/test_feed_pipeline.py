@@ -4,50 +4,18 @@ tests/integration/test_feed_*.py): routing, jump band math, failover state machi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import replace
 
-from inplay.adapters.memory_odds import MemoryFeedMappings, MemoryMarketChangeLog, MemoryOddsCache
 from inplay.core import Odds
 from inplay.domain.feed import wire
 from inplay.domain.feed.health import FAILBACK, GAPS, HEARTBEAT_TIMEOUT, FeedRouter
 from inplay.domain.feed.hub import ClientFeed
-from inplay.domain.feed.mapping import FeedMappingService, MappingTable
-from inplay.domain.feed.pipeline import FeedPipeline, RawMessage, _moved_beyond
+from inplay.domain.feed.mapping import MappingTable
+from inplay.domain.feed.pipeline import RawMessage, _moved_beyond
 from inplay.domain.feed.rules import FeedRules
-from inplay.domain.markets import ChangeRecorder, MarketControl
-from inplay.model import MarketState, MarketStatus, SelectionPrice
-from inplay.ports import BusMessage, OddsNotice
-
-T0 = 1_740_000_000_000
-
-
-class ListBus:
-    def __init__(self) -> None:
-        self.messages: list[BusMessage] = []
-
-    async def publish(self, messages: Sequence[BusMessage]) -> None:
-        self.messages.extend(messages)
-
-    async def flush(self, timeout_s: float = 10.0) -> None:
-        return None
-
-    async def deliver(self, messages: Sequence[BusMessage], timeout_s: float = 10.0) -> None:
-        self.messages.extend(messages)
-
-    async def close(self) -> None:
-        return None
-
-
-async def make_pipeline(rules: FeedRules | None = None) -> tuple[FeedPipeline, MemoryOddsCache, list[int]]:
-    clock = [T0]
-    cache = MemoryOddsCache()
-    bus = ListBus()
-    mappings = FeedMappingService(MemoryFeedMappings())
-    await mappings.load(wire.two_provider_mapping("ev", "A-EV", 77))
-    control = MarketControl(cache, ChangeRecorder(MemoryMarketChangeLog(), bus), clock=lambda: clock[0])
-    pipe = FeedPipeline(cache, bus, mappings, control, rules or FeedRules(), clock=lambda: clock[0])
-    return pipe, cache, clock
+from inplay.model import MarketStatus
+from inplay.ports import OddsNotice
+from tests.support.feed import T0, make_pipeline, state
 
 
 def test_band_math_is_exact() -> None:
@@ -83,22 +51,6 @@ def test_router_failover_and_failback() -> None:
         bravo.observe(seq_b, T0 + t, 0, rules)
     sw = router.evaluate(event, T0 + 4900)
     assert sw is not None and (sw.new, sw.cause) == ("bravo", HEARTBEAT_TIMEOUT)
-
-
-def state(mid: str, version: int, price: str = "2.00") -> MarketState:
-    return MarketState(
-        mid,
-        "ev",
-        "football",
-        "MATCH_RESULT",
-        "Match result",
-        True,
-        MarketStatus.ACTIVE,
-        "",
-        (SelectionPrice("h", "Home", Odds.from_decimal(price)),),
-        version,
-        T0,
-    )
 
 
 def test_client_feed_coalesces_per_market() -> None:

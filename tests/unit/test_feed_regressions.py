@@ -15,7 +15,7 @@ from inplay.domain.feed.pipeline import RawMessage
 from inplay.domain.feed.rules import FeedRules
 from inplay.model import MarketState, MarketStatus
 from inplay.ports import OddsNotice, StatusWrite, WriteResult
-from tests.unit.test_feed_pipeline import make_pipeline, state
+from tests.support.feed import make_pipeline, state
 
 MR = {"A-EV-MR-H": "2.00", "A-EV-MR-D": "3.40", "A-EV-MR-A": "3.80"}
 OU = {"A-EV-OU-O": "1.90", "A-EV-OU-U": "1.90"}

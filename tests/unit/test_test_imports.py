@@ -1,0 +1,34 @@
+"""Test modules share helpers through tests/support, never by importing another test module (a test module
+imported by another runs its tests twice, and a change to one file's helper breaks the other's tests)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _imported_test_modules(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        found += [n for n in names if n.startswith("tests.") and n.rsplit(".", 1)[-1].startswith("test_")]
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    offenders = {
+        str(path.relative_to(TESTS)): modules
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if (modules := _imported_test_modules(path))
+    }
+    assert offenders == {}, f"move the shared helpers to tests/support/: {offenders}"
+
+
+def test_the_check_sees_an_import(tmp_path: Path) -> None:
+    module = tmp_path / "test_x.py"
+    module.write_text("from tests.integration.test_other import helper\nimport tests.unit.test_y\n")
+    assert _imported_test_modules(module) == ["tests.integration.test_other", "tests.unit.test_y"]
