@@ -90,6 +90,17 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "HMAC key of list page tokens; set the same value on every replica (unset = a random key per "
        "process: a token only works on the process that issued it).",
        secret=True, default_doc="random per process"),
+    # ---- server: admission control of the bet RPCs (servicers/admission.py, docs/reliability.md)
+    _s("INPLAY_ADMISSION_MAX_IN_FLIGHT", "int", 64, "server", "servicers/admission",
+       "PlaceBet/PlaceBets calls running at once per process; more wait (see the queue target) or are "
+       "shed with RESOURCE_EXHAUSTED + RetryInfo before any work; 0 = admission control off."),
+    _s("INPLAY_ADMISSION_QUEUE_TARGET_MS", "int", 50, "server", "servicers/admission",
+       "Longest time a bet call waits for an admission slot before it is shed (CoDel-like queue-time "
+       "target), ms."),
+    _s("INPLAY_ADMISSION_MAX_WAITING", "int", 2000, "server", "servicers/admission",
+       "Bet calls that may wait for an admission slot; beyond, new calls are shed at once."),
+    _s("INPLAY_ADMISSION_RETRY_AFTER_MS", "int", 200, "server", "servicers/admission",
+       "Retry delay a shed call is told (google.rpc.RetryInfo, grpc-retry-pushback-ms), ms."),
     # ---- auth
     _s("INPLAY_AUTH_MODE", "str", "header", "auth", "config auth",
        "`header`: trust x-inplay-subject/x-inplay-roles set by Envoy after it verified the JWT (the service "
