@@ -255,6 +255,11 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "Burst of the global bucket.", default_doc="2 x INPLAY_EDGE_BET_RATE_GLOBAL"),
     _s("INPLAY_EDGE_BET_MAX_USERS", "int", 100_000, "edge tooling", "inplay_edge/settings",
        "Most per-subject buckets Envoy keeps."),
+    _s("INPLAY_EDGE_BET_MAX_IN_FLIGHT", "int", 64, "edge tooling", "inplay_edge/settings",
+       "Bet calls Envoy lets run on the upstream cluster at once (circuit breaker; all hosts together); "
+       "more are answered RESOURCE_EXHAUSTED + RetryInfo at the edge."),
+    _s("INPLAY_EDGE_BET_RETRY_AFTER_MS", "int", 200, "edge tooling", "inplay_edge/settings",
+       "Retry delay of the edge's shed answers (RetryInfo, grpc-retry-pushback-ms), ms."),
     _s("INPLAY_EDGE_STREAM_IDLE_TIMEOUT_S", "int", 300, "edge tooling", "inplay_edge/settings",
        "Idle timeout of streams through Envoy, s."),
     _s("INPLAY_EDGE_HEALTH_INTERVAL_S", "int", 5, "edge tooling", "inplay_edge/settings",
