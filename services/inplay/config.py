@@ -127,6 +127,11 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "first contact point).", default_doc="driver's choice"),
     _s("INPLAY_CASSANDRA_CONSISTENCY", "str", "LOCAL_ONE", "stack", "adapters/cassandra_ledger",
        "Consistency level of the default execution profile (LOCAL_QUORUM with RF 3 in production)."),
+    _s("INPLAY_CASSANDRA_SPECULATIVE_DELAY_MS", "int", 250, "stack", "adapters/cassandra_ledger",
+       "Idempotent statements only (the journal write): after this long without an answer the next replica "
+       "coordinates a copy (speculative execution); 0 = off, ms."),
+    _s("INPLAY_CASSANDRA_SPECULATIVE_ATTEMPTS", "int", 2, "stack", "adapters/cassandra_ledger",
+       "Most speculative copies of one idempotent statement (besides the first attempt)."),
     _s("INPLAY_CASSANDRA_REPLICATION", "str", "", "stack", "adapters/migrations",
        "Keyspace replication made by the migrations: `dc1=3,dc2=3` (NetworkTopologyStrategy) or a CQL map; "
        "empty = SimpleStrategy RF 1 (dev)."),
