@@ -91,10 +91,10 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "process: a token only works on the process that issued it).",
        secret=True, default_doc="random per process"),
     # ---- server: admission control of the bet RPCs (servicers/admission.py, docs/reliability.md)
-    _s("INPLAY_ADMISSION_MAX_IN_FLIGHT", "int", 64, "server", "servicers/admission",
+    _s("INPLAY_ADMISSION_MAX_IN_FLIGHT", "int", 128, "server", "servicers/admission",
        "PlaceBet/PlaceBets calls running at once per process; more wait (see the queue target) or are "
        "shed with RESOURCE_EXHAUSTED + RetryInfo before any work; 0 = admission control off."),
-    _s("INPLAY_ADMISSION_QUEUE_TARGET_MS", "int", 50, "server", "servicers/admission",
+    _s("INPLAY_ADMISSION_QUEUE_TARGET_MS", "int", 100, "server", "servicers/admission",
        "Longest time a bet call waits for an admission slot before it is shed (CoDel-like queue-time "
        "target), ms."),
     _s("INPLAY_ADMISSION_MAX_WAITING", "int", 2000, "server", "servicers/admission",
