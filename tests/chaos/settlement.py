@@ -37,7 +37,9 @@ BATCH = 1000  # slips per PlaceBets call (the API's maximum)
 # Small pages: a run is many pages, so a fault lands mid-run and a resume has work left.
 WORKER_SETTINGS = {
     "INPLAY_SETTLEMENT_PAGE_SIZE": "250",
-    "INPLAY_SETTLEMENT_LOCK_TTL_MS": "1500",
+    # Short enough that a resume after a kill -9 waits little, long enough that renewals survive a box at
+    # load average 20+ (1.5 s lost the lock before any fault in one 50,000-bet run).
+    "INPLAY_SETTLEMENT_LOCK_TTL_MS": "5000",
     "INPLAY_SETTLEMENT_LOCK_WAIT_MS": "30000",
 }
 RUN_TIMEOUT_S = 300.0
@@ -155,6 +157,7 @@ class Settlement:
             run = await self.status()
             if run is not None and (run.bets_processed >= at_least or run.state == settlement_pb2.RUN_STATE_COMPLETED):
                 return int(run.bets_processed)
+            self._replace_if_dead(run)  # e.g. a lock lost on an overloaded box before the fault
             await asyncio.sleep(0.05)
         raise AssertionError(f"the run did not reach {at_least} processed bets in {timeout_s} s")
 
@@ -171,12 +174,18 @@ class Settlement:
                     self.completed_at, self.final = now, run
                     await asyncio.to_thread(self._reap)
                     return
-            if self.proc is not None and self.proc.poll() is not None:
-                rc = self.proc.returncode
-                self.exits["SIGKILL" if rc == -9 else f"rc {rc}"] += 1
-                if run is None or run.state != settlement_pb2.RUN_STATE_COMPLETED:
-                    self.spawn("resume", "--event", self.book.event_id)
+            self._replace_if_dead(run)
             await asyncio.sleep(0.2)
+
+    def _replace_if_dead(self, run: settlement_pb2.SettlementRun | None) -> None:
+        """A worker that ended without completing the run is replaced by the documented command."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        rc = self.proc.returncode
+        self.exits["SIGKILL" if rc == -9 else f"rc {rc}"] += 1
+        self.proc = None
+        if run is None or run.state != settlement_pb2.RUN_STATE_COMPLETED:
+            self.spawn("resume", "--event", self.book.event_id)
 
     def _reap(self) -> None:
         if self.proc is not None:
