@@ -91,7 +91,7 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "process: a token only works on the process that issued it).",
        secret=True, default_doc="random per process"),
     # ---- server: admission control of the bet RPCs (servicers/admission.py, docs/reliability.md)
-    _s("INPLAY_ADMISSION_MAX_IN_FLIGHT", "int", 128, "server", "servicers/admission",
+    _s("INPLAY_ADMISSION_MAX_IN_FLIGHT", "int", 256, "server", "servicers/admission",
        "PlaceBet/PlaceBets calls running at once per process; more wait (see the queue target) or are "
        "shed with RESOURCE_EXHAUSTED + RetryInfo before any work; 0 = admission control off."),
     _s("INPLAY_ADMISSION_QUEUE_TARGET_MS", "int", 100, "server", "servicers/admission",
@@ -99,7 +99,7 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "target), ms."),
     _s("INPLAY_ADMISSION_MAX_WAITING", "int", 2000, "server", "servicers/admission",
        "Bet calls that may wait for an admission slot; beyond, new calls are shed at once."),
-    _s("INPLAY_ADMISSION_RETRY_AFTER_MS", "int", 200, "server", "servicers/admission",
+    _s("INPLAY_ADMISSION_RETRY_AFTER_MS", "int", 1000, "server", "servicers/admission",
        "Retry delay a shed call is told (google.rpc.RetryInfo, grpc-retry-pushback-ms), ms."),
     # ---- auth
     _s("INPLAY_AUTH_MODE", "str", "header", "auth", "config auth",
@@ -260,10 +260,10 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "Burst of the global bucket.", default_doc="2 x INPLAY_EDGE_BET_RATE_GLOBAL"),
     _s("INPLAY_EDGE_BET_MAX_USERS", "int", 100_000, "edge tooling", "inplay_edge/settings",
        "Most per-subject buckets Envoy keeps."),
-    _s("INPLAY_EDGE_BET_MAX_IN_FLIGHT", "int", 64, "edge tooling", "inplay_edge/settings",
+    _s("INPLAY_EDGE_BET_MAX_IN_FLIGHT", "int", 256, "edge tooling", "inplay_edge/settings",
        "Bet calls Envoy lets run on the upstream cluster at once (circuit breaker; all hosts together); "
        "more are answered RESOURCE_EXHAUSTED + RetryInfo at the edge."),
-    _s("INPLAY_EDGE_BET_RETRY_AFTER_MS", "int", 200, "edge tooling", "inplay_edge/settings",
+    _s("INPLAY_EDGE_BET_RETRY_AFTER_MS", "int", 1000, "edge tooling", "inplay_edge/settings",
        "Retry delay of the edge's shed answers (RetryInfo, grpc-retry-pushback-ms), ms."),
     _s("INPLAY_EDGE_STREAM_IDLE_TIMEOUT_S", "int", 300, "edge tooling", "inplay_edge/settings",
        "Idle timeout of streams through Envoy, s."),

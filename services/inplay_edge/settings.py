@@ -51,8 +51,8 @@ class EdgeSettings:
     bet_max_users: int = 100_000
     # Admission control at the edge (docs/reliability.md): bet calls in flight to the upstream cluster (all its
     # hosts together); more are answered RESOURCE_EXHAUSTED + RetryInfo(bet_retry_after_ms) by Envoy itself.
-    bet_max_in_flight: int = 64
-    bet_retry_after_ms: int = 200
+    bet_max_in_flight: int = 256
+    bet_retry_after_ms: int = 1000
     stream_idle_timeout_s: int = 300
     health_interval_s: int = 5
     max_connections: int = 50_000
