@@ -82,6 +82,8 @@ async def test_overload_sheds_before_any_write_and_same_key_retries_succeed(
         info = details(error)["ErrorInfo"]
         assert info.reason == "OVERLOADED" and info.metadata["shed_by"] == "admission"
         assert 0 < retry_delay_s(error) <= 1.0
+        # The same hint as a trailer, for clients that do not parse google.rpc.Status (gRPC's own retries).
+        assert dict(error.trailing_metadata() or ()).get("grpc-retry-pushback-ms") == "30", error.trailing_metadata()
 
     # Accepted calls waited at most the queue target for a slot, then ran with at most CAP-1 others: on a
     # loaded 2-core box one call takes tens of ms, so 2 s is a bound that only an unbounded queue breaks.

@@ -32,10 +32,11 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from prometheus_client import Counter, Gauge
 
 from inplay.config import setting_int
-from inplay.errors import ResourceExhausted, abort_with
+from inplay.errors import ResourceExhausted, to_rpc_status
 
 BET_METHODS = frozenset({"/inplay.bets.v1.BetService/PlaceBet", "/inplay.bets.v1.BetService/PlaceBets"})
 
@@ -146,14 +147,20 @@ class Admission:
         )
 
 
+async def _shed(context: grpc.aio.ServicerContext, error: ResourceExhausted) -> None:
+    """Aborts with ``error``'s google.rpc.Status plus the ``grpc-retry-pushback-ms`` trailer. (abort_with_status
+    replaces trailers set before it, so the hint goes into the status' own trailing metadata.)"""
+    status = rpc_status.to_status(to_rpc_status(error))
+    pushback = (("grpc-retry-pushback-ms", error.metadata["retry_after_ms"]),)
+    await context.abort_with_status(status._replace(trailing_metadata=(*status.trailing_metadata, *pushback)))
+
+
 def _admitted(admission: Admission, method: str, inner: Any) -> Any:
     async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
         why = await admission.acquire()
         if why:
             ADMISSION_SHED.labels(method, why).inc()
-            error = admission.shed_error(why)
-            context.set_trailing_metadata((("grpc-retry-pushback-ms", error.metadata["retry_after_ms"]),))
-            await abort_with(context, error)
+            await _shed(context, admission.shed_error(why))
         try:
             return await inner(request, context)
         finally:
