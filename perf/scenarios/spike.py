@@ -44,6 +44,9 @@ class Phase:
     ended: float = 0.0
     accepted: int = 0
     attempt_ms: list[float] = field(default_factory=list)  # the accepted attempts
+    upstream_ms: list[float] = field(default_factory=list)  # the same, as Envoy saw them (x-envoy-upstream-...)
+    window_end: float = 0.0  # open loop: when the last arrival was sent (the spike itself, without the drain)
+    in_window: int = 0  # accepted before window_end
     total_ms: list[float] = field(default_factory=list)  # first attempt -> accepted (incl. retries)
     codes: Counter[str] = field(default_factory=Counter)
     gave_up: int = 0
@@ -57,6 +60,12 @@ class Phase:
             "accepted_per_s": round(self.accepted / wall, 1),
             "attempt_p50_ms": pct(self.attempt_ms, 0.50),
             "attempt_p99_ms": pct(self.attempt_ms, 0.99),
+            "upstream_p50_ms": pct(self.upstream_ms, 0.50),
+            "upstream_p99_ms": pct(self.upstream_ms, 0.99),
+            "arrival_window_s": round(self.window_end - self.started, 2) if self.window_end else None,
+            "accepted_per_s_in_window": (
+                round(self.in_window / max(self.window_end - self.started, 1e-9), 1) if self.window_end else None
+            ),
             "end_to_end_p50_ms": pct(self.total_ms, 0.50),
             "end_to_end_p99_ms": pct(self.total_ms, 0.99),
             "codes": dict(self.codes),
@@ -64,11 +73,39 @@ class Phase:
         }
 
 
+class LoopLag:
+    """How late the client's own event loop runs a 20 ms timer: a saturated client inflates the latencies it
+    measures (its callbacks run late), which this separates from the server's."""
+
+    def __init__(self) -> None:
+        self.lags_ms: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.02)
+            self.lags_ms.append((time.perf_counter() - t0 - 0.02) * 1000)
+
+    def summary(self) -> dict[str, float]:
+        return {"p50": pct(self.lags_ms, 0.5), "p99": pct(self.lags_ms, 0.99), "max": pct(self.lags_ms, 1.0)}
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def pushback_s(err: Any) -> float:
+    """The retry delay a shed answer carries in its ``grpc-retry-pushback-ms`` trailer (0 without one)."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-retry-pushback-ms":
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 class Client:
@@ -112,19 +149,28 @@ class Client:
         while True:
             t0 = time.perf_counter()
             try:
-                resp = await self.stub.PlaceBet(req, metadata=md, timeout=5)
+                call = self.stub.PlaceBet(req, metadata=md, timeout=5)
+                resp = await call
+                upstream = dict(await call.initial_metadata() or ()).get("x-envoy-upstream-service-time")
             except grpc.aio.AioRpcError as err:
                 phase.codes[err.code().name] += 1
                 if err.code().name not in RETRYABLE or time.perf_counter() - first > budget_s:
                     phase.gave_up += 1
                     return
+                # The server's hint (admission control: RetryInfo / grpc-retry-pushback-ms) is the floor of
+                # the backoff; the jitter spreads the retries of one spike over the hinted interval.
+                delay = max(delay, pushback_s(err))
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, max(1.0, 4 * pushback_s(err)))
                 continue
             now = time.perf_counter()
             phase.codes["OK"] += 1
             phase.accepted += 1
             phase.attempt_ms.append((now - t0) * 1000)
+            if upstream is not None:
+                phase.upstream_ms.append(float(upstream))
+            if not phase.window_end or now <= phase.window_end:
+                phase.in_window += 1
             phase.total_ms.append((now - first) * 1000)
             self.bets_by_key.setdefault(key, set()).add(resp.bet.bet_id)
             return
@@ -151,6 +197,7 @@ class Client:
             if pause > 0:
                 await asyncio.sleep(pause)
             tasks.append(asyncio.create_task(self.bet(phase)))
+        phase.window_end = time.perf_counter()
         # The phase's throughput counts what was accepted by the end of its arrivals plus the drain.
         await asyncio.gather(*tasks)
         phase.ended = time.perf_counter()
@@ -160,6 +207,8 @@ async def run(
     args: argparse.Namespace, target: str, tokens: list[tuple[tuple[str, str], ...]], market: Any
 ) -> dict[str, Any]:
     client = Client(target, tokens, market)
+    lag = LoopLag()
+    probe = asyncio.create_task(lag.run())
     warm = Phase("warmup")
     await client.closed_loop(warm, args.concurrency, 2.0)
     steady = Phase("steady-max")
@@ -171,15 +220,29 @@ async def run(
     spike = Phase("spike")
     await client.open_loop(spike, base * args.factor, args.spike_s)
     await client.channel.close()
+    probe.cancel()
     doubled = {k: v for k, v in client.bets_by_key.items() if len(v) > 1}
     s = spike.summary()
     return {
         "phases": [p.summary() for p in (steady, pre, spike)],
         "offered_rps": {"pre": round(base, 1), "spike": round(base * args.factor, 1)},
         "spike_vs_steady": round(s["accepted_per_s"] / max(steady_rate, 1e-9), 3),
+        "spike_vs_steady_in_window": round((s["accepted_per_s_in_window"] or 0) / max(steady_rate, 1e-9), 3),
         "spike_accepted_attempt_p99_ms": s["attempt_p99_ms"],
+        "spike_accepted_upstream_p99_ms": s["upstream_p99_ms"],
+        "client_loop_lag_ms": lag.summary(),
         "keys_with_two_bets": len(doubled),
     }
+
+
+def admission_env(args: argparse.Namespace) -> dict[str, str]:
+    """The server's admission-control settings the run overrides (unset: the registry's defaults)."""
+    pairs = (
+        ("INPLAY_ADMISSION_MAX_IN_FLIGHT", args.admission_max_in_flight),
+        ("INPLAY_ADMISSION_QUEUE_TARGET_MS", args.admission_queue_ms),
+        ("INPLAY_ADMISSION_RETRY_AFTER_MS", args.admission_retry_ms),
+    )
+    return {name: str(value) for name, value in pairs if value is not None}
 
 
 def _tokens(settings: Any, key: Any, accounts: int) -> list[tuple[tuple[str, str], ...]]:
@@ -206,11 +269,16 @@ def main() -> int:
     parser.add_argument("--pre-s", type=float, default=5.0)
     parser.add_argument("--spike-s", type=float, default=10.0)
     parser.add_argument("--journal-max-queue", type=int, default=2000)
+    parser.add_argument("--admission-max-in-flight", type=int, default=None, help="server's cap (0: off)")
+    parser.add_argument("--admission-queue-ms", type=int, default=None, help="server's queue-time target")
+    parser.add_argument("--admission-retry-ms", type=int, default=None, help="server's retry hint")
+    parser.add_argument("--edge-max-in-flight", type=int, default=None, help="Envoy's bet circuit breaker")
+    parser.add_argument("--edge-retry-ms", type=int, default=None, help="Envoy's retry hint of a shed call")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "spike.json")
     args = parser.parse_args()
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    extra = {"INPLAY_JOURNAL_MAX_QUEUE": str(args.journal_max_queue)}
+    extra = {"INPLAY_JOURNAL_MAX_QUEUE": str(args.journal_max_queue), **admission_env(args)}
     with server(out_dir, "spike", extra) as srv:
         market = asyncio.run(_prepare(srv, args.accounts))
         tmp = out_dir / "spike-edge"
@@ -230,6 +298,11 @@ def main() -> int:
             bet_user_rate=1000,
             bet_user_burst=1000,
         )
+        settings = replace(
+            settings,
+            bet_max_in_flight=args.edge_max_in_flight or settings.bet_max_in_flight,
+            bet_retry_after_ms=args.edge_retry_ms or settings.bet_retry_after_ms,
+        )
         config = write_rendered(settings, tmp / "envoy.yaml")
         envoy = start_envoy(config, tmp / "envoy.log")
         try:
@@ -244,7 +317,9 @@ def main() -> int:
         {
             "scenario": "kickoff spike through Envoy, same-key retries",
             "global_bucket": {"rate": settings.bet_global_rate, "burst": settings.bet_global_burst},
+            "edge_admission": {"max_in_flight": settings.bet_max_in_flight, "retry_ms": settings.bet_retry_after_ms},
             "journal_max_queue": args.journal_max_queue,
+            "admission": admission_env(args) or "registry defaults",
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

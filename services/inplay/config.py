@@ -90,6 +90,17 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "HMAC key of list page tokens; set the same value on every replica (unset = a random key per "
        "process: a token only works on the process that issued it).",
        secret=True, default_doc="random per process"),
+    # ---- server: admission control of the bet RPCs (servicers/admission.py, docs/reliability.md)
+    _s("INPLAY_ADMISSION_MAX_IN_FLIGHT", "int", 256, "server", "servicers/admission",
+       "PlaceBet/PlaceBets calls running at once per process; more wait (see the queue target) or are "
+       "shed with RESOURCE_EXHAUSTED + RetryInfo before any work; 0 = admission control off."),
+    _s("INPLAY_ADMISSION_QUEUE_TARGET_MS", "int", 100, "server", "servicers/admission",
+       "Longest time a bet call waits for an admission slot before it is shed (CoDel-like queue-time "
+       "target), ms."),
+    _s("INPLAY_ADMISSION_MAX_WAITING", "int", 2000, "server", "servicers/admission",
+       "Bet calls that may wait for an admission slot; beyond, new calls are shed at once."),
+    _s("INPLAY_ADMISSION_RETRY_AFTER_MS", "int", 1000, "server", "servicers/admission",
+       "Retry delay a shed call is told (google.rpc.RetryInfo, grpc-retry-pushback-ms), ms."),
     # ---- auth
     _s("INPLAY_AUTH_MODE", "str", "header", "auth", "config auth",
        "`header`: trust x-inplay-subject/x-inplay-roles set by Envoy after it verified the JWT (the service "
@@ -116,6 +127,11 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "first contact point).", default_doc="driver's choice"),
     _s("INPLAY_CASSANDRA_CONSISTENCY", "str", "LOCAL_ONE", "stack", "adapters/cassandra_ledger",
        "Consistency level of the default execution profile (LOCAL_QUORUM with RF 3 in production)."),
+    _s("INPLAY_CASSANDRA_SPECULATIVE_DELAY_MS", "int", 250, "stack", "adapters/cassandra_ledger",
+       "Idempotent statements only (the journal write): after this long without an answer the next replica "
+       "coordinates a copy (speculative execution); 0 = off, ms."),
+    _s("INPLAY_CASSANDRA_SPECULATIVE_ATTEMPTS", "int", 2, "stack", "adapters/cassandra_ledger",
+       "Most speculative copies of one idempotent statement (besides the first attempt)."),
     _s("INPLAY_CASSANDRA_REPLICATION", "str", "", "stack", "adapters/migrations",
        "Keyspace replication made by the migrations: `dc1=3,dc2=3` (NetworkTopologyStrategy) or a CQL map; "
        "empty = SimpleStrategy RF 1 (dev)."),
@@ -241,6 +257,11 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "Burst of the global bucket.", default_doc="2 x INPLAY_EDGE_BET_RATE_GLOBAL"),
     _s("INPLAY_EDGE_BET_MAX_USERS", "int", 100_000, "edge tooling", "inplay_edge/settings",
        "Most per-subject buckets Envoy keeps."),
+    _s("INPLAY_EDGE_BET_MAX_IN_FLIGHT", "int", 256, "edge tooling", "inplay_edge/settings",
+       "Bet calls Envoy lets run on the upstream cluster at once (circuit breaker; all hosts together); "
+       "more are answered RESOURCE_EXHAUSTED + RetryInfo at the edge."),
+    _s("INPLAY_EDGE_BET_RETRY_AFTER_MS", "int", 1000, "edge tooling", "inplay_edge/settings",
+       "Retry delay of the edge's shed answers (RetryInfo, grpc-retry-pushback-ms), ms."),
     _s("INPLAY_EDGE_STREAM_IDLE_TIMEOUT_S", "int", 300, "edge tooling", "inplay_edge/settings",
        "Idle timeout of streams through Envoy, s."),
     _s("INPLAY_EDGE_HEALTH_INTERVAL_S", "int", 5, "edge tooling", "inplay_edge/settings",

@@ -23,6 +23,7 @@ from inplay.app import Runtime, open_runtime, register_services
 from inplay.config import Settings, setting_bool
 from inplay.logs import setup_logging
 from inplay.metrics import MetricsInterceptor
+from inplay.servicers.admission import admission_interceptors
 from inplay.servicers.guard import InputGuard
 from inplay.tracing import TracingInterceptor, setup_tracing
 
@@ -34,9 +35,11 @@ GRACE_S = 10.0
 async def start_server(runtime: Runtime, port: int, host: str = "127.0.0.1") -> tuple[grpc.aio.Server, int]:
     """Builds and starts the server; returns it and the bound port (``port=0`` picks a free one)."""
     server = grpc.aio.server(
+        # Admission control (issue 16) inside metrics/tracing, so that they record its RESOURCE_EXHAUSTED
+        # answers; it sheds bet calls before their handler runs (servicers/admission.py).
         # InputGuard last (innermost): undecodable or oversized requests are answered INVALID_ARGUMENT before
         # any handler runs, and the metrics/tracing interceptors around it record that answer.
-        interceptors=[TracingInterceptor(), MetricsInterceptor(), InputGuard()],
+        interceptors=[TracingInterceptor(), MetricsInterceptor(), *admission_interceptors(), InputGuard()],
         options=[
             ("grpc.max_concurrent_streams", 1000),
             # INPLAY_GRPC_REUSEPORT=1: several server processes share one port (the kernel spreads the

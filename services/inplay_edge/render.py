@@ -65,6 +65,32 @@ def dev_tokens_body(settings: EdgeSettings, key: SigningKey) -> dict[str, Any]:
     return body
 
 
+def shed_status_bin(retry_after_ms: int) -> str:
+    """grpc-status-details-bin of the edge's admission answer: google.rpc.Status (RESOURCE_EXHAUSTED) with
+    ErrorInfo(OVERLOADED, shed_by=edge) and RetryInfo, the same shape the service's own admission answers."""
+    import base64
+
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    info = error_details_pb2.ErrorInfo(
+        reason="OVERLOADED",
+        domain="inplay.dev",
+        metadata={"shed_by": "edge", "retry_after_ms": str(retry_after_ms)},
+    )
+    delay = duration_pb2.Duration(seconds=retry_after_ms // 1000, nanos=(retry_after_ms % 1000) * 1_000_000)
+    details = []
+    for message in (info, error_details_pb2.RetryInfo(retry_delay=delay)):
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        details.append(packed)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=SHED_MESSAGE, details=details)
+    return base64.b64encode(status.SerializeToString()).decode().rstrip("=")
+
+
+SHED_MESSAGE = "overloaded: nothing was done; retry with the same idempotency key after the retry delay"
+
+
 def render(settings: EdgeSettings, template_path: Path | None = None) -> str:
     """The Envoy bootstrap for ``settings`` (raises KeyError on an unknown placeholder)."""
     template = Template((template_path or repo_root() / "gateway" / "envoy.yaml").read_text())
@@ -96,6 +122,10 @@ def render(settings: EdgeSettings, template_path: Path | None = None) -> str:
         "BET_GLOBAL_RATE": str(settings.bet_global_rate),
         "BET_GLOBAL_BURST": str(settings.bet_global_burst),
         "BET_MAX_USERS": str(settings.bet_max_users),
+        "BET_MAX_IN_FLIGHT": str(settings.bet_max_in_flight),
+        "BET_RETRY_AFTER_MS": str(settings.bet_retry_after_ms),
+        "BET_SHED_MESSAGE": _yaml_str(SHED_MESSAGE),
+        "BET_SHED_STATUS_BIN": _yaml_str(shed_status_bin(settings.bet_retry_after_ms)),
         "STREAM_IDLE_TIMEOUT": f"{settings.stream_idle_timeout_s}s",
         "HEALTH_INTERVAL": f"{settings.health_interval_s}s",
         "ACCESS_LOG": _yaml_str(settings.access_log),

@@ -49,6 +49,10 @@ class EdgeSettings:
     bet_global_rate: int = 2000
     bet_global_burst: int = 4000
     bet_max_users: int = 100_000
+    # Admission control at the edge (docs/reliability.md): bet calls in flight to the upstream cluster (all its
+    # hosts together); more are answered RESOURCE_EXHAUSTED + RetryInfo(bet_retry_after_ms) by Envoy itself.
+    bet_max_in_flight: int = 256
+    bet_retry_after_ms: int = 1000
     stream_idle_timeout_s: int = 300
     health_interval_s: int = 5
     max_connections: int = 50_000
@@ -89,6 +93,8 @@ class EdgeSettings:
                 "INPLAY_EDGE_BET_BURST_GLOBAL", 2 * setting_int("INPLAY_EDGE_BET_RATE_GLOBAL", 2000)
             ),
             bet_max_users=setting_int("INPLAY_EDGE_BET_MAX_USERS", 100_000),
+            bet_max_in_flight=setting_int("INPLAY_EDGE_BET_MAX_IN_FLIGHT"),
+            bet_retry_after_ms=setting_int("INPLAY_EDGE_BET_RETRY_AFTER_MS"),
             stream_idle_timeout_s=setting_int("INPLAY_EDGE_STREAM_IDLE_TIMEOUT_S", 300),
             health_interval_s=setting_int("INPLAY_EDGE_HEALTH_INTERVAL_S", 5),
             max_connections=setting_int("INPLAY_EDGE_MAX_CONNECTIONS", 50_000),

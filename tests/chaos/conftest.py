@@ -14,9 +14,11 @@ import pytest
 
 from inplay import ports
 from tests.chaos.harness import HEADER, Cluster, Row
+from tests.chaos.settlement import SETTLEMENT_HEADER, SettlementRow
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS: list[Row] = []
+SETTLEMENT_ROWS: list[SettlementRow] = []
 
 
 def _cluster_env_file() -> Path:
@@ -94,9 +96,14 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not ROWS:
+    if not ROWS and not SETTLEMENT_ROWS:
         return
-    table = HEADER + "\n" + "\n".join(r.markdown() for r in ROWS)
+    tables = []
+    if ROWS:
+        tables.append(HEADER + "\n" + "\n".join(r.markdown() for r in ROWS))
+    if SETTLEMENT_ROWS:
+        tables.append(SETTLEMENT_HEADER + "\n" + "\n".join(r.markdown() for r in SETTLEMENT_ROWS))
+    table = "\n\n".join(tables)
     terminalreporter.write_sep("=", "fault table")
     terminalreporter.write_line(table)
     out = _cluster_env_file().parent / "chaos-table.md"

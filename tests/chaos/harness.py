@@ -361,10 +361,15 @@ def bet_ids_on_kafka(bootstrap: str, topic: str, wanted: set[str], timeout_s: fl
     return seen
 
 
+# Tuning variables a fault run may set for the services it starts (e.g. INPLAY_CASSANDRA_SPECULATIVE_DELAY_MS=0
+# to measure the partition without speculative execution); every other INPLAY_* comes from the cluster's env.
+PASS_THROUGH = ("INPLAY_CASSANDRA_SPECULATIVE_", "INPLAY_ADMISSION_")
+
+
 def server_env(
     cluster_env: dict[str, str], keyspace: str, prefix: str, topic_prefix: str, writer: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INPLAY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INPLAY_") or k.startswith(PASS_THROUGH)}
     env.update(cluster_env)
     env.update(
         INPLAY_KEYSPACE=keyspace,

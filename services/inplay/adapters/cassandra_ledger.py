@@ -37,12 +37,13 @@ from typing import Any
 
 from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, ReadTimeout, WriteTimeout, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import ConstantSpeculativeExecutionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
 
 from inplay import pagetoken
 from inplay.adapters.cassandra_bridge import bridge
 from inplay.adapters.migrations import check_keyspace_name, migrate
+from inplay.config import setting_int
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.journal import (
     PLACED_SEQ_KEY,
@@ -169,6 +170,7 @@ def _cluster(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=os.environ.get("INPLAY_CASSANDRA_DC"))),
         consistency_level=level,
         request_timeout=request_timeout_s,
+        speculative_execution_policy=_speculation(),
     )
     return Cluster(
         list(hosts),
@@ -178,6 +180,19 @@ def _cluster(
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=connect_timeout_s,
     )
+
+
+def _speculation() -> ConstantSpeculativeExecutionPolicy | None:
+    """Speculative execution, which the driver applies ONLY to statements marked ``is_idempotent`` (the
+    journal batch: same key, same bytes, so a second copy is harmless). A coordinator that went silent (cut
+    off, stalled, or dead but not yet marked down) would otherwise hold the journal write, and with it the
+    shard's writer, for the whole request timeout; after the delay the next replica of the token-aware plan
+    coordinates a copy and the first answer wins (docs/reliability.md: the partition fault)."""
+    delay_ms = setting_int("INPLAY_CASSANDRA_SPECULATIVE_DELAY_MS")
+    attempts = setting_int("INPLAY_CASSANDRA_SPECULATIVE_ATTEMPTS")
+    if delay_ms <= 0 or attempts <= 0:
+        return None
+    return ConstantSpeculativeExecutionPolicy(delay_ms / 1000, attempts)
 
 
 class CassandraLedger:
@@ -453,6 +468,7 @@ class CassandraLedger:
         )
         journal, shard, slot = self.journal, batch.shard, batch.slot
         add_rows(statement, self._ins_journal_row, [(journal, shard, slot, r.pos, r.kind, r.body) for r in batch.rows])
+        statement.is_idempotent = True  # identical bytes: eligible for speculative execution (_speculation)
         try:
             await self._execute(statement)
         except InvalidRequest as exc:
