@@ -23,9 +23,8 @@ from inplay.wallet.v1 import wallet_pb2
 from tests.chaos.harness import ROOT, BetServer
 from tests.support.api import OPERATOR, as_user, balance, deposit, ledger_entries, make_market, slip
 
-# The settlement worker's entry point, in ONE place: another branch moves it to ``inplay.worker`` (same
-# arguments); switch this constant when merging.
-WORKER_MODULE = "inplay.domain.settlement.worker"
+# The settlement worker's entry point, in one place.
+WORKER_MODULE = "inplay.worker"
 # 50,000 for the full run (CHAOS_SETTLEMENT_BETS=50000 ./dev chaos); CI places fewer per fault to stay
 # within its time budget.
 BETS = int(os.environ.get("CHAOS_SETTLEMENT_BETS", "5000"))
