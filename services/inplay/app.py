@@ -65,70 +65,71 @@ class Runtime:
                 logging.getLogger("inplay.app").exception("error while closing")
 
 
-async def open_runtime(settings: Settings) -> Runtime:
-    stack = settings.stack
-    closers: list[Callable[[], Awaitable[None]]] = []
+@dataclass
+class _Stores:
     odds: LiveOddsCache
     wallet_store: WalletStore
     ledger: Ledger
     bus: EventBus
     deposit_keys: DepositKeys
-    if stack.embedded:
-        from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
-        from inplay.adapters.memory_odds import MemoryOddsCache
 
-        memory_odds = MemoryOddsCache()
-        odds = memory_odds
 
-        def market_status(market_id: str) -> Any:
-            # The Redis debit script reads the odds cache's hash in the same Redis; this is its twin.
-            state = memory_odds._markets.get(market_id)
-            return None if state is None else state.status
+def _memory_stores() -> _Stores:
+    """The embedded twins (demo, fast tests): one process, nothing durable."""
+    from inplay.adapters.memory import MemoryEventBus, MemoryLedger, MemoryWallet
+    from inplay.adapters.memory_odds import MemoryOddsCache
 
-        wallet_store = MemoryWallet(market_status)
-        ledger = MemoryLedger()
-        bus = MemoryEventBus()
-        deposit_keys = MemoryDepositKeys()
-    else:
-        from inplay.adapters.cassandra_ledger import CassandraLedger
-        from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
-        from inplay.adapters.redis_odds import RedisOddsCache
-        from inplay.adapters.redis_wallet import RedisWallet
-        from inplay.ports import (
-            TOPIC_BETS,
-            TOPIC_FEED_RAW,
-            TOPIC_MARKET_CHANGES,
-            TOPIC_ODDS,
-            TOPIC_RESULTS,
-            TOPIC_SETTLEMENTS,
-        )
+    memory_odds = MemoryOddsCache()
 
-        redis_odds = await RedisOddsCache.connect(stack.redis_url, stack.redis_prefix)
-        closers.append(redis_odds.close)
-        odds = redis_odds
-        redis_wallet = await RedisWallet.connect(stack.redis_url, stack.redis_prefix)
-        closers.append(redis_wallet.close)
-        wallet_store = redis_wallet
-        cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
-        closers.append(cassandra.close)
-        ledger = cassandra
-        await ensure_topics(
-            stack.kafka_bootstrap,
-            {
-                stack.topic_prefix + TOPIC_ODDS: 12,
-                stack.topic_prefix + TOPIC_BETS: 12,
-                stack.topic_prefix + TOPIC_SETTLEMENTS: 12,
-                stack.topic_prefix + TOPIC_RESULTS: 12,
-                stack.topic_prefix + TOPIC_FEED_RAW: 3,
-                stack.topic_prefix + TOPIC_MARKET_CHANGES: 12,
-                stack.topic_prefix + TOPIC_RESULTS + ".dlq": 3,  # parked poison results (docs/settlement.md)
-                stack.topic_prefix + "inplay.feed.recovery.v1": 3,  # recovery requests to provider adapters
-            },
-        )
-        kafka = KafkaEventBus(stack.kafka_bootstrap, topic_prefix=stack.topic_prefix)
-        closers.append(kafka.close)
-        bus = kafka
-        deposit_keys = CassandraDepositKeys(cassandra.session)
+    def market_status(market_id: str) -> Any:
+        # The Redis debit script reads the odds cache's hash in the same Redis; this is its twin.
+        state = memory_odds._markets.get(market_id)
+        return None if state is None else state.status
+
+    return _Stores(memory_odds, MemoryWallet(market_status), MemoryLedger(), MemoryEventBus(), MemoryDepositKeys())
+
+
+async def _real_stores(stack: StackSettings, closers: list[Callable[[], Awaitable[None]]]) -> _Stores:
+    """Redis (odds, wallet), Cassandra (ledger, deposit keys) and Kafka (bus); each closer is registered."""
+    from inplay.adapters.cassandra_ledger import CassandraLedger
+    from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
+    from inplay.adapters.redis_odds import RedisOddsCache
+    from inplay.adapters.redis_wallet import RedisWallet
+
+    redis_odds = await RedisOddsCache.connect(stack.redis_url, stack.redis_prefix)
+    closers.append(redis_odds.close)
+    redis_wallet = await RedisWallet.connect(stack.redis_url, stack.redis_prefix)
+    closers.append(redis_wallet.close)
+    cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
+    closers.append(cassandra.close)
+    await ensure_topics(stack.kafka_bootstrap, _topics(stack.topic_prefix))
+    kafka = KafkaEventBus(stack.kafka_bootstrap, topic_prefix=stack.topic_prefix)
+    closers.append(kafka.close)
+    return _Stores(redis_odds, redis_wallet, cassandra, kafka, CassandraDepositKeys(cassandra.session))
+
+
+def _topics(prefix: str) -> dict[str, int]:
+    """Every topic the services produce to, with its partition count."""
+    from inplay.ports import TOPIC_FEED_RAW, TOPIC_MARKET_CHANGES, TOPIC_ODDS, TOPIC_RESULTS, TOPIC_SETTLEMENTS
+
+    return {
+        prefix + TOPIC_ODDS: 12,
+        prefix + TOPIC_BETS: 12,
+        prefix + TOPIC_SETTLEMENTS: 12,
+        prefix + TOPIC_RESULTS: 12,
+        prefix + TOPIC_FEED_RAW: 3,
+        prefix + TOPIC_MARKET_CHANGES: 12,
+        prefix + TOPIC_RESULTS + ".dlq": 3,  # parked poison results (docs/settlement.md)
+        prefix + "inplay.feed.recovery.v1": 3,  # recovery requests to provider adapters
+    }
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    stack = settings.stack
+    closers: list[Callable[[], Awaitable[None]]] = []
+    stores = _memory_stores() if stack.embedded else await _real_stores(stack, closers)
+    odds, wallet_store, ledger, bus = stores.odds, stores.wallet_store, stores.ledger, stores.bus
+    deposit_keys = stores.deposit_keys
     bet_path = await open_bet_path(
         odds,
         wallet_store,
