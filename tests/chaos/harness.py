@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
@@ -382,3 +383,16 @@ def server_env(
         PYTHONPATH=str(ROOT / "services"),
     )
     return env
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - t0 < timeout_s, f"{what} not within {timeout_s} s"
+        await asyncio.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def leader_of_partition0(bootstrap: str, topic: str) -> int:
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return int(meta.topics[topic].partitions[0].leader)

@@ -19,12 +19,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from inplay import ports
 from inplay.adapters.redis_odds import RedisOddsCache
 from tests.chaos.conftest import ROWS
-from tests.chaos.harness import ROOT, BetServer, Cluster, Load, Row, check, open_load, server_env
+from tests.chaos.harness import (
+    ROOT,
+    BetServer,
+    Cluster,
+    Load,
+    Row,
+    check,
+    leader_of_partition0,
+    open_load,
+    server_env,
+    until,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -91,14 +101,6 @@ async def run(
         await server.stop()
 
 
-async def _until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not await predicate():
-        assert time.monotonic() - t0 < timeout_s, f"{what} not within {timeout_s} s"
-        await asyncio.sleep(0.2)
-    return time.monotonic() - t0
-
-
 # ------------------------------------------------------------------------------------------------ faults
 async def kill_bet_server(s: Scenario) -> str:
     s.server.kill()
@@ -130,13 +132,8 @@ async def slow_cassandra_node(s: Scenario) -> str:
     return "+200 ms on every chunk to and from 127.0.0.2 for 15 s"
 
 
-def _leader_of_partition0(bootstrap: str, topic: str) -> int:
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    return int(meta.topics[topic].partitions[0].leader)
-
-
 async def kill_kafka_leader(s: Scenario) -> str:
-    leader = await asyncio.to_thread(_leader_of_partition0, s.env["INPLAY_KAFKA_BOOTSTRAP"], s.topic)
+    leader = await asyncio.to_thread(leader_of_partition0, s.env["INPLAY_KAFKA_BOOTSTRAP"], s.topic)
     await s.cluster.kill(f"kafka{leader}")
     await asyncio.sleep(10.0)
     await s.cluster.start(f"kafka{leader}")
@@ -154,7 +151,7 @@ async def fail_over_redis(s: Scenario) -> str:
         except (OSError, ValueError):
             return False
 
-    took = await _until(promoted, 60, "Sentinel promoting the replica")
+    took = await until(promoted, 60, "Sentinel promoting the replica")
     new = await s.cluster.redis_master_port()
     epoch = await s.cluster.redis_command(new, "EXISTS", f"{s.env['INPLAY_REDIS_PREFIX']}wallet:epoch")
     await s.cluster.start(component)  # comes back empty; Sentinel makes it a replica of the new primary

@@ -21,9 +21,8 @@ import pytest
 from inplay import ports
 from inplay.adapters.redis_odds import RedisOddsCache
 from tests.chaos.conftest import SETTLEMENT_ROWS
-from tests.chaos.harness import BetServer, Cluster, server_env
+from tests.chaos.harness import BetServer, Cluster, leader_of_partition0, server_env, until
 from tests.chaos.settlement import Settlement, SettlementRow, check_settlement, place_book
-from tests.chaos.test_faults import _leader_of_partition0, _until
 
 pytestmark = pytest.mark.chaos
 
@@ -55,7 +54,7 @@ async def kill_cassandra_node(s: Stage) -> str:
 
 async def kill_kafka_leader(s: Stage) -> str:
     topic = s.topics + ports.TOPIC_SETTLEMENTS
-    leader = await asyncio.to_thread(_leader_of_partition0, s.env["INPLAY_KAFKA_BOOTSTRAP"], topic)
+    leader = await asyncio.to_thread(leader_of_partition0, s.env["INPLAY_KAFKA_BOOTSTRAP"], topic)
     await s.cluster.kill(f"kafka{leader}")
     await asyncio.sleep(10.0)
     await s.cluster.start(f"kafka{leader}")
@@ -73,7 +72,7 @@ async def fail_over_redis(s: Stage) -> str:
         except (OSError, ValueError):
             return False
 
-    took = await _until(promoted, 60, "Sentinel promoting the replica")
+    took = await until(promoted, 60, "Sentinel promoting the replica")
     await s.cluster.start(component)
     return f"Redis primary :{old} kill -9, Sentinel promoted the replica in {took:.1f} s"
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import struct
 import zlib
 from collections import defaultdict, deque
@@ -43,7 +42,7 @@ from cassandra.query import BatchStatement, BatchType
 from inplay import pagetoken
 from inplay.adapters.cassandra_bridge import bridge
 from inplay.adapters.migrations import check_keyspace_name, migrate
-from inplay.config import setting_int
+from inplay.config import setting_int, setting_str
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.domain.journal import (
     PLACED_SEQ_KEY,
@@ -167,7 +166,9 @@ def _cluster(
         raise ValueError(f"unknown consistency level {consistency!r}")
     profile = ExecutionProfile(
         # Token aware: each request goes to a replica of its partition (no extra coordinator hop).
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=os.environ.get("INPLAY_CASSANDRA_DC"))),
+        load_balancing_policy=TokenAwarePolicy(
+            DCAwareRoundRobinPolicy(local_dc=setting_str("INPLAY_CASSANDRA_DC") or None)
+        ),
         consistency_level=level,
         request_timeout=request_timeout_s,
         speculative_execution_policy=_speculation(),
@@ -312,7 +313,7 @@ class CassandraLedger:
         node can be reached."""
         host_list = [h for h in (hosts.split(",") if isinstance(hosts, str) else hosts) if h]
         check_keyspace_name(keyspace)
-        level = consistency or os.environ.get("INPLAY_CASSANDRA_CONSISTENCY") or "LOCAL_ONE"
+        level = consistency or setting_str("INPLAY_CASSANDRA_CONSISTENCY")
 
         def build() -> CassandraLedger:
             cluster = _cluster(host_list, port, level, connect_timeout_s, request_timeout_s)

@@ -40,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from inplay import metrics
+from inplay.config import setting_str
 from inplay.domain.journal import (
     GENESIS_CHECKSUM,
     ROW_BET,
@@ -762,7 +763,7 @@ async def _bounded(task: asyncio.Task[None], seconds: float) -> None:
 def writer_owner() -> str:
     """This process's writer identity: ``INPLAY_WRITER_ID`` (a stable pod name: a restart takes its shard
     back at once) or a random one."""
-    return os.environ.get("INPLAY_WRITER_ID") or f"w-{os.getpid()}-{os.urandom(4).hex()}"
+    return setting_str("INPLAY_WRITER_ID") or f"w-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 async def wait_for_projection(

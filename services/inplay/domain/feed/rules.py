@@ -1,14 +1,10 @@
-"""Feed pipeline settings (``INPLAY_FEED_*`` environment variables). Durations in milliseconds."""
+"""Feed pipeline settings (``INPLAY_FEED_*``, read through the ``inplay.config`` registry). Durations in ms."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+from inplay.config import setting_int
 
 
 @dataclass(frozen=True)
@@ -52,20 +48,20 @@ class FeedRules:
     def from_env(cls) -> FeedRules:
         d = cls()
         return cls(
-            lag_inplay_ms=_int("INPLAY_FEED_LAG_INPLAY_MS", d.lag_inplay_ms),
-            lag_prematch_ms=_int("INPLAY_FEED_LAG_PREMATCH_MS", d.lag_prematch_ms),
-            jump_band_bp=_int("INPLAY_FEED_JUMP_BAND_BP", d.jump_band_bp),
-            jump_window_ms=_int("INPLAY_FEED_JUMP_WINDOW_MS", d.jump_window_ms),
-            max_future_ms=_int("INPLAY_FEED_MAX_FUTURE_MS", d.max_future_ms),
-            clock_ahead_tolerance_ms=_int("INPLAY_FEED_CLOCK_AHEAD_TOLERANCE_MS", d.clock_ahead_tolerance_ms),
-            heartbeat_timeout_ms=_int("INPLAY_FEED_HEARTBEAT_TIMEOUT_MS", d.heartbeat_timeout_ms),
-            failover_lag_ms=_int("INPLAY_FEED_FAILOVER_LAG_MS", d.failover_lag_ms),
-            gap_window_ms=_int("INPLAY_FEED_GAP_WINDOW_MS", d.gap_window_ms),
-            failback_after_ms=_int("INPLAY_FEED_FAILBACK_AFTER_MS", d.failback_after_ms),
-            chunk_size=_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
-            watchdog_interval_ms=_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
-            mapping_refresh_ms=_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
-            producer_down_ms=_int("INPLAY_FEED_PRODUCER_DOWN_MS", d.producer_down_ms),
-            recovery_resend_ms=_int("INPLAY_FEED_RECOVERY_RESEND_MS", d.recovery_resend_ms),
-            max_odds=_int("INPLAY_FEED_MAX_ODDS", d.max_odds),
+            lag_inplay_ms=setting_int("INPLAY_FEED_LAG_INPLAY_MS", d.lag_inplay_ms),
+            lag_prematch_ms=setting_int("INPLAY_FEED_LAG_PREMATCH_MS", d.lag_prematch_ms),
+            jump_band_bp=setting_int("INPLAY_FEED_JUMP_BAND_BP", d.jump_band_bp),
+            jump_window_ms=setting_int("INPLAY_FEED_JUMP_WINDOW_MS", d.jump_window_ms),
+            max_future_ms=setting_int("INPLAY_FEED_MAX_FUTURE_MS", d.max_future_ms),
+            clock_ahead_tolerance_ms=setting_int("INPLAY_FEED_CLOCK_AHEAD_TOLERANCE_MS", d.clock_ahead_tolerance_ms),
+            heartbeat_timeout_ms=setting_int("INPLAY_FEED_HEARTBEAT_TIMEOUT_MS", d.heartbeat_timeout_ms),
+            failover_lag_ms=setting_int("INPLAY_FEED_FAILOVER_LAG_MS", d.failover_lag_ms),
+            gap_window_ms=setting_int("INPLAY_FEED_GAP_WINDOW_MS", d.gap_window_ms),
+            failback_after_ms=setting_int("INPLAY_FEED_FAILBACK_AFTER_MS", d.failback_after_ms),
+            chunk_size=setting_int("INPLAY_FEED_CHUNK_SIZE", d.chunk_size),
+            watchdog_interval_ms=setting_int("INPLAY_FEED_WATCHDOG_INTERVAL_MS", d.watchdog_interval_ms),
+            mapping_refresh_ms=setting_int("INPLAY_FEED_MAPPING_REFRESH_MS", d.mapping_refresh_ms),
+            producer_down_ms=setting_int("INPLAY_FEED_PRODUCER_DOWN_MS", d.producer_down_ms),
+            recovery_resend_ms=setting_int("INPLAY_FEED_RECOVERY_RESEND_MS", d.recovery_resend_ms),
+            max_odds=setting_int("INPLAY_FEED_MAX_ODDS", d.max_odds),
         )

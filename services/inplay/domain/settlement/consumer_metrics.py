@@ -1,5 +1,5 @@
-"""Metrics of the results consumer (their own module: ``worker`` also runs as ``__main__``, and a metric
-registered by both copies of that module would be a duplicate)."""
+"""Metrics of the results consumer, in a module of their own: the consumer's module can be imported under
+two names (as a module and through the worker), and a metric registered twice would be a duplicate."""
 
 from __future__ import annotations
 
