@@ -12,7 +12,7 @@ from inplay.app import Runtime
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from tests.support.api import OPERATOR, as_user, make_market, slip
+from tests.support.api import OPERATOR, as_user, leg, make_market, slip
 from tests.support.api import deposit as fund
 from tests.support.api import error_details as details
 
@@ -83,6 +83,40 @@ async def test_error_details_and_batch(
     wallet = wallet_pb2_grpc.WalletServiceStub(channel)
     balance = await wallet.GetBalance(wallet_pb2.GetBalanceRequest(), metadata=user)
     assert balance.balance.amount_minor == 1_000 - 300 - 100
+
+
+async def test_batch_rejections_name_their_item_and_leg(
+    served: tuple[Runtime, grpc.aio.Channel], unique_id: Callable[[str], str]
+) -> None:
+    """A PlaceBets rejection carries the slip's position and the leg it is about as fields (not only inside
+    the message), and the unary PlaceBet's ErrorInfo names the leg too."""
+    runtime, channel = served
+    first, second = await make_market(runtime, unique_id), await make_market(runtime, unique_id)
+    account = unique_id("acc")
+    await fund(channel, account, 1_000)
+    stub = bets_pb2_grpc.BetServiceStub(channel)
+    moved_second_leg = [leg(first, "home", "2.00"), leg(second, "home", "3.00")]
+    batch = await stub.PlaceBets(
+        bets_pb2.PlaceBetsRequest(
+            slips=[
+                slip(first, "2.00", "i0", stake=100),
+                slip(first, "2.00", "i1", stake=100, legs=moved_second_leg),
+                slip(first, "2.00", "i2", stake=0),
+            ]
+        ),
+        metadata=as_user(account),
+    )
+    assert batch.results[0].WhichOneof("result") == "bet"
+    moved, invalid = batch.results[1].rejection, batch.results[2].rejection
+    assert bets_pb2.RejectionReason.Name(moved.reason) == "REJECTION_REASON_ODDS_CHANGED"
+    assert (moved.item, moved.HasField("leg"), moved.leg, moved.field) == (1, True, 1, "slips[1].legs[1].odds")
+    assert (invalid.item, invalid.HasField("leg"), invalid.field) == (2, False, "slips[2].stake.amount_minor")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.PlaceBet(
+            bets_pb2.PlaceBetRequest(slip=slip(first, "2.00", "u1", legs=moved_second_leg)), metadata=as_user(account)
+        )
+    info = details(err.value)["ErrorInfo"]
+    assert info.reason == "ODDS_CHANGED" and info.metadata["leg"] == "1"
 
 
 async def test_accounts_are_isolated(served: tuple[Runtime, grpc.aio.Channel], unique_id: Callable[[str], str]) -> None:

@@ -5,6 +5,8 @@ The account is the verified caller (``inplay.auth.principal``), never a request 
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.protobuf import timestamp_pb2
 
@@ -102,12 +104,25 @@ def item_field(field: str, index: int) -> str:
     return field
 
 
+_LEG = re.compile(r"\.legs\[(\d+)\]")
+
+
+def rejection_leg(field: str) -> int | None:
+    """The leg a field path names (``slip.legs[2].odds`` -> 2), None for the slip as a whole."""
+    match = _LEG.search(field)
+    return int(match.group(1)) if match else None
+
+
 def rejection_to_proto(rejection: Rejection, index: int | None = None) -> bets_pb2.BetRejection:
     proto = bets_pb2.BetRejection(
         reason=bets_pb2.RejectionReason.Value(f"REJECTION_REASON_{rejection.reason}"),  # type: ignore[arg-type]
         message=rejection.message,
         field=rejection.field if index is None else item_field(rejection.field, index),
+        item=index or 0,
     )
+    leg = rejection_leg(rejection.field)
+    if leg is not None:
+        proto.leg = leg
     if rejection.odds_changed is not None:
         proto.odds_changed.CopyFrom(odds_changed_to_proto(rejection))
     return proto
@@ -129,6 +144,8 @@ def odds_changed_to_proto(rejection: Rejection) -> bets_pb2.OddsChanged:
 def rejection_to_error(rejection: Rejection) -> DomainError:
     """The one mapping of a bet rejection to a gRPC status (used by the unary PlaceBet)."""
     metadata = {"field": rejection.field} if rejection.field else {}
+    if (leg := rejection_leg(rejection.field)) is not None:
+        metadata["leg"] = str(leg)
     if rejection.reason in (
         Reason.INVALID_ARGUMENT,
         Reason.STAKE_TOO_LOW,

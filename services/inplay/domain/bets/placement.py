@@ -243,14 +243,19 @@ class BetPlacement:
         leg = slot.req.legs[i]
         if verdict == QuoteResult.SUSPENDED:
             why = slot.markets[leg.market_id].status_reason or "suspended"
-            return Rejection(Reason.MARKET_SUSPENDED, f"market {leg.market_id} is suspended ({why})")
+            return Rejection(
+                Reason.MARKET_SUSPENDED, f"market {leg.market_id} is suspended ({why})", f"slip.legs[{i}].market_id"
+            )
         if verdict == QuoteResult.STALE:
             return Rejection(
-                Reason.ODDS_STALE, f"price of {leg.market_id} is {quote.age_ms} ms old (max {quote.max_age_ms} ms)"
+                Reason.ODDS_STALE,
+                f"price of {leg.market_id} is {quote.age_ms} ms old (max {quote.max_age_ms} ms)",
+                f"slip.legs[{i}].odds",
             )
         return Rejection(
             Reason.ODDS_CHANGED,
             f"odds of {leg.selection_id} moved from {quote.seen.decimal_str()} to {quote.current.decimal_str()}",
+            f"slip.legs[{i}].odds",
             odds_changed=OddsChangedInfo(
                 market_id=leg.market_id,
                 selection_id=leg.selection_id,
@@ -345,7 +350,7 @@ def _structural_rejection(slot: _Slot, by_id: dict[str, MarketState], prices: _P
         if market is None:
             return rejected(Reason.MARKET_NOT_FOUND, f"market {leg.market_id} not found", f"slip.legs[{i}].market_id")
         if market.status == MarketStatus.SETTLED:
-            return rejected(Reason.MARKET_CLOSED, f"market {leg.market_id} is closed")
+            return rejected(Reason.MARKET_CLOSED, f"market {leg.market_id} is closed", f"slip.legs[{i}].market_id")
         if (leg.market_id, leg.selection_id) not in prices:
             return rejected(
                 Reason.SELECTION_NOT_FOUND,
