@@ -187,9 +187,18 @@ class Settlement:
             self.spawn("resume", "--event", self.book.event_id)
 
     def _reap(self) -> None:
-        if self.proc is not None:
+        """The worker that completed the run should exit by itself; one that hangs is recorded (a finding
+        for the worker, shown in the table) and killed, since the run it was asked for is done."""
+        if self.proc is None:
+            return
+        try:
             rc = self.proc.wait(60)
-            self.exits["SIGKILL" if rc == -9 else f"rc {rc}"] += 1
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+            self.exits["hung after COMPLETED (killed after 60 s)"] += 1
+            return
+        self.exits["SIGKILL" if rc == -9 else f"rc {rc}"] += 1
 
     def stalled_after(self, t: float) -> float:
         """The longest time without progress (bets processed unchanged) from ``t`` to completion."""
