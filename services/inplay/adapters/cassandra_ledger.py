@@ -707,6 +707,8 @@ class CassandraLedger:
                 else:
                     chunk.extend(part)
         flush()
+        for statement in statements:
+            statement.is_idempotent = True  # deterministic rows: speculative execution may send a copy
         await self._submit_retrying(statements, what)
 
     async def _submit_retrying(self, statements: Sequence[Any], what: str) -> None:

@@ -128,6 +128,10 @@ class CassandraSettlementStore:
         of an overloaded node) is written again up to WRITE_ATTEMPTS times: every row here is
         deterministic, so a second write of a landed row rewrites the same cells."""
         sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+        for stmt in statements:
+            # Deterministic rows: eligible for the driver's speculative execution (a stalled coordinator
+            # holds a page no longer than the speculation delay; docs/reliability.md).
+            stmt.is_idempotent = True
 
         async def one(stmt: Any) -> None:
             async with sem:
