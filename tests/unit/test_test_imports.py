@@ -32,3 +32,13 @@ def test_the_check_sees_an_import(tmp_path: Path) -> None:
     module = tmp_path / "test_x.py"
     module.write_text("from tests.integration.test_other import helper\nimport tests.unit.test_y\n")
     assert _imported_test_modules(module) == ["tests.integration.test_other", "tests.unit.test_y"]
+
+
+def test_test_module_basenames_are_unique() -> None:
+    """pytest imports the test modules of the package-less directories (unit/, integration/, e2e/) by
+    basename: two files of the same name stop the whole collection ("import file mismatch")."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("test_*.py")):
+        if not (path.parent / "__init__.py").exists():
+            seen.setdefault(path.name, []).append(str(path.relative_to(TESTS)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
