@@ -181,3 +181,15 @@ async def test_writes_on_a_dead_connection_fail_without_partial_success(
         await dead.append_bet_events([BetEvent(bets[0].bet_id, "x", "SETTLED", BetState.WON, 1, "r", T0)])
     assert [await ledger.get_bet(b.bet_id) for b in bets] == [None, None, None]
     assert await ledger.account_entries(account, 10, "") == ([], "")
+
+
+async def test_every_statement_is_eligible_for_speculative_execution(ledger: CassandraLedger) -> None:
+    """The driver sends a speculative copy only of statements marked idempotent: every read and every
+    deterministic insert of the ledger and the settlement store is, or a stalled coordinator holds it for the
+    whole request timeout (docs/reliability.md, the partition fault)."""
+    from inplay.adapters.cassandra_settlement import CassandraSettlementStore
+
+    settlement = CassandraSettlementStore.for_ledger(ledger)
+    prepared = [v for store in (ledger, settlement) for v in vars(store).values() if hasattr(v, "query_id")]
+    assert len(prepared) > 30
+    assert [p.query_string for p in prepared if not p.is_idempotent] == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 from cassandra.cluster import ResponseFuture
 
@@ -62,3 +64,17 @@ def bridge(response: ResponseFuture) -> asyncio.Future[ResponseFuture]:
     push = relay.push
     response.add_callbacks(lambda _rows: push(done, response, None), lambda exc: push(done, response, exc))
     return done
+
+
+def idempotent_preparer(session: Any) -> Callable[[str], Any]:
+    """``session.prepare`` for adapters whose every statement is a read or an INSERT of deterministic rows
+    (same key, same values on every attempt: the ledger, the journal, settlement). Their prepared statements
+    are marked idempotent, so the driver's speculative execution may send a copy to another replica when a
+    coordinator stalls (docs/reliability.md, the partition fault). Never use it for LWTs or counters."""
+
+    def prepare(query: str) -> Any:
+        statement = session.prepare(query)
+        statement.is_idempotent = True
+        return statement
+
+    return prepare

@@ -40,7 +40,7 @@ from cassandra.policies import ConstantSpeculativeExecutionPolicy, DCAwareRoundR
 from cassandra.query import BatchStatement, BatchType
 
 from inplay import pagetoken
-from inplay.adapters.cassandra_bridge import bridge
+from inplay.adapters.cassandra_bridge import bridge, idempotent_preparer
 from inplay.adapters.migrations import check_keyspace_name, migrate
 from inplay.config import setting_int, setting_str
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
@@ -210,9 +210,10 @@ class CassandraLedger:
         self._window = _Window(max_in_flight)
         # The journal this ledger object writes and reads (``with_journal``): one per deployment.
         self.journal = "inplay"
-        self._prepare_views(session.prepare)
-        self._prepare_journal(session.prepare)
-        self._prepare_scans(session.prepare)
+        prepare = idempotent_preparer(session)
+        self._prepare_views(prepare)
+        self._prepare_journal(prepare)
+        self._prepare_scans(prepare)
 
     def _prepare_views(self, p: Callable[[str], Any]) -> None:
         """Statements of the bet views, entries, history and idempotency rows."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
-from inplay.adapters.cassandra_bridge import bridge
+from inplay.adapters.cassandra_bridge import bridge, idempotent_preparer
 from inplay.core import LegOutcome
 from inplay.domain.settlement.model import (
     BetSettlementRow,
@@ -67,7 +67,7 @@ class CassandraSettlementStore:
         """``count_query``/``count_buckets``: how to count an event's bets in the ledger's by-event table
         (a ``SELECT COUNT(*) ... WHERE event_id = ? AND bucket = ?`` per bucket); None = do not count."""
         self._session = session
-        p = session.prepare
+        p = idempotent_preparer(session)
         self._insert_run = p(
             "INSERT INTO settlement_runs (event_id, run_id, kind, started_at_ms, request_id, target_run_id, "
             "results, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
