@@ -20,10 +20,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,9 +175,66 @@ async def _main(args: argparse.Namespace, wrap: PortsWrap | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if own:
+        await _close_within(components if own else None, runtime)
+
+
+# A finished command's work is durable (ledger, checkpoints); closing is best effort and must not keep the
+# process alive: on the 3-node cluster a close was seen to hang after COMPLETED (a client call that never
+# returned), which held `resume` past any deadline.
+CLOSE_TIMEOUT_S = 30.0
+
+
+async def _close_within(components: SettlementComponents | None, runtime: Runtime) -> None:
+    async def close_all() -> None:
+        if components is not None:
             await components.close()
         await runtime.close()
+
+    try:
+        await asyncio.wait_for(close_all(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("closing the stores took over %.0f s: exiting without waiting for them", CLOSE_TIMEOUT_S)
+        _unclean.set()
+
+
+# Set when a close gave up: the stores' own (non-daemon) threads may still be blocked, and the interpreter
+# would join them at exit.
+_unclean = threading.Event()
+
+
+def _run(main: Any) -> int:
+    """``asyncio.run`` with a bounded end. A thread stuck in a blocking client call (the default executor's,
+    or a store driver's) would make ``asyncio.run`` and then the interpreter's exit wait for it forever: after
+    ``CLOSE_TIMEOUT_S`` the process exits without it (the command's work is durable by then)."""
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(thread_name_prefix="worker")
+    loop.set_default_executor(executor)
+    try:
+        rc: int = loop.run_until_complete(main)
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        loop.close()
+    if _unclean.is_set() or not _threads_end_within(CLOSE_TIMEOUT_S):
+        log.warning("a thread did not finish within %.0f s of the end: exiting without it", CLOSE_TIMEOUT_S)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _threads_end_within(timeout_s: float) -> bool:
+    """Whether every non-daemon thread (the ones the interpreter joins at exit) ends within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return False
+    return True
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,7 +267,7 @@ def main(argv: list[str] | None = None, *, wrap: PortsWrap | None = None) -> int
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     start = time.perf_counter()
-    rc = asyncio.run(_main(args, wrap))
+    rc = _run(_main(args, wrap))
     log.info("done in %.1f s", time.perf_counter() - start)
     return rc
 
