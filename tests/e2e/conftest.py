@@ -75,10 +75,11 @@ def _stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
 
 async def _store_mapping(redis_url: str, prefix: str, event: FeedEvent) -> None:
     from inplay.adapters.redis_odds import RedisFeedMappings
+    from inplay.domain.feed.mapping import FeedMappingService
 
     store = await RedisFeedMappings.connect(redis_url, prefix)
     try:
-        await store.save(event.mapping())
+        await FeedMappingService(store).load(event.mapping())
     finally:
         await store.close()
 
