@@ -421,6 +421,11 @@ async def main_async(real: bool) -> int:
     settings = Settings.from_env()
     # Demo prices arrive in bursts, not in real time: widen the in-play freshness window accordingly.
     settings = replace(settings, bets=replace(settings.bets, max_price_age_inplay_ms=600_000))
+    # For the same reason a provider is silent for seconds between two bursts (deposits and bets run in real
+    # time): that is not a provider down, which would suspend the match until a recovery snapshot the
+    # simulator never sends (the real demo through Envoy hung on it once on a slow box).
+    for name in ("INPLAY_FEED_HEARTBEAT_TIMEOUT_MS", "INPLAY_FEED_PRODUCER_DOWN_MS"):
+        os.environ.setdefault(name, "600000")
     if real and settings.stack.embedded:
         print("--real needs the stack: run through ./dev demo --real", file=sys.stderr)
         return 2
