@@ -56,12 +56,19 @@ def fmt(minor: int) -> str:
 class Identity:
     """Call credentials as the edge would attach them."""
 
-    def __init__(self, tokens: dict[str, str] | None) -> None:
+    def __init__(self, tokens: dict[str, str] | None, run: str = "") -> None:
         # With tokens: real JWTs for Envoy. Without: the verified-identity headers Envoy would set (the
         # embedded demo talks to the service directly, as a test of the service contract).
         self._tokens = tokens
+        # Bettors' accounts are named per run (alice-<run>): a second run on the same stack starts from
+        # empty accounts, so its summary checks this run's money alone.
+        self.run = run
 
-    def metadata(self, subject: str, operator: bool = False) -> tuple[tuple[str, str], ...]:
+    def account(self, name: str) -> str:
+        return name if name == OPERATOR or not self.run else f"{name}-{self.run}"
+
+    def metadata(self, name: str, operator: bool = False) -> tuple[tuple[str, str], ...]:
+        subject = self.account(name)
         if self._tokens is not None:
             return (("authorization", f"Bearer {self._tokens[subject]}"),)
         md = [("x-inplay-subject", subject)]
@@ -134,9 +141,9 @@ class Demo:
     async def deposit(self, account: str, amount: int) -> None:
         await self.wallet.Deposit(
             wallet_pb2.DepositRequest(
-                account_id=account,
+                account_id=self.identity.account(account),
                 amount=types_pb2.Money(amount_minor=amount, currency=CURRENCY),
-                idempotency_key=f"demo-deposit-{account}",
+                idempotency_key=f"demo-deposit-{self.sim.event_id}-{account}",
                 reason="demo",
             ),
             metadata=self.identity.metadata(OPERATOR, operator=True),
@@ -191,7 +198,7 @@ class Demo:
             ],
             stake=types_pb2.Money(amount_minor=stake, currency=CURRENCY),
             acceptance_policy=policy,  # type: ignore[arg-type]
-            idempotency_key=key or f"demo-{self.seq}",
+            idempotency_key=f"{self.sim.event_id}-{key or self.seq}",
         )
 
     async def place(self, who: str, slip: bets_pb2.BetSlip, label: str) -> bets_pb2.PlaceBetResponse | None:
@@ -442,16 +449,18 @@ async def main_async(real: bool) -> int:
     )
     print(f"Inplay demo: {sim.home} v {sim.away} ({'real stack' if real else 'embedded stores'})")
     async with embedded_channel(settings) as (runtime, channel, port):
-        await runtime.components["odds"].mappings.load(sim.mapping())
+        # The demo's provider ids are the simulator's: its match replaces earlier demo matches in the table.
+        await runtime.components["odds"].mappings.load(sim.mapping(), replace=True)
         if real:
             from inplay_edge import EdgeForDemo
 
             async with EdgeForDemo(f"127.0.0.1:{port}") as edge:
-                identity = Identity(edge.tokens(["alice", "bob", "carol", "dave", "viewer", OPERATOR], [OPERATOR]))
+                names = [f"{n}-{run_id}" for n in (*BETTORS, "viewer")]
+                identity = Identity(edge.tokens([*names, OPERATOR], [OPERATOR]), run_id)
                 async with grpc.aio.insecure_channel(edge.target) as edge_channel:
                     ok = await run(Demo(edge_channel, identity, sim), sim, realtime=False)
         else:
-            ok = await run(Demo(channel, Identity(None), sim), sim, realtime=False)
+            ok = await run(Demo(channel, Identity(None, run_id), sim), sim, realtime=False)
     return 0 if ok else 1
 
 
