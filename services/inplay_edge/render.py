@@ -82,10 +82,10 @@ def shed_status_bin(retry_after_ms: int) -> str:
     details = []
     for message in (info, error_details_pb2.RetryInfo(retry_delay=delay)):
         packed = any_pb2.Any()
-        packed.Pack(message)
+        packed.Pack(message, deterministic=True)  # a map field: the rendered file must not vary per run
         details.append(packed)
     status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=SHED_MESSAGE, details=details)
-    return base64.b64encode(status.SerializeToString()).decode().rstrip("=")
+    return base64.b64encode(status.SerializeToString(deterministic=True)).decode().rstrip("=")
 
 
 SHED_MESSAGE = "overloaded: nothing was done; retry with the same idempotency key after the retry delay"

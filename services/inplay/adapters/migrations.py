@@ -192,6 +192,28 @@ def applied_versions(session: Any) -> dict[int, str]:
     return out
 
 
+def use_keyspace(session: Any, keyspace: str, *, timeout_s: float = DDL_TIMEOUT_S, pause_s: float = 0.5) -> None:
+    """Binds ``session`` to a keyspace that was perhaps created a moment ago.
+
+    ``USE`` goes to one node, which may not have seen the new keyspace yet: the driver's own wait for schema
+    agreement after CREATE gives up after ``max_schema_agreement_wait`` (seen on the 3-node cluster right
+    after a healed partition: ``Keyspace 't_...' does not exist``). Only that answer is retried, after waiting
+    for agreement again, until ``timeout_s``; anything else is raised at once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            session.set_keyspace(keyspace)
+            return
+        except Exception as exc:  # the driver's InvalidRequest; matched on its text, not imported
+            if "does not exist" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            log.info("keyspace %s not yet known to the coordinator; waiting for schema agreement", keyspace)
+        control = getattr(getattr(session, "cluster", None), "control_connection", None)
+        if control is not None:
+            control.wait_for_schema_agreement(wait_time=max(0.0, deadline - time.monotonic()))
+        time.sleep(pause_s)
+
+
 def migrate(
     session: Any,
     keyspace: str,
@@ -207,7 +229,7 @@ def migrate(
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication_map(replication)}",
         timeout=DDL_TIMEOUT_S,
     )
-    session.set_keyspace(keyspace)
+    use_keyspace(session, keyspace)
     session.execute(_HISTORY_DDL, timeout=DDL_TIMEOUT_S)
     done = applied_versions(session)
     record = session.prepare(
