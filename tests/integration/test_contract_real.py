@@ -40,15 +40,8 @@ class TestRedisWallet(WalletContract):
 
 
 class TestCassandraLedger(LedgerContract):
-    # Finding: the journal write is a plain (UNLOGGED, single-partition) INSERT batch, so a different batch
-    # for a written (shard, slot) overwrites its cells instead of being refused: the slot then holds a mix
-    # of both batches (the checksum no longer verifies). The one fenced writer per shard keeps this from
-    # happening in the bet path; refusing it needs a lightweight transaction (production code: reported).
-    test_a_different_write_to_the_same_slot_is_refused = known_gap(
-        LedgerContract.test_a_different_write_to_the_same_slot_is_refused,
-        "CassandraLedger.write_journal overwrites a written slot instead of refusing it (no LWT)",
-    )
-
+    # The journal write is a conditional batch (header IF NOT EXISTS): a different batch for a written slot
+    # is refused, the first one stays whole (was a strict xfail: the plain batch overwrote its cells).
     @pytest.fixture
     def ledger_store(self, ledger: CassandraLedger) -> CassandraLedger:
         return ledger

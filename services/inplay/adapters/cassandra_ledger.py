@@ -244,9 +244,10 @@ class CassandraLedger:
         self._ins_journal_row = p(
             "INSERT INTO bet_journal (journal, shard, slot, pos, kind, body) VALUES (?, ?, ?, ?, ?, ?)"
         )
+        # IF NOT EXISTS: the batch of a slot is a compare-and-set on its header (see write_journal).
         self._ins_journal_header = p(
             "INSERT INTO bet_journal (journal, shard, slot, prev_slot, prev_checksum, checksum, committed_at_ms, "
-            "row_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "row_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
         )
         self._sel_journal = p(
             f"SELECT {_JOURNAL_COLUMNS} FROM bet_journal WHERE journal = ? AND shard = ? AND slot = ?"
@@ -450,11 +451,17 @@ class CassandraLedger:
     # --- the journal (the commit point: inplay.domain.journal) -----------------------------------------
 
     async def write_journal(self, batch: JournalBatch) -> None:
-        """Writes the batch as ONE single-partition batch (one mutation: all rows and the header, or
-        nothing). Raises JournalRejected when the coordinator refused the request (certainly not applied)
-        and LedgerError for any other failure, whose outcome is unknown: the caller writes the same batch
-        again (identical bytes, so a write that did land is simply rewritten)."""
-        statement = BatchStatement(batch_type=BatchType.UNLOGGED)
+        """Writes the batch as ONE single-partition conditional batch: the header ``IF NOT EXISTS`` and
+        every row, applied together (one Paxos round, one mutation) or not at all.
+
+        A slot is written once (append-only, docs/ledger.md): if the slot already holds a batch, nothing is
+        applied and Cassandra returns the stored header. The same checksum means an earlier attempt of these
+        very bytes landed (an unknown outcome being retried): success. Another checksum means the slot
+        belongs to another batch (a second writer of the shard): JournalRejected, and the stored batch
+        stays whole. JournalRejected also when the coordinator refused the request (certainly not applied);
+        LedgerError for any other failure, whose outcome is unknown: the caller writes the same batch again
+        (a CAS timeout is finished by the next Paxos round on the partition, then read as landed)."""
+        statement = BatchStatement(batch_type=BatchType.UNLOGGED, serial_consistency_level=ConsistencyLevel.SERIAL)
         statement.add(
             self._ins_journal_header,
             (
@@ -470,13 +477,19 @@ class CassandraLedger:
         )
         journal, shard, slot = self.journal, batch.shard, batch.slot
         add_rows(statement, self._ins_journal_row, [(journal, shard, slot, r.pos, r.kind, r.body) for r in batch.rows])
-        statement.is_idempotent = True  # identical bytes: eligible for speculative execution (_speculation)
+        statement.is_idempotent = True  # a repeated CAS of the same bytes is read as landed: safe to speculate
         try:
-            await self._execute(statement)
+            result = (await self._execute(statement)).result()
         except InvalidRequest as exc:
             raise JournalRejected(f"journal batch {batch.shard}/{batch.slot} refused: {exc}") from exc
         except Exception as exc:
             raise LedgerError(f"journal batch {batch.shard}/{batch.slot}: outcome unknown: {exc!r}") from exc
+        stored = _cas_refusal(result, batch.checksum)
+        if stored is not None:
+            raise JournalRejected(
+                f"journal slot {batch.shard}/{batch.slot} already holds another batch (checksum {stored}): "
+                "the slot is not overwritten"
+            )
 
     async def read_journal(self, shard: int, slot: int) -> JournalBatch | None:
         rows = list((await self._execute(self._sel_journal, (self.journal, shard, slot))).result().current_rows)
@@ -851,6 +864,20 @@ def add_rows(batch: BatchStatement, prepared: Any, rows: Sequence[Sequence[Any]]
     append = batch._add_statement_and_params  # the driver's own append of (prepared?, id, values)
     for row in rows[1:]:
         append(True, query_id, encode_row(encoders, row))
+
+
+def _cas_refusal(result: Any, checksum: str) -> str | None:
+    """The stored checksum if the conditional journal write found another batch in the slot, else None
+    (applied now, or applied earlier by an attempt of the same bytes)."""
+    rows = list(result.current_rows or ())
+    if not rows:
+        return None
+    first = rows[0]
+    applied = first[0] if isinstance(first, tuple) else getattr(first, "applied", True)
+    if applied:
+        return None
+    stored = str(getattr(first, "checksum", "") or "")
+    return None if stored == checksum else stored or "none"
 
 
 def _journal_batch(rows: Sequence[Any]) -> JournalBatch:
