@@ -112,6 +112,13 @@ def ghz_markdown(name: str, data: dict[str, Any]) -> list[str]:
             if key in raw:
                 bets_ratio = run["bets"]["accepted_per_s"] / max(raw[key]["bets_per_s"], 1e-9)
                 notes.append(f"{run['name']}: {bets_ratio:.0%} of the {what} write rate")
+        journal = run.get("journal") or {}
+        if journal.get("batches"):
+            commit = journal.get("commit") or {}
+            notes.append(
+                f"{run['name']}: {journal['batches']} journal batches, {journal['mean_batch']} slips each on "
+                f"average, commit p50 {commit.get('p50_ms')} ms, p99 {commit.get('p99_ms')} ms"
+            )
         lag = run.get("projection_lag") or {}
         if lag:
             notes.append(f"{run['name']}: projection lag p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms")

@@ -168,6 +168,15 @@ def _measure(
         entry["projection_lag"] = histogram_quantiles(
             before, after, "inplay_projection_lag_seconds", "", (0.5, 0.99, 1.0)
         )
+        # The group commit: how big the journal batches were and how long one commit took (debit + journal
+        # write + finish), from the writer's histograms: concurrency should turn into batch size.
+        batches = sum(delta(before, after, "inplay_journal_batch_size_count").values())
+        slips = sum(delta(before, after, "inplay_journal_batch_size_sum").values())
+        entry["journal"] = {
+            "batches": int(batches),
+            "mean_batch": round(slips / batches, 1) if batches else 0.0,
+            "commit": histogram_quantiles(before, after, "inplay_journal_commit_seconds", "", (0.5, 0.99)),
+        }
         entry["bets"] = {
             "accepted": accepted,
             "accepted_per_s": round(accepted / wall, 1),

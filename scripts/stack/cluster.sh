@@ -201,6 +201,8 @@ env_lines() {
   cat <<EOF
 export INPLAY_CLUSTER=1
 export INPLAY_REDIS_URL=redis://127.0.0.1:$REDIS_PROXY_PORT/0
+# Every money write waits for the replica (Redis WAIT): a Sentinel failover loses no acknowledged debit.
+export INPLAY_REDIS_WAIT_REPLICAS=1
 export INPLAY_CASSANDRA_HOSTS=$(cass_vip 1),$(cass_vip 2),$(cass_vip 3)
 export INPLAY_CASSANDRA_PORT=$CQL_PORT
 export INPLAY_CASSANDRA_CONSISTENCY=LOCAL_QUORUM

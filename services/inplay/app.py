@@ -98,7 +98,12 @@ async def _real_stores(stack: StackSettings, closers: list[Callable[[], Awaitabl
 
     redis_odds = await RedisOddsCache.connect(stack.redis_url, stack.redis_prefix)
     closers.append(redis_odds.close)
-    redis_wallet = await RedisWallet.connect(stack.redis_url, stack.redis_prefix)
+    redis_wallet = await RedisWallet.connect(
+        stack.redis_url,
+        stack.redis_prefix,
+        wait_replicas=stack.redis_wait_replicas,
+        wait_timeout_ms=stack.redis_wait_timeout_ms,
+    )
     closers.append(redis_wallet.close)
     cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
     closers.append(cassandra.close)

@@ -117,6 +117,12 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        secret=True),
     _s("INPLAY_REDIS_PREFIX", "str", "inplay:", "stack", "config",
        "Prefix of every Redis key (isolates tests sharing one server)."),
+    _s("INPLAY_REDIS_WAIT_REPLICAS", "int", 0, "stack", "config",
+       "Replicas that must acknowledge every money write (Redis WAIT, per batch) before the journal commit "
+       "relies on it; 0 = off (one node). With 1, a Sentinel failover loses no acknowledged debit, and bets "
+       "wait while no replica answers."),
+    _s("INPLAY_REDIS_WAIT_TIMEOUT_MS", "int", 250, "stack", "config",
+       "How long one WAIT for the replicas may take before the write counts as not replicated, ms."),
     _s("INPLAY_CASSANDRA_HOSTS", "str", "", "stack", "config migrate",
        "Comma-separated Cassandra contact points; empty = no Cassandra (the migrations CLI then uses "
        "127.0.0.1)."),
@@ -391,6 +397,9 @@ class StackSettings:
     # Prefixes isolate tests sharing one server.
     redis_prefix: str = "inplay:"
     topic_prefix: str = ""
+    # Redis WAIT after every money write (docs/reliability.md, "A partial Redis loss after a failover").
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 250
 
     @property
     def embedded(self) -> bool:
@@ -407,6 +416,8 @@ class StackSettings:
             kafka_bootstrap=setting_str("INPLAY_KAFKA_BOOTSTRAP"),
             redis_prefix=setting_str("INPLAY_REDIS_PREFIX"),
             topic_prefix=setting_str("INPLAY_TOPIC_PREFIX"),
+            redis_wait_replicas=setting_int("INPLAY_REDIS_WAIT_REPLICAS"),
+            redis_wait_timeout_ms=setting_int("INPLAY_REDIS_WAIT_TIMEOUT_MS"),
         )
 
 

@@ -310,6 +310,12 @@ class WalletUnavailable(Exception):
     """The wallet projection refuses writes for now (a repair fence is up, or it is not rebuilt yet)."""
 
 
+class WalletNotReplicated(WalletUnavailable):
+    """A money write was applied by the Redis primary but not acknowledged by the required replicas in time
+    (``INPLAY_REDIS_WAIT_REPLICAS``): a failover now could lose it, so its outcome counts as unknown — the
+    journal writer does not commit on it and resolves it after a replication barrier."""
+
+
 @dataclass(frozen=True, slots=True)
 class DebitResult:
     # "DEBITED" | "DUPLICATE" (key already used; see ``existing``) | "INSUFFICIENT_FUNDS" |
@@ -384,6 +390,12 @@ class WalletStore(Protocol):
         ...
 
     async def pending_intents(self, shard: int) -> list[PendingIntent]: ...
+
+    async def replication_barrier(self) -> None:
+        """Returns once everything written so far survives a failover of the store (a no-op for a store
+        without replicas); raises WalletNotReplicated otherwise. Recovery calls it before it rolls an
+        intent forward: an intent that a failover could still lose must not reach the journal."""
+        ...
 
     async def claim_shard(self, owner: str, ttl_ms: int, shards: int, preferred: int = -1) -> ShardClaim | None: ...
 
@@ -606,6 +618,7 @@ __all__ = [
     "ProviderLiveness",
     "ShardClaim",
     "StatusWrite",
+    "WalletNotReplicated",
     "WalletRebuild",
     "WalletStore",
     "WalletUnavailable",

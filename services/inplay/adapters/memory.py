@@ -135,6 +135,9 @@ class MemoryWallet:
                 self._last[shard] = (slot, checksum)
             self._intents.pop((shard, slot), None)
 
+    async def replication_barrier(self) -> None:
+        return None  # one process, no replicas: everything applied is everything there is
+
     async def pending_intents(self, shard: int) -> list[PendingIntent]:
         return [i for (n, _), i in sorted(self._intents.items()) if n == shard]
 

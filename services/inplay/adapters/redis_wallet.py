@@ -45,6 +45,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import NoScriptError
 
 from inplay.ids import key_part
 from inplay.ports import (
@@ -56,6 +57,7 @@ from inplay.ports import (
     LiabilityChange,
     PendingIntent,
     ShardClaim,
+    WalletNotReplicated,
     WalletRebuild,
     WalletUnavailable,
 )
@@ -384,9 +386,18 @@ def _is_acceptance(result: str) -> bool:
 
 
 class RedisWallet:
-    def __init__(self, client: aioredis.Redis[bytes], prefix: str) -> None:
+    """``wait_replicas`` > 0: every money script is followed, on the same connection, by ``WAIT
+    wait_replicas wait_timeout_ms``; fewer acknowledgements raise WalletNotReplicated (the write is on the
+    primary, but a failover now could lose it). Replication is one ordered stream, so the acknowledgement
+    of a later write covers every earlier one (``replication_barrier``)."""
+
+    def __init__(
+        self, client: aioredis.Redis[bytes], prefix: str, *, wait_replicas: int = 0, wait_timeout_ms: int = 250
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._debit = client.register_script(_DEBIT_BATCH)
         self._credit = client.register_script(_CREDIT_BATCH)
         self._settle_liability = client.register_script(_SETTLE_LIABILITY)
@@ -398,7 +409,9 @@ class RedisWallet:
         self._lower = client.register_script(_LOWER_FENCE)
 
     @classmethod
-    async def connect(cls, url: str, prefix: str = "inplay:") -> RedisWallet:
+    async def connect(
+        cls, url: str, prefix: str = "inplay:", *, wait_replicas: int = 0, wait_timeout_ms: int = 250
+    ) -> RedisWallet:
         """Connects (and checks the server answers: a wrong URL fails here, not on the first bet)."""
         # A blocking pool: beyond MAX_CONNECTIONS concurrent calls wait for a free connection (backpressure)
         # instead of failing with "Too many connections".
@@ -418,10 +431,47 @@ class RedisWallet:
         except BaseException:
             await _aclose(client)
             raise
-        return cls(client, prefix)
+        return cls(client, prefix, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
 
     async def close(self) -> None:
         await _aclose(self.client)
+
+    async def _money(self, script: Any, args: list[Any], keys: Sequence[str] = ()) -> Any:
+        """Runs a money script; with ``wait_replicas``, then WAITs for the replicas on the same connection."""
+        if self.wait_replicas <= 0:
+            return await script(keys=list(keys), args=args)
+        for loaded in (False, True):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            try:
+                result, acked = await pipe.execute()
+            except NoScriptError:
+                if loaded:
+                    raise
+                script.sha = await self.client.script_load(script.script)  # type: ignore[no-untyped-call]
+                continue
+            self._check_acked(int(acked))
+            return result
+        raise AssertionError("unreachable")
+
+    def _check_acked(self, acked: int) -> None:
+        if acked < self.wait_replicas:
+            raise WalletNotReplicated(
+                f"{acked} of {self.wait_replicas} Redis replicas acknowledged within {self.wait_timeout_ms} ms"
+            )
+
+    async def replication_barrier(self) -> None:
+        """Returns once every write the primary has applied so far is on ``wait_replicas`` replicas (a
+        marker write, then WAIT on its connection); raises WalletNotReplicated otherwise. A no-op when
+        ``wait_replicas`` is 0."""
+        if self.wait_replicas <= 0:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("INCR", f"{self.prefix}wallet:barrier")
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        _, acked = await pipe.execute()
+        self._check_acked(int(acked))
 
     def _k(self, kind: str, *parts: str) -> str:
         return self.prefix + kind + ":" + ":".join(key_part(p) for p in parts)
@@ -451,7 +501,7 @@ class RedisWallet:
                 *d.liability_keys,
             ]
             args += [_US.join(fields), _US.join(d.market_ids), d.row]
-        raw = await self._debit(args=args)
+        raw = await self._money(self._debit, args)
         out = []
         for item in raw:
             status, balance, existing = _text(item).split(_US, 2)
@@ -463,7 +513,7 @@ class RedisWallet:
         for account, key, result in records:
             flag = "1" if _is_acceptance(result) else "0"
             args.append(_US.join((key_part(account), key_part(key), flag, result)))
-        await self._finish_batch(args=args)
+        await self._money(self._finish_batch, args)
 
     async def pending_intents(self, shard: int) -> list[PendingIntent]:
         slots = sorted(int(v) for v in await self.client.smembers(f"{self.prefix}jintents:{shard}"))
@@ -530,7 +580,7 @@ class RedisWallet:
                 len(d.liability_keys),
                 *d.liability_keys,
             ]
-        return sum(int(v) for v in await self._compensate(args=args))
+        return sum(int(v) for v in await self._money(self._compensate, args))
 
     async def finish_idempotent(self, records: Sequence[tuple[str, str, str]]) -> None:
         if not records:
@@ -538,7 +588,7 @@ class RedisWallet:
         args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S]
         for account, key, result in records:
             args += [key_part(account), key_part(key), result, 1 if _is_acceptance(result) else 0]
-        await self._finish(args=args)
+        await self._money(self._finish, args)
 
     async def get_idempotent(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
         if not keys:
@@ -554,7 +604,7 @@ class RedisWallet:
         args: list[Any] = [self.prefix]
         for c in credits:
             args += [key_part(c.account_id), key_part(c.entry_id), c.amount_minor]
-        raw = await self._credit(args=args)
+        raw = await self._money(self._credit, args)
         if raw and int(raw[0]) < 0:
             raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
         return [bool(int(v)) for v in raw]
@@ -566,7 +616,7 @@ class RedisWallet:
         for c in changes:
             # Liability keys arrive escaped (inplay.ids.liability_key), as the debit script receives them.
             args += [key_part(c.bet_id), c.amount_minor, 1 if c.released else 0, len(c.keys), *c.keys]
-        raw = await self._settle_liability(args=args)
+        raw = await self._money(self._settle_liability, args)
         if raw and int(raw[0]) < 0:
             raise WalletUnavailable("the wallet projection is being repaired; retry shortly")
         return [bool(int(v)) for v in raw]

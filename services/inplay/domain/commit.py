@@ -62,6 +62,7 @@ from inplay.ports import (
     Ledger,
     LedgerError,
     PendingIntent,
+    WalletNotReplicated,
     WalletStore,
 )
 from inplay.tracing import tracer
@@ -490,7 +491,12 @@ class ShardWriter:
         checksum = batch.checksum if batch is not None else ""
 
         async def attempt() -> None:
-            await self._wallet.finish_batch(self.shard, slot, checksum, records)
+            try:
+                await self._wallet.finish_batch(self.shard, slot, checksum, records)
+            except WalletNotReplicated:
+                # Applied on the primary, not yet on its replicas: a failover could bring the intent back
+                # without this finish, so recovery (behind a replication barrier) finishes it again.
+                self._needs_recovery = True
 
         ok = await retry_until(
             attempt,
@@ -516,6 +522,9 @@ class ShardWriter:
 
     async def recover(self) -> int:
         """Resolves every intent of the shard (roll forward), in slot order. Returns how many."""
+        # An intent applied by the Redis primary but not yet by its replicas could vanish in a failover:
+        # journaled now, it would be a bet whose debit the promoted replica never saw.
+        await self._wallet.replication_barrier()
         intents = await self._wallet.pending_intents(self.shard)
         for intent in intents:
             await self._resolve(intent)
