@@ -172,13 +172,9 @@ async def bench(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=10_000, help="measured calls per path and concurrency")
-    parser.add_argument(
-        "--concurrency", default="1,16", help="in-flight calls per path; a comma list runs each"
-    )
+    parser.add_argument("--concurrency", default="1,16", help="in-flight calls per path; a comma list runs each")
     parser.add_argument("--rounds", type=int, default=10, help="alternating direct/edge rounds")
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--method", choices=["balance", "market"], default="balance")

@@ -90,7 +90,7 @@ def ghz_markdown(name: str, data: dict[str, Any]) -> list[str]:
             f"| {fmt_status(s['status'])} | {fmt_status(bets.get('rejected', {}))} |"
         )
     raw = data.get("raw_cassandra", {})
-    for key in ("raw_journal_batches", "raw_logged_batches", "raw_rows_unbatched"):
+    for key in ("raw_journal_batches", "raw_journal_batches_no_cas", "raw_logged_batches", "raw_rows_unbatched"):
         if key in raw:
             lines.append(
                 f"| {key} ({raw['bets']} bets) | baseline | - | {raw[key]['bets_per_s']} | - | - "
@@ -118,6 +118,13 @@ def ghz_markdown(name: str, data: dict[str, Any]) -> list[str]:
             notes.append(
                 f"{run['name']}: {journal['batches']} journal batches, {journal['mean_batch']} slips each on "
                 f"average, commit p50 {commit.get('p50_ms')} ms, p99 {commit.get('p99_ms')} ms"
+            )
+        split = run.get("cpu_us_per_bet") or {}
+        if split.get("total"):
+            roles = ", ".join(f"{r} {v}" for r, v in split.items() if r not in ("total", "bound_bets_per_s"))
+            notes.append(
+                f"{run['name']}: CPU per accepted bet (µs) {roles}; total {split['total']} -> this box's cores "
+                f"bound the run at {split['bound_bets_per_s']} bets/s"
             )
         lag = run.get("projection_lag") or {}
         if lag:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cassandra_baseline
+from . import cassandra_baseline, cpu
 from .common import OPERATOR_MD, Server, delta, histogram_quantiles, label, loadavg, server
 from .ghz import GhzResult, Load, percentile, run_ghz
 
@@ -138,9 +138,11 @@ def _measure(
     profiler: str = "",
 ) -> dict[str, Any]:
     before = srv.metrics()
+    cpu_before = cpu.snapshot(srv.pids)
     load_before = loadavg()
     with _profiled(srv, profiler, out_dir / f"profile-{name}.txt", load.duration_s):
         result = run_ghz(name, call, srv.target, protoset, data, metadata, load, out_dir)
+    cpu_after = cpu.snapshot(srv.pids)
     after = srv.metrics()
     entry = result.as_dict()
     entry["role"] = role
@@ -177,6 +179,8 @@ def _measure(
             "mean_batch": round(slips / batches, 1) if batches else 0.0,
             "commit": histogram_quantiles(before, after, "inplay_journal_commit_seconds", "", (0.5, 0.99)),
         }
+        # Where the CPU of a bet went, by process, and the rate that bounds this box at (cores / total).
+        entry["cpu_us_per_bet"] = cpu.per_bet(cpu_before, cpu_after, accepted)
         entry["bets"] = {
             "accepted": accepted,
             "accepted_per_s": round(accepted / wall, 1),

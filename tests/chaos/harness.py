@@ -385,6 +385,32 @@ def server_env(
     return env
 
 
+async def flushall_and_repair(
+    cluster: Cluster, env: dict[str, str], before_repair: Callable[[], Awaitable[None]] | None = None
+) -> float:
+    """FLUSHALL on the Redis primary, then (after ``before_repair`` and 3 s of traffic against the empty
+    projection) the one documented repair command (``reconcile --repair``, on its own shard, not the
+    server's). Returns the repair's duration, s."""
+    master = await cluster.redis_master_port()
+    assert await cluster.redis_command(master, "FLUSHALL") == "+OK"
+    if before_repair is not None:
+        await before_repair()
+    await asyncio.sleep(3.0)
+    t0 = time.monotonic()
+    repair_env = {k: v for k, v in env.items() if k != "INPLAY_WRITER_ID"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inplay.cli", "reconcile", "--repair"],
+        env=repair_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return time.monotonic() - t0
+
+
 async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
     t0 = time.monotonic()
     while not await predicate():

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,12 +22,12 @@ from inplay import ports
 from inplay.adapters.redis_odds import RedisOddsCache
 from tests.chaos.conftest import ROWS
 from tests.chaos.harness import (
-    ROOT,
     BetServer,
     Cluster,
     Load,
     Row,
     check,
+    flushall_and_repair,
     leader_of_partition0,
     open_load,
     server_env,
@@ -163,23 +161,11 @@ async def fail_over_redis(s: Scenario) -> str:
 
 
 async def flushall_then_repair(s: Scenario) -> str:
-    master = await s.cluster.redis_master_port()
-    assert await s.cluster.redis_command(master, "FLUSHALL") == "+OK"
-    await s.odds.put_markets([s.load.market])  # the odds feed republishes its markets (the flush wiped them)
-    await asyncio.sleep(3.0)
-    t0 = time.monotonic()
-    env = {k: v for k, v in s.env.items() if k != "INPLAY_WRITER_ID"}  # its own shard, not the server's
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "inplay.cli", "reconcile", "--repair"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return f"one command: `./dev cli reconcile --repair` ({time.monotonic() - t0:.1f} s)"
+    async def republish() -> None:  # the odds feed republishes its markets (the flush wiped them)
+        await s.odds.put_markets([s.load.market])
+
+    took = await flushall_and_repair(s.cluster, s.env, before_repair=republish)
+    return f"one command: `./dev cli reconcile --repair` ({took:.1f} s)"
 
 
 # id -> (title, fault, the longest gap without acknowledged bets the fault may cause, s). The partition's

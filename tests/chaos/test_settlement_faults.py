@@ -21,7 +21,7 @@ import pytest
 from inplay import ports
 from inplay.adapters.redis_odds import RedisOddsCache
 from tests.chaos.conftest import SETTLEMENT_ROWS
-from tests.chaos.harness import BetServer, Cluster, leader_of_partition0, server_env, until
+from tests.chaos.harness import BetServer, Cluster, flushall_and_repair, leader_of_partition0, server_env, until
 from tests.chaos.settlement import Settlement, SettlementRow, check_settlement, place_book
 
 pytestmark = pytest.mark.chaos
@@ -91,6 +91,19 @@ async def partition_cassandra_node(s: Stage) -> str:
     return "127.0.0.4 cut off from clients and peers for 30 s, then healed"
 
 
+async def kill_bet_server(s: Stage) -> str:
+    s.server.kill()
+    await asyncio.sleep(2.0)
+    t0 = time.monotonic()
+    await s.server.start()
+    return f"bet server kill -9, restarted after 2 s (same writer id; serving in {time.monotonic() - t0:.1f} s)"
+
+
+async def flushall_then_repair(s: Stage) -> str:
+    took = await flushall_and_repair(s.cluster, s.env)
+    return f"FLUSHALL of Redis mid-run, then one command: `./dev cli reconcile --repair` ({took:.1f} s)"
+
+
 # id -> (title, fault, the longest stall without settlement progress it may cause, s)
 FAULTS: dict[str, tuple[str, Fault, float]] = {
     "worker-kill": ("kill -9 settlement worker", kill_worker, 60),
@@ -99,6 +112,8 @@ FAULTS: dict[str, tuple[str, Fault, float]] = {
     "redis-failover": ("kill -9 Redis primary, Sentinel promotes", fail_over_redis, 60),
     "cassandra-latency": ("+200 ms on one Cassandra node", slow_cassandra_node, 30),
     "cassandra-partition": ("Cassandra node cut off 30 s", partition_cassandra_node, 60),
+    "bet-server-kill": ("kill -9 bet server", kill_bet_server, 30),
+    "redis-flushall": ("FLUSHALL Redis, then repair", flushall_then_repair, 90),
 }
 
 
