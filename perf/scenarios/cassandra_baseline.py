@@ -2,8 +2,8 @@
 
 * ``raw_journal_batches``: the journal's commit shape, the ceiling of the new bet path: the same bets as
   journal rows, ``JOURNAL_BATCH`` per single-partition UNLOGGED batch (``CassandraLedger.write_journal``'s
-  statement: the header's ``IF NOT EXISTS`` makes it one compare-and-set per slot), through
-  ``execute_concurrent``; ``raw_journal_batches_no_cas``: the same without the condition (its cost);
+  statement, preceded by the slot's claim, a compare-and-set on a small row), through
+  ``execute_concurrent``; ``raw_journal_batches_no_cas``: the same without the claims (their cost);
 * ``raw_logged_batches``: the pre-journal shape, for each bet the LOGGED batch of 6 rows in 6 partitions
   (``CassandraLedger.bet_batch``), through the driver's ``execute_concurrent`` (no asyncio, no service logic);
 * ``raw_rows_unbatched`` (when ``perf/bench_ledger.py`` is present, its ``ledger_rows``/``INSERTS``
@@ -67,10 +67,9 @@ def run(env: dict[str, str], n: int, accounts: int = 200) -> dict[str, Any]:
     out: dict[str, Any] = {"bets": n}
     try:
         tag = f"raw{uuid.uuid4().hex[:6]}"
-        out["raw_journal_batches"] = _journal(ledger, _bets(n, tag + "j", accounts), tag)
-        # The same batches without the slot's compare-and-set (a plain header insert): what the CAS costs.
-        plain = session.prepare(ledger._ins_journal_header.query_string.replace(" IF NOT EXISTS", ""))
-        out["raw_journal_batches_no_cas"] = _journal(ledger, _bets(n, tag + "p", accounts), tag + "p", header=plain)
+        out["raw_journal_batches"] = _journal(ledger, _bets(n, tag + "j", accounts), tag, claim=True)
+        # The same batches without the slot's claim (compare-and-set): what the claim costs.
+        out["raw_journal_batches_no_cas"] = _journal(ledger, _bets(n, tag + "p", accounts), tag + "p")
         bets = _bets(n, tag, accounts)
         start = time.perf_counter()
         done = execute_concurrent(
@@ -110,7 +109,7 @@ def run(env: dict[str, str], n: int, accounts: int = 200) -> dict[str, Any]:
     return out
 
 
-def _journal(ledger: Any, bets: list[Any], tag: str, header: Any = None) -> dict[str, Any]:
+def _journal(ledger: Any, bets: list[Any], tag: str, claim: bool = False) -> dict[str, Any]:
     from cassandra.concurrent import execute_concurrent
     from cassandra.query import BatchStatement, BatchType
 
@@ -121,7 +120,9 @@ def _journal(ledger: Any, bets: list[Any], tag: str, header: Any = None) -> dict
     for slot, start_i in enumerate(range(0, len(bets), JOURNAL_BATCH), start=1):
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         chunk = bets[start_i : start_i + JOURNAL_BATCH]
-        batch.add(header or ledger._ins_journal_header, (tag, 0, slot, slot - 1, "0" * 64, "x" * 64, 0, len(chunk)))
+        if claim:  # write_journal's first step: the slot's claim (IF NOT EXISTS on a small row)
+            statements.append((ledger._claim_journal_slot, (tag, 0, slot, "x" * 64, len(chunk))))
+        batch.add(ledger._ins_journal_header, (tag, 0, slot, slot - 1, "0" * 64, "x" * 64, 0, len(chunk)))
         for pos, bet in enumerate(chunk):
             batch.add(ledger._ins_journal_row, (tag, 0, slot, pos, ROW_BET, bet_row_body(bet, "h")))
         statements.append((batch, None))
