@@ -128,6 +128,21 @@ def server(out_dir: Path, name: str, extra_env: dict[str, str] | None = None, pr
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            _drop_keyspace(env)
+
+
+def _drop_keyspace(env: dict[str, str]) -> None:
+    """Each run's keyspace is dropped afterwards: a node holding hundreds of stale keyspaces (thousands of
+    tables) spends CPU on their flushes and compactions, which then shows up in the next run's figures."""
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(env["INPLAY_CASSANDRA_HOSTS"].split(","), port=int(env.get("INPLAY_CASSANDRA_PORT", "9042")))
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {env['INPLAY_KEYSPACE']}", timeout=120)
+    except Exception as exc:  # best effort: a leftover keyspace costs disk, not correctness
+        print(f"    (keyspace {env['INPLAY_KEYSPACE']} not dropped: {exc!r})", flush=True)
+    finally:
+        cluster.shutdown()
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -165,6 +165,8 @@ SETTINGS_LIST: tuple[Setting, ...] = (
     _s("INPLAY_BATCH_WINDOW_MS", "float", 1.0, "bets", "config",
        "Group commit: how long a unary PlaceBet waits for company before its batch is processed, ms."),
     _s("INPLAY_BATCH_MAX", "int", 512, "bets", "config", "Group commit: most bets in one placement batch."),
+    _s("INPLAY_BATCH_MAX_IN_FLIGHT", "int", 2, "bets", "config",
+       "Group commit: placement batches of unary calls processed at once; later calls form the next batch."),
     # ---- journal (JournalSettings)
     _s("INPLAY_JOURNAL_SHARDS", "int", 64, "journal", "config",
        "Writer shards of the bet journal: at most this many bet-accepting processes per deployment."),
@@ -366,6 +368,7 @@ class BetRules:
     # Group commit: a unary PlaceBet waits at most this long for company before its batch is processed.
     batch_window_ms: float = 1.0
     batch_max: int = 512
+    batch_max_in_flight: int = 2
 
     @classmethod
     def from_env(cls) -> BetRules:
@@ -382,6 +385,7 @@ class BetRules:
             currency=setting_str("INPLAY_CURRENCY"),
             batch_window_ms=setting_float("INPLAY_BATCH_WINDOW_MS"),
             batch_max=setting_int("INPLAY_BATCH_MAX"),
+            batch_max_in_flight=setting_int("INPLAY_BATCH_MAX_IN_FLIGHT"),
         )
 
 

@@ -47,9 +47,7 @@ def capped(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edg
 
 
 def _request(key: str) -> bets_pb2.PlaceBetRequest:
-    leg = bets_pb2.BetLeg(
-        market_id="no-such-market", selection_id="x", odds=types_pb2.Odds(numerator=2, denominator=1)
-    )
+    leg = bets_pb2.BetLeg(market_id="no-such-market", selection_id="x", odds=types_pb2.Odds(numerator=2, denominator=1))
     stake = types_pb2.Money(amount_minor=100, currency="EUR")
     return bets_pb2.PlaceBetRequest(slip=bets_pb2.BetSlip(legs=[leg], stake=stake, idempotency_key=key))
 

@@ -18,6 +18,7 @@ from tests.support.api import error_details as details
 
 pytestmark = pytest.mark.integration
 
+
 async def test_identity_is_required(served: tuple[Runtime, grpc.aio.Channel], unique_id: Callable[[str], str]) -> None:
     runtime, channel = served
     market = await make_market(runtime, unique_id)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.support.keyspaces import drop_keyspace
+
 
 def run_demo(*args: str, env: dict[str, str]) -> str:
     result = subprocess.run(
@@ -40,6 +42,9 @@ def test_real_demo_through_envoy(stack_env: dict[str, str], unique_id: object) -
     env["INPLAY_REDIS_PREFIX"] = f"demo-{suffix}:"
     env["INPLAY_TOPIC_PREFIX"] = f"demo-{suffix}."
     env["INPLAY_KEYSPACE"] = f"demo_{suffix}"
-    out = run_demo("--real", env=env)
+    try:
+        out = run_demo("--real", env=env)
+    finally:
+        drop_keyspace(stack_env, env["INPLAY_KEYSPACE"])
     assert "real stack" in out
     assert "money conserved: YES" in out

@@ -24,6 +24,7 @@ from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.odds.v1 import odds_pb2, odds_pb2_grpc
 from inplay.type.v1 import types_pb2
 from inplay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from tests.support.keyspaces import drop_keyspace
 
 pytestmark = pytest.mark.integration
 OPERATOR = (("x-inplay-subject", "ops"), ("x-inplay-roles", "operator"))
@@ -65,6 +66,7 @@ def server(stack_env: dict[str, str]) -> Iterator[Server]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        drop_keyspace(stack_env, env["INPLAY_KEYSPACE"])
 
 
 def scrape(port: int) -> dict[str, float]:

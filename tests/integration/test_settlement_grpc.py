@@ -18,6 +18,7 @@ from tests.support.settlement import OPERATOR, SettleEnv, details, now_ms, open_
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture
 async def served(
     ledger: Any,

@@ -38,6 +38,7 @@ from tests.support.settlement import (
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture
 async def senv(
     ledger: Any,

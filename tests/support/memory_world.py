@@ -70,6 +70,3 @@ def memory_world(**config: Any) -> MemoryWorld:
 
     service = SettlementService(store, ledger, wallet, bus, locks, mark_settled=mark, config=cfg, clock=clock)  # type: ignore[arg-type]
     return MemoryWorld(inner, ledger, wallet, bus, store, locks, cfg, service, closed=closed)
-
-
-

@@ -134,6 +134,7 @@ class Catalog:
 
 # ----------------------------------------------------------------------------- the real stack (SettleEnv)
 
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 

@@ -179,3 +179,33 @@ def test_the_record_codec_imports_on_its_own() -> None:
 
     for first in ("inplay.domain.records", "inplay.domain.bets", "inplay.domain.bets.rejections"):
         subprocess.run([sys.executable, "-c", f"import {first}; import inplay.app"], check=True)
+
+
+async def test_group_committer_forms_the_next_batch_while_one_runs() -> None:
+    """Concurrency becomes batch size: requests that arrive while the batches in flight run are gathered
+    into the next one (a fixed 1 ms window alone gave ~1 request per batch, each paying its own round
+    trips, many batches in parallel)."""
+    running = 0
+    most_running = 0
+    sizes: list[int] = []
+
+    async def handler(items: Sequence[int]) -> list[int]:
+        nonlocal running, most_running
+        running += 1
+        most_running = max(most_running, running)
+        sizes.append(len(items))
+        await asyncio.sleep(0.02)  # the store round trips of one batch
+        running -= 1
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(handler, window_ms=0.1, max_batch=512, max_in_flight=2)
+
+    async def caller(i: int) -> int:
+        await asyncio.sleep(i * 0.0005)  # 200 calls spread over 100 ms: ~2 per window
+        return await committer.submit(i)
+
+    results = await asyncio.gather(*(caller(i) for i in range(200)))
+    assert results == list(range(200))
+    assert most_running <= 2
+    assert len(sizes) <= 16, sizes  # ~10 batches of ~20, not ~100 batches of ~2
+    assert sum(sizes) == 200

@@ -24,6 +24,8 @@ from tests.support.ledger_checks import assert_money_invariants
 from tests.support.settlement import DH, HL, HW, P, V, W, clock, fund, placed_bet, record_bet, res, settled_state
 
 _ids = itertools.count(1)
+
+
 class FlakyWallet(MemoryWallet):
     """Fails the n-th credit call (as a crash between the ledger write and the Redis credit would)."""
 
@@ -108,9 +110,7 @@ def world() -> World:
     async def mark(market_ids: Sequence[str]) -> None:
         settled.extend(market_ids)
 
-    config = SettlementConfig(
-        page_size=3, multi_page_size=2, lock_ttl_ms=5_000, lock_wait_ms=200, commit_concurrency=1
-    )
+    config = SettlementConfig(page_size=3, multi_page_size=2, lock_ttl_ms=5_000, lock_wait_ms=200, commit_concurrency=1)
     service = SettlementService(
         store, ledger, wallet, bus, MemoryLocks(), mark_settled=mark, config=config, clock=clock
     )

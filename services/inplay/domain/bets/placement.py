@@ -15,8 +15,9 @@ Order of checks (each rejection is final for that slip and writes nothing but it
 The commit runs in the writer's task and is awaited through ``asyncio.shield``: a cancelled RPC stops
 waiting, never committing. One slip's failure never changes another slip's result.
 
-Group commit: unary ``PlaceBet`` calls go through a :class:`GroupCommitter` that gathers concurrent calls
-for up to ``batch_window_ms`` (one market read and one core call per group); every caller's slips then
+Group commit: unary ``PlaceBet`` calls go through a :class:`GroupCommitter`: at most ``batch_max_in_flight``
+groups run at once and calls arriving meanwhile form the next group (alone, a call waits at most
+``batch_window_ms``): one market read and one core call per group; every caller's slips then
 meet in the writer's queue, which forms batches as large as the load makes them (one in flight per shard).
 """
 
@@ -95,7 +96,10 @@ class BetPlacement:
         self._clock = clock
         self._sleep = sleep
         self._committer: GroupCommitter[BetRequest, PlacementResult] = GroupCommitter(
-            self.place_batch, window_ms=rules.batch_window_ms, max_batch=rules.batch_max
+            self.place_batch,
+            window_ms=rules.batch_window_ms,
+            max_batch=rules.batch_max,
+            max_in_flight=rules.batch_max_in_flight,
         )
 
     @property
