@@ -209,3 +209,25 @@ async def test_group_committer_forms_the_next_batch_while_one_runs() -> None:
     assert most_running <= 2
     assert len(sizes) <= 16, sizes  # ~10 batches of ~20, not ~100 batches of ~2
     assert sum(sizes) == 200
+
+
+async def test_a_batch_that_is_only_waiting_lets_the_next_one_start() -> None:
+    """The unary path's groups give up their slot once their slips sit in the journal writer's queue
+    (``only_waiting``): a slow commit then no longer holds back the checks of the calls behind it."""
+    from inplay.batching import only_waiting
+
+    started: list[float] = []
+    commit = asyncio.Event()
+
+    async def handler(items: Sequence[int]) -> list[int]:
+        started.append(asyncio.get_running_loop().time())
+        only_waiting()
+        await commit.wait()  # the store's own group commit, slow
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(handler, window_ms=0.1, max_batch=4, max_in_flight=1)
+    calls = [asyncio.create_task(committer.submit(i)) for i in range(12)]
+    await asyncio.sleep(0.05)
+    assert len(started) == 3  # every batch started though none has finished (was 1 with max_in_flight=1)
+    commit.set()
+    assert await asyncio.gather(*calls) == list(range(12))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from inplay import core, metrics
-from inplay.batching import GroupCommitter
+from inplay.batching import GroupCommitter, only_waiting
 from inplay.config import BetRules
 from inplay.core import Quote, QuoteResult
 from inplay.domain import records
@@ -314,6 +314,9 @@ class BetPlacement:
         ]
         with tracer.start_as_current_span("journal.commit", attributes={"inplay.batch_size": len(slots)}):
             futures = self._writer.submit(commit_slips, _final_record)
+            # Queued at the writer, which forms its own batches: the next unary group may start its checks
+            # now, so its slips join this journal batch's successor instead of waiting for this commit.
+            only_waiting()
             # Shielded: a cancelled RPC stops waiting here; the writer still commits and answers the key.
             outcomes = await asyncio.shield(asyncio.gather(*futures))
         replays: list[tuple[_Slot, str]] = []
