@@ -30,14 +30,13 @@ from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.app import BetPath
 from inplay.audit import verify_journal
 from inplay.config import BetRules
-from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import PlacementResult, Reason
 from inplay.domain.journal import JournalBatch, parse_journal_bet_id
 from inplay.domain.wallet import Wallet, reconcile, repair_projection
-from inplay.model import BetRequest, Leg, MarketState, MarketStatus
+from inplay.model import MarketState, MarketStatus
 from inplay.ports import AccountLimits, Credit, EventBus, JournalRejected, Ledger, LedgerError, StatusWrite, WalletStore
 from tests.support.api import market_state
-from tests.support.bets import TEST_JOURNAL, bet_path
+from tests.support.bets import TEST_JOURNAL, bet_path, home_single
 
 pytestmark = pytest.mark.integration
 
@@ -105,15 +104,7 @@ async def market(odds: RedisOddsCache, unique_id: Callable[[str], str]) -> Marke
     return state
 
 
-def slip(account: str, m: MarketState, key: str, stake: int = 300) -> BetRequest:
-    return BetRequest(
-        account_id=account,
-        legs=(Leg(m.market_id, "home", Odds.from_decimal("2.00")),),
-        stake_minor=stake,
-        currency="EUR",
-        policy=AcceptancePolicy.NONE,
-        idempotency_key=key,
-    )
+slip = home_single
 
 
 async def funded(wallet: WalletStore, unique_id: Callable[[str], str], amount: int = 1_000) -> str:

@@ -40,14 +40,13 @@ from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.adapters.redis_wallet import RedisWallet
 from inplay.app import BetPath
 from inplay.config import BetRules
-from inplay.core import AcceptancePolicy, Odds
 from inplay.domain.bets import Reason
 from inplay.domain.journal import decode_bet_row
 from inplay.domain.wallet import Wallet
-from inplay.model import BetRequest, Leg, MarketState
+from inplay.model import BetRequest, MarketState
 from inplay.ports import EventBus
 from tests.support.api import market_state
-from tests.support.bets import TEST_JOURNAL, bet_path
+from tests.support.bets import TEST_JOURNAL, bet_path, home_single
 
 pytestmark = pytest.mark.integration
 
@@ -122,14 +121,7 @@ async def linked(replica_url: str) -> bool:
 
 
 def slip(account: str, m: MarketState, key: str) -> BetRequest:
-    return BetRequest(
-        account_id=account,
-        legs=(Leg(m.market_id, "home", Odds.from_decimal("2.00")),),
-        stake_minor=STAKE,
-        currency="EUR",
-        policy=AcceptancePolicy.NONE,
-        idempotency_key=key,
-    )
+    return home_single(account, m, key, STAKE)
 
 
 async def journal_stakes(ledger: CassandraLedger, account: str) -> dict[str, int]:
@@ -157,18 +149,30 @@ async def fail_over(pair: Pair) -> None:
         await client.aclose()
 
 
+@dataclass
+class Stores:
+    """The shared stack's Cassandra and Kafka, this test's namespaces, and its id source."""
+
+    ledger: CassandraLedger
+    bus: EventBus
+    prefix: str
+    topics: str
+    unique_id: Callable[[str], str]
+
+
+@pytest.fixture
+def stores(
+    ledger: CassandraLedger, bus: EventBus, redis_prefix: str, topic_prefix: str, unique_id: Callable[[str], str]
+) -> Stores:
+    return Stores(ledger, bus, redis_prefix, topic_prefix, unique_id)
+
+
 async def run_scenario(
-    pair: Pair,
-    wait_replicas: int,
-    ledger: CassandraLedger,
-    bus: EventBus,
-    prefix: str,
-    topics: str,
-    unique_id: Callable[[str], str],
-    bets_while_lagging: int,
+    pair: Pair, wait_replicas: int, stores: Stores, bets_while_lagging: int
 ) -> tuple[str, MarketState, list[str], CassandraLedger]:
     """Returns the account, the market, the reasons of the bets placed while the replica lagged, and the
     journal-bound ledger."""
+    ledger, bus, prefix, topics, unique_id = stores.ledger, stores.bus, stores.prefix, stores.topics, stores.unique_id
     await until(lambda: linked(pair.replica_url), 20, "the replica's link to the primary")
     wallet = await RedisWallet.connect(pair.primary_url, prefix, wait_replicas=wait_replicas, wait_timeout_ms=200)
     odds = await RedisOddsCache.connect(pair.primary_url, prefix)
@@ -201,19 +205,10 @@ async def run_scenario(
     return account, m, reasons, journal
 
 
-async def test_without_wait_a_failover_loses_acknowledged_debits(
-    pair: Pair,
-    ledger: CassandraLedger,
-    bus: EventBus,
-    redis_prefix: str,
-    topic_prefix: str,
-    unique_id: Callable[[str], str],
-) -> None:
-    account, _, reasons, journal = await run_scenario(
-        pair, 0, ledger, bus, redis_prefix, topic_prefix, unique_id, bets_while_lagging=3
-    )
+async def test_without_wait_a_failover_loses_acknowledged_debits(pair: Pair, stores: Stores) -> None:
+    account, _, reasons, journal = await run_scenario(pair, 0, stores, bets_while_lagging=3)
     assert reasons == ["OK", "OK", "OK"]
-    promoted = RedisWallet(aioredis.from_url(pair.replica_url), redis_prefix)
+    promoted = RedisWallet(aioredis.from_url(pair.replica_url), stores.prefix)
     try:
         [balance] = await promoted.balances([account])
         committed = await journal_stakes(journal, account)
@@ -224,17 +219,9 @@ async def test_without_wait_a_failover_loses_acknowledged_debits(
         await promoted.close()
 
 
-async def test_with_wait_a_failover_loses_no_acknowledged_debit(
-    pair: Pair,
-    ledger: CassandraLedger,
-    bus: EventBus,
-    redis_prefix: str,
-    topic_prefix: str,
-    unique_id: Callable[[str], str],
-) -> None:
-    account, m, reasons, journal = await run_scenario(
-        pair, 1, ledger, bus, redis_prefix, topic_prefix, unique_id, bets_while_lagging=1
-    )
+async def test_with_wait_a_failover_loses_no_acknowledged_debit(pair: Pair, stores: Stores) -> None:
+    account, m, reasons, journal = await run_scenario(pair, 1, stores, bets_while_lagging=1)
+    ledger, bus, redis_prefix, topic_prefix = stores.ledger, stores.bus, stores.prefix, stores.topics
     assert reasons == [Reason.UNAVAILABLE]  # not acknowledged: "retry with the same key"
     assert sorted(await journal_stakes(journal, account)) == ["k0"]  # and not committed either
     # The service carries on with the promoted replica (no replica of its own yet: WAIT off for the check).
