@@ -121,7 +121,7 @@ def _journal(ledger: Any, bets: list[Any], tag: str, claim: bool = False) -> dic
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         chunk = bets[start_i : start_i + JOURNAL_BATCH]
         if claim:  # write_journal's first step: the slot's claim (IF NOT EXISTS on a small row)
-            statements.append((ledger._claim_journal_slot, (tag, 0, slot, "x" * 64, len(chunk))))
+            statements.append((ledger._claim_journal_slot, (tag, 0, slot, "writer#0123456789ab")))
         batch.add(ledger._ins_journal_header, (tag, 0, slot, slot - 1, "0" * 64, "x" * 64, 0, len(chunk)))
         for pos, bet in enumerate(chunk):
             batch.add(ledger._ins_journal_row, (tag, 0, slot, pos, ROW_BET, bet_row_body(bet, "h")))

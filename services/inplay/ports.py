@@ -267,6 +267,9 @@ class BatchIntent:
     prev_slot: int
     prev_checksum: str
     at_ms: int
+    # Who claimed the slot in the ledger (Ledger.claim_slot) before this debit: recovery writes the rows
+    # under the same claim.
+    claimant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +282,7 @@ class PendingIntent:
     prev_checksum: str
     at_ms: int
     rows: dict[int, str]
+    claimant: str = ""  # "" = an intent recorded before slot claims (the batch's checksum claims it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,9 +494,17 @@ class Ledger(Protocol):
         """This ledger bound to the journal of one deployment (named by its wallet projection)."""
         ...
 
-    async def write_journal(self, batch: JournalBatch) -> None:
-        """One atomic single-partition write of the batch; JournalRejected = certainly not written,
-        LedgerError = unknown (write the same batch again)."""
+    async def claim_slot(self, shard: int, slot: int, claimant: str) -> bool:
+        """Claims journal slot ``(shard, slot)`` for ``claimant``, once for good (compare-and-set): True if
+        the slot is ``claimant``'s (now, or already), False if another claimant holds it. LedgerError =
+        unknown (claim again: the same claimant is idempotent)."""
+        ...
+
+    async def write_journal(self, batch: JournalBatch, claimant: str = "") -> None:
+        """One atomic single-partition write of the batch into its slot. With ``claimant``, the caller
+        has claimed the slot for it (``claim_slot``); without, the batch's checksum claims it first. A slot
+        claimed by another batch: JournalRejected, its rows untouched. JournalRejected = certainly not
+        written, LedgerError = unknown (write the same batch again)."""
         ...
 
     async def read_journal(self, shard: int, slot: int) -> JournalBatch | None: ...

@@ -60,13 +60,13 @@ class FaultyLedger:
         self.fail_views = 0
         self.journal_writes = 0
 
-    async def write_journal(self, batch: JournalBatch) -> None:
+    async def write_journal(self, batch: JournalBatch, claimant: str = "") -> None:
         self.journal_writes += 1
         if self.refuse:
             raise JournalRejected("refused (test)")
         if time.monotonic() < self.down_until:
             raise LedgerError("no replica answered (test)")
-        await self.real.write_journal(batch)
+        await self.real.write_journal(batch, claimant)
         if self.lose_replies > 0 or time.monotonic() < self.lose_replies_until:
             self.lose_replies -= 1
             raise LedgerError("OperationTimedOut after send (test)")

@@ -130,11 +130,11 @@ async def test_a_refused_batch_whose_stake_was_returned_is_never_rolled_forward(
     real_write = stack.ledger_store.write_journal
     refused_slots = {1}
 
-    async def refuse_slot_1(batch: Any) -> None:  # the store certainly refuses slot 1, once
+    async def refuse_slot_1(batch: Any, claimant: str = "") -> None:  # the store certainly refuses slot 1, once
         if batch.slot in refused_slots:
             refused_slots.discard(batch.slot)
             raise JournalRejected("refused (test)")
-        await real_write(batch)
+        await real_write(batch, claimant)
 
     stack.ledger_store.write_journal = refuse_slot_1  # type: ignore[method-assign]
     # The stake is returned; then the finish that drops the intent fails until the commit timeout (a Redis

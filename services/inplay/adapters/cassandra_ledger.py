@@ -250,7 +250,7 @@ class CassandraLedger:
         )
         # The slot's claim: a compare-and-set on a small row before the rows are written (see write_journal).
         self._claim_journal_slot = p(
-            "INSERT INTO journal_slots (journal, shard, slot, checksum, row_count) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+            "INSERT INTO journal_slots (journal, shard, slot, claimant) VALUES (?, ?, ?, ?) IF NOT EXISTS"
         )
         self._sel_journal = p(
             f"SELECT {_JOURNAL_COLUMNS} FROM bet_journal WHERE journal = ? AND shard = ? AND slot = ?"
@@ -453,25 +453,42 @@ class CassandraLedger:
 
     # --- the journal (the commit point: inplay.domain.journal) -----------------------------------------
 
-    async def write_journal(self, batch: JournalBatch) -> None:
-        """Writes the batch into its slot, once: first the slot's claim, then the rows.
+    async def claim_slot(self, shard: int, slot: int, claimant: str) -> bool:
+        """``journal_slots`` ``INSERT ... IF NOT EXISTS`` (SERIAL): a small row, so the Paxos round is
+        cheap, and it is taken before anything is debited (the journal writer claims its next slot while
+        the current batch commits, so the round trip is off the commit path). Not applied: Cassandra returns
+        the holder; the same claimant is an earlier attempt of this claim (an unknown outcome retried)."""
+        claim = self._claim_journal_slot.bind((self.journal, shard, slot, claimant))
+        claim.serial_consistency_level = ConsistencyLevel.SERIAL
+        claim.is_idempotent = True  # a repeated claim by the same claimant is read as ours
+        try:
+            result = (await self._execute(claim)).result()
+        except Exception as exc:
+            raise LedgerError(f"claim of journal slot {shard}/{slot}: outcome unknown: {exc!r}") from exc
+        return _cas_holder(result, claimant) is None
 
-        1. The claim: ``journal_slots`` ``INSERT ... IF NOT EXISTS`` (SERIAL) naming the batch by its
-           checksum. A small row, so the Paxos round is cheap (measured: a conditional batch of the rows
-           themselves cost ~5x the plain write, the proposal carrying every row). If the slot is already
-           claimed, Cassandra returns the claim: the same checksum means an earlier attempt of these bytes
-           (an unknown outcome being retried), and the rows are written again; another checksum means the
-           slot belongs to another batch (a second writer of the shard, e.g. a paused one whose lease
+    async def write_journal(self, batch: JournalBatch, claimant: str = "") -> None:
+        """Writes the batch into its slot, once.
+
+        1. The slot's claim (``claim_slot``), unless the caller made it already for ``claimant`` (the
+           journal writer does, ahead of the batch). Without a claimant the batch's checksum claims it. A
+           slot claimed by another claimant (a second writer of the shard, e.g. a paused one whose lease
            expired): JournalRejected, the other batch's rows are never touched.
         2. The rows and the header: ONE single-partition UNLOGGED batch, applied as one mutation (all or
            nothing), identical bytes on every attempt.
 
         JournalRejected also when the coordinator refused a request (certainly not applied). LedgerError
-        for any other failure, whose outcome is unknown: the caller calls again with the same batch (a CAS
-        that timed out half-way is finished by the next Paxos round on the claim, then read as ours)."""
-        claim = self._claim_journal_slot.bind((self.journal, batch.shard, batch.slot, batch.checksum, len(batch.rows)))
-        claim.serial_consistency_level = ConsistencyLevel.SERIAL
-        claim.is_idempotent = True  # a repeated claim of the same checksum is read as ours
+        for any other failure, whose outcome is unknown: the caller calls again with the same batch."""
+        where = f"journal batch {batch.shard}/{batch.slot}"
+        if not claimant:
+            try:
+                ours = await self.claim_slot(batch.shard, batch.slot, batch.checksum)
+            except LedgerError as exc:
+                if isinstance(exc.__cause__, InvalidRequest):
+                    raise JournalRejected(f"{where} refused: {exc.__cause__}") from exc
+                raise
+            if not ours:
+                raise JournalRejected(f"journal slot {batch.shard}/{batch.slot} is claimed by another batch")
         statement = BatchStatement(batch_type=BatchType.UNLOGGED)
         statement.add(
             self._ins_journal_header,
@@ -489,16 +506,6 @@ class CassandraLedger:
         journal, shard, slot = self.journal, batch.shard, batch.slot
         add_rows(statement, self._ins_journal_row, [(journal, shard, slot, r.pos, r.kind, r.body) for r in batch.rows])
         statement.is_idempotent = True  # identical bytes: eligible for speculative execution (_speculation)
-        where = f"journal batch {batch.shard}/{batch.slot}"
-        try:
-            claimed = (await self._execute(claim)).result()
-        except InvalidRequest as exc:
-            raise JournalRejected(f"{where} refused: {exc}") from exc
-        except Exception as exc:
-            raise LedgerError(f"{where}: claim outcome unknown: {exc!r}") from exc
-        holder = _cas_refusal(claimed, batch.checksum)
-        if holder is not None:
-            raise JournalRejected(f"journal slot {batch.shard}/{batch.slot} is held by another batch ({holder})")
         try:
             await self._execute(statement)
         except InvalidRequest as exc:
@@ -881,18 +888,17 @@ def add_rows(batch: BatchStatement, prepared: Any, rows: Sequence[Sequence[Any]]
         append(True, query_id, encode_row(encoders, row))
 
 
-def _cas_refusal(result: Any, checksum: str) -> str | None:
-    """The holder's checksum if the slot's claim found another batch's claim, else None (claimed now, or
-    earlier by an attempt of the same bytes)."""
+def _cas_holder(result: Any, claimant: str) -> str | None:
+    """The holder of a slot whose claim was not applied because another claimant holds it, else None
+    (claimed now, or earlier by the same claimant)."""
     rows = list(result.current_rows or ())
     if not rows:
         return None
     first = rows[0]
-    applied = first[0] if isinstance(first, tuple) else getattr(first, "applied", True)
-    if applied:
+    if first[0]:  # [applied]
         return None
-    stored = str(getattr(first, "checksum", "") or "")
-    return None if stored == checksum else stored or "none"
+    holder = str(getattr(first, "claimant", "") or "")
+    return None if holder == claimant else holder or "unknown"
 
 
 def _journal_batch(rows: Sequence[Any]) -> JournalBatch:

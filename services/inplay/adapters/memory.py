@@ -90,7 +90,13 @@ class MemoryWallet:
                 rows = {d.pos: d.row for d, r in zip(debits, results, strict=True) if r.status == "DEBITED"}
                 if rows:
                     self._intents[(intent.shard, intent.slot)] = PendingIntent(
-                        intent.shard, intent.slot, intent.prev_slot, intent.prev_checksum, intent.at_ms, rows
+                        intent.shard,
+                        intent.slot,
+                        intent.prev_slot,
+                        intent.prev_checksum,
+                        intent.at_ms,
+                        rows,
+                        intent.claimant,
                     )
             return results
 
@@ -314,6 +320,7 @@ class MemoryLedger:
         # partition key does, so two deployments (or test sessions) on one store never share a shard.
         self.journal_name = "inplay"
         self.journal: dict[tuple[str, int, int], JournalBatch] = {}
+        self.slot_claims: dict[tuple[str, int, int], str] = {}  # (journal, shard, slot) -> claimant
         self._progress: dict[tuple[str, int, str], int] = {}
         self._limits: dict[str, tuple[int, AccountLimits]] = {}
         self._epochs: dict[str, list[str]] = defaultdict(list)
@@ -361,12 +368,18 @@ class MemoryLedger:
         view.journal_name = name
         return view
 
-    async def write_journal(self, batch: JournalBatch) -> None:
+    async def claim_slot(self, shard: int, slot: int, claimant: str) -> bool:
+        async with self._lock:
+            return self.slot_claims.setdefault((self.journal_name, shard, slot), claimant) == claimant
+
+    async def write_journal(self, batch: JournalBatch, claimant: str = "") -> None:
         async with self._lock:
             key = (self.journal_name, batch.shard, batch.slot)
+            holder = self.slot_claims.setdefault(key, claimant or batch.checksum)
+            if holder != (claimant or batch.checksum):
+                raise JournalRejected(f"journal slot {key} is claimed by another batch ({holder})")
             stored = self.journal.get(key)
             if stored is not None and (stored.rows, stored.checksum) != (batch.rows, batch.checksum):
-                # Cannot happen with one fenced writer per shard; a store would keep the newer cells.
                 raise JournalRejected(f"journal batch {key} exists with other content")
             self.journal[key] = JournalBatch(
                 batch.shard,

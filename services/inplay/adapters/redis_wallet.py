@@ -483,7 +483,7 @@ class RedisWallet:
             return []
         header: list[Any] = ["", "", "", ""]
         if intent is not None:
-            meta = f"{intent.prev_slot}|{intent.prev_checksum}|{intent.at_ms}"
+            meta = f"{intent.prev_slot}|{intent.prev_checksum}|{intent.at_ms}|{intent.claimant}"
             header = [intent.shard, intent.slot, intent.owner, meta]
         args: list[Any] = [self.prefix, IDEMPOTENCY_TTL_S, DAILY_TTL_S, *header]
         for d in debits:
@@ -526,9 +526,14 @@ class RedisWallet:
             meta = fields.pop("meta", "")
             if not meta:  # dropped meanwhile (finished by the owner): nothing to resolve
                 continue
-            prev_slot, prev_checksum, at_ms = meta.split("|")
+            # prev_slot|prev_checksum|at_ms[|claimant] (intents recorded before slot claims have three parts)
+            prev_slot, prev_checksum, at_ms, *claimant = meta.split("|", 3)
             rows = {int(k[1:]): v for k, v in fields.items() if k.startswith("r")}
-            out.append(PendingIntent(shard, slot, int(prev_slot), prev_checksum, int(at_ms), rows))
+            out.append(
+                PendingIntent(
+                    shard, slot, int(prev_slot), prev_checksum, int(at_ms), rows, claimant[0] if claimant else ""
+                )
+            )
         return out
 
     async def claim_shard(self, owner: str, ttl_ms: int, shards: int, preferred: int = -1) -> ShardClaim | None:

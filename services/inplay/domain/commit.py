@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ from inplay.tracing import tracer
 log = logging.getLogger("inplay.commit")
 
 PROJECTION_CONSUMER = "views+outbox"
+# Slots claimed by other writers that one batch may skip before the writer gives up (a split brain).
+MAX_SKIPPED_SLOTS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,10 @@ class ShardWriter:
         self._needs_recovery = True
         self._lease_ok = False
         self._stopping = False
+        # This writer incarnation's name on the slots it claims in the ledger (Ledger.claim_slot): another
+        # process, or this one restarted, is another claimant, so it can never write into these slots.
+        self.claimant = f"{owner.replace('|', '_')}#{uuid.uuid4().hex[:12]}"
+        self._claims: dict[int, asyncio.Task[bool]] = {}  # slot -> its claim, made ahead of its batch
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -216,6 +223,7 @@ class ShardWriter:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
         self._fail_queued("the server is shutting down; retry with the same key")
+        self._drop_claims_ahead()
         if self._lease_ok:
             with contextlib.suppress(Exception):
                 await self._wallet.renew_shard(self.shard, self.owner, 0)
@@ -230,6 +238,8 @@ class ShardWriter:
         if claim is None:
             raise RuntimeError(f"every one of the {self.config.shards} journal shards is taken")
         same_shard = claim.shard == self.shard
+        if not same_shard:
+            self._drop_claims_ahead()  # slots of the shard this writer held before
         self.shard = claim.shard
         # A slot is never used twice: not below the head kept in the wallet, nor below the projector's
         # checkpoint kept in the ledger (a lost or stale Redis forgets heads; an empty slot the projector
@@ -334,11 +344,15 @@ class ShardWriter:
             await self._commit_traced(items, span)
 
     async def _commit_traced(self, items: list[_Queued], span: trace.Span) -> None:
-        slot = self._next_slot
-        self._next_slot += 1
+        slot = await self._claimed_slot()
+        if slot is None:
+            self._answer_all(
+                items, CommitOutcome("UNAVAILABLE", message="the journal did not answer; retry with the same key")
+            )
+            return
         at = self._clock()
         bets, debits = self._form(items, slot, at)
-        intent = BatchIntent(self.shard, slot, self.owner, self._last_slot, self._last_checksum, at)
+        intent = BatchIntent(self.shard, slot, self.owner, self._last_slot, self._last_checksum, at, self.claimant)
         started = time.perf_counter()
         bet_ids = [b.bet_id for b in bets]
         span.set_attribute("inplay.bet_ids", bet_ids)
@@ -379,6 +393,45 @@ class ShardWriter:
                 batch if committed else None,
                 [b for b, r in zip(bets, results, strict=True) if r.status == "DEBITED"],
             )
+
+    async def _claimed_slot(self) -> int | None:
+        """The next slot, claimed in the ledger for this writer before anything is debited for it (None if
+        the ledger did not answer in time: nothing was debited, the slips are answered UNAVAILABLE). A slot
+        another claimant holds is skipped: it is that writer's (a batch of it may still land there). The
+        claim of the slot after it starts at once, so the next batch finds it made (off the commit path)."""
+        deadline = time.monotonic() + self.config.commit_timeout_s
+        for _ in range(MAX_SKIPPED_SLOTS):
+            slot = self._next_slot
+            for stale in [n for n in self._claims if n < slot]:
+                self._claims.pop(stale).cancel()
+            ahead = self._claims.pop(slot, None)
+            try:
+                ours = await (ahead if ahead is not None else self._ledger.claim_slot(self.shard, slot, self.claimant))
+            except Exception as exc:  # unknown: the same claim again (idempotent), until the deadline
+                if time.monotonic() + self.config.retry_base_s > deadline:
+                    log.warning("claim of journal slot %d/%d failed: %r", self.shard, slot, exc)
+                    return None
+                await asyncio.sleep(self.config.retry_base_s)
+                continue
+            self._next_slot = slot + 1
+            if ours:
+                self._claim_ahead(slot + 1)
+                return slot
+            log.warning("journal slot %d/%d is claimed by another writer; skipped", self.shard, slot)
+        raise RuntimeError(f"{MAX_SKIPPED_SLOTS} journal slots of shard {self.shard} claimed by other writers")
+
+    def _drop_claims_ahead(self) -> None:
+        for task in self._claims.values():
+            task.cancel()
+        self._claims.clear()
+
+    def _claim_ahead(self, slot: int) -> None:
+        async def claim() -> bool:
+            return await self._ledger.claim_slot(self.shard, slot, self.claimant)
+
+        task = asyncio.get_running_loop().create_task(claim(), name=f"claim-{self.shard}-{slot}")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: re-claimed on demand
+        self._claims[slot] = task
 
     def _form(self, items: Sequence[_Queued], slot: int, at: int) -> tuple[list[PlacedBet], list[Debit]]:
         day = utc_day(at)
@@ -425,7 +478,7 @@ class ShardWriter:
         try:
             with tracer.start_as_current_span("cassandra journal.write", attributes=attributes):
                 ok = await retry_until(
-                    lambda: self._ledger.write_journal(batch),
+                    lambda: self._ledger.write_journal(batch, self.claimant),
                     deadline=deadline,
                     base_s=self.config.retry_base_s,
                     cap_s=self.config.retry_cap_s,
@@ -537,7 +590,7 @@ class ShardWriter:
         bets = [decode_bet_row(r.body) for r in rows]
         try:
             ok = await retry_until(
-                lambda: self._ledger.write_journal(batch),
+                lambda: self._ledger.write_journal(batch, intent.claimant),
                 deadline=time.monotonic() + self.config.commit_timeout_s,
                 base_s=self.config.retry_base_s,
                 cap_s=self.config.retry_cap_s,
@@ -779,9 +832,18 @@ async def wait_for_projection(
     wallet: WalletStore, ledger: Ledger, shards: int, *, timeout_s: float, poll_s: float = 0.05
 ) -> bool:
     """The projection watermark: waits until every shard's views cover its journal head as of now (every
-    bet committed or debited before this call is in the views). False on timeout."""
-    heads = await wallet.journal_heads(shards)
+    bet committed or debited before this call is in the views). False on timeout.
+
+    The heads are the wallet projection's: a lost Redis (no epoch marker) has none, and "every head is 0"
+    would pass at once over bets the views do not have yet. So the projection must be in place first (its
+    rebuild restores the heads from the journal); until then this waits (the sim's seed 110: a settlement
+    run during a Redis loss settled an event without a bet of a dead writer's unprojected slot)."""
     deadline = time.monotonic() + timeout_s
+    while await wallet.epoch() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    heads = await wallet.journal_heads(shards)
     waiting = {n: head for n, head in enumerate(heads) if head > 0}
     while waiting:
         for n in list(waiting):

@@ -171,8 +171,30 @@ async def ensure_projection_ready(
         await wallet.set_epoch(fresh)
         return "fresh"
     log.error("wallet projection %r lost its data (epoch marker missing): rebuilding from the ledger", projection)
-    await repair_projection(wallet, ledger, projection, shards, clock=clock)
-    return "rebuilt"
+    for _ in range(REPAIR_ATTEMPTS):
+        try:
+            await repair_projection(wallet, ledger, projection, shards, clock=clock)
+            return "rebuilt"
+        except WalletUnavailable:
+            # Another process's repair overtook this one (every process that starts on a lost projection
+            # repairs it; an operator's `reconcile --repair` too): its rebuild is as good as ours. Wait for it.
+            log.warning("another repair of %r is running; waiting for its epoch", projection)
+            if await _epoch_within(wallet, OTHER_REPAIR_WAIT_S):
+                return "rebuilt"
+    raise WalletUnavailable(f"the projection {projection!r} could not be rebuilt: repairs kept overtaking")
+
+
+REPAIR_ATTEMPTS = 3
+OTHER_REPAIR_WAIT_S = 120.0
+
+
+async def _epoch_within(wallet: WalletStore, seconds: float, poll_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await wallet.epoch() is not None:
+            return True
+        await asyncio.sleep(poll_s)
+    return False
 
 
 async def repair_projection(
