@@ -239,6 +239,23 @@ class LedgerContract:
         stored = await journal.read_journal(0, 1)
         assert stored is not None and (stored.rows, stored.stored_checksum) == (first.rows, first.checksum)
 
+    async def test_a_slot_claimed_by_one_writer_is_refused_to_another(self, ledger_store: Ledger) -> None:
+        # docs/ledger.md, step 3: the writer claims its next slot ahead; a second writer of the shard finds
+        # the slot taken (and skips it) and can never write rows into it.
+        name = uid("j")
+        journal = ledger_store.with_journal(name)
+        assert await journal.claim_slot(0, 1, "writer-a#1")
+        assert await journal.claim_slot(0, 1, "writer-a#1")  # the same claimant again: an unknown outcome retried
+        assert not await journal.claim_slot(0, 1, "writer-b#2")
+        batch = journal_batch(name, 1, journal_bets(name, 1, 2))
+        with pytest.raises(JournalRejected):
+            await journal.write_journal(batch)  # unclaimed writes are claimed by the checksum: taken too
+        # (``write_journal(batch, claimant)`` trusts the caller to hold the claim: it is not re-checked.)
+        assert await journal.read_journal(0, 1) is None
+        await journal.write_journal(batch, "writer-a#1")
+        stored = await journal.read_journal(0, 1)
+        assert stored is not None and stored.rows == batch.rows
+
     async def test_journals_of_two_deployments_are_apart(self, ledger_store: Ledger) -> None:
         a, b = uid("j"), uid("j")
         batch = journal_batch(a, 1, journal_bets(a, 1, 1))
