@@ -185,3 +185,28 @@ async def test_a_repair_whose_fence_lift_fails_does_not_stop_the_wallet_forever(
     second = await stack.path()  # the epoch is there: "ready", no repair, nobody lifts the fence
     placed = await second.placement.place(slip("a", "k1"))
     assert placed.bet is not None, f"every debit refused: {placed.rejection}"
+
+
+async def test_a_slot_claimed_by_another_writer_is_skipped_before_anything_is_debited() -> None:
+    """docs/ledger.md step 3: a writer paused past its lease may still write into the slot it claimed; the
+    writer that took the shard over never writes there (it would mix two batches in one slot). The slot is
+    skipped before the debit, so nothing is debited for it and the bet lands in the next slot."""
+    from inplay.domain.journal import parse_journal_bet_id
+
+    stack = Stack()
+    await stack.fund("a")
+    first_slot = stack.wallet_store._heads[0] + 1
+    assert await stack.ledger_store.claim_slot(0, first_slot, "paused-writer#0")
+    path = await stack.path()
+    try:
+        placed = await path.placement.place(slip("a", "k1"))
+        assert placed.bet is not None, placed
+        position = parse_journal_bet_id(placed.bet.bet_id)
+        assert position is not None and position[2] == first_slot + 1, position  # (tag, shard, slot, pos)
+        assert await stack.ledger_store.read_journal(0, first_slot) is None
+        replay = await path.placement.place(slip("a", "k1"))
+        assert replay.replayed and replay.bet is not None and replay.bet.bet_id == placed.bet.bet_id
+        await path.caught_up(5.0)
+        assert await stack.money("a") == (10_000 - 100, 10_000 - 100)  # debited once, and the ledger agrees
+    finally:
+        await path.close()
