@@ -370,8 +370,7 @@ class DepositClaim:
 class DepositKeys(Protocol):
     """Deposit idempotency keys: the first claim of (account, key) fixes the deposit's amount and time."""
 
-    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim:
-        ...
+    async def claim(self, account_id: str, key: str, amount_minor: int, currency: str, now_ms: int) -> DepositClaim: ...
 
 
 class LimitsStore(Protocol):
@@ -422,8 +421,7 @@ class WalletStore(Protocol):
         ``token``."""
         ...
 
-    async def refresh_fence(self, token: str, ttl_ms: int = 60_000) -> bool:
-        ...
+    async def refresh_fence(self, token: str, ttl_ms: int = 60_000) -> bool: ...
 
     async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
         """Writes ``state`` atomically, only while the fence holds ``fence`` (else WalletUnavailable)."""

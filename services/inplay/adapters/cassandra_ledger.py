@@ -129,6 +129,7 @@ class _Window:
 
     async def acquire(self, wanted: int) -> int:
         """Waits for at least one free slot; takes up to ``wanted`` (>= 1) and returns how many."""
+        self._prune()
         if self.used >= self.size or self._waiters:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -153,9 +154,18 @@ class _Window:
     def _wake(self) -> None:
         while self._waiters and self.used < self.size:
             waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+            if waiter.done() or waiter.get_loop().is_closed():
+                continue  # gone: its task will never take the slot, the next waiter may
+            waiter.set_result(None)
+            return
+
+    def _prune(self) -> None:
+        """Drops waiters whose event loop is gone. One ledger serves tasks of several loops in the tests
+        (a session-wide ledger, one loop per test): a waiter left behind by a closed loop would otherwise
+        stay first in line for good, and every later caller would queue behind it (a hang seen in the
+        suite once the journal writer claimed slots in the background)."""
+        if self._waiters and any(w.done() or w.get_loop().is_closed() for w in self._waiters):
+            self._waiters = deque(w for w in self._waiters if not w.done() and not w.get_loop().is_closed())
 
 
 def _cluster(

@@ -300,6 +300,12 @@ class ShardWriter:
     # --- the loop --------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:  # stopped or killed: the claims made ahead end with it (their requests are cancelled)
+            self._drop_claims_ahead()
+
+    async def _loop(self) -> None:
         while True:
             # An unknown outcome is resolved at once, not when the next slip happens to arrive: a retry of
             # the same key never reaches the queue, and the settlement watermark waits for this slot.
@@ -407,6 +413,11 @@ class ShardWriter:
             ahead = self._claims.pop(slot, None)
             try:
                 ours = await (ahead if ahead is not None else self._ledger.claim_slot(self.shard, slot, self.claimant))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling() or ahead is None or not ahead.cancelled():
+                    raise  # this writer is being stopped
+                continue  # only the claim made ahead was dropped: claim the slot now
             except Exception as exc:  # unknown: the same claim again (idempotent), until the deadline
                 if time.monotonic() + self.config.retry_base_s > deadline:
                     log.warning("claim of journal slot %d/%d failed: %r", self.shard, slot, exc)

@@ -27,9 +27,7 @@ _RESULTS = {
 }
 
 
-def results_from_proto(
-    outcomes: Iterable[settlement_pb2.SelectionOutcome], void_market_ids: Iterable[str]
-) -> Results:
+def results_from_proto(outcomes: Iterable[settlement_pb2.SelectionOutcome], void_market_ids: Iterable[str]) -> Results:
     rows = []
     violations = []
     for i, o in enumerate(outcomes):

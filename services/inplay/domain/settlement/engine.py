@@ -282,9 +282,7 @@ class RunExecutor:
                     planned = plan_page(ctx, singles, priors, evals, record.started_at_ms)
                 while len(in_flight) >= max(1, self._config.commit_concurrency):
                     await settle_page()
-                in_flight.add(
-                    asyncio.get_running_loop().create_task(self._commit(ctx, "S", singles, planned, guard))
-                )
+                in_flight.add(asyncio.get_running_loop().create_task(self._commit(ctx, "S", singles, planned, guard)))
             while in_flight:
                 await settle_page()
         finally:

@@ -177,6 +177,7 @@ def plan_page(
     )
     return planned
 
+
 def add_bet(
     planned: PlannedPage,
     ctx: RunContext,
