@@ -494,8 +494,9 @@ class Ledger(Protocol):
 
     async def claim_slot(self, shard: int, slot: int, claimant: str) -> bool:
         """Claims journal slot ``(shard, slot)`` for ``claimant``, once for good (compare-and-set): True if
-        the slot is ``claimant``'s (now, or already), False if another claimant holds it. LedgerError =
-        unknown (claim again: the same claimant is idempotent)."""
+        the slot is ``claimant``'s (now, or already), False if another claimant holds it. JournalRejected =
+        the store refused the request (certainly not claimed); LedgerError = unknown (claim again: the same
+        claimant is idempotent)."""
         ...
 
     async def write_journal(self, batch: JournalBatch, claimant: str = "") -> None:

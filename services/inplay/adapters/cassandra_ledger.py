@@ -473,6 +473,8 @@ class CassandraLedger:
         claim.is_idempotent = True  # a repeated claim by the same claimant is read as ours
         try:
             result = (await self._execute(claim)).result()
+        except InvalidRequest as exc:
+            raise JournalRejected(f"claim of journal slot {shard}/{slot} refused: {exc}") from exc
         except Exception as exc:
             raise LedgerError(f"claim of journal slot {shard}/{slot}: outcome unknown: {exc!r}") from exc
         return _cas_holder(result, claimant) is None
@@ -490,15 +492,8 @@ class CassandraLedger:
         JournalRejected also when the coordinator refused a request (certainly not applied). LedgerError
         for any other failure, whose outcome is unknown: the caller calls again with the same batch."""
         where = f"journal batch {batch.shard}/{batch.slot}"
-        if not claimant:
-            try:
-                ours = await self.claim_slot(batch.shard, batch.slot, batch.checksum)
-            except LedgerError as exc:
-                if isinstance(exc.__cause__, InvalidRequest):
-                    raise JournalRejected(f"{where} refused: {exc.__cause__}") from exc
-                raise
-            if not ours:
-                raise JournalRejected(f"journal slot {batch.shard}/{batch.slot} is claimed by another batch")
+        if not claimant and not await self.claim_slot(batch.shard, batch.slot, batch.checksum):
+            raise JournalRejected(f"journal slot {batch.shard}/{batch.slot} is claimed by another batch")
         statement = BatchStatement(batch_type=BatchType.UNLOGGED)
         statement.add(
             self._ins_journal_header,

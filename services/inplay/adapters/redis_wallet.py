@@ -440,38 +440,31 @@ class RedisWallet:
         """Runs a money script; with ``wait_replicas``, then WAITs for the replicas on the same connection."""
         if self.wait_replicas <= 0:
             return await script(keys=list(keys), args=args)
-        for loaded in (False, True):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            try:
-                result, acked = await pipe.execute()
-            except NoScriptError:
-                if loaded:
-                    raise
-                script.sha = await self.client.script_load(script.script)  # type: ignore[no-untyped-call]
-                continue
-            self._check_acked(int(acked))
-            return result
-        raise AssertionError("unreachable")
-
-    def _check_acked(self, acked: int) -> None:
-        if acked < self.wait_replicas:
-            raise WalletNotReplicated(
-                f"{acked} of {self.wait_replicas} Redis replicas acknowledged within {self.wait_timeout_ms} ms"
-            )
+        try:
+            return await self._then_wait("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a server that has not seen the script (restarted, failed over): load it once
+            script.sha = await self.client.script_load(script.script)  # type: ignore[no-untyped-call]
+            return await self._then_wait("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def replication_barrier(self) -> None:
         """Returns once every write the primary has applied so far is on ``wait_replicas`` replicas (a
         marker write, then WAIT on its connection); raises WalletNotReplicated otherwise. A no-op when
         ``wait_replicas`` is 0."""
-        if self.wait_replicas <= 0:
-            return
+        if self.wait_replicas > 0:
+            await self._then_wait("INCR", f"{self.prefix}wallet:barrier")
+
+    async def _then_wait(self, *command: Any) -> Any:
+        """``command``, then ``WAIT`` on the same connection (one pipeline); its reply, or WalletNotReplicated
+        when fewer than ``wait_replicas`` replicas acknowledged in time."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("INCR", f"{self.prefix}wallet:barrier")
+        pipe.execute_command(*command)
         pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        _, acked = await pipe.execute()
-        self._check_acked(int(acked))
+        result, acked = await pipe.execute()
+        if int(acked) < self.wait_replicas:
+            raise WalletNotReplicated(
+                f"{acked} of {self.wait_replicas} Redis replicas acknowledged within {self.wait_timeout_ms} ms"
+            )
+        return result
 
     def _k(self, kind: str, *parts: str) -> str:
         return self.prefix + kind + ":" + ":".join(key_part(p) for p in parts)

@@ -191,7 +191,8 @@ class ShardWriter:
         # This writer incarnation's name on the slots it claims in the ledger (Ledger.claim_slot): another
         # process, or this one restarted, is another claimant, so it can never write into these slots.
         self.claimant = f"{owner.replace('|', '_')}#{uuid.uuid4().hex[:12]}"
-        self._claims: dict[int, asyncio.Task[bool]] = {}  # slot -> its claim, made ahead of its batch
+        # (shard, slot) -> its claim, made ahead of its batch; cancelled only when the writer task ends.
+        self._claims: dict[tuple[int, int], asyncio.Task[bool]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -223,7 +224,6 @@ class ShardWriter:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
         self._fail_queued("the server is shutting down; retry with the same key")
-        self._drop_claims_ahead()
         if self._lease_ok:
             with contextlib.suppress(Exception):
                 await self._wallet.renew_shard(self.shard, self.owner, 0)
@@ -238,8 +238,6 @@ class ShardWriter:
         if claim is None:
             raise RuntimeError(f"every one of the {self.config.shards} journal shards is taken")
         same_shard = claim.shard == self.shard
-        if not same_shard:
-            self._drop_claims_ahead()  # slots of the shard this writer held before
         self.shard = claim.shard
         # A slot is never used twice: not below the head kept in the wallet, nor below the projector's
         # checkpoint kept in the ledger (a lost or stale Redis forgets heads; an empty slot the projector
@@ -407,29 +405,39 @@ class ShardWriter:
         claim of the slot after it starts at once, so the next batch finds it made (off the commit path)."""
         deadline = time.monotonic() + self.config.commit_timeout_s
         for _ in range(MAX_SKIPPED_SLOTS):
-            slot = self._next_slot
-            for stale in [n for n in self._claims if n < slot]:
+            key = (self.shard, self._next_slot)
+            for stale in [k for k in self._claims if k != key]:  # an older slot, or a shard held before
                 self._claims.pop(stale).cancel()
-            ahead = self._claims.pop(slot, None)
-            try:
-                ours = await (ahead if ahead is not None else self._ledger.claim_slot(self.shard, slot, self.claimant))
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is None or task.cancelling() or ahead is None or not ahead.cancelled():
-                    raise  # this writer is being stopped
-                continue  # only the claim made ahead was dropped: claim the slot now
-            except Exception as exc:  # unknown: the same claim again (idempotent), until the deadline
-                if time.monotonic() + self.config.retry_base_s > deadline:
-                    log.warning("claim of journal slot %d/%d failed: %r", self.shard, slot, exc)
-                    return None
-                await asyncio.sleep(self.config.retry_base_s)
-                continue
-            self._next_slot = slot + 1
+            ours = await self._claim_until(key, self._claims.pop(key, None), deadline)
+            if ours is None:
+                return None
+            self._next_slot = key[1] + 1
             if ours:
-                self._claim_ahead(slot + 1)
-                return slot
-            log.warning("journal slot %d/%d is claimed by another writer; skipped", self.shard, slot)
+                self._claim_ahead(key[1] + 1)
+                return key[1]
+            log.warning("journal slot %d/%d is claimed by another writer; skipped", *key)
         raise RuntimeError(f"{MAX_SKIPPED_SLOTS} journal slots of shard {self.shard} claimed by other writers")
+
+    async def _claim_until(
+        self, key: tuple[int, int], ahead: asyncio.Task[bool] | None, deadline: float
+    ) -> bool | None:
+        """Whether slot ``key`` is this writer's (the claim made ahead, else claimed now), retried while the
+        outcome is unknown (the same claimant is idempotent); None if still unknown at ``deadline``."""
+        outcome: list[bool] = []
+
+        async def claim_once() -> None:
+            nonlocal ahead
+            pending, ahead = ahead, None  # the claim made ahead is awaited once; a retry claims anew
+            outcome.append(await (pending or self._ledger.claim_slot(*key, self.claimant)))
+
+        ok = await retry_until(
+            claim_once,
+            deadline=deadline,
+            base_s=self.config.retry_base_s,
+            cap_s=self.config.retry_cap_s,
+            what=f"claim of journal slot {key[0]}/{key[1]}",
+        )
+        return outcome[0] if ok else None
 
     def _drop_claims_ahead(self) -> None:
         for task in self._claims.values():
@@ -437,12 +445,12 @@ class ShardWriter:
         self._claims.clear()
 
     def _claim_ahead(self, slot: int) -> None:
-        async def claim() -> bool:
-            return await self._ledger.claim_slot(self.shard, slot, self.claimant)
-
-        task = asyncio.get_running_loop().create_task(claim(), name=f"claim-{self.shard}-{slot}")
+        key = (self.shard, slot)
+        task = asyncio.get_running_loop().create_task(
+            self._ledger.claim_slot(*key, self.claimant), name=f"claim-{key[0]}-{key[1]}"
+        )
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: re-claimed on demand
-        self._claims[slot] = task
+        self._claims[key] = task
 
     def _form(self, items: Sequence[_Queued], slot: int, at: int) -> tuple[list[PlacedBet], list[Debit]]:
         day = utc_day(at)
@@ -839,6 +847,17 @@ def writer_owner() -> str:
     return setting_str("INPLAY_WRITER_ID") or f"w-{os.getpid()}-{os.urandom(4).hex()}"
 
 
+async def wait_for_epoch(wallet: WalletStore, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Waits until the wallet projection has its epoch marker (it is in place: fresh, or rebuilt by some
+    process's repair). False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while await wallet.epoch() is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True
+
+
 async def wait_for_projection(
     wallet: WalletStore, ledger: Ledger, shards: int, *, timeout_s: float, poll_s: float = 0.05
 ) -> bool:
@@ -850,10 +869,8 @@ async def wait_for_projection(
     rebuild restores the heads from the journal); until then this waits (the sim's seed 110: a settlement
     run during a Redis loss settled an event without a bet of a dead writer's unprojected slot)."""
     deadline = time.monotonic() + timeout_s
-    while await wallet.epoch() is None:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(poll_s)
+    if not await wait_for_epoch(wallet, timeout_s, poll_s):
+        return False
     heads = await wallet.journal_heads(shards)
     waiting = {n: head for n, head in enumerate(heads) if head > 0}
     while waiting:
@@ -979,6 +996,7 @@ __all__ = [
     "ShardWriter",
     "WriterConfig",
     "accepted_record",
+    "wait_for_epoch",
     "wait_for_projection",
     "writer_owner",
 ]

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, utc_day, wait_for_projection
+from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, utc_day, wait_for_epoch, wait_for_projection
 from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
 from inplay.domain.settlement.model import SETTLEMENT_KINDS
 from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
@@ -179,22 +179,13 @@ async def ensure_projection_ready(
             # Another process's repair overtook this one (every process that starts on a lost projection
             # repairs it; an operator's `reconcile --repair` too): its rebuild is as good as ours. Wait for it.
             log.warning("another repair of %r is running; waiting for its epoch", projection)
-            if await _epoch_within(wallet, OTHER_REPAIR_WAIT_S):
+            if await wait_for_epoch(wallet, OTHER_REPAIR_WAIT_S, poll_s=0.1):
                 return "rebuilt"
     raise WalletUnavailable(f"the projection {projection!r} could not be rebuilt: repairs kept overtaking")
 
 
 REPAIR_ATTEMPTS = 3
 OTHER_REPAIR_WAIT_S = 120.0
-
-
-async def _epoch_within(wallet: WalletStore, seconds: float, poll_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await wallet.epoch() is not None:
-            return True
-        await asyncio.sleep(poll_s)
-    return False
 
 
 async def repair_projection(
