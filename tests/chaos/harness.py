@@ -25,6 +25,7 @@ from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.bets.v1 import bets_pb2, bets_pb2_grpc
 from inplay.model import MarketState
 from tests.support.api import OPERATOR, as_user, balance, deposit, ledger_entries, make_market, slip
+from tests.support.cli import run_reconcile
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "scripts" / "stack" / "cluster.sh"
@@ -398,15 +399,7 @@ async def flushall_and_repair(
     await asyncio.sleep(3.0)
     t0 = time.monotonic()
     repair_env = {k: v for k, v in env.items() if k != "INPLAY_WRITER_ID"}
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "inplay.cli", "reconcile", "--repair"],
-        env=repair_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = await run_reconcile(repair_env, "--repair")
     assert done.returncode == 0, done.stderr[-3000:]
     return time.monotonic() - t0
 

@@ -7,22 +7,17 @@ empty") and the projection stayed fenced-off/unrepaired.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from inplay.ids import key_part
 from tests.support.api import balance, deposit
+from tests.support.cli import run_reconcile
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_reconcile_repair_command_rebuilds_a_wrong_balance(
@@ -45,15 +40,7 @@ async def test_reconcile_repair_command_rebuilds_a_wrong_balance(
         "INPLAY_TOPIC_PREFIX": topic_prefix,
         "INPLAY_LOG_LEVEL": "WARNING",
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "inplay.cli", "reconcile", "--repair", "--account", account],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = await run_reconcile(env, "--repair", "--account", account)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "repaired from the ledger" in done.stdout
     assert await balance(channel, account) == 5_000
