@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from inplay import ports
+from tests.support import taskdump
 
 if TYPE_CHECKING:
     from inplay.adapters.cassandra_ledger import CassandraLedger
@@ -44,6 +45,34 @@ SESSION_TOPICS = {
     ports.TOPIC_FEED_RAW: 3,
     ports.TOPIC_MARKET_CHANGES: 3,
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    taskdump.install()
+
+
+def _phase_watchdog(item: pytest.Item) -> Any:
+    """The asyncio tasks are printed 30 s before pytest-timeout ends a stuck phase (tests/support/taskdump.py)."""
+    timeout = float(item.config.getini("timeout") or 0)
+    return taskdump.watchdog(timeout - 30 if timeout > 60 else 0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    with _phase_watchdog(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    with _phase_watchdog(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    with _phase_watchdog(item):
+        return (yield)
 
 
 def new_id(prefix: str) -> str:

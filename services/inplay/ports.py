@@ -294,6 +294,17 @@ class ShardClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class BalanceScan:
+    """Σ entries per account and the (account, entry id) of every credit-side entry (all but STAKE rows:
+    the wallet's once-markers), from ONE pass over the entries. Entries keep landing while a repair scans
+    (settlement pages write the ledger under the repair fence; only their Redis credits wait), so each entry
+    must be in both or in neither: one marked applied but not counted would never reach the wallet."""
+
+    balances: dict[str, int]
+    credit_entry_ids: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class WalletRebuild:
     """Everything the wallet projection holds for money, rebuilt from the ledger and the journal."""
 
@@ -522,7 +533,9 @@ class Ledger(Protocol):
 
     async def all_limits(self) -> dict[str, AccountLimits]: ...
 
-    async def credit_entry_ids(self) -> list[tuple[str, str]]: ...
+    async def scan_balances(self) -> BalanceScan:
+        """Balances and credit entry ids from one pass (see BalanceScan): the repair's source."""
+        ...
 
     def scan_bet_history(self) -> AsyncIterator[BetEvent]:
         """Every bet history row (a full scan: the repair's view of which bets are settled)."""
@@ -603,6 +616,7 @@ __all__ = [
     "TOPIC_RESULTS",
     "TOPIC_SETTLEMENTS",
     "AccountLimits",
+    "BalanceScan",
     "BatchIntent",
     "BusMessage",
     "CacheWrite",

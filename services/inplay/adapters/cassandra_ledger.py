@@ -55,7 +55,7 @@ from inplay.domain.journal import (
     stake_entry,
 )
 from inplay.model import BetEvent, BetState, EntryKind, LedgerEntry, Leg, PlacedBet
-from inplay.ports import AccountLimits, JournalRejected, LedgerError
+from inplay.ports import AccountLimits, BalanceScan, JournalRejected, LedgerError
 
 EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
@@ -291,8 +291,8 @@ class CassandraLedger:
         )
         self._ins_epoch = p("INSERT INTO wallet_epochs (projection, epoch, created_at_ms) VALUES (?, ?, ?)")
         self._sel_epochs = p("SELECT epoch FROM wallet_epochs WHERE projection = ?")
-        self._scan_entry_ids = p(
-            "SELECT account_id, entry_id, kind FROM ledger_by_account "
+        self._scan_entries = p(
+            "SELECT account_id, entry_id, kind, amount_minor FROM ledger_by_account "
             "WHERE token(account_id) > ? AND token(account_id) <= ?"
         )
         self._scan_history = p(
@@ -598,14 +598,16 @@ class CassandraLedger:
         async for row in self._scan_all(self._scan_history):
             yield _event(row)
 
-    async def credit_entry_ids(self) -> list[tuple[str, str]]:
-        """(account, entry id) of every credit-side entry (everything but STAKE rows): the once-markers
-        of the wallet projection."""
-        out: list[tuple[str, str]] = []
-        async for row in self._scan_all(self._scan_entry_ids):
+    async def scan_balances(self) -> BalanceScan:
+        """One pass over ``ledger_by_account`` (ports.BalanceScan): each row read is counted and, if a
+        credit, marked; a row written behind the pass is in neither."""
+        totals: dict[str, int] = defaultdict(int)
+        credits: list[tuple[str, str]] = []
+        async for row in self._scan_all(self._scan_entries):
+            totals[row.account_id] += int(row.amount_minor)
             if row.kind != int(EntryKind.STAKE):
-                out.append((row.account_id, row.entry_id))
-        return out
+                credits.append((row.account_id, row.entry_id))
+        return BalanceScan(dict(totals), credits)
 
     async def record_epoch(self, projection: str, epoch: str, at_ms: int) -> None:
         await self._execute(self._ins_epoch, (projection, epoch, at_ms))

@@ -27,6 +27,7 @@ from inplay.domain.journal import (
 from inplay.model import BetEvent, EntryKind, LedgerEntry, MarketStatus, PlacedBet
 from inplay.ports import (
     AccountLimits,
+    BalanceScan,
     BatchIntent,
     BusMessage,
     Credit,
@@ -424,8 +425,14 @@ class MemoryLedger:
     async def all_limits(self) -> dict[str, AccountLimits]:
         return {account: limits for account, (_, limits) in self._limits.items()}
 
-    async def credit_entry_ids(self) -> list[tuple[str, str]]:
-        return [(acc, entry_id) for (acc, _, entry_id), e in self._entries.items() if e.kind != EntryKind.STAKE]
+    async def scan_balances(self) -> BalanceScan:
+        totals: dict[str, int] = defaultdict(int)
+        credits: list[tuple[str, str]] = []
+        for (account, _, entry_id), e in self._entries.items():
+            totals[account] += e.amount_minor
+            if e.kind != EntryKind.STAKE:
+                credits.append((account, entry_id))
+        return BalanceScan(dict(totals), credits)
 
     async def record_epoch(self, projection: str, epoch: str, at_ms: int) -> None:
         if epoch not in self._epochs[projection]:

@@ -220,9 +220,7 @@ class ShardWriter:
         self._wake.set()
         if self._task is not None:
             await _bounded(self._task, drain_s)
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
+        await _cancelled(self._lease_task)
         self._fail_queued("the server is shutting down; retry with the same key")
         if self._lease_ok:
             with contextlib.suppress(Exception):
@@ -255,7 +253,7 @@ class ShardWriter:
 
     async def _keep_lease(self) -> None:
         period = self.config.lease_ttl_ms / 3000
-        while True:
+        while not self._stopping:  # the flag ends it even if its cancellation was lost
             await asyncio.sleep(period)
             try:
                 self._lease_ok = await self._wallet.renew_shard(self.shard, self.owner, self.config.lease_ttl_ms)
@@ -832,13 +830,32 @@ class Projector:
         await self._bus.deliver(messages, timeout_s=10.0)
 
 
+# How long a cancelled task may take to end before a shutdown goes on without it.
+CANCEL_GRACE_S = 5.0
+
+
 async def _bounded(task: asyncio.Task[None], seconds: float) -> None:
-    """Waits for ``task`` at most ``seconds``, then cancels it."""
+    """Waits for ``task`` at most ``seconds``, then cancels it (``_cancelled``)."""
     done, _ = await asyncio.wait({task}, timeout=seconds)
     if not done:
         log.warning("%s did not finish within %.0f s; cancelled", task.get_name(), seconds)
-        task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+        await _cancelled(task)
+    else:
+        await asyncio.gather(task, return_exceptions=True)  # retrieves its exception, if any
+
+
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancels ``task`` and waits at most CANCEL_GRACE_S for it to end: a shutdown never hangs on a task
+    that lost its cancellation (CPython 3.11's ``wait_for`` can swallow one, gh-86296); it logs where the
+    task is parked and goes on without it."""
+    if task is None:
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+    if done:
+        await asyncio.gather(task, return_exceptions=True)
+    else:
+        log.error("%s ignored its cancellation; left behind (parked at %s)", task.get_name(), task.get_stack())
 
 
 def writer_owner() -> str:
@@ -912,18 +929,18 @@ class OrphanAdopter:
         self._owner = f"{owner}/adopter"
         self._period_s = period_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.adopted = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-adopter")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping = True
+        await _cancelled(self._task)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:  # the flag ends it even if its cancellation was lost
             await asyncio.sleep(self._period_s)
             try:
                 await self.run_once()

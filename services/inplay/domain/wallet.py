@@ -135,8 +135,11 @@ async def reconcile(
 ) -> ReconcileReport:
     """Compares the Redis balance projection with Σ ledger entries once the views cover the journal; with
     ``repair`` the whole projection is rebuilt from the ledger under a fence (``repair_projection``), never
-    by overwriting balances while bets and credits run (H10)."""
-    await wait_for_projection(wallet, ledger, shards, timeout_s=30.0)
+    by overwriting balances while bets and credits run (H10). A projection that lost its data (no epoch
+    marker) is compared as it is, without waiting for a watermark it cannot have: its heads went with it,
+    and its repair is this call's (or a starting writer's) rebuild from the journal."""
+    if await wallet.epoch() is not None:
+        await wait_for_projection(wallet, ledger, shards, timeout_s=30.0)
     truth = await ledger.account_balances()
     if accounts is not None:
         truth = {a: truth.get(a, 0) for a in accounts}
@@ -302,11 +305,10 @@ async def rebuild_state(ledger: Ledger, now: int, shards: int = 0) -> WalletRebu
             journal[shard] = (projected, last_slot, last_checksum)
     for start in range(0, len(unprojected), 1000):  # idempotent rows; the checkpoint is the projector's
         await ledger.project_bets(unprojected[start : start + 1000])
-    balances = await ledger.account_balances()
-    applied = [entry_id for _, entry_id in await ledger.credit_entry_ids()]
+    scan = await ledger.scan_balances()  # one pass: a payout landing meanwhile is counted iff marked
     return WalletRebuild(
-        balances=balances,
-        applied_entry_ids=applied,
+        balances=scan.balances,
+        applied_entry_ids=[entry_id for _, entry_id in scan.credit_entry_ids],
         idempotency=idempotency,
         daily_stake=dict(daily),
         liability=dict(liability),

@@ -194,7 +194,8 @@ class LedgerContract:
         await ledger_store.append_entries([payout, payout])
         await ledger_store.append_entries([payout])
         assert (await ledger_store.account_entries(account, 10, "")) == ([payout], "")
-        assert (account, payout.entry_id) in await ledger_store.credit_entry_ids()
+        scan = await ledger_store.scan_balances()
+        assert (account, payout.entry_id) in scan.credit_entry_ids and scan.balances[account] == 2_500
 
     # --- the journal ---------------------------------------------------------------------------------
 
@@ -296,7 +297,9 @@ class LedgerContract:
         )
         assert (await journal.account_balances())[account] == -sum(b.stake_minor for b in bets)
         assert all(e.entry_id.startswith("stake:") for e in entries)
-        assert not [e for acc, e in await journal.credit_entry_ids() if acc == account]  # stakes are not credits
+        scan = await journal.scan_balances()
+        assert not [e for acc, e in scan.credit_entry_ids if acc == account]  # stakes are not credits
+        assert scan.balances[account] == -sum(b.stake_minor for b in bets)
 
     async def test_limits_newest_wins_and_epochs(self, ledger_store: Ledger) -> None:
         account, projection = uid("acc"), uid("proj")

@@ -1,0 +1,69 @@
+"""The asyncio tasks of a stuck test, printed before pytest-timeout kills it.
+
+pytest-timeout prints the threads' stacks, and a hung asyncio test shows nothing there but the event loop
+in ``select``: what is stuck is a task. SIGUSR1 prints every task of the running loop with the await chain
+it is parked on; a watchdog sends it to this process shortly before a test phase's timeout (and a human
+can send it with ``kill -USR1 <pid>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+
+def dump_tasks(_signum: int = 0, _frame: FrameType | None = None) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        print("[taskdump] no event loop is running", file=sys.stderr, flush=True)
+        return
+    tasks = asyncio.all_tasks(loop)
+    print(f"[taskdump] {len(tasks)} asyncio tasks", file=sys.stderr, flush=True)
+    for task in tasks:
+        print(f"--- {task.get_name()}: {task!r}"[:400], file=sys.stderr)
+        for line in _await_chain(task.get_coro()):
+            print("    " + line, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine is parked: each frame of its ``await`` chain (a task's own stack shows
+    only the outermost frame of a suspended coroutine)."""
+    lines = []
+    while coro is not None and len(lines) < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        nxt = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+        if nxt is None and coro is not None and not lines:
+            break
+        if nxt is None:
+            lines.append(f"awaiting {coro!r}"[:300] if frame is None else "")
+        coro = nxt
+    return [line for line in lines if line]
+
+
+def install() -> None:
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, dump_tasks)
+
+
+@contextmanager
+def watchdog(seconds: float) -> Iterator[None]:
+    """Sends SIGUSR1 to this process if the block is still running after ``seconds``."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.daemon = True
+    if seconds > 0:
+        timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
