@@ -36,19 +36,16 @@ def dump_tasks(_signum: int = 0, _frame: FrameType | None = None) -> None:
 
 def _await_chain(coro: Any) -> list[str]:
     """Where a suspended coroutine is parked: each frame of its ``await`` chain (a task's own stack shows
-    only the outermost frame of a suspended coroutine)."""
-    lines = []
+    only the outermost frame of a suspended coroutine), then the non-coroutine object it waits on."""
+    lines: list[str] = []
     while coro is not None and len(lines) < 40:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
-        if frame is not None:
-            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-        nxt = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
-        if nxt is None and coro is not None and not lines:
+        if frame is None:
+            lines.append(f"awaiting {coro!r}"[:300])
             break
-        if nxt is None:
-            lines.append(f"awaiting {coro!r}"[:300] if frame is None else "")
-        coro = nxt
-    return [line for line in lines if line]
+        lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+    return lines
 
 
 def install() -> None:
