@@ -135,11 +135,12 @@ def run_ghz(
     target: str,
     protoset: Path,
     data: Any,
-    metadata: dict[str, str],
+    metadata: dict[str, str] | list[dict[str, str]],
     load: Load,
     out_dir: Path,
 ) -> GhzResult:
-    """Runs ghz, keeps its raw JSON (gzipped) in ``out_dir`` and returns the summary + timeline."""
+    """Runs ghz, keeps its raw JSON (gzipped) in ``out_dir`` and returns the summary + timeline. A list of
+    metadata objects is used round-robin, one per call (e.g. one bearer token per account)."""
     data_file = out_dir / f"ghz-{name}.data.json"
     data_file.write_text(json.dumps(data))
     cmd = [

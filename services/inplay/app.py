@@ -129,6 +129,49 @@ def _topics(prefix: str) -> dict[str, int]:
     }
 
 
+@dataclass
+class MoneyStores:
+    """What an operator's money command needs: the wallet projection and the ledger (with this
+    deployment's journal). No bet path, no writer shard, no consumers, no odds pipeline: a repair run from
+    the command line must not claim a journal shard, rebuild the projection a second time at start, or wait
+    on a Kafka group to close."""
+
+    wallet_store: WalletStore
+    ledger: Ledger
+    closers: list[Callable[[], Awaitable[None]]]
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception:  # closing must go on for the other store
+                import logging
+
+                logging.getLogger("inplay.app").exception("error while closing")
+
+
+async def open_money_stores(stack: StackSettings) -> MoneyStores:
+    """Redis wallet + Cassandra ledger of the real stack (the operator CLI's reconcile)."""
+    from inplay.adapters.cassandra_ledger import CassandraLedger
+    from inplay.adapters.redis_wallet import RedisWallet
+
+    closers: list[Callable[[], Awaitable[None]]] = []
+    wallet = await RedisWallet.connect(
+        stack.redis_url,
+        stack.redis_prefix,
+        wait_replicas=stack.redis_wait_replicas,
+        wait_timeout_ms=stack.redis_wait_timeout_ms,
+    )
+    closers.append(wallet.close)
+    try:
+        cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
+    except BaseException:
+        await wallet.close()
+        raise
+    closers.append(cassandra.close)
+    return MoneyStores(wallet, cassandra.with_journal(stack.redis_prefix), closers)
+
+
 async def open_runtime(settings: Settings) -> Runtime:
     stack = settings.stack
     closers: list[Callable[[], Awaitable[None]]] = []

@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from inplay.app import open_mapping_store, open_runtime
+from inplay import diagnostics
+from inplay.app import open_mapping_store, open_money_stores
 from inplay.config import Settings, StackSettings
 from inplay.domain.wallet import reconcile
 from inplay.errors import DomainError
@@ -26,26 +27,29 @@ async def _reconcile(repair: bool, accounts: list[str] | None) -> int:
     if settings.stack.embedded:
         print("reconcile needs the real stack: load .stack/env (./dev up) first", file=sys.stderr)
         return 2
-    runtime = await open_runtime(settings)
+    stores = await open_money_stores(settings.stack)
     try:
         # The projection is named by the Redis prefix (as open_bet_path names it): a repair records its new
         # epoch under that name, and waits for this deployment's shards.
         report = await reconcile(
-            runtime.wallet_store,
-            runtime.ledger,
+            stores.wallet_store,
+            stores.ledger,
             repair=repair,
             accounts=accounts,
             projection=settings.stack.redis_prefix,
             shards=settings.journal.shards,
         )
     finally:
-        await runtime.close()
+        await stores.close()
     print(f"accounts checked: {report.accounts}")
     for account, (projected, ledger) in sorted(report.mismatched.items()):
         print(f"  {account}: redis={projected} ledger={ledger} diff={projected - ledger}")
+    if report.repaired:
+        print("repaired from the ledger")
+        return 0
     if report.mismatched:
-        print("repaired from the ledger" if report.repaired else "mismatches found (run with --repair)")
-        return 0 if report.repaired else 1
+        print("mismatches found (run with --repair)")
+        return 1
     print("projection matches the ledger")
     return 0
 
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     fixture.add_argument("--status")
     fixture.add_argument("--starts-at-ms", type=int)
     args = parser.parse_args(argv)
+    diagnostics.install()  # kill -USR1 <pid>: where a stuck command waits
     if args.command == "reconcile":
         return asyncio.run(_reconcile(args.repair, args.account))
     if args.command == "mapping":

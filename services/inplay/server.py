@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from inplay import auth, limits
+from inplay import auth, diagnostics, limits
 from inplay.app import Runtime, open_runtime, register_services
 from inplay.config import Settings, setting_bool
 from inplay.logs import setup_logging
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
     setup_logging()
+    diagnostics.install()  # kill -USR1 <pid> prints the asyncio tasks
     setup_tracing("inplay-server")
     settings = Settings.from_env()
     if args.port is not None:

@@ -44,3 +44,40 @@ async def test_reconcile_repair_command_rebuilds_a_wrong_balance(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "repaired from the ledger" in done.stdout
     assert await balance(channel, account) == 5_000
+
+
+async def test_reconcile_repair_command_rebuilds_a_lost_projection_once(
+    served: tuple[Any, Any],
+    redis_prefix: str,
+    cassandra_keyspace: str,
+    topic_prefix: str,
+    unique_id: Callable[[str], str],
+) -> None:
+    """The projection's keys are gone (FLUSHALL of this deployment's prefix) while the server runs. The
+    command rebuilds it once, from the ledger, with nothing but the two money stores open: before, it
+    opened a whole runtime (a journal writer on a shard of its own, the odds pipeline, Kafka consumers),
+    whose start-up rebuilt the projection a first time, and a repair hung once for 300 s in the fault suite."""
+    runtime, channel = served
+    account = unique_id("acc")
+    await deposit(channel, account, 5_000)
+    client = runtime.wallet_store.client
+    keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*", count=1000)]
+    assert keys
+    await client.delete(*keys)
+    assert await runtime.wallet_store.epoch() is None
+    env = {
+        **os.environ,
+        "INPLAY_REDIS_PREFIX": redis_prefix,
+        "INPLAY_KEYSPACE": cassandra_keyspace,
+        "INPLAY_TOPIC_PREFIX": topic_prefix,
+        "INPLAY_LOG_LEVEL": "WARNING",
+    }
+    # Only an account whose projected and true balances agree (0 and 0): the lost epoch alone must be
+    # enough to repair, or every debit would stay NOT_READY.
+    done = await run_reconcile(env, "--repair", "--account", unique_id("never-funded"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "repaired from the ledger" in done.stdout, done.stdout
+    assert done.stderr.count("rebuilt: quiesce") == 1, done.stderr[-3000:]
+    assert "lost its data" not in done.stderr, "the command ran a start-up rebuild of its own"
+    assert await runtime.wallet_store.epoch() is not None
+    assert await balance(channel, account) == 5_000

@@ -1,56 +1,20 @@
-"""The asyncio tasks of a stuck test, printed before pytest-timeout kills it.
+"""The asyncio tasks of a stuck test, printed before pytest-timeout kills it (``inplay.diagnostics``).
 
 pytest-timeout prints the threads' stacks, and a hung asyncio test shows nothing there but the event loop
-in ``select``: what is stuck is a task. SIGUSR1 prints every task of the running loop with the await chain
-it is parked on; a watchdog sends it to this process shortly before a test phase's timeout (and a human
-can send it with ``kill -USR1 <pid>``).
+in ``select``. A watchdog sends SIGUSR1 to this process shortly before a test phase's timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
-from typing import Any
 
+from inplay.diagnostics import dump_tasks, install
 
-def dump_tasks(_signum: int = 0, _frame: FrameType | None = None) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        print("[taskdump] no event loop is running", file=sys.stderr, flush=True)
-        return
-    tasks = asyncio.all_tasks(loop)
-    print(f"[taskdump] {len(tasks)} asyncio tasks", file=sys.stderr, flush=True)
-    for task in tasks:
-        print(f"--- {task.get_name()}: {task!r}"[:400], file=sys.stderr)
-        for line in _await_chain(task.get_coro()):
-            print("    " + line, file=sys.stderr)
-    sys.stderr.flush()
-
-
-def _await_chain(coro: Any) -> list[str]:
-    """Where a suspended coroutine is parked: each frame of its ``await`` chain (a task's own stack shows
-    only the outermost frame of a suspended coroutine), then the non-coroutine object it waits on."""
-    lines: list[str] = []
-    while coro is not None and len(lines) < 40:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
-        if frame is None:
-            lines.append(f"awaiting {coro!r}"[:300])
-            break
-        lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
-    return lines
-
-
-def install() -> None:
-    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGUSR1, dump_tasks)
+__all__ = ["dump_tasks", "install", "watchdog"]
 
 
 @contextmanager

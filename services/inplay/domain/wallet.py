@@ -138,7 +138,8 @@ async def reconcile(
     by overwriting balances while bets and credits run (H10). A projection that lost its data (no epoch
     marker) is compared as it is, without waiting for a watermark it cannot have: its heads went with it,
     and its repair is this call's (or a starting writer's) rebuild from the journal."""
-    if await wallet.epoch() is not None:
+    lost = await wallet.epoch() is None
+    if not lost:
         await wait_for_projection(wallet, ledger, shards, timeout_s=30.0)
     truth = await ledger.account_balances()
     if accounts is not None:
@@ -146,9 +147,12 @@ async def reconcile(
     names = sorted(truth)
     projected = await wallet.balances(names) if names else []
     mismatched = {name: (proj, truth[name]) for name, proj in zip(names, projected, strict=True) if proj != truth[name]}
-    if repair and mismatched:
+    # A lost projection is rebuilt even where its balances happen to match: its idempotency records,
+    # once-markers and limits went too, and without a new epoch every debit stays NOT_READY.
+    repaired = repair and (lost or bool(mismatched))
+    if repaired:
         await repair_projection(wallet, ledger, projection, shards)
-    return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repair and bool(mismatched))
+    return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repaired)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -207,10 +211,23 @@ async def repair_projection(
     token = os.urandom(8).hex()  # this repair's fence: an overtaking repair takes it over, and then we write nothing
     await wallet.set_fence(True, token, FENCE_TTL_MS)
     keeper = asyncio.get_running_loop().create_task(_keep_fence(wallet, token))
+    t0 = time.monotonic()
     try:
         await _quiesce(wallet, ledger, shards, settle_timeout_s)
+        t1 = time.monotonic()
         state = await rebuild_state(ledger, clock(), shards)
+        t2 = time.monotonic()
         await wallet.rebuild(state, token)
+        # An operator's repair is rare and slow: where its time went is worth a line each time.
+        log.warning(
+            "projection %r rebuilt: quiesce %.1f s, read %.1f s (%d accounts, %d idempotency records), write %.1f s",
+            projection,
+            t1 - t0,
+            t2 - t1,
+            len(state.balances),
+            len(state.idempotency),
+            time.monotonic() - t2,
+        )
     except BaseException:
         with contextlib.suppress(Exception):  # fail closed: without a new epoch every debit stays NOT_READY
             await wallet.set_fence(False, token)
