@@ -5,7 +5,7 @@ run reaches is bounded by the sum of every process's CPU per bet, not by the ser
 report gives that split (µs of CPU per accepted bet by role) and the bound it implies: ``cores / Σ``.
 
 Roles: ``server`` (the measured server processes), ``cassandra``, ``kafka``, ``redis`` (the stack's
-processes, found by their command lines), ``ghz`` (the load generator: CPU of children reaped during the
+processes, found by their command lines), ``envoy`` (the edge, when a run goes through it), ``ghz`` (the load generator: CPU of children reaped during the
 run, ``RUSAGE_CHILDREN``), ``other`` (everything else on the box: other engineers' work shows here).
 """
 
@@ -25,6 +25,8 @@ def _role(cmdline: str) -> str:
         return "kafka"
     if cmdline.startswith("redis-server") or "/redis-server" in cmdline.split(" ", 1)[0]:
         return "redis"
+    if cmdline.split(" ", 1)[0].endswith("/envoy"):
+        return "envoy"
     return "other"
 
 
@@ -32,7 +34,7 @@ def snapshot(server_pids: Iterable[int]) -> dict[str, float]:
     """CPU seconds (user + system) so far, summed by role, for every live process on the box."""
     servers = set(server_pids)
     me = os.getpid()
-    out: dict[str, float] = {"server": 0.0, "cassandra": 0.0, "kafka": 0.0, "redis": 0.0, "other": 0.0}
+    out: dict[str, float] = {"server": 0.0, "cassandra": 0.0, "kafka": 0.0, "redis": 0.0, "envoy": 0.0, "other": 0.0}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue

@@ -245,29 +245,35 @@ def ghz_spike(
     shed arrival counts as shed (the same-key retry of a shed call is proven by tests/integration/
     test_admission.py); its open loop at ``--factor`` x the pre rate stands for the arrivals plus retries.
     The spike's figures count the calls *started* in the spike window (ghz's per-call details)."""
+    from . import cpu
     from .bets import PLACE_BET, _slip
     from .common import delta, label
     from .ghz import Load, _ts, percentile, run_ghz, write_protoset
 
     protoset = write_protoset(out_dir / "spike.protoset")
-    md = [{"authorization": f"Bearer {t}"} for t in tokens]
+    # One bearer token per call, round-robin over the accounts: ghz 0.121 takes one metadata object, but
+    # its templates have sprig's list/index/mod (JWTs contain no backticks, Go's raw-string quote).
+    listed = " ".join(f"`{t}`" for t in tokens)
+    md = {"authorization": f"Bearer {{{{ index (list {listed}) (mod .RequestNumber {len(tokens)}) }}}}"}
     tag = uuid.uuid4().hex[:4]
 
     def data(prefix: str) -> dict[str, Any]:
         return {"slip": _slip(market, f"{prefix}{tag}-{{{{.RequestNumber}}}}")}
 
     run_ghz("spike-warmup", PLACE_BET, target, protoset, data("w"), md, Load(args.concurrency, 2), out_dir)
+    cpu0 = cpu.snapshot(srv.pids)
     steady = run_ghz(
         "spike-steady", PLACE_BET, target, protoset, data("s"), md, Load(args.concurrency, int(args.steady_s)), out_dir
     )
+    steady_cpu = cpu.per_bet(cpu0, cpu.snapshot(srv.pids), int(steady.summary["ok"]))
     steady_rate = float(steady.summary["ok_per_s"])
     base = max(1, round(steady_rate * args.base_frac))
     peak = round(base * args.factor)
     pre_s, spike_s = int(args.pre_s), int(args.spike_s)
     load = Load(args.ghz_workers, pre_s + spike_s, rps=base, rps_end=peak, step_after_s=pre_s, connections=20)
-    before = srv.metrics()
+    before, cpu1 = srv.metrics(), cpu.snapshot(srv.pids)
     stepped = run_ghz("spike-step", PLACE_BET, target, protoset, data("k"), md, load, out_dir)
-    after = srv.metrics()
+    after, cpu2 = srv.metrics(), cpu.snapshot(srv.pids)
     import gzip
 
     raw = json.loads(gzip.open(out_dir / "ghz-spike-step.json.gz", "rt").read())
@@ -295,7 +301,7 @@ def ghz_spike(
     }
     return {
         "client": "ghz",
-        "steady": {**steady.summary, "concurrency": args.concurrency},
+        "steady": {**steady.summary, "concurrency": args.concurrency, "cpu_us_per_bet": steady_cpu},
         "offered_rps": {"pre": base, "spike": peak},
         "pre": pre,
         "spike": spike,
@@ -306,6 +312,8 @@ def ghz_spike(
             label(k, "reason"): int(v) for k, v in delta(before, after, "inplay_bets_rejected_total{").items()
         },
         "server_shed": shed,
+        # pre + spike together: per accepted bet, so the CPU that shedding cost shows beside the steady run's
+        "step_cpu_us_per_accepted_bet": cpu.per_bet(cpu1, cpu2, int(pre["accepted"]) + int(spike["accepted"])),
         "timeline": stepped.timeline,
     }
 
