@@ -157,19 +157,7 @@ async def settle_under_fault(
         await server.stop()
 
 
-# A finding of this suite, not fixed yet (docs/reliability.md, "During a settlement run"): after FLUSHALL mid-run,
-# the operator's repair and the resumed worker's start-up repair overlap; the run then completes with every
-# payout once in the ledger, but once (of two runs) one account's wallet balance differed from its ledger sum.
-KNOWN = {
-    "redis-flushall": "finding: after FLUSHALL mid-run and two overlapping repairs, one wallet balance once "
-    "differed from the ledger (the ledger itself was right)",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=KNOWN[n])) if n in KNOWN else n for n in FAULTS],
-)
+@pytest.mark.parametrize("name", list(FAULTS))
 async def test_fault_during_settlement_run(
     name: str,
     cluster: Cluster,
