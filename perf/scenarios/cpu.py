@@ -5,8 +5,9 @@ run reaches is bounded by the sum of every process's CPU per bet, not by the ser
 report gives that split (µs of CPU per accepted bet by role) and the bound it implies: ``cores / Σ``.
 
 Roles: ``server`` (the measured server processes), ``cassandra``, ``kafka``, ``redis`` (the stack's
-processes, found by their command lines), ``envoy`` (the edge, when a run goes through it), ``ghz`` (the load generator: CPU of children reaped during the
-run, ``RUSAGE_CHILDREN``), ``other`` (everything else on the box: other engineers' work shows here).
+processes, found by their command lines), ``envoy`` (the edge, when a run goes through it), ``ghz`` (the
+load generator: CPU of children reaped during the run, ``RUSAGE_CHILDREN``), ``other`` (everything else on
+the box: other engineers' work shows here).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -36,6 +36,18 @@ from inplay.domain.settlement.settings import SettlementConfig
 from inplay.domain.wallet import DurableLimits, Wallet, ensure_projection_ready
 from inplay.ports import TOPIC_BETS, DepositKeys, EventBus, Ledger, LiveOddsCache, WalletStore
 
+if TYPE_CHECKING:
+    from inplay.adapters.redis_wallet import RedisWallet
+
+
+async def close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Runs the closers in reverse order of opening; one failing never stops the others."""
+    for closer in reversed(closers):
+        try:
+            await closer()
+        except Exception:  # closing must go on for the other stores
+            logging.getLogger("inplay.app").exception("error while closing")
+
 
 @dataclass
 class Runtime:
@@ -56,13 +68,7 @@ class Runtime:
     health: Any = None
 
     async def close(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                await closer()
-            except Exception:  # closing must go on for the other stores
-                import logging
-
-                logging.getLogger("inplay.app").exception("error while closing")
+        await close_all(self.closers)
 
 
 @dataclass
@@ -94,16 +100,10 @@ async def _real_stores(stack: StackSettings, closers: list[Callable[[], Awaitabl
     from inplay.adapters.cassandra_ledger import CassandraLedger
     from inplay.adapters.kafka_bus import KafkaEventBus, ensure_topics
     from inplay.adapters.redis_odds import RedisOddsCache
-    from inplay.adapters.redis_wallet import RedisWallet
 
     redis_odds = await RedisOddsCache.connect(stack.redis_url, stack.redis_prefix)
     closers.append(redis_odds.close)
-    redis_wallet = await RedisWallet.connect(
-        stack.redis_url,
-        stack.redis_prefix,
-        wait_replicas=stack.redis_wait_replicas,
-        wait_timeout_ms=stack.redis_wait_timeout_ms,
-    )
+    redis_wallet = await _connect_wallet(stack)
     closers.append(redis_wallet.close)
     cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)
     closers.append(cassandra.close)
@@ -141,27 +141,26 @@ class MoneyStores:
     closers: list[Callable[[], Awaitable[None]]]
 
     async def close(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                await closer()
-            except Exception:  # closing must go on for the other store
-                import logging
-
-                logging.getLogger("inplay.app").exception("error while closing")
+        await close_all(self.closers)
 
 
-async def open_money_stores(stack: StackSettings) -> MoneyStores:
-    """Redis wallet + Cassandra ledger of the real stack (the operator CLI's reconcile)."""
-    from inplay.adapters.cassandra_ledger import CassandraLedger
+async def _connect_wallet(stack: StackSettings) -> RedisWallet:
     from inplay.adapters.redis_wallet import RedisWallet
 
-    closers: list[Callable[[], Awaitable[None]]] = []
-    wallet = await RedisWallet.connect(
+    return await RedisWallet.connect(
         stack.redis_url,
         stack.redis_prefix,
         wait_replicas=stack.redis_wait_replicas,
         wait_timeout_ms=stack.redis_wait_timeout_ms,
     )
+
+
+async def open_money_stores(stack: StackSettings) -> MoneyStores:
+    """Redis wallet + Cassandra ledger of the real stack (the operator CLI's reconcile)."""
+    from inplay.adapters.cassandra_ledger import CassandraLedger
+
+    closers: list[Callable[[], Awaitable[None]]] = []
+    wallet = await _connect_wallet(stack)
     closers.append(wallet.close)
     try:
         cassandra = await CassandraLedger.connect(list(stack.cassandra_hosts), stack.cassandra_port, stack.keyspace)

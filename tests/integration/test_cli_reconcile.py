@@ -20,6 +20,17 @@ from tests.support.cli import run_reconcile
 pytestmark = pytest.mark.integration
 
 
+def _cli_env(redis_prefix: str, keyspace: str, topic_prefix: str) -> dict[str, str]:
+    """The command's environment: this test's deployment (prefix, keyspace, topics) on the real stack."""
+    return {
+        **os.environ,
+        "INPLAY_REDIS_PREFIX": redis_prefix,
+        "INPLAY_KEYSPACE": keyspace,
+        "INPLAY_TOPIC_PREFIX": topic_prefix,
+        "INPLAY_LOG_LEVEL": "WARNING",
+    }
+
+
 async def test_reconcile_repair_command_rebuilds_a_wrong_balance(
     served: tuple[Any, Any],
     redis_prefix: str,
@@ -33,13 +44,7 @@ async def test_reconcile_repair_command_rebuilds_a_wrong_balance(
     # The projection drifts from the ledger (what a lost write or a stale replica leaves behind).
     await runtime.wallet_store.client.incrby(f"{redis_prefix}bal:{key_part(account)}", 777)
     assert await balance(channel, account) == 5_777
-    env = {
-        **os.environ,
-        "INPLAY_REDIS_PREFIX": redis_prefix,
-        "INPLAY_KEYSPACE": cassandra_keyspace,
-        "INPLAY_TOPIC_PREFIX": topic_prefix,
-        "INPLAY_LOG_LEVEL": "WARNING",
-    }
+    env = _cli_env(redis_prefix, cassandra_keyspace, topic_prefix)
     done = await run_reconcile(env, "--repair", "--account", account)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "repaired from the ledger" in done.stdout
@@ -65,13 +70,7 @@ async def test_reconcile_repair_command_rebuilds_a_lost_projection_once(
     assert keys
     await client.delete(*keys)
     assert await runtime.wallet_store.epoch() is None
-    env = {
-        **os.environ,
-        "INPLAY_REDIS_PREFIX": redis_prefix,
-        "INPLAY_KEYSPACE": cassandra_keyspace,
-        "INPLAY_TOPIC_PREFIX": topic_prefix,
-        "INPLAY_LOG_LEVEL": "WARNING",
-    }
+    env = _cli_env(redis_prefix, cassandra_keyspace, topic_prefix)
     # Only an account whose projected and true balances agree (0 and 0): the lost epoch alone must be
     # enough to repair, or every debit would stay NOT_READY.
     done = await run_reconcile(env, "--repair", "--account", unique_id("never-funded"))
