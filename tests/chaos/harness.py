@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -388,10 +389,10 @@ def server_env(
 
 async def flushall_and_repair(
     cluster: Cluster, env: dict[str, str], before_repair: Callable[[], Awaitable[None]] | None = None
-) -> float:
+) -> str:
     """FLUSHALL on the Redis primary, then (after ``before_repair`` and 3 s of traffic against the empty
-    projection) the one documented repair command (``reconcile --repair``, on its own shard, not the
-    server's). Returns the repair's duration, s."""
+    projection) the one documented repair command (``reconcile --repair``). Returns the table's words for
+    it: the command's duration and where the repair's own time went (its phase line)."""
     master = await cluster.redis_master_port()
     assert await cluster.redis_command(master, "FLUSHALL") == "+OK"
     if before_repair is not None:
@@ -401,7 +402,11 @@ async def flushall_and_repair(
     repair_env = {k: v for k, v in env.items() if k != "INPLAY_WRITER_ID"}
     done = await run_reconcile(repair_env, "--repair")
     assert done.returncode == 0, done.stderr[-3000:]
-    return time.monotonic() - t0
+    took = time.monotonic() - t0
+    phases = re.search(
+        r"quiesce [0-9.]+ s, read [0-9.]+ s \(\d+ accounts, \d+ idempotency records\), write [0-9.]+ s", done.stderr
+    )
+    return f"`./dev cli reconcile --repair` ({took:.1f} s{'; ' + phases.group(0) if phases else ''})"
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
