@@ -20,7 +20,7 @@ from typing import Any
 
 from . import cassandra_baseline, cpu
 from .common import OPERATOR_MD, Server, delta, histogram_quantiles, label, loadavg, server
-from .ghz import GhzResult, Load, percentile, run_ghz
+from .ghz import GhzResult, Load, details_of, in_window, percentile, run_ghz
 
 HEALTH = "grpc.health.v1.Health/Check"
 PLACE_BET = "inplay.bets.v1.BetService/PlaceBet"
@@ -222,24 +222,16 @@ def _profiled(srv: Server, profiler: str, out: Path, seconds: int) -> Iterator[N
 
 def _phases(result: GhzResult, out_dir: Path) -> dict[str, Any]:
     """Before and after the step of a stepped load: offered vs achieved rate, p50/p99 (OK calls)."""
-    import gzip
-    import json
-
-    from .ghz import _ts
-
-    raw = json.loads(gzip.open(out_dir / f"ghz-{result.name}.json.gz", "rt").read())
-    details = raw.get("details") or []
+    details, t0 = details_of(out_dir, result.name)
     if not details:
         return {}
-    t0 = min(_ts(d["timestamp"]) for d in details)
     step = result.load.step_after_s
     out: dict[str, Any] = {}
     for phase, lo, hi, offered in (
         ("before", 0.0, float(step), result.load.rps),
         ("spike", float(step), float("inf"), result.load.rps_end),
     ):
-        calls = [d for d in details if lo <= _ts(d["timestamp"]) - t0 < hi]
-        lat = sorted(d["latency"] / 1e6 for d in calls if d["status"] == "OK")
+        calls, lat = in_window(details, t0, lo, hi)
         span = (min(hi, result.load.duration_s) - lo) or 1.0
         out[phase] = {
             "offered_per_s": offered,

@@ -135,12 +135,11 @@ def run_ghz(
     target: str,
     protoset: Path,
     data: Any,
-    metadata: dict[str, str] | list[dict[str, str]],
+    metadata: dict[str, str],
     load: Load,
     out_dir: Path,
 ) -> GhzResult:
-    """Runs ghz, keeps its raw JSON (gzipped) in ``out_dir`` and returns the summary + timeline. A list of
-    metadata objects is used round-robin, one per call (e.g. one bearer token per account)."""
+    """Runs ghz, keeps its raw JSON (gzipped) in ``out_dir`` and returns the summary + timeline."""
     data_file = out_dir / f"ghz-{name}.data.json"
     data_file.write_text(json.dumps(data))
     cmd = [
@@ -168,6 +167,21 @@ def run_ghz(
     with gzip.open(out_dir / f"ghz-{name}.json.gz", "wt") as f:
         f.write(proc.stdout)
     return summarize(name, call, load, json.loads(proc.stdout))
+
+
+def details_of(out_dir: Path, name: str) -> tuple[list[dict[str, Any]], float]:
+    """The per-call details that :func:`run_ghz` kept for run ``name``, and the first call's start time."""
+    with gzip.open(out_dir / f"ghz-{name}.json.gz", "rt") as f:
+        details: list[dict[str, Any]] = json.loads(f.read()).get("details") or []
+    return details, min((_ts(d["timestamp"]) for d in details), default=0.0)
+
+
+def in_window(
+    details: list[dict[str, Any]], t0: float, lo: float, hi: float
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """The calls started in [t0 + lo, t0 + hi), and the sorted latencies (ms) of the OK ones."""
+    calls = [d for d in details if lo <= _ts(d["timestamp"]) - t0 < hi]
+    return calls, sorted(d["latency"] / 1e6 for d in calls if d["status"] == "OK")
 
 
 def summarize(name: str, call: str, load: Load, report: dict[str, Any]) -> GhzResult:

@@ -248,7 +248,7 @@ def ghz_spike(
     from . import cpu
     from .bets import PLACE_BET, _slip
     from .common import delta, label
-    from .ghz import Load, _ts, percentile, run_ghz, write_protoset
+    from .ghz import Load, details_of, in_window, percentile, run_ghz, write_protoset
 
     protoset = write_protoset(out_dir / "spike.protoset")
     # One bearer token per call, round-robin over the accounts: ghz 0.121 takes one metadata object, but
@@ -274,15 +274,10 @@ def ghz_spike(
     before, cpu1 = srv.metrics(), cpu.snapshot(srv.pids)
     stepped = run_ghz("spike-step", PLACE_BET, target, protoset, data("k"), md, load, out_dir)
     after, cpu2 = srv.metrics(), cpu.snapshot(srv.pids)
-    import gzip
-
-    raw = json.loads(gzip.open(out_dir / "ghz-spike-step.json.gz", "rt").read())
-    details = raw.get("details") or []
-    t0 = min(_ts(d["timestamp"]) for d in details)
+    details, t0 = details_of(out_dir, stepped.name)
 
     def window(lo: float, hi: float) -> dict[str, Any]:
-        calls = [d for d in details if lo <= _ts(d["timestamp"]) - t0 < hi]
-        ok = sorted(d["latency"] / 1e6 for d in calls if d["status"] == "OK")
+        calls, ok = in_window(details, t0, lo, hi)
         return {
             "started": len(calls),
             "started_per_s": round(len(calls) / (hi - lo), 1),
