@@ -35,6 +35,9 @@ import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
+sys.path.insert(0, str(ROOT / "perf"))
+
+from scenarios import cpu  # noqa: E402
 
 from inplay.adapters.memory_odds import MemoryMarketChangeLog  # noqa: E402
 from inplay.adapters.redis_odds import RedisFeedMappings, RedisOddsCache  # noqa: E402
@@ -176,6 +179,7 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
     # warm-up (scripts loaded, connections open) on a separate slice of markets is not needed: first chunk
     prof = cProfile.Profile() if args.profile else None
     cpu0 = time.process_time()
+    roles0 = cpu.snapshot(())
     start = time.perf_counter()
     if prof is not None:
         prof.enable()
@@ -185,6 +189,13 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         prof.disable()
     pipeline_s = time.perf_counter() - start
     pipeline_cpu_s = time.process_time() - cpu0
+    # Every process's CPU per update by role ("server" = this process: the pipeline), and the rate bound the
+    # sum implies on this box's cores: the stores share the two cores with the pipeline.
+    # (the snapshot leaves this process out: its own CPU is process_time's).
+    after = cpu.snapshot(())
+    after["server"] = pipeline_cpu_s
+    roles = cpu.per_bet({**roles0, "server": 0.0}, after, len(msgs))
+    roles.pop("ghz", None)
     if prof is not None:
         prof.dump_stats(args.profile)
         pstats.Stats(prof).sort_stats("cumulative").print_stats(
@@ -209,6 +220,7 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         "pipeline_seconds": round(pipeline_s, 3),
         # CPU of this process per update (client-side cost; less sensitive to a busy machine than the rate).
         "pipeline_cpu_us_per_update": round(pipeline_cpu_s / n * 1e6, 1),
+        "cpu_us_per_update_by_process": {("pipeline" if k == "server" else k): v for k, v in roles.items()},
         "profiled": bool(args.profile),
         "baseline_redis_hset_publish_per_s": round(n / redis_s),
         # the pipeline now sends one odds record per update (+ one reception-log record per chunk)
