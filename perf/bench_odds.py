@@ -71,12 +71,15 @@ def mapping(events: int, tag: str) -> dict[str, Any]:
     return doc
 
 
-def updates(events: int, n: int, t0: int) -> list[RawMessage]:
-    """n alpha price messages round-robin over the events' two markets, timestamps increasing."""
+def updates(events: int, n: int, t0: int, all_move: bool = False) -> list[RawMessage]:
+    """n alpha price messages round-robin over the events' two markets, timestamps increasing. By default
+    one selection of each market moves per update; ``all_move``: every selection moves (a live 1X2 ladder
+    moves together: 3 + 2 PRICE entries per pair of updates instead of 1 + 1)."""
     out = []
     for k in range(n):
         i = k % events
         a = f"A{i}"
+        other = HOME[(k // events + 1) % 4] if all_move else ""
         ts = t0 + k // (2 * events) * 10 + 1
         if (k // events) % 2 == 0:
             payload = wire.alpha_odds(
@@ -84,7 +87,11 @@ def updates(events: int, n: int, t0: int) -> list[RawMessage]:
                 ts,
                 f"TAG-{a}",
                 f"TAG-{a}-MR",
-                {f"TAG-{a}-MR-H": HOME[(k // events) % 4], f"TAG-{a}-MR-D": "3.40", f"TAG-{a}-MR-A": "3.80"},
+                {
+                    f"TAG-{a}-MR-H": HOME[(k // events) % 4],
+                    f"TAG-{a}-MR-D": f"3.4{other[-1]}" if other else "3.40",
+                    f"TAG-{a}-MR-A": f"3.8{other[-1]}" if other else "3.80",
+                },
             )
         else:
             payload = wire.alpha_odds(
@@ -92,7 +99,7 @@ def updates(events: int, n: int, t0: int) -> list[RawMessage]:
                 ts,
                 f"TAG-{a}",
                 f"TAG-{a}-OU",
-                {f"TAG-{a}-OU-O": HOME[(k // events) % 4], f"TAG-{a}-OU-U": "1.80"},
+                {f"TAG-{a}-OU-O": HOME[(k // events) % 4], f"TAG-{a}-OU-U": f"1.8{other[-1]}" if other else "1.80"},
             )
         out.append(RawMessage("alpha", payload, ts + 5))
     return out
@@ -121,8 +128,12 @@ async def change_log(use_cassandra: bool) -> tuple[MarketChangeLog, Any]:
         f"CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
     )
     session.set_keyspace(keyspace)
-    cql = (ROOT / "services/inplay/adapters/cql/0003_feed.cql").read_text()
-    session.execute("\n".join(line for line in cql.splitlines() if not line.startswith("--")).strip().rstrip(";"))
+    for name in ("0003_feed.cql", "0007_feed_change_rows.cql"):  # the change log's tables (the legacy one is read)
+        path = ROOT / "services/inplay/adapters/cql" / name
+        if not path.exists():  # a tree from before 0007 (a baseline run)
+            continue
+        cql = path.read_text()
+        session.execute("\n".join(line for line in cql.splitlines() if not line.startswith("--")).strip().rstrip(";"))
     return CassandraMarketChangeLog(session), (cluster, session, keyspace)
 
 
@@ -174,7 +185,7 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
     pipe = FeedPipeline(cache, bus, mappings, control, rules, topic_prefix)
     msgs = [
         RawMessage(m.provider, m.payload.replace(b"TAG", tag.encode()), m.received_at_ms)
-        for m in updates(args.events, args.updates, now_ms() - 600_000)
+        for m in updates(args.events, args.updates, now_ms() - 600_000, args.all_move)
     ]
     # warm-up (scripts loaded, connections open) on a separate slice of markets is not needed: first chunk
     prof = cProfile.Profile() if args.profile else None
@@ -634,6 +645,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=50_000)
     parser.add_argument("--events", type=int, default=500, help="events (2 markets each) for the ingest run")
     parser.add_argument("--chunk", type=int, default=500)
+    parser.add_argument("--all-move", action="store_true", help="every selection moves on every update")
     parser.add_argument("--skip-changelog", action="store_true", help="memory change log instead of Cassandra")
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50.0, help="fan-out updates per second")

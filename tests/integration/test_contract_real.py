@@ -20,9 +20,9 @@ from inplay.adapters.redis_lease import RedisLocks
 from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.adapters.redis_wallet import RedisWallet
 from inplay.ports import EventBus
-from tests.support.contracts import known_gap
+from tests.support.contracts import uid
 from tests.support.contracts.bus import BusContract
-from tests.support.contracts.changes import ChangeLogContract
+from tests.support.contracts.changes import T0, ChangeLogContract, change, read_all
 from tests.support.contracts.deposits import DepositKeysContract
 from tests.support.contracts.ledger import LedgerContract
 from tests.support.contracts.locks import LocksContract
@@ -62,16 +62,38 @@ class TestCassandraSettlement(SettlementContract):
 
 
 class TestCassandraChangeLog(ChangeLogContract):
-    # Finding: the token is the driver's paging state, which is not empty after a page that ends exactly
-    # at the last row: a client reads one more, empty page (the port says "empty on the last page").
-    test_the_last_full_page_has_no_token = known_gap(
-        ChangeLogContract.test_the_last_full_page_has_no_token,
-        "CassandraMarketChangeLog.list returns a token after a last page that is exactly full",
-    )
-
     @pytest.fixture
     def change_log(self, ledger: CassandraLedger) -> CassandraMarketChangeLog:
         return CassandraMarketChangeLog(ledger.session)
+
+    async def test_one_row_per_market_write(
+        self, ledger: CassandraLedger, change_log: CassandraMarketChangeLog
+    ) -> None:
+        # A write's entries (status + selections) are one row, not a row each.
+        m = uid("m")
+        write = [change(m, 1, T0, "STATUS", new="ACTIVE"), change(m, 1, T0, sel="home"), change(m, 1, T0, sel="away")]
+        await change_log.append([*write, change(m, 2, T0 + 5, sel="home", new="2.1")])
+        rows = ledger.session.execute("SELECT version FROM market_change_rows WHERE market_id = %s", (m,))
+        assert [r.version for r in rows] == [1, 2]
+
+    async def test_legacy_rows_are_read_first_then_the_new_table(
+        self, ledger: CassandraLedger, change_log: CassandraMarketChangeLog
+    ) -> None:
+        # market_changes (migration 0003, a row per entry) is no longer written; its rows stay readable.
+        m = uid("m")
+        legacy = [change(m, v, T0 + v, new=f"{v}.0") for v in range(1, 4)]
+        for seq, c in enumerate(legacy):
+            ledger.session.execute(
+                "INSERT INTO market_changes (market_id, version, at_ms, seq, kind, selection_id, old_value, "
+                "new_value, source, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (m, c.version, c.at_ms, seq, c.kind, c.selection_id, c.old_value, c.new_value, c.source, c.reason),
+            )
+        new = [change(m, v, T0 + v, new=f"{v}.0") for v in range(4, 7)]
+        await change_log.append(new)
+        for size in (2, 3, 10):
+            pages = await read_all(change_log, m, size)
+            assert [c for p in pages for c in p] == [*legacy, *new], size
+            assert all(0 < len(p) <= size for p in pages[:-1]), size
 
 
 class KafkaBusHarness:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -360,16 +361,22 @@ class MemoryFeedMappings:
 
 
 class MemoryMarketChangeLog:
+    """Keyed as the Cassandra rows: (version, at, digest of the write's entries, position), so a retried
+    append stores the same entries and two appends with different entries under one (version, at) keep both."""
+
     def __init__(self) -> None:
-        self._rows: dict[str, dict[tuple[int, int, int], MarketChange]] = {}
+        self._rows: dict[str, dict[tuple[int, int, bytes, int], MarketChange]] = {}
 
     async def append(self, changes: Sequence[MarketChange]) -> None:
-        counters: dict[tuple[str, int, int], int] = {}
+        groups: dict[tuple[str, int, int], list[MarketChange]] = {}
         for c in changes:
-            key = (c.market_id, c.version, c.at_ms)
-            seq = counters.get(key, 0)
-            counters[key] = seq + 1
-            self._rows.setdefault(c.market_id, {})[(c.version, c.at_ms, seq)] = c
+            groups.setdefault((c.market_id, c.version, c.at_ms), []).append(c)
+        for (market_id, version, at_ms), group in groups.items():
+            entries = [(c.kind, c.selection_id, c.old_value, c.new_value, c.source, c.reason) for c in group]
+            part = hashlib.blake2b(repr(entries).encode(), digest_size=8).digest()
+            rows = self._rows.setdefault(market_id, {})
+            for seq, c in enumerate(group):
+                rows[(version, at_ms, part, seq)] = c
 
     async def list(self, market_id: str, page_size: int, page_token: str) -> tuple[list[MarketChange], str]:
         rows = [v for _, v in sorted(self._rows.get(market_id, {}).items())]

@@ -17,6 +17,7 @@ T0 = 1_772_323_200_000
 def change(
     market_id: str, version: int, at_ms: int, kind: str = "PRICE", sel: str = "home", new: str = "2.0"
 ) -> MarketChange:
+    """A change entry; ``sel`` is ignored for a STATUS entry (it names no selection)."""
     return MarketChange(market_id, sel if kind == "PRICE" else "", kind, "", new, "prov-a", "", version, at_ms)
 
 
@@ -73,3 +74,29 @@ class ChangeLogContract:
             await change_log.list(other, 1, token)  # another market's token
         with pytest.raises(InvalidArgument):
             await change_log.list(m, 1, "forged!")
+
+    async def test_a_page_may_end_inside_one_writes_entries(self, change_log: MarketChangeLog) -> None:
+        # Three writes of three entries each (a status and two prices, as a 1X2 update logs), pages of two.
+        m = uid("m")
+        changes = [
+            change(m, v, T0 + v, *args)
+            for v in range(1, 4)
+            for args in (("STATUS", "", f"ACTIVE{v}"), ("PRICE", "home", f"{v}.1"), ("PRICE", "away", f"{v}.2"))
+        ]
+        await change_log.append(changes)
+        pages = await read_all(change_log, m, 2)
+        assert [len(p) for p in pages] == [2, 2, 2, 2, 1]
+        assert [c for p in pages for c in p] == changes
+
+    async def test_two_appends_under_one_version_and_time_keep_both(self, change_log: MarketChangeLog) -> None:
+        # Two chunks in one millisecond: a price write, then a failover's PROVIDER entry at the same (current)
+        # version. The row-per-entry key (version, at, position) overwrote the first with the second.
+        m = uid("m")
+        price = [change(m, 4, T0, sel="home", new="2.1"), change(m, 4, T0, sel="away", new="3.1")]
+        switch = [MarketChange(m, "", "PROVIDER", "alpha", "bravo", "feed-router", "HEARTBEAT_TIMEOUT", 4, T0)]
+        await change_log.append(price)
+        await change_log.append(switch)
+        await change_log.append(price)  # a retry stores nothing new
+        got, _ = await change_log.list(m, 10, "")
+        assert sorted(got, key=repr) == sorted([*price, *switch], key=repr)
+        assert got[:2] == price or got[1:] == price  # a write's entries stay together, in order
