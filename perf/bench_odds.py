@@ -188,6 +188,10 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         for m in updates(args.events, args.updates, now_ms() - 600_000, args.all_move)
     ]
     # warm-up (scripts loaded, connections open) on a separate slice of markets is not needed: first chunk
+    if args.gc == "server":  # the collector as the server runs it (IngestOdds runs the pipeline there)
+        from inplay.server import tune_gc
+
+        tune_gc()
     prof = cProfile.Profile() if args.profile else None
     cpu0 = time.process_time()
     roles0 = cpu.snapshot(())
@@ -227,6 +231,7 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         "markets": 2 * args.events,
         "chunk": args.chunk,
         "change_log": "memory" if args.skip_changelog else "cassandra",
+        "gc": args.gc,
         "pipeline_updates_per_s": round(n / pipeline_s),
         "pipeline_seconds": round(pipeline_s, 3),
         # CPU of this process per update (client-side cost; less sensitive to a busy machine than the rate).
@@ -646,6 +651,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500, help="events (2 markets each) for the ingest run")
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--all-move", action="store_true", help="every selection moves on every update")
+    parser.add_argument(
+        "--gc", choices=("server", "default"), default="server", help="the server's collector thresholds, or CPython's"
+    )
     parser.add_argument("--skip-changelog", action="store_true", help="memory change log instead of Cassandra")
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50.0, help="fan-out updates per second")
