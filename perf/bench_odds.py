@@ -615,6 +615,8 @@ async def bench_reads(args: argparse.Namespace, redis_url: str) -> dict[str, Any
             ):
                 r = run_ghz(f"{name}-{label}", call, srv.target, protoset, data, meta, load, out_dir).summary
                 runs[label] = {k: r[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "status")}
+                # Every call reads a market that exists: any other answer is a defect, not noise.
+                runs[label]["not_ok"] = sum(n for code, n in r["status"].items() if code != "OK")
             runs["get_market_vs_health"] = round(runs["get_market"]["ok_per_s"] / runs["health"]["ok_per_s"], 3)
             result[name] = runs
     return result
@@ -684,6 +686,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+    failed = [f"{tree} {label}" for tree, runs in result.get("reads", {}).items() if isinstance(runs, dict)
+              for label, r in runs.items() if isinstance(r, dict) and r.get("not_ok")]  # fmt: skip
+    if failed:
+        raise SystemExit(f"calls that did not answer OK: {', '.join(failed)} (see {out})")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,57 @@ async def test_get_market_over_grpc_reads_own_writes_at_once(odds_grpc: OddsGrpc
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await odds_grpc.odds.GetMarket(odds_pb2.GetMarketRequest(market_id="nope"), metadata=BETTOR)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class Gated(Counting):
+    """Reads that wait for a gate when one is set: the test decides which read returns first."""
+
+    def __init__(self, inner: RedisOddsCache) -> None:
+        super().__init__(inner)
+        self.get_gate: asyncio.Event | None = None
+        self.list_gate: asyncio.Event | None = None
+
+    async def get_markets(self, market_ids: Sequence[str]) -> list[MarketState | None]:
+        gate, self.get_gate = self.get_gate, None
+        got = await super().get_markets(market_ids)
+        if gate is not None:
+            await gate.wait()
+        return got
+
+    async def list_event_markets(self, event_id: str) -> list[MarketState]:
+        gate, self.list_gate = self.list_gate, None
+        got = await super().list_event_markets(event_id)
+        if gate is not None:
+            await gate.wait()
+        return got
+
+
+async def test_a_late_first_read_never_empties_a_loaded_event(odds_env: OddsEnv) -> None:
+    # Found by perf/bench_odds.py --reads (1-2 NOT_FOUND of ~5,000 GetMarket of an existing market, at the
+    # start): of the first concurrent reads of an event, one whose Redis read came back after another had
+    # loaded the event loaded it again, emptying the held markets while the event stayed live. A read in
+    # that window found the market missing.
+    env = odds_env
+    t = now_ms() - 1_000
+    await env.ingest(("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10))
+    gated = Gated(env.cache)
+    hub = OddsHub(gated)  # type: ignore[arg-type]
+    reads = MarketReadCache(gated, hub)  # type: ignore[arg-type]
+    try:
+        late_read, reload_read = asyncio.Event(), asyncio.Event()
+        gated.get_gate = late_read
+        late = asyncio.create_task(reads.get_market(env.mr))  # its Redis read returns last
+        await until(lambda: gated.reads == 1)
+        first = await reads.get_market(env.mr)  # loads the event
+        assert first is not None
+        gated.list_gate = reload_read  # a reload of the event, if one starts, waits here
+        late_read.set()
+        await asyncio.sleep(0.05)  # the late read goes on (on the old code: into a reload)
+        during = [await reads.get_market(env.mr) for _ in range(3)]
+        reload_read.set()
+        assert during == [first] * 3
+        assert await late == first
+        assert await reads.get_market(env.mr) == first
+    finally:
+        await reads.close()
+        await hub.close()

@@ -291,6 +291,11 @@ class MarketReadCache:
         pending = self._loading.get(event_id)
         if pending is not None:
             return await asyncio.shield(pending)
+        held = self._events.get(event_id)
+        if held is not None and held.live and not self._hub.recovering:
+            # Loaded meanwhile (this read's own Redis read came back after another read's load): a reload
+            # would only read Redis again.
+            return held
         fut: asyncio.Future[_EventMarkets | None] = asyncio.get_running_loop().create_future()
         self._loading[event_id] = fut
         try:
@@ -315,6 +320,7 @@ class MarketReadCache:
             self._events[event_id] = entry
             await self._evict()
         else:  # a reload (subscription lost, correction, reset): what is held may be ahead of the cache
+            entry.live = False  # reads go to Redis until the reload is complete, never to emptied markets
             entry.markets = {}
         for state in await self._cache.list_event_markets(event_id):  # subscribed first: nothing missed
             entry.put(state)
