@@ -56,13 +56,18 @@ async def until(check: object, timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_reads_served_in_process_and_fresh_by_pub_sub(odds_env: OddsEnv, other_pod: RedisOddsCache) -> None:
-    env = odds_env
+async def priced_reads(env: OddsEnv, cache: Counting) -> tuple[OddsHub, MarketReadCache]:
+    """The event priced once through the pipeline, and a read cache (with its hub) over ``cache``."""
     t = now_ms() - 1_000
     await env.ingest(("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10))
+    hub = OddsHub(cache)  # type: ignore[arg-type]
+    return hub, MarketReadCache(cache, hub)  # type: ignore[arg-type]
+
+
+async def test_reads_served_in_process_and_fresh_by_pub_sub(odds_env: OddsEnv, other_pod: RedisOddsCache) -> None:
+    env = odds_env
     counting = Counting(env.cache)
-    hub = OddsHub(counting)  # type: ignore[arg-type]
-    reads = MarketReadCache(counting, hub)  # type: ignore[arg-type]
+    hub, reads = await priced_reads(env, counting)
     try:
         first = await reads.get_market(env.mr)
         assert first is not None and first.version == 1
@@ -140,11 +145,8 @@ async def test_a_late_first_read_never_empties_a_loaded_event(odds_env: OddsEnv)
     # loaded the event loaded it again, emptying the held markets while the event stayed live. A read in
     # that window found the market missing.
     env = odds_env
-    t = now_ms() - 1_000
-    await env.ingest(("alpha", env.alpha_mr(t, "2.00", "3.40", "3.80"), t + 10))
     gated = Gated(env.cache)
-    hub = OddsHub(gated)  # type: ignore[arg-type]
-    reads = MarketReadCache(gated, hub)  # type: ignore[arg-type]
+    hub, reads = await priced_reads(env, gated)
     try:
         late_read, reload_read = asyncio.Event(), asyncio.Event()
         gated.get_gate = late_read
