@@ -41,14 +41,19 @@ async def _reconcile(repair: bool, accounts: list[str] | None) -> int:
         )
     finally:
         await stores.close()
-    print(f"accounts checked: {report.accounts}")
+    if report.lost:
+        # A lost projection's idempotency records, once-markers and limits went with its balances, so even
+        # balances that happen to agree are no "match": every debit answers NOT_READY until it is rebuilt.
+        print("the projection lost its data (no epoch marker)")
+    else:
+        print(f"accounts checked: {report.accounts}")
     for account, (projected, ledger) in sorted(report.mismatched.items()):
         print(f"  {account}: redis={projected} ledger={ledger} diff={projected - ledger}")
     if report.repaired:
         print("repaired from the ledger")
         return 0
-    if report.mismatched:
-        print("mismatches found (run with --repair)")
+    if report.lost or report.mismatched:
+        print("run with --repair to rebuild the projection from the ledger")
         return 1
     print("projection matches the ledger")
     return 0

@@ -122,6 +122,8 @@ class ReconcileReport:
     accounts: int
     mismatched: dict[str, tuple[int, int]]  # account -> (projection, ledger)
     repaired: bool
+    # The projection had lost its data (no epoch marker): every debit answers NOT_READY until it is repaired.
+    lost: bool = False
 
 
 async def reconcile(
@@ -137,8 +139,13 @@ async def reconcile(
     ``repair`` the whole projection is rebuilt from the ledger under a fence (``repair_projection``), never
     by overwriting balances while bets and credits run (H10). A projection that lost its data (no epoch
     marker) is compared as it is, without waiting for a watermark it cannot have: its heads went with it,
-    and its repair is this call's (or a starting writer's) rebuild from the journal."""
+    and its repair is this call's (or a starting writer's) rebuild from the journal. A lost projection
+    with ``repair`` is rebuilt at once, without the comparison: the comparison is a full scan of the
+    ledger, bets answer NOT_READY until the rebuild is done, and the rebuild scans the ledger itself."""
     lost = await wallet.epoch() is None
+    if lost and repair:
+        await repair_projection(wallet, ledger, projection, shards)
+        return ReconcileReport(accounts=0, mismatched={}, repaired=True, lost=True)
     if not lost:
         await wait_for_projection(wallet, ledger, shards, timeout_s=30.0)
     truth = await ledger.account_balances()
@@ -147,12 +154,10 @@ async def reconcile(
     names = sorted(truth)
     projected = await wallet.balances(names) if names else []
     mismatched = {name: (proj, truth[name]) for name, proj in zip(names, projected, strict=True) if proj != truth[name]}
-    # A lost projection is rebuilt even where its balances happen to match: its idempotency records,
-    # once-markers and limits went too, and without a new epoch every debit stays NOT_READY.
-    repaired = repair and (lost or bool(mismatched))
+    repaired = repair and bool(mismatched)
     if repaired:
         await repair_projection(wallet, ledger, projection, shards)
-    return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repaired)
+    return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repaired, lost=lost)
 
 
 # --------------------------------------------------------------------------------------------------------
