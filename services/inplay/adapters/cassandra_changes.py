@@ -1,10 +1,10 @@
 """The market change log in Cassandra: one partition per market, oldest first.
 
 Written to ``market_change_rows`` (migration 0007): **one row per market write** (market, version, at), its
-entries in order in one JSON column. Cassandra's write cost on this box is per row (a 10-column row per entry
-cost 71-77 µs of Cassandra CPU, a compact row 26-42 µs; docs/odds-pipeline.md), and one write often changes
-several selections and the status at once, so a row per write instead of a row per entry cuts the change
-log's share of the box by more than half. Rows pack into small unlogged batches sent concurrently.
+entries in order in one JSON column, instead of a row per entry: one write often changes several selections
+and the status at once. Measured on the ingest bench (docs/odds-pipeline.md, fourth round): Cassandra CPU per
+update 25 µs against 31 µs for the row-per-entry table (medians of 5 interleaved runs); most of Cassandra's
+cost is per market write, not per entry. Rows pack into small unlogged batches sent concurrently.
 
 ``market_changes`` (migration 0003, a row per entry) is no longer written. Reads return its rows first: the
 log moved to the new table on upgrade, so every row there is older than the new table's.
