@@ -614,14 +614,17 @@ class CassandraLedger:
         rows = (await self._execute(self._sel_epochs, (projection,))).result().current_rows
         return [str(r.epoch) for r in rows]
 
-    async def _scan_all(self, prepared: Any) -> AsyncIterator[Any]:
+    async def _scan_all(self, prepared: Any, params: tuple[Any, ...] = ()) -> AsyncIterator[Any]:
         """Every row of a token-range scan (no order across ranges)."""
-        async for _, rows in self._scan_pages(prepared):
+        async for _, rows in self._scan_pages(prepared, params):
             for row in rows or ():
                 yield row
 
-    async def _scan_pages(self, prepared: Any) -> AsyncIterator[tuple[int, list[Any] | None]]:
-        """(range, page) for the SCAN_SPLITS token ranges of ``prepared``, read concurrently, each page by
+    async def _scan_pages(
+        self, prepared: Any, params: tuple[Any, ...] = ()
+    ) -> AsyncIterator[tuple[int, list[Any] | None]]:
+        """(range, page) for the SCAN_SPLITS token ranges of ``prepared`` (bound to the range's bounds, then
+        ``params``), read concurrently, each page by
         page in order; (range, None) when a range is done. At most SCAN_SPLITS pages wait for the consumer
         (memory stays bounded); a failed read is raised here, and the other reads are cancelled when the
         consumer stops early or fails. The ranges used to be read one after another: a repair's scans took
@@ -636,7 +639,8 @@ class CassandraLedger:
                 state: bytes | None = None
                 while True:
                     # Murmur3 never yields the minimum token, so (lo, hi] ranges cover the ring.
-                    rows, state = await self._page(prepared, (bounds[split], bounds[split + 1]), SCAN_PAGE, state)
+                    bound = (bounds[split], bounds[split + 1], *params)
+                    rows, state = await self._page(prepared, bound, SCAN_PAGE, state)
                     await queue.put((split, rows))
                     if not state:
                         await queue.put((split, None))
@@ -807,26 +811,12 @@ class CassandraLedger:
         return [_entry(r) for r in rows], pagetoken.encode(scope, state)
 
     async def account_balances(self, as_of_ms: int | None = None) -> dict[str, int]:
-        """Σ amount per account over the whole ledger (entries created <= ``as_of_ms`` if given). The
-        token ring is split into SCAN_SPLITS ranges scanned concurrently (each page by page)."""
-        lo, hi = -(2**63), 2**63 - 1
-        step = (hi - lo) // SCAN_SPLITS
-        bounds = [lo + i * step for i in range(SCAN_SPLITS)] + [hi]
+        """Σ amount per account over the whole ledger (entries created <= ``as_of_ms`` if given): one
+        token-range scan (:meth:`_scan_pages`)."""
         totals: dict[str, int] = defaultdict(int)
-
-        async def scan(start: int, end: int) -> None:
-            # Murmur3 never yields the minimum token, so (lo, hi] ranges cover the ring.
-            params: tuple[int, ...] = (start, end) if as_of_ms is None else (start, end, as_of_ms)
-            prepared = self._scan if as_of_ms is None else self._scan_as_of
-            state: bytes | None = None
-            while True:
-                rows, state = await self._page(prepared, params, SCAN_PAGE, state)
-                for r in rows:
-                    totals[r.account_id] += int(r.amount_minor)
-                if not state:
-                    return
-
-        await asyncio.gather(*(scan(bounds[i], bounds[i + 1]) for i in range(SCAN_SPLITS)))
+        scan = self._scan_all(self._scan) if as_of_ms is None else self._scan_all(self._scan_as_of, (as_of_ms,))
+        async for r in scan:
+            totals[r.account_id] += int(r.amount_minor)
         return dict(totals)
 
     # --- history ---------------------------------------------------------------------------------------
