@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from inplay import _core
 from inplay._core import ArithmeticOverflow, CoreError, InvalidCoreInput, InvalidOdds, InvalidStake
+from inplay.valuetype import value
 
 __all__ = [
     "MAX_LEGS",
@@ -48,7 +48,7 @@ __all__ = [
 MAX_LEGS: int = _core.MAX_LEGS
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Odds:
     """Decimal odds ``num/den``: reduced, ``1 < num/den <= 10_000``, ``den <= 1_000_000``.
 
@@ -175,7 +175,7 @@ def reason_of(exc: CoreError) -> str:
     return "CORE_ERROR"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Quote:
     """One leg's price check at acceptance: suspended → stale (``age_ms > max_age_ms``) → tolerance.
 
@@ -230,7 +230,7 @@ def potential_returns(bets: Sequence[tuple[int, Sequence[Odds]]]) -> list[int]:
     return _core.potential_returns([(stake, [(o.num, o.den) for o in legs]) for stake, legs in bets])
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SettleLeg:
     """A leg's odds and result. ``dead_heat`` (num, den) in (0, 1] is read only for DEAD_HEAT."""
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from inplay.core import AcceptancePolicy, LegOutcome, Odds
 from inplay.core import BetState as BetState  # the one numbering of bet states lives in core
+from inplay.valuetype import value
 
 
 class MarketStatus(enum.IntEnum):
@@ -23,14 +24,14 @@ class MarketStatus(enum.IntEnum):
     SETTLED = 3
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SelectionPrice:
     selection_id: str
     name: str
     odds: Odds
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MarketState:
     """The cached state of one market: what bets are checked against and what clients read."""
 
@@ -57,7 +58,7 @@ class MarketState:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MarketChange:
     """One entry of the append-only price/status change log."""
 
@@ -72,7 +73,7 @@ class MarketChange:
     at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Leg:
     market_id: str
     selection_id: str
@@ -80,7 +81,7 @@ class Leg:
     event_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BetRequest:
     """A bet slip as submitted by an (already authenticated) account."""
 
@@ -92,7 +93,7 @@ class BetRequest:
     idempotency_key: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PlacedBet:
     """An accepted bet: what the ledger stores at placement (legs at the accepted prices)."""
 
@@ -123,7 +124,7 @@ class EntryKind(enum.IntEnum):
     WITHDRAWAL = 6
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LedgerEntry:
     """One append-only money movement of an account. Signed: credits > 0, debits < 0.
 
@@ -141,7 +142,7 @@ class LedgerEntry:
     created_at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BetEvent:
     """One append-only state change of a bet (PLACED, SETTLED, ROLLED_BACK, ...)."""
 
@@ -172,14 +173,14 @@ class RunState(enum.IntEnum):
 # The bet journal's storage shape (inplay.domain.journal states its guarantees).
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JournalRow:
     pos: int
     kind: str
     body: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JournalBatch:
     shard: int
     slot: int

@@ -6,7 +6,7 @@ tests of pure logic. Every port method is batch-first: one call per batch is the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from inplay.model import (
@@ -19,13 +19,14 @@ from inplay.model import (
     PlacedBet,
     SelectionPrice,
 )
+from inplay.valuetype import value
 
 # ---------------------------------------------------------------------------------------------------------
 # Odds cache (Redis): the state bets are checked against and odds are read from.
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CacheWrite:
     """Outcome of a versioned cache write."""
 
@@ -39,7 +40,7 @@ class CacheWrite:
 STICKY_REASONS = frozenset({"OPERATOR"})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PriceWrite:
     """A feed price update for one market. The cache assigns the new version (cached + 1) atomically."""
 
@@ -69,7 +70,7 @@ class PriceWrite:
     route_primary: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StatusWrite:
     """A status change for one market (SUSPENDED / ACTIVE / SETTLED), with a version bump when it changes
     anything. ``source_ts_ms`` > 0 also raises the market's provider watermark (prices older than a bet stop
@@ -87,7 +88,7 @@ class StatusWrite:
     provider_ts_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WriteResult:
     """Outcome of a price or status write. ``outcome``: "APPLIED", "STALE", "SETTLED", "NOT_FOUND",
     "UNCHANGED" (a status write that would change nothing), "KILL_SWITCH" (resume refused)."""
@@ -101,7 +102,7 @@ class WriteResult:
         return self.outcome == "APPLIED"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OddsNotice:
     """One applied change as seen by subscribers."""
 
@@ -123,7 +124,7 @@ class OddsSubscription(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProviderLiveness:
     """One provider's health as every ingest pod sees it (server arrival clock, ms; see
     :class:`inplay.domain.feed.health.ProviderHealth`). Merged field by field: times take the newest, the
@@ -146,7 +147,7 @@ class ProviderLiveness:
     down_since_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class FeedStateView:
     """What :meth:`FeedStateStore.load_feed_state` returns."""
 
@@ -231,7 +232,7 @@ class LiveOddsCache(OddsCache, FeedStateStore, Protocol):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Debit:
     """Reserve an idempotency key and debit a stake, atomically, if every limit allows."""
 
@@ -256,7 +257,7 @@ class Debit:
     market_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BatchIntent:
     """The journal batch a debit call belongs to: the call is fenced by the shard's lease (``owner``) and
     records the debited slips' rows as the batch's intent, before anything is written to the journal."""
@@ -272,7 +273,7 @@ class BatchIntent:
     claimant: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PendingIntent:
     """A batch debited in the wallet whose journal write was not (known to be) finished."""
 
@@ -285,7 +286,7 @@ class PendingIntent:
     claimant: str = ""  # "" = an intent recorded before slot claims (the batch's checksum claims it)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ShardClaim:
     shard: int
     head_slot: int
@@ -293,7 +294,7 @@ class ShardClaim:
     last_checksum: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BalanceScan:
     """Σ entries per account and the (account, entry id) of every credit-side entry (all but STAKE rows:
     the wallet's once-markers), from ONE pass over the entries. Entries keep landing while a repair scans
@@ -304,7 +305,7 @@ class BalanceScan:
     credit_entry_ids: list[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WalletRebuild:
     """Everything the wallet projection holds for money, rebuilt from the ledger and the journal."""
 
@@ -331,7 +332,7 @@ class WalletNotReplicated(WalletUnavailable):
     journal writer does not commit on it and resolves it after a replication barrier."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DebitResult:
     # "DEBITED" | "DUPLICATE" (key already used; see ``existing``) | "INSUFFICIENT_FUNDS" |
     # "DAILY_STAKE_LIMIT" | "SELF_EXCLUDED" | "LIABILITY_EXCEEDED"
@@ -341,7 +342,7 @@ class DebitResult:
     existing: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Credit:
     """Credit (or debit, if negative) an account once per ``entry_id`` (dedupe marker kept in Redis)."""
 
@@ -350,7 +351,7 @@ class Credit:
     amount_minor: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LiabilityChange:
     """A bet's share of the book's liability counters: released once it is settled (any final status,
     void included), counted again if a rollback reopens it. Idempotent per bet (a marker per bet id)."""
@@ -362,13 +363,13 @@ class LiabilityChange:
     released: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AccountLimits:
     daily_stake_limit_minor: int = 0  # 0 = no limit
     self_excluded_until_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DepositClaim:
     entry_id: str
     amount_minor: int
@@ -575,7 +576,7 @@ class Ledger(Protocol):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BusMessage:
     topic: str
     key: str

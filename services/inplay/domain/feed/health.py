@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from inplay.domain.feed.mapping import EventInfo
 from inplay.domain.feed.rules import FeedRules
 from inplay.ports import ProviderLiveness
+from inplay.valuetype import value
 
 HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"
 LAGGING = "LAG"
@@ -20,7 +21,7 @@ SEEN_WINDOW = 4096
 UP, DOWN, RECOVERING = "UP", "DOWN", "RECOVERING"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Checkpoint:
     """What :meth:`ProviderHealth.rollback` restores (sequence state only: liveness was real)."""
 
@@ -191,7 +192,7 @@ class ProviderHealth:
         return max(self.reconnected_at_ms, self.lag_bad_at_ms, gap_clear)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Switch:
     event_id: str
     old: str

@@ -25,21 +25,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inplay.errors import Aborted, FieldViolation, InvalidArgument, NotFound
+from inplay.valuetype import value
 
 log = logging.getLogger("inplay.feed.mapping")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SelectionInfo:
     selection_id: str
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MarketInfo:
     market_id: str
     event_id: str
@@ -50,7 +50,7 @@ class MarketInfo:
     ordered: tuple[SelectionInfo, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class EventInfo:
     event_id: str
     sport: str

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from inplay.core import Odds
+from inplay.valuetype import value
 
 # Validation reasons (IngestOddsResponse.rejected_by_reason keys, metric labels).
 SCHEMA = "SCHEMA"
@@ -54,7 +53,7 @@ class Rejected(Exception):
         self.seq = -1
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProviderMarket:
     """One market of a provider message, in the provider's own ids."""
 
@@ -62,7 +61,7 @@ class ProviderMarket:
     prices: tuple[tuple[str, Odds], ...]  # (provider selection ref, exact odds)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProviderMessage:
     provider: str
     seq: int
