@@ -12,6 +12,12 @@
     .venv/bin/python perf/bench_odds.py --updates 20000 --subscribers 50 --skip-changelog
     .venv/bin/python perf/bench_odds.py --updates 20000 --skip-fanout --profile perf/results/odds.prof
                                          # cProfile of the pipeline run only (baselines not profiled)
+    .venv/bin/python perf/bench_odds.py --skip-fanout --change-log both
+                                         # the change log inline (baseline), then from Kafka by the writer
+
+``--change-log kafka``: the pipeline leaves its change rows to the change-log writer
+(INPLAY_FEED_CHANGE_LOG=kafka); after the ingest the writer consumes the odds topics until every record is
+written; ``both`` checks that the two logs hold the same number of rows.
 
 Writes perf/results/odds.json.
 """
@@ -171,6 +177,49 @@ def baseline_kafka(bootstrap: str, topic_prefix: str, bodies: list[bytes], args:
     return time.perf_counter() - start
 
 
+async def run_writer(bootstrap: str, topic_prefix: str, log: MarketChangeLog, records: int) -> dict[str, Any]:
+    """The change-log writer over this run's topics until ``records`` records are written: its rate, and
+    every process's CPU per record meanwhile (the writer = this process)."""
+    from inplay.adapters.kafka_bus import KafkaConsumerLoop
+    from inplay.domain.feed.changelog import ChangeLogWriter
+
+    loop = KafkaConsumerLoop(
+        bootstrap, f"{topic_prefix}changelog", [topic_prefix + TOPIC_ODDS, topic_prefix + TOPIC_MARKET_CHANGES],
+        batch_size=2_000,
+    )  # fmt: skip
+    writer = ChangeLogWriter(log)
+    seen = 0
+    joined = time.perf_counter()
+    start = cpu0 = 0.0
+    roles0: dict[str, float] = {}
+
+    async def consume() -> None:
+        nonlocal seen, start, cpu0, roles0
+        async for batch in loop.batches():
+            if not seen:  # timed from the first batch (the group join is not the writer's cost)
+                start, cpu0, roles0 = time.perf_counter(), time.process_time(), cpu.snapshot(())
+            seen += len(batch)
+            await writer.write([value for _, value in batch])
+            if seen >= records:
+                return
+
+    await asyncio.wait_for(consume(), 300)
+    elapsed = time.perf_counter() - start
+    after = cpu.snapshot(())
+    after["server"] = time.process_time() - cpu0
+    roles = cpu.per_bet({**roles0, "server": 0.0}, after, records)
+    roles.pop("ghz", None)
+    await loop.close()
+    return {
+        "records": seen,
+        "entries": writer.entries,
+        "skipped": writer.skipped,
+        "group_join_s": round(start - joined, 2),
+        "writer_records_per_s": round(records / elapsed),
+        "cpu_us_per_record_by_process": {("writer" if k == "server" else k): v for k, v in roles.items()},
+    }
+
+
 async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str) -> dict[str, Any]:
     tag = f"b{uuid.uuid4().hex[:6]}"
     prefix = f"bench:{tag}:"
@@ -180,7 +229,8 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
     log, cass = await change_log(not args.skip_changelog)
     mappings = FeedMappingService(RedisFeedMappings(cache.client, prefix))
     await mappings.load(json.loads(json.dumps(mapping(args.events, "TAG")).replace("TAG", tag)))
-    control = MarketControl(cache, ChangeRecorder(log, bus, topic_prefix))
+    from_bus = args.change_log == "kafka" and cass is not None
+    control = MarketControl(cache, ChangeRecorder(log, bus, topic_prefix, log_from_bus=from_bus))
     rules = FeedRules(chunk_size=args.chunk, lag_inplay_ms=10**9, failover_lag_ms=10**9, heartbeat_timeout_ms=10**9)
     pipe = FeedPipeline(cache, bus, mappings, control, rules, topic_prefix)
     msgs = [
@@ -217,6 +267,11 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
             "pipeline.py|redis_odds|cassandra_changes|kafka_bus|markets.py|providers", 25
         )
     assert summary.accepted == len(msgs), (summary.accepted, dict(summary.rejected))
+    # Before the baselines: the Kafka baseline produces to this run's odds topic too.
+    writer = await run_writer(bootstrap, topic_prefix, log, len(msgs)) if from_bus else None
+    rows = None
+    if cass is not None:  # a row per applied update that changed something, whoever wrote it ("both" compares)
+        rows = cass[1].execute("SELECT COUNT(*) FROM market_change_rows", timeout=120).one()[0]
 
     redis_s = await baseline_redis(cache.client, prefix, [m.payload for m in msgs], args)
     kafka_s = baseline_kafka(bootstrap, topic_prefix, [m.payload for m in msgs], args)
@@ -230,7 +285,9 @@ async def bench_ingest(args: argparse.Namespace, redis_url: str, bootstrap: str)
         "updates": n,
         "markets": 2 * args.events,
         "chunk": args.chunk,
-        "change_log": "memory" if args.skip_changelog else "cassandra",
+        "change_log": "memory" if args.skip_changelog else ("cassandra, by the writer" if from_bus else "cassandra"),
+        "change_log_rows": rows,
+        "changelog_writer": writer,
         "gc": args.gc,
         "pipeline_updates_per_s": round(n / pipeline_s),
         "pipeline_seconds": round(pipeline_s, 3),
@@ -627,8 +684,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bootstrap = env("INPLAY_KAFKA_BOOTSTRAP")
     result: dict[str, Any] = {"machine_cores": os.cpu_count()}
     if not args.skip_ingest:
-        result["ingest"] = await bench_ingest(args, redis_url, bootstrap)
-        print(json.dumps(result["ingest"], indent=2), flush=True)
+        modes = ["inline", "kafka"] if args.change_log == "both" else [args.change_log]
+        for mode in modes:  # "both": the inline log first, the same-run baseline of the writer's
+            key = "ingest" if mode == "inline" or len(modes) == 1 else "ingest_changelog_writer"
+            run_args = argparse.Namespace(**{**vars(args), "change_log": mode})
+            result[key] = await bench_ingest(run_args, redis_url, bootstrap)
+            print(json.dumps(result[key], indent=2), flush=True)
+        if len(modes) == 2:  # the same messages: the same log, whoever wrote it
+            inline, kafka = result["ingest"]["change_log_rows"], result["ingest_changelog_writer"]["change_log_rows"]
+            assert inline == kafka, f"change-log rows: inline {inline}, writer {kafka}"
     if not args.skip_fanout:
         result["fanout"] = await bench_fanout(args, redis_url, bootstrap)
         print(json.dumps(result["fanout"], indent=2), flush=True)
@@ -657,6 +721,10 @@ def main() -> None:
         "--gc", choices=("server", "default"), default="server", help="the server's collector thresholds, or CPython's"
     )
     parser.add_argument("--skip-changelog", action="store_true", help="memory change log instead of Cassandra")
+    parser.add_argument(
+        "--change-log", choices=("inline", "kafka", "both"), default="inline",
+        help="Cassandra change log written by the pipeline, by the change-log writer from Kafka, or both runs",
+    )  # fmt: skip
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50.0, help="fan-out updates per second")
     parser.add_argument("--duration", type=float, default=10.0)

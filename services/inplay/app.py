@@ -23,6 +23,7 @@ from inplay.domain.commit import (
     WriterConfig,
     writer_owner,
 )
+from inplay.domain.feed import changelog
 from inplay.domain.feed.hub import OddsHub
 from inplay.domain.feed.mapping import FeedMappingService, FeedMappingStore
 from inplay.domain.feed.pipeline import FeedPipeline
@@ -327,6 +328,15 @@ def odds_stores(
     return changes, store
 
 
+def feed_log_from_bus(cassandra_session: Any) -> bool:
+    """``INPLAY_FEED_CHANGE_LOG=kafka`` on a real stack: the change-log writer derives the feed's rows from
+    Kafka (an embedded demo has no writer: it always logs inline)."""
+    mode = setting_str("INPLAY_FEED_CHANGE_LOG")
+    if mode not in changelog.MODES:
+        raise ValueError(f"INPLAY_FEED_CHANGE_LOG must be one of {changelog.MODES}, not {mode!r}")
+    return mode == changelog.KAFKA and cassandra_session is not None
+
+
 async def open_odds_components(
     odds: LiveOddsCache,
     bus: EventBus,
@@ -340,7 +350,9 @@ async def open_odds_components(
     changes, store = odds_stores(odds, stack.redis_prefix, cassandra_session)
     mappings = FeedMappingService(store)
     await mappings.refresh()
-    control = MarketControl(odds, ChangeRecorder(changes, bus, stack.topic_prefix))
+    control = MarketControl(
+        odds, ChangeRecorder(changes, bus, stack.topic_prefix, log_from_bus=feed_log_from_bus(cassandra_session))
+    )
     pipeline = FeedPipeline(odds, bus, mappings, control, rules or FeedRules.from_env(), stack.topic_prefix)
     if start_watchdog:
         pipeline.start()
@@ -468,6 +480,26 @@ def open_results_consumer(runtime: Runtime, service: SettlementService) -> Resul
     return ResultsConsumer(
         service, lambda: KafkaResultsSource(stack.kafka_bootstrap, group, topic), topic, bus=runtime.bus
     )
+
+
+def open_change_log_writer(runtime: Runtime) -> tuple[changelog.ChangeLogWriter, Callable[[], Awaitable[Any]]]:
+    """The change-log writer over the runtime's change log, and the factory of its Kafka consumer (group
+    ``inplay-changelog``) of the odds and market-changes topics."""
+    stack = runtime.settings.stack
+    session = getattr(runtime.ledger, "session", None)
+    if not stack.kafka_bootstrap or session is None:
+        raise ValueError("the change-log writer needs Kafka and Cassandra (INPLAY_KAFKA_BOOTSTRAP, a Cassandra ledger)")
+    from inplay.adapters.kafka_bus import KafkaConsumerLoop
+    from inplay.ports import TOPIC_MARKET_CHANGES, TOPIC_ODDS
+
+    changes, _ = odds_stores(runtime.odds, stack.redis_prefix, session)
+    topics = [stack.topic_prefix + TOPIC_ODDS, stack.topic_prefix + TOPIC_MARKET_CHANGES]
+    group = stack.topic_prefix + "inplay-changelog"
+
+    async def open_source() -> KafkaConsumerLoop:
+        return KafkaConsumerLoop(stack.kafka_bootstrap, group, topics, batch_size=2_000)
+
+    return changelog.ChangeLogWriter(changes), open_source
 
 
 def register_services(server: grpc.aio.Server, runtime: Runtime) -> list[str]:

@@ -213,6 +213,9 @@ SETTINGS_LIST: tuple[Setting, ...] = (
        "Prices above these decimal odds are rejected as ODDS_INVALID (a first price included)."),
     _s("INPLAY_FEED_MAPPING_REFRESH_MS", "int", 5_000, "odds/feed", "domain/feed/rules",
        "How often the watchdog checks the stored provider mapping's version (reload when it moved), ms."),
+    _s("INPLAY_FEED_CHANGE_LOG", "str", "inline", "odds/feed", "app",
+       "Who writes the feed's market change log: inline (the ingest process, after each chunk) or kafka (the "
+       "change-log writer, python -m inplay.worker changelog, derives it from the odds topics: off the hot path)."),
     _s("INPLAY_FEED_MAPPING_FILE", "str", "", "odds/feed", "app",
        "Provider id mapping document (JSON) loaded at start-up; empty = none."),
     # ---- settlement (SettlementConfig)

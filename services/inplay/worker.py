@@ -1,4 +1,4 @@
-"""Settlement worker: ``python -m inplay.worker COMMAND``.
+"""Background workers: ``python -m inplay.worker COMMAND`` (settlement, and the feed's change-log writer).
 
   serve [--grpc-port P]           consume result messages from ``inplay.results.v1`` (and, with a port,
                                   serve SettlementService); resumes unfinished runs of the last 2 days first
@@ -7,6 +7,8 @@
   rollback --event E --run RUN
   resume [--event E] [--days N]   finish runs that started and did not complete (after a crash)
   status --event E [--run RUN]
+  changelog                       write the feed's market change log from the odds topics (with ingest
+                                  servers on INPLAY_FEED_CHANGE_LOG=kafka; inplay.domain.feed.changelog)
 
 Stores come from the environment (``INPLAY_*``; load ``.stack/env``); the composition root (``inplay.app``)
 builds everything. Result messages: ``inplay.domain.settlement.messages``. A message's offset is committed
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +37,7 @@ from inplay.app import (
     Runtime,
     SettlementComponents,
     SettlementPorts,
+    open_change_log_writer,
     open_results_consumer,
     open_runtime,
     open_settlement,
@@ -157,8 +161,27 @@ async def _command(args: argparse.Namespace, components: SettlementComponents) -
     return {"run": run_json(report.run), "history": [run_json(r) for r in report.history]}
 
 
+async def _changelog(runtime: Runtime) -> None:
+    """Runs the change-log writer until SIGTERM/SIGINT (a batch in flight stays uncommitted: redelivered)."""
+    writer, open_source = open_change_log_writer(runtime)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(writer.run(open_source), name="changelog-writer")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    print("READY", flush=True)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("change-log writer stopped", extra={"entries": writer.entries, "skipped": writer.skipped})
+
+
 async def _main(args: argparse.Namespace, wrap: PortsWrap | None) -> int:
     runtime = await open_runtime(Settings.from_env())
+    if args.command == "changelog":
+        try:
+            await _changelog(runtime)
+            return 0
+        finally:
+            await _close_within(None, runtime)
     existing = runtime.components.get("settlement")
     # The composition root builds settlement with the rest (closed with the runtime); a test that wraps
     # the ports gets its own build.
@@ -259,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status")
     st.add_argument("--event", required=True)
     st.add_argument("--run", default="")
+    sub.add_parser("changelog", help="write the feed's market change log from the odds topics")
     return p
 
 

@@ -152,13 +152,15 @@ async def build_env(
     topic_prefix: str,
     unique_id: Callable[[str], str],
     rules: FeedRules | None = None,
+    log_from_bus: bool = False,
 ) -> OddsEnv:
+    """``log_from_bus``: the change rows are left to the change-log writer (INPLAY_FEED_CHANGE_LOG=kafka)."""
     event_id = unique_id("ev")
     alpha_event = f"A-{uuid.uuid4().hex[:10]}"
     bravo_match = next(_match_numbers)
     mappings = FeedMappingService(RedisFeedMappings(live_cache.client, live_cache.prefix))
     await mappings.load(wire.two_provider_mapping(event_id, alpha_event, bravo_match))
-    control = MarketControl(live_cache, ChangeRecorder(change_log, bus, topic_prefix))
+    control = MarketControl(live_cache, ChangeRecorder(change_log, bus, topic_prefix, log_from_bus=log_from_bus))
     pipeline = FeedPipeline(live_cache, bus, mappings, control, rules or FeedRules(), topic_prefix=topic_prefix)
     return OddsEnv(
         live_cache,

@@ -170,7 +170,7 @@ def test_service_roles(build: Build) -> None:
     tier = {n: d["metadata"]["labels"].get("inplay.dev/tier") for n, d in deployments.items()}
     services = sorted(n for n, t in tier.items() if t == "service")
     assert services == ["admin-api", "bet-api", "feed-ingest", "odds-api", "settlement"]
-    assert tier["settlement-worker"] == "worker" and tier["envoy"] == "edge"
+    assert tier["settlement-worker"] == "worker" and tier["changelog-writer"] == "worker" and tier["envoy"] == "edge"
     served: list[str] = []
     for name in services:
         (container,) = containers(deployments[name])
@@ -189,6 +189,12 @@ def test_service_roles(build: Build) -> None:
     worker = containers(deployments["settlement-worker"])[0]
     assert worker["command"] == ["python", "-m", "inplay.worker", "serve"]
     assert "settlement-worker" in by_kind["PodDisruptionBudget"]
+    # the feed's change log is written from Kafka by its own pods, off the ingest hot path
+    writer = containers(deployments["changelog-writer"])[0]
+    assert writer["command"] == ["python", "-m", "inplay.worker", "changelog"]
+    assert "changelog-writer" in by_kind["PodDisruptionBudget"]
+    (ingest,) = containers(deployments["feed-ingest"])
+    assert env_of(ingest)["INPLAY_FEED_CHANGE_LOG"] == "kafka"
 
 
 def test_every_pod_is_sized_and_hardened(build: Build) -> None:

@@ -37,13 +37,17 @@ class ListBus:
         return None
 
 
-async def make_pipeline(rules: FeedRules | None = None) -> tuple[FeedPipeline, MemoryOddsCache, list[int]]:
+async def make_pipeline(
+    rules: FeedRules | None = None, *, log_from_bus: bool = False
+) -> tuple[FeedPipeline, MemoryOddsCache, list[int]]:
+    """``log_from_bus``: the change rows are left to the change-log writer (INPLAY_FEED_CHANGE_LOG=kafka)."""
     clock = [T0]
     cache = MemoryOddsCache()
     bus = ListBus()
     mappings = FeedMappingService(MemoryFeedMappings())
     await mappings.load(wire.two_provider_mapping("ev", "A-EV", 77))
-    control = MarketControl(cache, ChangeRecorder(MemoryMarketChangeLog(), bus), clock=lambda: clock[0])
+    recorder = ChangeRecorder(MemoryMarketChangeLog(), bus, log_from_bus=log_from_bus)
+    control = MarketControl(cache, recorder, clock=lambda: clock[0])
     pipe = FeedPipeline(cache, bus, mappings, control, rules or FeedRules(), clock=lambda: clock[0])
     return pipe, cache, clock
 

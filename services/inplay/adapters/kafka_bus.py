@@ -374,6 +374,35 @@ class KafkaConsumerLoop:
                     self._processed[(topic, partition)] = offset + 1
             await self.commit()
 
+    async def batches(self) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """``async for batch in loop.batches():`` one list of (key, value) per fetch. A batch counts as
+        processed, and its offsets are committed, when the iteration asks for the next one: a consumer that
+        stops (or dies) inside a batch leaves the whole batch to be delivered again."""
+        while not self.closed:
+            async with self._lock:
+                if self.closed:
+                    return
+                fetched: list[Message] = await asyncio.to_thread(
+                    self._consumer.consume, self._batch_size, self._poll_timeout_s
+                )
+            batch: list[tuple[str, bytes]] = []
+            marks: dict[tuple[str, int], int] = {}
+            for message in fetched:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                key = message.key()
+                batch.append(((key.decode() if key else ""), message.value() or b""))
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if topic is not None and partition is not None and offset is not None:
+                    marks[(topic, partition)] = offset + 1
+            if batch:
+                yield batch
+            self._processed.update(marks)
+            await self.commit()
+
     async def commit(self) -> None:
         """Commits the offsets of the messages processed so far (synchronously)."""
         if not self._processed or self.closed:

@@ -177,9 +177,14 @@ def changes_to_json(changes: Sequence[MarketChange]) -> bytes:
 class ChangeRecorder:
     """Writes change entries to the log and to Kafka, one call each per batch."""
 
-    def __init__(self, log_store: MarketChangeLog, bus: EventBus | None, topic_prefix: str = "") -> None:
+    def __init__(
+        self, log_store: MarketChangeLog, bus: EventBus | None, topic_prefix: str = "", *, log_from_bus: bool = False
+    ) -> None:
         self.store = log_store
         self._bus = bus
+        # ``log_from_bus``: the feed pipeline leaves its change rows to the change-log writer, which derives
+        # them from the Kafka records (inplay.domain.feed.changelog); only possible with a bus.
+        self.feed_logs_inline = bus is None or not log_from_bus
         self._topic = topic_prefix + TOPIC_MARKET_CHANGES
         self._odds_topic = topic_prefix + TOPIC_ODDS
 

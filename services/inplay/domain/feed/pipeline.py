@@ -877,7 +877,8 @@ class FeedPipeline:
             self._ship()
 
     def _queue_out(self, changes: list[MarketChange], bus_out: list[BusMessage]) -> None:
-        self._out_changes += changes
+        if self.control.recorder.feed_logs_inline:  # else the change-log writer derives them from bus_out
+            self._out_changes += changes
         self._out_bus += bus_out
         for name, box in (("changes", self._out_changes), ("bus", self._out_bus)):
             if len(box) > OUTBOX_MAX:
