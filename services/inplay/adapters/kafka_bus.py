@@ -353,54 +353,52 @@ class KafkaConsumerLoop:
     def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
         return self._messages()
 
+    async def _fetch(self) -> list[tuple[tuple[str, bytes], tuple[str, int, int] | None]] | None:
+        """One fetch: (key, value) and (topic, partition, next offset) per message; None once closed.
+        Partition-EOF events are dropped; any other error is raised."""
+        async with self._lock:
+            if self.closed:
+                return None
+            fetched: list[Message] = await asyncio.to_thread(
+                self._consumer.consume, self._batch_size, self._poll_timeout_s
+            )
+        out: list[tuple[tuple[str, bytes], tuple[str, int, int] | None]] = []
+        for message in fetched:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            key = message.key()
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            mark = (
+                (topic, partition, offset + 1)
+                if topic is not None and partition is not None and offset is not None
+                else None
+            )
+            out.append((((key.decode() if key else ""), message.value() or b""), mark))
+        return out
+
+    def _mark(self, mark: tuple[str, int, int] | None) -> None:
+        if mark is not None:
+            self._processed[(mark[0], mark[1])] = mark[2]
+
     async def _messages(self) -> AsyncIterator[tuple[str, bytes]]:
-        while not self.closed:
-            async with self._lock:
-                if self.closed:
-                    return
-                batch: list[Message] = await asyncio.to_thread(
-                    self._consumer.consume, self._batch_size, self._poll_timeout_s
-                )
-            for message in batch:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(error)
-                key = message.key()
-                yield (key.decode() if key else ""), message.value() or b""
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
-                if topic is not None and partition is not None and offset is not None:
-                    self._processed[(topic, partition)] = offset + 1
+        while (fetched := await self._fetch()) is not None:
+            for item, mark in fetched:
+                yield item
+                self._mark(mark)
             await self.commit()
 
     async def batches(self) -> AsyncIterator[list[tuple[str, bytes]]]:
         """``async for batch in loop.batches():`` one list of (key, value) per fetch. A batch counts as
         processed, and its offsets are committed, when the iteration asks for the next one: a consumer that
         stops (or dies) inside a batch leaves the whole batch to be delivered again."""
-        while not self.closed:
-            async with self._lock:
-                if self.closed:
-                    return
-                fetched: list[Message] = await asyncio.to_thread(
-                    self._consumer.consume, self._batch_size, self._poll_timeout_s
-                )
-            batch: list[tuple[str, bytes]] = []
-            marks: dict[tuple[str, int], int] = {}
-            for message in fetched:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(error)
-                key = message.key()
-                batch.append(((key.decode() if key else ""), message.value() or b""))
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
-                if topic is not None and partition is not None and offset is not None:
-                    marks[(topic, partition)] = offset + 1
-            if batch:
-                yield batch
-            self._processed.update(marks)
+        while (fetched := await self._fetch()) is not None:
+            if fetched:
+                yield [item for item, _ in fetched]
+            for _, mark in fetched:
+                self._mark(mark)
             await self.commit()
 
     async def commit(self) -> None:
