@@ -4,7 +4,11 @@ the change log."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -108,3 +112,49 @@ async def test_no_failover_without_a_healthy_secondary(env: OddsEnv) -> None:
     out = await env.ingest(("alpha", env.alpha_mr(t + 100, "2.01", "3.40", "3.80"), t + 110))
     assert out.accepted == 1 and out.anomalies["SEQUENCE_GAP"] == 1
     assert await source(env) == "alpha" and env.event_id not in env.pipeline.router.active
+
+
+
+async def test_a_switch_in_one_chunk_holds_for_the_next_chunk_of_the_same_call(
+    caplog: pytest.LogCaptureFixture,
+    live_cache: RedisOddsCache,
+    bus: EventBus,
+    change_log: CassandraMarketChangeLog,
+    odds_topics: str,
+    unique_id: Callable[[str], str],
+) -> None:
+    """The pipeline requests a chunk's shared view while the previous chunk is judged. A view requested
+    before this pod failed back still names the secondary: applied, it would undo this pod's own fail-back
+    for the next chunk, which then decides the fail-back again and fights itself in Redis (a switch "lost to
+    another pod" with no other pod). After a switch the view is asked again."""
+    env = await build_env(live_cache, bus, change_log, odds_topics, unique_id, replace(RULES, chunk_size=2))
+    t = now_ms() - 60_000
+    assert await both(env, t, "2.00", 110) == (1, {"STANDBY": 1})
+    env._seq["alpha"] += 3  # a gap: bravo takes over
+    assert await both(env, t + 100, "2.02", 115) == (1, {"STANDBY": 1})
+    back = t + 100 + RULES.gap_window_ms + RULES.failback_after_ms
+    ts = t + 200
+    while ts < back - 100:
+        assert (await both(env, ts, "2.04", 120))[0] == 1
+        ts += 100
+    assert env.pipeline.router.active[env.event_id] == "bravo"
+    switch = env.pipeline.state.switch_provider
+
+    async def slow_switch(*args: Any) -> tuple[bool, str]:
+        await asyncio.sleep(0.1)  # the next chunk's view request reaches Redis first, whatever the pool does
+        return await switch(*args)
+
+    env.pipeline.state.switch_provider = slow_switch  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="inplay.feed")
+    caplog.clear()
+    out = await env.ingest(  # two chunks in one call: the fail-back is decided in the first
+        ("alpha", env.alpha_mr(back, "2.06", "3.40", "3.80"), back + 10),
+        ("bravo", env.bravo_prices(back, [125, 240, 280]), back + 10),
+        ("alpha", env.alpha_mr(back + 100, "2.08", "3.40", "3.80"), back + 110),
+        ("bravo", env.bravo_prices(back + 100, [130, 240, 280]), back + 110),
+    )
+    assert env.pipeline.router.active[env.event_id] == "alpha"
+    assert (out.accepted, dict(out.rejected)) == (2, {"STANDBY": 2}), out
+    market = await env.market(env.mr)
+    assert (market.source, market.selections[0].odds.decimal_str()) == ("alpha", "2.08")
+    assert [r.getMessage() for r in caplog.records if "switch" in r.getMessage()] == ["feed provider switch"]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from inplay.core import Odds
 from inplay.domain.feed import fastjson
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import MarketChange, MarketState, MarketStatus
@@ -75,11 +76,20 @@ def status_text(status: MarketStatus, reason: str) -> str:
     return status.name if not reason or status != MarketStatus.SUSPENDED else f"{status.name}:{reason}"
 
 
-def price_text(state: MarketState, selection_id: str) -> str:
-    sel = state.selection(selection_id)
-    if sel is None:
-        return ""
-    return f"{sel.odds.decimal_str()} ({sel.odds.num}/{sel.odds.den})"
+# Change-log text per price ("2.10 (21/10)"): a feed revisits the same ladder prices, and the display
+# rounding is a core call. Bounded: cleared when full.
+_ODDS_TEXT: dict[tuple[int, int], str] = {}
+_ODDS_TEXT_MAX = 65_536
+
+
+def odds_text(odds: Odds) -> str:
+    key = (odds.num, odds.den)
+    text = _ODDS_TEXT.get(key)
+    if text is None:
+        if len(_ODDS_TEXT) >= _ODDS_TEXT_MAX:
+            _ODDS_TEXT.clear()
+        text = _ODDS_TEXT[key] = f"{odds.decimal_str()} ({odds.num}/{odds.den})"
+    return text
 
 
 def changes_between(
@@ -104,16 +114,20 @@ def changes_between(
                 at_ms,
             )
         )
-    for sel in after.selections:
-        old = before.selection(sel.selection_id) if before is not None else None
-        if old is None or (old.odds.num, old.odds.den) != (sel.odds.num, sel.odds.den):
+    olds = before.selections if before is not None else ()
+    for k, sel in enumerate(after.selections):
+        # The same layout before and after (the usual case): the old price at the same position.
+        old = olds[k] if k < len(olds) and olds[k].selection_id == sel.selection_id else None
+        if old is None and before is not None:
+            old = before.selection(sel.selection_id)
+        if old is None or old.odds.num != sel.odds.num or old.odds.den != sel.odds.den:
             out.append(
                 MarketChange(
                     after.market_id,
                     sel.selection_id,
                     "PRICE",
-                    price_text(before, sel.selection_id) if before is not None else "",
-                    price_text(after, sel.selection_id),
+                    "" if old is None else odds_text(old.odds),
+                    odds_text(sel.odds),
                     source,
                     reason or "FEED",
                     after.version,

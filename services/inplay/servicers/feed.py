@@ -26,6 +26,9 @@ from inplay.feed.v1 import feed_pb2, feed_pb2_grpc
 from inplay.servicers.rpc import rpc
 
 QUEUE = 2048
+# Chunks handed to one pipeline call when that many are already queued: within a call the pipeline parses
+# the next chunk and requests its shared view while the current one is judged and written.
+CHUNKS_PER_CALL = 4
 FEED_ROLE = "feed"
 
 
@@ -62,19 +65,19 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         summary = IngestSummary()
         try:
             done = False
-            chunk_size = max(1, self._pipeline.rules.chunk_size)
+            most = max(1, self._pipeline.rules.chunk_size) * CHUNKS_PER_CALL
             while not done:
                 first = await queue.get()
                 if first is None:
                     break
                 chunk = [first]
-                while len(chunk) < chunk_size and not queue.empty():
+                while len(chunk) < most and not queue.empty():
                     item = queue.get_nowait()
                     if item is None:
                         done = True
                         break
                     chunk.append(item)
-                # the chunk's change log and Kafka messages ship while the next chunk is judged
+                # what is queued, in chunks; their change log and Kafka messages ship while the next is judged
                 summary.merge(await self._pipeline.ingest(chunk, drain=False))
             await reader  # surfaces a broken request stream
             await self._pipeline.drain()  # everything the response counts as accepted is stored and on the bus
