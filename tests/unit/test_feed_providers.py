@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inplay.core import Odds
 from inplay.domain.feed import wire
@@ -19,7 +22,7 @@ from inplay.domain.feed.messages import (
     TIMESTAMP_MISSING,
     Rejected,
 )
-from inplay.domain.feed.providers import AlphaAdapter, BravoAdapter
+from inplay.domain.feed.providers import AlphaAdapter, BravoAdapter, _utc_ms, utc_ms_canonical
 
 TS = 1_740_841_445_123
 
@@ -114,3 +117,39 @@ def test_bravo_rejections(payload: bytes, reason: str) -> None:
     with pytest.raises(Rejected) as err:
         BravoAdapter().parse(payload)
     assert err.value.reason == reason
+
+
+# --- the canonical timestamp fast path reads what datetime reads ------------------------------------------------
+
+_CANONICAL_CHARS = "0123456789-:.TZ+ \u0663\u00b2"
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)))
+def test_canonical_timestamps_read_as_datetime_reads_them(moment: datetime) -> None:
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert utc_ms_canonical(text) == _utc_ms(text)
+
+
+@settings(max_examples=3_000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet=_CANONICAL_CHARS, min_size=20, max_size=26),
+        st.builds(
+            lambda base, k, ch: base[:k] + ch + base[k + 1 :],
+            st.just("2025-02-19T21:20:00.123Z"),
+            st.integers(0, 23),
+            st.sampled_from(list(_CANONICAL_CHARS)),
+        ),
+    )
+)
+def test_the_fast_path_never_reads_a_timestamp_differently(text: str) -> None:
+    """Any string: the fast path declines (None) or gives what the full reader gives, never an error."""
+    fast = utc_ms_canonical(text)
+    if fast is None:
+        return
+    try:
+        slow: int | None = _utc_ms(text)
+    except Rejected:
+        slow = None
+    assert fast == slow, text

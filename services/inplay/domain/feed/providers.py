@@ -94,6 +94,52 @@ def _seq(value: Any) -> int:
 
 # Decimal odds strings already converted (feeds repeat the same ladder prices all day): a dict hit instead of
 # a core call per price. Bounded: cleared when full. Only valid odds are kept, so a hit needs no re-check.
+def _utc_ms(value: Any) -> int:
+    """Epoch ms of an ISO-8601 time with a UTC offset (any form ``datetime.fromisoformat`` reads)."""
+    if value is None or value == "":
+        raise Rejected(TIMESTAMP_MISSING, "ts missing")
+    if not isinstance(value, str):
+        raise Rejected(SCHEMA, "ts must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Rejected(SCHEMA, f"bad ts {value!r}") from None
+    if parsed.tzinfo is None:
+        raise Rejected(SCHEMA, "ts needs a UTC offset")
+    return (parsed - _EPOCH) // timedelta(milliseconds=1)
+
+
+# Epoch ms of "YYYY-MM-DDTHH:MM" minutes already read (a feed's timestamps share their minute). Bounded.
+_MINUTES: dict[str, int] = {}
+_MINUTES_MAX = 4_096
+
+
+def utc_ms_canonical(value: Any) -> int | None:
+    """Epoch ms of the canonical ``YYYY-MM-DDTHH:MM:SS.mmmZ`` form (what the providers send), its minute read
+    once; None for any other form or type, which the caller reads in full (:func:`_utc_ms`): the result is
+    the same (property test ``test_canonical_timestamps_read_as_datetime_reads_them``). Reading it with
+    ``datetime`` was 3 % of the ingest profile."""
+    if not isinstance(value, str) or len(value) != 24 or value[23] != "Z" or value[19] != "." or value[16] != ":":
+        return None
+    sec, milli = value[17:19], value[20:23]
+    if not (sec.isascii() and sec.isdigit() and milli.isascii() and milli.isdigit()) or sec > "59":
+        return None
+    minute = _MINUTES.get(value[:16])
+    if minute is None:
+        digits = value[:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16]
+        if not (digits.isascii() and digits.isdigit()) or (value[4], value[7], value[10], value[13]) != tuple("--T:"):
+            return None
+        try:
+            parsed = datetime.fromisoformat(value[:16] + ":00+00:00")
+        except ValueError:
+            return None
+        minute = (parsed - _EPOCH) // timedelta(milliseconds=1)
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[value[:16]] = minute
+    return minute + int(sec) * 1000 + int(milli)
+
+
 _DECIMALS: dict[str, Odds] = {}
 _DECIMALS_MAX = 65_536
 
@@ -118,17 +164,10 @@ class AlphaAdapter:
 
     @staticmethod
     def _ts(value: Any) -> int:
-        if value is None or value == "":
-            raise Rejected(TIMESTAMP_MISSING, "ts missing")
-        if not isinstance(value, str):
-            raise Rejected(SCHEMA, "ts must be an ISO-8601 string")
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise Rejected(SCHEMA, f"bad ts {value!r}") from None
-        if parsed.tzinfo is None:
-            raise Rejected(SCHEMA, "ts needs a UTC offset")
-        return (parsed - _EPOCH) // timedelta(milliseconds=1)
+        fast = utc_ms_canonical(value)
+        if fast is not None:
+            return fast
+        return _utc_ms(value)
 
     @staticmethod
     def _odds(value: Any) -> Odds:
