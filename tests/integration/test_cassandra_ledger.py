@@ -193,3 +193,67 @@ async def test_every_statement_is_eligible_for_speculative_execution(ledger: Cas
     prepared = [v for store in (ledger, settlement) for v in vars(store).values() if hasattr(v, "query_id")]
     assert len(prepared) > 30
     assert [p.query_string for p in prepared if not p.is_idempotent] == []
+
+
+# --- reads under an overloaded replica ------------------------------------------------------------------
+
+
+def _failing_first(ledger: CassandraLedger, monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) -> list[int]:
+    """Makes the ledger's next ``len(errors)`` requests fail with ``errors`` (in order), as an overloaded
+    replica set would; every later request reaches Cassandra. Returns the count of requests made."""
+    real = ledger._execute
+    calls = [0]
+
+    async def execute(statement: object, params: object = None, paging_state: bytes | None = None) -> object:
+        calls[0] += 1
+        if errors:
+            raise errors.pop(0)
+        return await real(statement, params, paging_state=paging_state)
+
+    monkeypatch.setattr(ledger, "_execute", execute)
+    return calls
+
+
+def _read_timeout() -> Exception:
+    from cassandra import ConsistencyLevel, ReadTimeout
+
+    return ReadTimeout(
+        "received only 1 responses", consistency=ConsistencyLevel.LOCAL_QUORUM, required_responses=2,
+        received_responses=1, data_retrieved=False,
+    )
+
+
+async def test_a_scan_reads_a_timed_out_page_again(
+    ledger: CassandraLedger, unique_id: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI once failed `reconcile --repair` mid settlement run: one page of the bet-history scan timed out at
+    LOCAL_QUORUM (1 of 2 replicas answered) and the whole repair exited 1. A page read is idempotent (same
+    statement, same paging state): it is read again, and the scan sees every row once."""
+    from cassandra import Unavailable
+
+    account = unique_id("acc")
+    bet = make_bet(account, (unique_id("ev"),), T0, unique_id("bet"))
+    assert await ledger.append_bets([bet]) == [None]
+    event = BetEvent(bet.bet_id, unique_id("run"), "SETTLED", BetState.WON, 2_500, "r", T0 + 1)
+    await ledger.append_bet_events([event])
+    calls = _failing_first(ledger, monkeypatch, [_read_timeout(), Unavailable("1 of 2 replicas alive")])
+    seen = [ev for ev in [e async for e in ledger.scan_bet_history()] if ev.bet_id == bet.bet_id]
+    assert sorted(e.status for e in seen) == [BetState.OPEN, BetState.WON]
+    assert calls[0] > 2  # the two failed requests, then the real ones
+    from inplay.adapters.cassandra_ledger import READ_ATTEMPTS
+
+    # Past READ_ATTEMPTS failures of one page the error is the caller's (a repair then exits non-zero).
+    _failing_first(ledger, monkeypatch, [_read_timeout() for _ in range(READ_ATTEMPTS)])
+    with pytest.raises(type(_read_timeout())):
+        await ledger.bet_history(bet.bet_id)
+
+
+async def test_a_read_that_cannot_succeed_is_not_tried_again(
+    ledger: CassandraLedger, unique_id: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cassandra import InvalidRequest
+
+    calls = _failing_first(ledger, monkeypatch, [InvalidRequest("bad query")])
+    with pytest.raises(InvalidRequest):
+        await ledger.bet_history(unique_id("bet"))
+    assert calls[0] == 1

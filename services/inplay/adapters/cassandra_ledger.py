@@ -34,7 +34,15 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, ReadTimeout, WriteTimeout, WriteType
+from cassandra import (
+    ConsistencyLevel,
+    InvalidRequest,
+    OperationTimedOut,
+    ReadTimeout,
+    Unavailable,
+    WriteTimeout,
+    WriteType,
+)
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture
 from cassandra.policies import ConstantSpeculativeExecutionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
@@ -61,10 +69,17 @@ EVENT_BUCKETS = 64
 MAX_IN_FLIGHT = 256
 # Rows per single-partition unlogged batch (entries of one account, history rows of one bet).
 MAX_PARTITION_BATCH = 100
-# Attempts of a settlement write batch (or bucket page read) that failed (timeout, overload push-back) and
-# the first backoff.
+# Attempts of a settlement write batch that failed (timeout, overload push-back) and the first backoff.
 WRITE_ATTEMPTS = 3
 WRITE_BACKOFF_S = 0.2
+# Attempts of one page read (every read is idempotent; the paging state stays valid) and the first backoff:
+# 0.2 + 0.4 + 0.8 + 1.6 s of waiting in all. A repair's scan reads thousands of pages while traffic (or a
+# settlement run) loads the same replicas: one replica answering late must not fail the whole repair.
+READ_ATTEMPTS = 5
+READ_BACKOFF_S = 0.2
+# What a read is tried again on: the replicas answered late or too few were up (a node just killed, not yet
+# marked down), or no coordinator could be reached. Anything else (a bad query, a schema error) is final.
+_RETRIED_READ_ERRORS = (ReadTimeout, Unavailable, OperationTimedOut, NoHostAvailable)
 # Concurrent bucket reads of event_bets, and token ranges scanned at once by account_balances.
 EVENT_READ_WINDOW = 4
 SCAN_SPLITS = 8
@@ -367,6 +382,14 @@ class CassandraLedger:
         finally:
             self._window.release()
 
+    async def _read(self, statement: Any, paging_state: bytes | None) -> ResponseFuture:
+        for attempt in range(READ_ATTEMPTS - 1):
+            try:
+                return await self._execute(statement, paging_state=paging_state)
+            except _RETRIED_READ_ERRORS:
+                await asyncio.sleep(READ_BACKOFF_S * 2**attempt)
+        return await self._execute(statement, paging_state=paging_state)
+
     async def _submit_all(self, statements: Sequence[Any]) -> list[BaseException | None]:
         """Sends every statement, at most the window's size in flight (ledger-wide), and waits for all.
         Per statement: None, or the exception it failed with. No task per request: futures only."""
@@ -400,11 +423,12 @@ class CassandraLedger:
     async def _page(
         self, prepared: Any, params: Sequence[Any], page_size: int, paging_state: bytes | None
     ) -> tuple[list[Any], bytes | None]:
-        """One page of a query: (rows, paging state of the next page or None)."""
+        """One page of a query: (rows, paging state of the next page or None). A read that timed out or found
+        too few replicas is read again (same statement, same paging state) up to READ_ATTEMPTS times."""
         stmt = prepared.bind(params)
         stmt.fetch_size = page_size
         while True:
-            response = await self._execute(stmt, paging_state=paging_state)
+            response = await self._read(stmt, paging_state)
             result = response.result()
             rows = list(result.current_rows)
             paging_state = result.paging_state
@@ -694,16 +718,8 @@ class CassandraLedger:
         legs_cache: dict[str, tuple[Leg, ...]] = {}
 
         async def read(bucket: int, state: bytes | None) -> tuple[int, list[Any], bytes | None]:
-            # A read is idempotent: a timeout of an overloaded node is read again (same paging state).
-            for attempt in range(WRITE_ATTEMPTS):
-                try:
-                    rows, nxt = await self._page(select, (event_id, bucket), page_size, state)
-                    return bucket, rows, nxt
-                except (ReadTimeout, OperationTimedOut, NoHostAvailable):
-                    if attempt + 1 == WRITE_ATTEMPTS:
-                        raise
-                    await asyncio.sleep(WRITE_BACKOFF_S * 2**attempt)
-            raise AssertionError("unreachable")
+            rows, nxt = await self._page(select, (event_id, bucket), page_size, state)
+            return bucket, rows, nxt
 
         buffer: list[PlacedBet] = []
         try:
