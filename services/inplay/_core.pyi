@@ -4,6 +4,8 @@ Batch functions convert their inputs first, compute with the GIL released, and n
 (``item 3: ...``) in any error.
 """
 
+from typing import final
+
 __all__ = [
     "MAX_LEGS",
     "ArithmeticOverflow",
@@ -11,6 +13,7 @@ __all__ = [
     "InvalidCoreInput",
     "InvalidOdds",
     "InvalidStake",
+    "JumpBand",
     "check_quotes",
     "implied_probability_ppm",
     "odds_american_display",
@@ -58,3 +61,16 @@ def potential_returns(bets: list[tuple[int, list[tuple[int, int]]]]) -> list[int
 
 # Status codes: 0 open, 1 won, 2 lost, 3 refunded, 4 partial (``inplay.core`` maps them to ``BetState``).
 def settle_bets(bets: list[tuple[int, list[tuple[int, int, int, int, int]]]]) -> list[tuple[int, int]]: ...
+
+@final
+class JumpBand:
+    """The odds feed's price-jump band (``inplay_core::band``): ``check`` per price update, ``commit`` per
+    chunk. ``prices``: ``(selection, num, den)`` of each selection of the market."""
+
+    def __new__(cls, band_bp: int, window_ms: int, max_history: int) -> JumpBand: ...
+    def check(self, market: str, ts_ms: int, prices: list[tuple[str, int, int]]) -> tuple[bool, int]: ...
+    def commit(self, tokens: list[int]) -> None: ...
+    def forget(self, market: str) -> None: ...
+    def clear_pending(self) -> None: ...
+    @property
+    def markets(self) -> int: ...

@@ -20,7 +20,7 @@ import enum
 from collections.abc import Sequence
 
 from inplay import _core
-from inplay._core import ArithmeticOverflow, CoreError, InvalidCoreInput, InvalidOdds, InvalidStake
+from inplay._core import ArithmeticOverflow, CoreError, InvalidCoreInput, InvalidOdds, InvalidStake, JumpBand
 from inplay.valuetype import value
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "InvalidCoreInput",
     "InvalidOdds",
     "InvalidStake",
+    "JumpBand",
     "LegOutcome",
     "Odds",
     "Quote",

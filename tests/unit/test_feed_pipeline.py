@@ -11,18 +11,23 @@ from inplay.domain.feed import wire
 from inplay.domain.feed.health import FAILBACK, GAPS, HEARTBEAT_TIMEOUT, FeedRouter
 from inplay.domain.feed.hub import ClientFeed
 from inplay.domain.feed.mapping import MappingTable
-from inplay.domain.feed.pipeline import RawMessage, _moved_beyond
+from inplay.domain.feed.pipeline import RawMessage
 from inplay.domain.feed.rules import FeedRules
 from inplay.model import MarketStatus
 from inplay.ports import OddsNotice
+from tests.reference.jump_band import moved_beyond
 from tests.support.feed import T0, make_pipeline, state
 
 
 def test_band_math_is_exact() -> None:
-    assert not _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("2.30"), 1500)  # exactly 15 %
-    assert _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("2.31"), 1500)
-    assert _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("1.69"), 1500)
-    assert not _moved_beyond(Odds.from_decimal("2.00"), Odds.from_decimal("1.70"), 1500)
+    def d(text: str) -> tuple[int, int]:
+        o = Odds.from_decimal(text)
+        return o.num, o.den
+
+    assert not moved_beyond(d("2.00"), d("2.30"), 1500)  # exactly 15 %
+    assert moved_beyond(d("2.00"), d("2.31"), 1500)
+    assert moved_beyond(d("2.00"), d("1.69"), 1500)
+    assert not moved_beyond(d("2.00"), d("1.70"), 1500)
 
 
 def test_router_failover_and_failback() -> None:

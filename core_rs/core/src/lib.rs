@@ -7,6 +7,7 @@
 //!   `u128` with gcd reduction, and arbitrary precision when a long accumulator leaves `u128`.
 //! * The rules are written down in `docs/betting-math.md`.
 
+pub mod band;
 pub mod error;
 mod exact;
 pub mod odds;

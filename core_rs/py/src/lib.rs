@@ -5,6 +5,7 @@
 //! build the result list. Integers that do not fit the core's types become the core's typed errors, never a
 //! bare `OverflowError` from the conversion.
 
+use inplay_core::band::JumpBand as CoreJumpBand;
 use inplay_core::{
     check_quote, potential_return as core_potential_return, settle_bet, CoreError, LegOutcome, Odds, Policy,
     QuoteInput, SettleLeg,
@@ -12,7 +13,7 @@ use inplay_core::{
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 // ---------------------------------------------------------------------------------------------- errors
 
@@ -379,6 +380,81 @@ fn settle_bets(py: Python<'_>, bets: &Bound<'_, PyAny>) -> PyResult<Vec<(u8, i64
     compute(py, inputs, |(stake, legs)| settle_bet(*stake, legs).map(|(s, v)| (s as u8, v)))
 }
 
+// ---------------------------------------------------------------------------------------------- feed
+
+/// The odds feed's price-jump band (`inplay_core::band`): one object per feed pipeline, called once per
+/// price update (`check`) and once per chunk (`commit`). Not shared across threads.
+#[pyclass(name = "JumpBand", module = "inplay._core", unsendable)]
+struct PyJumpBand {
+    inner: CoreJumpBand,
+}
+
+/// A price `(selection, num, den)`, read with borrowed items (this runs per price update).
+fn price_of<'py>(row: &Bound<'py, PyAny>, i: usize) -> PyResult<(Bound<'py, PyString>, u64, u64)> {
+    let t = tuple_of(row, 3, "a price (selection, num, den)", At::Item(i))?;
+    let key = t
+        .get_borrowed_item(0)?
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(At::Item(i).prefix("selection must be a str".into())))?
+        .to_owned();
+    let part = |j: usize, what: &str| -> PyResult<u64> {
+        let item = t.get_borrowed_item(j)?;
+        match item.extract::<u64>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => odds_part(&item.to_owned(), what, At::Item(i)),
+        }
+    };
+    Ok((key, part(1, "odds numerator")?, part(2, "odds denominator")?))
+}
+
+#[pymethods]
+impl PyJumpBand {
+    #[new]
+    fn new(py: Python<'_>, band_bp: &Bound<'_, PyAny>, window_ms: &Bound<'_, PyAny>, max_history: usize) -> PyResult<Self> {
+        let band = int_arg(band_bp, "band_bp", Kind::Argument, At::Call)?;
+        let window = int_arg(window_ms, "window_ms", Kind::Argument, At::Call)?;
+        if band < 0 || window < 0 {
+            return Err(raise(py, Kind::Argument, "band_bp and window_ms must not be negative".into()));
+        }
+        Ok(PyJumpBand { inner: CoreJumpBand::new(band as u64, window, max_history) })
+    }
+
+    /// `(jumped, token)` for an update of `market` at provider time `ts_ms` with `prices`, a list of
+    /// `(selection, num, den)`; the token commits it (:meth:`commit`) within the same chunk.
+    fn check(&mut self, market: &str, ts_ms: i64, prices: &Bound<'_, PyAny>) -> PyResult<(bool, usize)> {
+        let rows = match prices.cast::<PyList>() {
+            Ok(list) => list.iter().collect::<Vec<_>>(),
+            Err(_) => items(prices, "prices", At::Call)?,
+        };
+        let owned = rows.iter().enumerate().map(|(i, row)| price_of(row, i)).collect::<PyResult<Vec<_>>>()?;
+        let mut parsed = Vec::with_capacity(owned.len());
+        for (key, num, den) in &owned {
+            parsed.push((key.to_str()?, *num, *den));
+        }
+        Ok(self.inner.check(market, ts_ms, &parsed))
+    }
+
+    /// Commits the chunk's updates of `tokens` in that order (an unknown token: nothing is committed).
+    fn commit(&mut self, py: Python<'_>, tokens: Vec<usize>) -> PyResult<()> {
+        self.inner
+            .commit(&tokens)
+            .map_err(|bad| raise(py, Kind::Argument, format!("token {bad} is not of the current chunk")))
+    }
+
+    fn forget(&mut self, market: &str) {
+        self.inner.forget(market);
+    }
+
+    fn clear_pending(&mut self) {
+        self.inner.clear_pending();
+    }
+
+    #[getter]
+    fn markets(&self) -> usize {
+        self.inner.markets()
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -402,5 +478,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(potential_return, m)?)?;
     m.add_function(wrap_pyfunction!(potential_returns, m)?)?;
     m.add_function(wrap_pyfunction!(settle_bets, m)?)?;
+    m.add_class::<PyJumpBand>()?;
     Ok(())
 }

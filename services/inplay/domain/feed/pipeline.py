@@ -28,15 +28,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
-from inplay.core import Odds
+from inplay.core import JumpBand, Odds
 from inplay.domain.feed import fastjson
 from inplay.domain.feed.health import (
     DOWN,
@@ -167,8 +167,7 @@ class IngestSummary:
 class _PriceOp:
     write: PriceWrite
     index: int
-    prices: dict[str, Odds]
-    jumped: bool
+    band_token: int  # the update in the jump band (committed with the chunk when its write was applied)
 
 
 @dataclass
@@ -239,39 +238,6 @@ def _raw_parts(topic: str, provider: str, entries: list[dict[str, object]]) -> l
     return _raw_parts(topic, provider, entries[:half]) + _raw_parts(topic, provider, entries[half:])
 
 
-def _moved_beyond(old: Odds, new: Odds, band_bp: int) -> bool:
-    """|new/old - 1| > band, exactly: |n1*d0 - n0*d1| * 10000 > band * n0 * d1 (decimal odds n/d)."""
-    return bool(abs(new.num * old.den - old.num * new.den) * 10_000 > band_bp * old.num * new.den)
-
-
-def _beyond_any(prices: dict[str, Odds], window: Sequence[dict[str, Odds]], band_bp: int) -> bool:
-    """:func:`_moved_beyond` against every price of the window, as plain loops (the profile's largest
-    per-update cost was this check written as a nested generator: ~33 µs of ~240 µs under cProfile)."""
-    for sid, new in prices.items():
-        nn, nd = new.num, new.den
-        for past in window:
-            old = past.get(sid)
-            if old is not None and abs(nn * old.den - old.num * nd) * 10_000 > band_bp * old.num * nd:
-                return True
-    return False
-
-
-def _beyond_since(
-    prices: dict[str, Odds], history: Iterable[tuple[int, dict[str, Odds]]], floor: int, band_bp: int
-) -> bool:
-    """:func:`_beyond_any` against the ``history`` entries at or after ``floor``, without building the window
-    (the common case: a market's first update in a chunk)."""
-    for sid, new in prices.items():
-        nn, nd = new.num, new.den
-        for t, past in history:
-            if t < floor:
-                continue
-            old = past.get(sid)
-            if old is not None and abs(nn * old.den - old.num * nd) * 10_000 > band_bp * old.num * nd:
-                return True
-    return False
-
-
 class _ChunkWrites:
     """The cache writes of one chunk, sent in op order while the rest of the chunk is judged: each
     :meth:`send` starts a step that waits for the previous one, then runs its ops (one Lua call per run of
@@ -288,7 +254,7 @@ class _ChunkWrites:
         self.at = pipeline.clock()
         self.states: list[MarketState] = []
         self.changes: list[MarketChange] = []
-        self.commits: list[tuple[str, int, dict[str, Odds], bool]] = []
+        self.commits: list[int] = []  # jump-band tokens of the applied price writes, in op order
         self.sent = 0  # ops[:sent] are sent
         self._tail: asyncio.Task[None] | None = None
 
@@ -384,10 +350,9 @@ class FeedPipeline:
         # Recovery requests decided while judging a chunk (sent with its Kafka messages, through the outbox).
         self._requests: list[BusMessage] = []
         self._lock = asyncio.Lock()
-        # Per market: recent (provider ts, prices) within the jump window.
-        self._history: dict[str, deque[tuple[int, dict[str, Odds]]]] = {}
-        # This chunk's not yet committed updates (ts, prices, jumped) per market.
-        self._pending: dict[str, list[tuple[int, dict[str, Odds], bool]]] = {}
+        # Per market: the applied prices of the jump window, and this chunk's updates (the Rust core's band;
+        # tests/reference/jump_band.py is its pure-Python reference).
+        self._band = JumpBand(self.rules.jump_band_bp, self.rules.jump_window_ms, JUMP_HISTORY)
         # Events whose markets were suspended for PROVIDER_DISCONNECT (once per episode).
         self._disconnected: set[str] = set()
         # Change-log rows and Kafka messages of stored chunks not yet confirmed (retried on the next chunk or
@@ -500,7 +465,7 @@ class FeedPipeline:
         parsed = prepared.parsed
         received: list[tuple[RawMessage, int]] = []
         ops: list[_Op] = []
-        self._pending.clear()
+        self._band.clear_pending()
         self._resets.clear()
         await self._sync(prepared)
         cp = self._checkpoint()
@@ -798,8 +763,7 @@ class FeedPipeline:
         self, ids: list[str], reason: str, msg: ProviderMessage, ts: int, index: int, ops: list[_Op]
     ) -> None:
         for mid in ids:  # the next prices start a new band
-            self._history.pop(mid, None)
-            self._pending.pop(mid, None)
+            self._band.forget(mid)
         ops.append(_StatusOp(tuple(ids), reason, msg.provider, ts, index, msg.ts_ms))
 
     def _prices(
@@ -820,7 +784,9 @@ class FeedPipeline:
         held = PROVIDER_DOWN if self.router.provider(msg.provider).producer != UP else ""
         for market, selections in priced:
             reason = held or (FEED_LAG if lag > threshold else "")
-            jumped, prices = self._jumped(market.market_id, msg.ts_ms, selections)
+            jumped, token = self._band.check(
+                market.market_id, msg.ts_ms, [(p.selection_id, p.odds.num, p.odds.den) for p in selections]
+            )
             if jumped and not reason:
                 reason = PRICE_JUMP
             write = PriceWrite(
@@ -839,7 +805,7 @@ class FeedPipeline:
                 provider_ts_ms=msg.ts_ms,
                 route_primary=event.primary if event.secondary else "",
             )
-            ops.append(_PriceOp(write, index, prices, jumped))
+            ops.append(_PriceOp(write, index, token))
 
     def _sane(self, market: MarketInfo, selections: tuple[SelectionPrice, ...]) -> None:
         """L5: odds above ``max_odds`` (a feed error, e.g. a misplaced decimal point) are never offered."""
@@ -864,42 +830,6 @@ class FeedPipeline:
         if len(by_id) != len(market.ordered):
             raise Rejected(SCHEMA, f"market {market.market_id}: {len(by_id)} of {len(market.ordered)} selections")
         return tuple([SelectionPrice(s.selection_id, s.name, by_id[s.selection_id]) for s in market.ordered])
-
-    def _jumped(self, market_id: str, ts: int, selections: tuple[SelectionPrice, ...]) -> tuple[bool, dict[str, Odds]]:
-        """True when a selection moved beyond the band against any price of the last window (committed history
-        plus this chunk's earlier updates). The history is committed only for applied writes; after a jump it
-        restarts from the new prices (the next update within band confirms them)."""
-        prices = {s.selection_id: s.odds for s in selections}
-        floor = ts - self.rules.jump_window_ms
-        pending = self._pending.get(market_id)
-        if pending is None:  # the market's first update in this chunk: the committed history alone
-            jumped = _beyond_since(prices, self._history.get(market_id, ()), floor, self.rules.jump_band_bp)
-            self._pending[market_id] = [(ts, prices, jumped)]
-            return jumped, prices
-        base: list[dict[str, Odds]] = []
-        if not any(j for _, _, j in pending):
-            base = [p for t, p in self._history.get(market_id, ()) if t >= floor]
-        after_reset: list[dict[str, Odds]] = []
-        for t, p, j in pending:
-            if j:
-                after_reset = []
-            if t >= floor:
-                after_reset.append(p)
-        jumped = _beyond_any(prices, (*base, *after_reset), self.rules.jump_band_bp)
-        pending.append((ts, prices, jumped))
-        return jumped, prices
-
-    def _commit_history(self, market_id: str, ts: int, prices: dict[str, Odds], jumped: bool) -> None:
-        history = self._history.setdefault(market_id, deque())
-        if jumped:
-            history.clear()
-        while history and history[0][0] < ts - self.rules.jump_window_ms:
-            history.popleft()
-        if history and history[-1][1] == prices:  # unchanged prices: refresh the time, keep one entry
-            history.pop()
-        history.append((ts, prices))
-        if len(history) > JUMP_HISTORY:
-            history.popleft()
 
     # --- producer lifecycle -----------------------------------------------------------------------------------
 
@@ -1035,8 +965,7 @@ class FeedPipeline:
             self._rollback(cp)
             raise
         finally:
-            for market_id, ts, prices, jumped in writes.commits:
-                self._commit_history(market_id, ts, prices, jumped)
+            self._band.commit(writes.commits)
             changes, states = writes.changes, writes.states
             self._queue_out(changes, bus_out + self.control.recorder.odds_messages(states, changes))
         if len(self._out_bus) + len(self._out_changes) > SHIP_BACKLOG:
@@ -1116,8 +1045,7 @@ class FeedPipeline:
                 for o, res in zip(batch, results, strict=True):
                     if res.applied and res.after is not None:
                         written[o.index] = ""
-                        ts = o.write.provider_ts_ms or o.write.source_ts_ms
-                        writes.commits.append((o.write.market_id, ts, o.prices, o.jumped))
+                        writes.commits.append(o.band_token)
                         states.append(res.after)
                         changes += changes_between(res.before, res.after, o.write.source, "", at)
                     elif o.index not in written:
