@@ -26,6 +26,7 @@ __all__ = [
     "odds_to_fractional",
     "potential_return",
     "potential_returns",
+    "read_alpha_prices",
     "settle_bets",
 ]
 
@@ -74,3 +75,8 @@ class JumpBand:
     def clear_pending(self) -> None: ...
     @property
     def markets(self) -> int: ...
+
+# Per payload: (seq, ts_ms, correction, event_ref, market_ref, [(selection, num, den)]) or None (declined).
+def read_alpha_prices(
+    payloads: list[bytes],
+) -> list[tuple[int, int, bool, str, str, list[tuple[str, int, int]]] | None]: ...

@@ -41,6 +41,7 @@ __all__ = [
     "check_quotes",
     "potential_return",
     "potential_returns",
+    "read_alpha_prices",
     "reason_of",
     "settle_bets",
 ]
@@ -256,3 +257,13 @@ def settle_bets(bets: Sequence[tuple[int, Sequence[SettleLeg]]]) -> list[tuple[B
         ]
     )
     return [(_STATE_OF_CORE_CODE[status], value) for status, value in raw]
+
+
+def read_alpha_prices(
+    payloads: list[bytes],
+) -> list[tuple[int, int, bool, str, str, list[tuple[str, int, int]]] | None]:
+    """The alpha provider's price messages of a chunk, read by the core in one call (``inplay_core::feed``):
+    per payload ``(seq, ts_ms, correction, event_ref, market_ref, [(selection, num, den), ...])`` with the
+    odds exact and reduced, or None where the reader declines it (any other message, or one it is not sure
+    of: the Python adapter reads those)."""
+    return _core.read_alpha_prices(payloads)

@@ -9,6 +9,7 @@
 
 pub mod band;
 pub mod error;
+pub mod feed;
 mod exact;
 pub mod odds;
 pub mod payout;

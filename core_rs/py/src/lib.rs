@@ -13,7 +13,7 @@ use inplay_core::{
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 
 // ---------------------------------------------------------------------------------------------- errors
 
@@ -455,6 +455,29 @@ impl PyJumpBand {
     }
 }
 
+/// Per payload: the alpha price message `(seq, ts_ms, correction, event_ref, market_ref, [(selection, num,
+/// den), ...])`, or None where the fast reader declines it (`inplay_core::feed`: the Python adapter reads
+/// those). One call per chunk.
+#[pyfunction]
+fn read_alpha_prices<'py>(py: Python<'py>, payloads: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let rows = items(payloads, "payloads", At::Call)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let bytes = row
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(At::Item(i).prefix("a payload must be bytes".into())))?;
+        match inplay_core::feed::read_alpha_prices(bytes.as_bytes()) {
+            None => out.push(py.None().into_bound(py)),
+            Some(m) => {
+                let prices: Vec<(&str, u64, u64)> = m.prices.iter().map(|(s, o)| (*s, o.num(), o.den())).collect();
+                let item = (m.seq, m.ts_ms, m.correction, m.event_ref, m.market_ref, prices).into_pyobject(py)?;
+                out.push(item.into_any());
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -479,5 +502,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(potential_returns, m)?)?;
     m.add_function(wrap_pyfunction!(settle_bets, m)?)?;
     m.add_class::<PyJumpBand>()?;
+    m.add_function(wrap_pyfunction!(read_alpha_prices, m)?)?;
     Ok(())
 }

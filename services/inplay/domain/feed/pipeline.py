@@ -197,6 +197,9 @@ class _SwitchOp:
 _Op = _PriceOp | _StatusOp | _SwitchOp | _ResumeOp
 
 
+# A placeholder of _parse_chunk's list (every slot is filled before it is returned).
+_UNPARSED = Rejected(SCHEMA, "not parsed")
+
 # Cache outcomes of a price write that reject its message (else STALE_VERSION).
 _REJECTED_WRITE = {"SETTLED": MARKET_SETTLED, "STANDBY": STANDBY}
 
@@ -399,7 +402,7 @@ class FeedPipeline:
 
     def _prepare_soon(self, chunk: Sequence[RawMessage]) -> asyncio.Task[_Prepared]:
         async def prepare() -> _Prepared:
-            parsed = [self._parse(raw) for raw in chunk]
+            parsed = self._parse_chunk(chunk)
             request = self._view_request(parsed)
             load = asyncio.create_task(self.state.load_feed_state(*request)) if request is not None else None
             return _Prepared(parsed, request, load, self._route_changes, self.mappings.table)
@@ -526,14 +529,21 @@ class FeedPipeline:
                     extra={"provider": raw.provider, "reason": rej.reason, "detail": rej.detail, "seq": seq},
                 )
 
-    def _parse(self, raw: RawMessage) -> ProviderMessage | Rejected:
-        adapter = self.adapters.get(raw.provider)
-        if adapter is None:
-            return Rejected(UNKNOWN_PROVIDER, raw.provider)
-        try:
-            return adapter.parse(raw.payload)
-        except Rejected as rej:
-            return rej
+    def _parse_chunk(self, chunk: Sequence[RawMessage]) -> list[ProviderMessage | Rejected]:
+        """Every message of the chunk parsed, in order: each provider's messages in one adapter call."""
+        by_provider: dict[str, list[int]] = {}
+        for i, raw in enumerate(chunk):
+            by_provider.setdefault(raw.provider, []).append(i)
+        parsed: list[ProviderMessage | Rejected] = [_UNPARSED] * len(chunk)
+        for provider, indexes in by_provider.items():
+            adapter = self.adapters.get(provider)
+            if adapter is None:
+                for i in indexes:
+                    parsed[i] = Rejected(UNKNOWN_PROVIDER, provider)
+                continue
+            for i, item in zip(indexes, adapter.parse_many([chunk[i].payload for i in indexes]), strict=True):
+                parsed[i] = item
+        return parsed
 
     def _view_request(
         self, parsed: Sequence[ProviderMessage | Rejected]

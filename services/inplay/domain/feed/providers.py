@@ -29,10 +29,11 @@ Bravo market ref = ``"{match ref}/{type}/{line}"`` (line omitted when absent); s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from inplay.core import Odds
+from inplay.core import Odds, read_alpha_prices
 from inplay.domain.feed import fastjson
 from inplay.domain.feed.messages import (
     BET_STOP,
@@ -58,6 +59,20 @@ class ProviderAdapter(Protocol):
     def parse(self, payload: bytes) -> ProviderMessage:
         """Raises :class:`Rejected` (SCHEMA, TIMESTAMP_MISSING, ODDS_INVALID)."""
         ...
+
+    def parse_many(self, payloads: Sequence[bytes]) -> list[ProviderMessage | Rejected]:
+        """:meth:`parse` of every payload of a chunk, in order (a rejection in place of its message)."""
+        ...
+
+
+def parse_each(adapter: ProviderAdapter, payloads: Sequence[bytes]) -> list[ProviderMessage | Rejected]:
+    out: list[ProviderMessage | Rejected] = []
+    for payload in payloads:
+        try:
+            out.append(adapter.parse(payload))
+        except Rejected as rej:
+            out.append(rej)
+    return out
 
 
 def _load(payload: bytes) -> dict[str, Any]:
@@ -195,6 +210,25 @@ class AlphaAdapter:
             rej.seq = seq
             raise
 
+    def parse_many(self, payloads: Sequence[bytes]) -> list[ProviderMessage | Rejected]:
+        """Price messages (the firehose) by the Rust core's fast reader, one call per chunk; what it declines
+        (every other type, and any price message it is not sure of) by :meth:`parse`. The reader accepts only
+        what :meth:`parse` accepts, with the same fields (``tests/unit/test_feed_fast_reader.py``)."""
+        fast = read_alpha_prices(payloads if isinstance(payloads, list) else list(payloads))
+        out: list[ProviderMessage | Rejected] = []
+        for payload, read in zip(payloads, fast, strict=True):
+            if read is None:
+                try:
+                    out.append(self.parse(payload))
+                except Rejected as rej:
+                    out.append(rej)
+                continue
+            seq, ts, correction, event_ref, market_ref, prices = read
+            sels = tuple([(ref, Odds(num, den)) for ref, num, den in prices])
+            market = (ProviderMarket(market_ref, sels),)
+            out.append(ProviderMessage(self.name, seq, ts, PRICES, event_ref, market, correction=correction))
+        return out
+
     def _parse(self, doc: dict[str, Any], seq: int) -> ProviderMessage:
         kind = self.KINDS.get(doc.get("type", ""))
         if kind is None:
@@ -288,6 +322,9 @@ class BravoAdapter:
         except Exception as exc:
             raise Rejected(ODDS_INVALID, str(exc)) from None
         raise Rejected(SCHEMA, "outcome needs 'us' or 'frac'")
+
+    def parse_many(self, payloads: Sequence[bytes]) -> list[ProviderMessage | Rejected]:
+        return parse_each(self, payloads)
 
     def parse(self, payload: bytes) -> ProviderMessage:
         doc = _load(payload)
