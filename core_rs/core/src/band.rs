@@ -195,8 +195,16 @@ impl JumpBand {
 mod tests {
     use super::*;
 
-    fn set<'a>(prices: &'a [(&'a str, u64, u64)]) -> &'a [(&'a str, u64, u64)] {
-        prices
+    /// A band whose history of market "m" holds `prices` (each committed in its own chunk, 1 s from 1,000).
+    fn committed(prices: &[(u64, u64)]) -> JumpBand {
+        let mut band = JumpBand::new(1_500, 2_000, 8);
+        for (i, &(num, den)) in prices.iter().enumerate() {
+            band.clear_pending();
+            let (_, token) = band.check("m", 1_000 + 500 * i as i64, &[("h", num, den)]);
+            band.commit(&[token]).unwrap();
+        }
+        band.clear_pending();
+        band
     }
 
     #[test]
@@ -210,41 +218,28 @@ mod tests {
 
     #[test]
     fn a_jump_is_judged_against_every_committed_price_of_the_window() {
-        let mut band = JumpBand::new(1_500, 2_000, 8);
-        let (j, t0) = band.check("m", 1_000, set(&[("h", 2, 1)]));
-        assert!(!j);
-        band.commit(&[t0]).unwrap();
-        band.clear_pending();
-        let (j, t1) = band.check("m", 1_500, set(&[("h", 22, 10)]));
-        assert!(!j);
-        band.commit(&[t1]).unwrap();
-        band.clear_pending();
+        let mut band = committed(&[(2, 1), (22, 10)]); // at 1,000 and 1,500
         // 2.45 is within 15 % of 2.20 but beyond it against 2.00, still in the window.
-        assert!(band.check("m", 2_000, set(&[("h", 245, 100)])).0);
+        assert!(band.check("m", 2_000, &[("h", 245, 100)]).0);
         band.clear_pending();
         // Past the window of the 2.00 entry: only 2.20 counts.
-        assert!(!band.check("m", 3_400, set(&[("h", 245, 100)])).0);
+        assert!(!band.check("m", 3_400, &[("h", 245, 100)]).0);
     }
 
     #[test]
     fn inside_a_chunk_the_band_restarts_at_a_jump() {
-        let mut band = JumpBand::new(1_500, 2_000, 8);
-        let (_, t0) = band.check("m", 1_000, set(&[("h", 2, 1)]));
-        band.commit(&[t0]).unwrap();
-        band.clear_pending();
-        assert!(band.check("m", 1_100, set(&[("h", 3, 1)])).0);
+        let mut band = committed(&[(2, 1)]);
+        assert!(band.check("m", 1_100, &[("h", 3, 1)]).0);
         // Within band of 3.00 (the jump), beyond it against the committed 2.00: the jump restarted the band.
-        assert!(!band.check("m", 1_200, set(&[("h", 31, 10)])).0);
+        assert!(!band.check("m", 1_200, &[("h", 31, 10)]).0);
     }
 
     #[test]
     fn forget_starts_a_new_band_and_unknown_tokens_are_refused() {
-        let mut band = JumpBand::new(1_500, 2_000, 8);
-        let (_, t0) = band.check("m", 1_000, set(&[("h", 2, 1)]));
-        band.commit(&[t0]).unwrap();
+        let mut band = committed(&[(2, 1)]);
         band.forget("m");
         assert_eq!(band.markets(), 0);
-        assert!(!band.check("m", 1_100, set(&[("h", 5, 1)])).0);
+        assert!(!band.check("m", 1_100, &[("h", 5, 1)]).0);
         assert_eq!(band.commit(&[7]), Err(7));
     }
 }

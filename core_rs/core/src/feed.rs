@@ -97,42 +97,39 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn number(&mut self) -> Option<Value<'a>> {
-        let bytes = self.text.as_bytes();
+    /// Skips a run of ASCII digits; returns how many.
+    fn digits(&mut self) -> usize {
         let start = self.at;
-        if bytes[self.at] == b'-' {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.at += 1;
         }
-        let digits = self.at;
-        while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+        self.at - start
+    }
+
+    fn number(&mut self) -> Option<Value<'a>> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
             self.at += 1;
         }
-        let int_len = self.at - digits;
-        if int_len == 0 || (int_len > 1 && bytes[digits] == b'0') {
+        let first = self.peek();
+        let int_len = self.digits();
+        if int_len == 0 || (int_len > 1 && first == Some(b'0')) {
             return None; // no digits, or a leading zero: not JSON
         }
         let mut plain = true;
-        if bytes.get(self.at) == Some(&b'.') {
+        if self.peek() == Some(b'.') {
             self.at += 1;
-            let frac = self.at;
-            while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
-                self.at += 1;
-            }
-            if self.at == frac {
+            if self.digits() == 0 {
                 return None;
             }
             plain = false;
         }
-        if matches!(bytes.get(self.at), Some(b'e' | b'E')) {
+        if matches!(self.peek(), Some(b'e' | b'E')) {
             self.at += 1;
-            if matches!(bytes.get(self.at), Some(b'+' | b'-')) {
+            if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.at += 1;
             }
-            let exp = self.at;
-            while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
-                self.at += 1;
-            }
-            if self.at == exp {
+            if self.digits() == 0 {
                 return None;
             }
             plain = false;
