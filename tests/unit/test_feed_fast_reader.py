@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from inplay.core import read_alpha_prices
 from inplay.domain.feed import wire
-from inplay.domain.feed.messages import ProviderMessage, Rejected
-from inplay.domain.feed.providers import AlphaAdapter, BravoAdapter
+from inplay.domain.feed.messages import ProviderMessage
+from inplay.domain.feed.providers import AlphaAdapter, BravoAdapter, parse_or_rejection
 
 ADAPTER = AlphaAdapter()
 many = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -33,18 +33,11 @@ correction = st.one_of(st.none(), st.booleans(), st.integers(0, 1), st.just("no"
 seqs = st.one_of(st.integers(0, 2**40), st.integers(-3, 3), st.integers(2**62, 2**64), st.floats(0, 10), st.booleans())
 
 
-def read(payload: bytes) -> ProviderMessage | Rejected:
-    try:
-        return ADAPTER.parse(payload)
-    except Rejected as rej:
-        return rej
-
-
 def agrees(payload: bytes) -> bool:
     """Declined, or the same message as the Python adapter's. Returns whether it was read fast."""
     fast = ADAPTER.parse_many([payload])[0]
     declined = read_alpha_prices([payload])[0] is None
-    slow = read(payload)
+    slow = parse_or_rejection(ADAPTER, payload)
     if declined:
         assert type(fast) is type(slow) and str(fast) == str(slow)
         return False
@@ -173,13 +166,6 @@ def test_a_chunk_keeps_its_order_and_the_other_provider_reads_alike() -> None:
     assert [getattr(g, "kind", "") for g in got] == ["PRICES", "", "HEARTBEAT"]
     bravo = BravoAdapter()
     assert [str(x) for x in bravo.parse_many([b"{}", b"x"])] == [
-        str(read_bravo(bravo, b"{}")),
-        str(read_bravo(bravo, b"x")),
+        str(parse_or_rejection(bravo, b"{}")),
+        str(parse_or_rejection(bravo, b"x")),
     ]
-
-
-def read_bravo(adapter: BravoAdapter, payload: bytes) -> ProviderMessage | Rejected:
-    try:
-        return adapter.parse(payload)
-    except Rejected as rej:
-        return rej

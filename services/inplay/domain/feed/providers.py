@@ -65,14 +65,16 @@ class ProviderAdapter(Protocol):
         ...
 
 
+def parse_or_rejection(adapter: ProviderAdapter, payload: bytes) -> ProviderMessage | Rejected:
+    """:meth:`ProviderAdapter.parse`, its rejection returned instead of raised."""
+    try:
+        return adapter.parse(payload)
+    except Rejected as rej:
+        return rej
+
+
 def parse_each(adapter: ProviderAdapter, payloads: Sequence[bytes]) -> list[ProviderMessage | Rejected]:
-    out: list[ProviderMessage | Rejected] = []
-    for payload in payloads:
-        try:
-            out.append(adapter.parse(payload))
-        except Rejected as rej:
-            out.append(rej)
-    return out
+    return [parse_or_rejection(adapter, payload) for payload in payloads]
 
 
 def _load(payload: bytes) -> dict[str, Any]:
@@ -218,10 +220,7 @@ class AlphaAdapter:
         out: list[ProviderMessage | Rejected] = []
         for payload, read in zip(payloads, fast, strict=True):
             if read is None:
-                try:
-                    out.append(self.parse(payload))
-                except Rejected as rej:
-                    out.append(rej)
+                out.append(parse_or_rejection(self, payload))
                 continue
             seq, ts, correction, event_ref, market_ref, prices = read
             sels = tuple([(ref, Odds(num, den)) for ref, num, den in prices])
