@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -108,12 +109,12 @@ def _state_from_fields(v: Any, st: Any, rs: Any, b: Any) -> MarketState | None:
     return decode_state(fastjson.loads(b), int(v), int(st), _text(rs))
 
 
-def _price_item(w: PriceWrite, body: str) -> list[Any]:
+def _price_item(w: PriceWrite, body: str, held: MarketState | None) -> list[Any]:
     """One feed-mode item of the price script (layout above ``_WRITE_PRICES``)."""
     provider_ts = str(w.provider_ts_ms or w.source_ts_ms)
     return [
         w.market_id, w.event_id, w.sport, str(w.source_ts_ms), body, w.suspend_reason, 1 if w.correction else 0,
-        "feed", 0, 0, "", provider_ts, w.source, w.route_primary,
+        "feed", 0, 0, "", provider_ts, w.source, w.route_primary, held.version if held is not None else 0,
     ]  # fmt: skip
 
 
@@ -145,40 +146,47 @@ def _written_state(w: PriceWrite, version: int, status: int, reason: str) -> Mar
 
 
 class _LastWritten:
-    """The body and state of the last price write this process applied, per market: the script returns the
-    old body for the change-log diff, and when it is byte for byte the body written here last, the state is
-    taken from here instead of decoding the JSON again (that decode was ~14 % of the ingest profile). Any
-    other body (another pod's write, a status write's version, a reset) is decoded. Bounded: cleared when
-    full."""
+    """The state of the last price write this process applied, per market. The price script returns the old
+    body for the change-log diff; when that body is still the one this writer wrote (the script checks its
+    stamp ``bw``, see ``_WRITE_PRICES``), it returns 1 instead, and the state held here is used: that decode
+    was ~14 % of the ingest profile, and the text cost Redis and the client an escape and an unescape. Any
+    other body (another pod's write, a put, a reset) comes back as text and is decoded. Bounded: cleared when
+    full (before a batch is sent: a held state is captured per item, so a concurrent batch cannot swap it)."""
 
     MAX = 100_000
 
     def __init__(self) -> None:
-        self._by_market: dict[str, tuple[str, MarketState]] = {}
+        self.writer = uuid.uuid4().hex[:12]
+        self._by_market: dict[str, MarketState] = {}
 
-    def before(self, market_id: str, row: list[Any]) -> MarketState | None:
-        old_body = _text(row[4])
+    def held(self, writes: Sequence[PriceWrite]) -> list[MarketState | None]:
+        if len(self._by_market) >= self.MAX:
+            self._by_market.clear()
+        get = self._by_market.get
+        return [get(w.market_id) for w in writes]
+
+    @staticmethod
+    def before(row: list[Any], held: MarketState | None) -> MarketState | None:
+        old_body = row[4]
         if not old_body:
             return None
         version, status, reason = int(row[1]), int(row[2]), _text(row[3])
-        held = self._by_market.get(market_id)
-        if held is not None and held[0] == old_body:
-            st = held[1]
-            if (st.version, int(st.status), st.status_reason) == (version, status, reason):
-                return st
-            return replace(st, version=version, status=MarketStatus(status), status_reason=reason)
+        if type(old_body) is int:  # 1: the body this writer wrote (held), unchanged since
+            if held is None:
+                raise RuntimeError("price script returned 'the body you hold' for a body not held")
+            if held.version == version and int(held.status) == status and held.status_reason == reason:
+                return held
+            return replace(held, version=version, status=_STATUS[status], status_reason=reason)
         return decode_state(fastjson.loads(old_body), version, status, reason)
 
-    def result(self, w: PriceWrite, body: str, row: list[Any]) -> WriteResult:
+    def result(self, w: PriceWrite, row: list[Any], held: MarketState | None) -> WriteResult:
         """The script's answer for ``w``: the state before and, if applied, after (remembered)."""
         outcome = _text(row[0])
-        before = self.before(w.market_id, row)
+        before = self.before(row, held)
         after = None
         if outcome == "APPLIED":
             after = _written_state(w, int(row[5]), int(row[6]), _text(row[7]))
-            if len(self._by_market) >= self.MAX:
-                self._by_market.clear()
-            self._by_market[w.market_id] = (body, after)
+            self._by_market[w.market_id] = after
         return WriteResult(outcome, before, after)
 
 
@@ -192,18 +200,25 @@ def decode_notice(data: bytes | str) -> OddsNotice:
 # ARGV[2] = JSON array of items (one argument: packing 11 arguments per item costs more on the client than the
 # whole script on the server): [market_id, event_id, sport, source_ts (string), body, suspend_reason,
 # correction (0/1), mode ("feed" | "put"), put_version, put_status, put_reason, provider_ts (string), source,
-# route_primary]. A routed feed write (route_primary set) is STANDBY unless ``source`` is the event's active
-# provider in ``{p}feed:route:{event}`` (field ``a``; absent = route_primary): the check every pod shares.
+# route_primary, held_version]. A routed feed write (route_primary set) is STANDBY unless ``source`` is the
+# event's active provider in ``{p}feed:route:{event}`` (field ``a``; absent = route_primary): the check every
+# pod shares.
 # Feed mode is STALE when source_ts (the provider time clamped to the receive time: comparable across
 # providers) is older than the market watermark ``sts``, or when provider_ts (the provider's own clock) is not
 # newer than that provider's watermark ``pts:{source}`` (order within one provider, whatever its clock).
 # A correction may carry the timestamp of the price it corrects (equal to ``pts``: applied, not STALE).
 # MATCH_END is held against prices like OPERATOR: only settlement (or an operator resume) ends it.
+# ARGV[3] = the writer's id: an applied feed write stamps the body with ``bw`` = "{writer}:{new_v}". When the item's
+# held_version names the body this writer wrote last (``bw`` = "{writer}:{held_version}": no other write has
+# replaced the body since; a status write bumps ``v`` but keeps ``b``), old_b is returned as the number 1
+# ("the body you hold") instead of the text: the client has it, and the text would be JSON-escaped here and
+# unescaped there, ~250 bytes per update both ways.
 # Returns (JSON text, parsed in C on the client) per item: [outcome, old_v, old_st, old_rs, old_b, new_v, new_st,
 # new_rs].
 _WRITE_PRICES = r"""
 local p = ARGV[1]
 local items = cjson.decode(ARGV[2])
+local wid = ARGV[3] or ''
 local out = {}
 local routes = {}
 for k = 1, #items do
@@ -212,9 +227,10 @@ for k = 1, #items do
   local sreason, corr, mode = it[6], it[7], it[8]
   local pv, pst, prs = it[9], it[10], it[11]
   local pts, src, guard = tonumber(it[12]) or 0, it[13] or '', it[14] or ''
+  local held = tonumber(it[15]) or 0
   local pkey = 'pts:' .. src
   local key = p .. 'mkt:' .. mid
-  local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', pkey)
+  local cur = redis.call('HMGET', key, 'v', 'st', 'rs', 'sts', 'b', pkey, 'bw')
   local exists = cur[1] ~= false
   local cv = tonumber(cur[1]) or 0
   local cst = tonumber(cur[2]) or 0
@@ -253,8 +269,14 @@ for k = 1, #items do
     end
   end
   if outcome == 'APPLIED' then
-    redis.call('HSET', key, 'v', nv, 'st', nst, 'rs', nrs, 'sts', sts, 'b', body, 'ev', ev, 'sp', sp)
-    if pts > 0 then redis.call('HSET', key, pkey, pts) end
+    local bw = ''
+    if mode ~= 'put' and wid ~= '' then bw = wid .. ':' .. nv end
+    if pts > 0 then
+      redis.call('HSET', key, 'v', nv, 'st', nst, 'rs', nrs, 'sts', sts, 'b', body, 'ev', ev, 'sp', sp, 'bw', bw,
+        pkey, pts)
+    else
+      redis.call('HSET', key, 'v', nv, 'st', nst, 'rs', nrs, 'sts', sts, 'b', body, 'ev', ev, 'sp', sp, 'bw', bw)
+    end
     if not exists then
       redis.call('SADD', p .. 'ev:' .. ev, mid)
       redis.call('SADD', p .. 'sp:' .. sp, mid)
@@ -262,7 +284,9 @@ for k = 1, #items do
     redis.call('PUBLISH', p .. 'odds:' .. ev,
       '{"v":' .. nv .. ',"st":' .. nst .. ',"rs":' .. cjson.encode(nrs) .. ',"c":' .. corr
       .. ',"b":' .. body .. '}')
-    out[k] = {outcome, cv, cst, crs, cur[5] or '', nv, nst, nrs}
+    local old = cur[5] or ''
+    if held > 0 and wid ~= '' and cur[7] == wid .. ':' .. held then old = 1 end
+    out[k] = {outcome, cv, cst, crs, old, nv, nst, nrs}
   else
     out[k] = {outcome, cv, cst, crs, '', cv, cst, crs}
   end
@@ -542,10 +566,11 @@ class RedisOddsCache:
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         if not writes:
             return []
-        bodies = [_body_of(w) for w in writes]
-        items = [_price_item(w, body) for w, body in zip(writes, bodies, strict=True)]
-        raw = fastjson.loads(await self._write_prices(keys=[], args=[self.prefix, _pack(items)]))
-        out = [self._last.result(w, b, row) for w, b, row in zip(writes, bodies, raw, strict=True)]
+        held = self._last.held(writes)
+        items = [_price_item(w, _body_of(w), h) for w, h in zip(writes, held, strict=True)]
+        args = [self.prefix, _pack(items), self._last.writer]
+        raw = fastjson.loads(await self._write_prices(keys=[], args=args))
+        out = [self._last.result(w, row, h) for w, row, h in zip(writes, raw, held, strict=True)]
         _echo(self.local_listeners, out)
         return out
 

@@ -225,9 +225,8 @@ class FeedRouter:
             return None
         current = self.active_for(event)
         other = event.secondary if current == event.primary else event.primary
-        cur_h, other_h = self.provider(current), self.provider(other)
-        cause = cur_h.problem(now_ms, self.rules)
-        if cause and not other_h.problem(now_ms, self.rules):
+        cause = self.provider(current).problem(now_ms, self.rules)
+        if cause and not (other_h := self.provider(other)).problem(now_ms, self.rules):
             # Back to the primary only once it has been healthy for the fail-back delay (else two providers
             # with alternating lag spikes flap a->b->a, each switch a PROVIDER row and a new price source),
             # unless the secondary is gone altogether.

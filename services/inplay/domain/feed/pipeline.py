@@ -553,13 +553,20 @@ class FeedPipeline:
         probes: dict[str, list[tuple[int, int]]] = {}
         events: set[str] = set()
         providers: set[str] = set(self.router.health)
-        table = self.mappings.table
+        refs: set[tuple[str, str]] = set()  # a chunk names each event many times: looked up once
         for item in parsed:
             if isinstance(item, Rejected):
                 continue
-            probes.setdefault(item.provider, []).append((item.seq, item.ts_ms))
-            providers.add(item.provider)
-            if item.kind != HEARTBEAT and (event := table.event(item.provider, item.event_ref)) is not None:
+            probe = probes.get(item.provider)
+            if probe is None:
+                probe = probes[item.provider] = []
+            probe.append((item.seq, item.ts_ms))
+            if item.kind != HEARTBEAT:
+                refs.add((item.provider, item.event_ref))
+        providers.update(probes)
+        table = self.mappings.table
+        for provider, ref in refs:
+            if (event := table.event(provider, ref)) is not None:
                 events.add(event.event_id)
                 providers.update(event.providers)
         return (sorted(providers), probes, sorted(events)) if probes else None
@@ -667,8 +674,7 @@ class FeedPipeline:
             stop_ids = self._normalize_refs(msg, event, summary)
         health.alive(arrived, abs(ahead), self.rules)  # only a valid message is a sign of life
         self._recover(health, arrived)
-        self._route_health(event, arrived, ops)
-        if self.router.active_for(event) != msg.provider:
+        if self._route_health(event, arrived, ops) != msg.provider:
             if msg.kind in (BET_STOP, INCIDENT):
                 # Any provider's stop or incident suspends (the first to report a goal closes the past-posting
                 # window); only the active provider's fresh prices reopen.
@@ -684,7 +690,7 @@ class FeedPipeline:
             raise Rejected(STANDBY, f"{msg.provider} is standby for {event.event_id}")
         self._disconnected.discard(event.event_id)
         if msg.kind == PRICES:
-            self._prices(msg, event, priced, ts, lag, index, ops)
+            self._prices(msg, health, event, priced, ts, lag, index, ops)
         elif msg.kind == BET_STOP:
             self._suspend_op(stop_ids if msg.market_refs else list(event.market_ids), BET_STOP, msg, ts, index, ops)
         elif msg.kind == INCIDENT:
@@ -779,6 +785,7 @@ class FeedPipeline:
     def _prices(
         self,
         msg: ProviderMessage,
+        health: ProviderHealth,
         event: EventInfo,
         priced: list[tuple[MarketInfo, tuple[SelectionPrice, ...]]],
         ts: int,
@@ -791,7 +798,7 @@ class FeedPipeline:
         threshold = self.rules.lag_inplay_ms if event.in_play else self.rules.lag_prematch_ms
         # A producer down or recovering: its prices are stored, its markets stay suspended until the snapshot
         # is complete.
-        held = PROVIDER_DOWN if self.router.provider(msg.provider).producer != UP else ""
+        held = PROVIDER_DOWN if health.producer != UP else ""
         for market, selections in priced:
             reason = held or (FEED_LAG if lag > threshold else "")
             jumped, token = self._band.check(
@@ -914,27 +921,30 @@ class FeedPipeline:
         out, self._requests = self._requests, []
         return out
 
-    def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> None:
+    def _route_health(self, event: EventInfo, now: int, ops: list[_Op]) -> str:
+        """Failover and the active provider's silence for ``event`` at ``now``; returns the event's active
+        provider after that."""
         switch = self.router.evaluate(event, now)
         if switch is not None:
             ops.append(_SwitchOp(switch, event, switch.cause == HEARTBEAT_TIMEOUT))
             if switch.cause == HEARTBEAT_TIMEOUT:
                 self._disconnected.add(event.event_id)
-            return
-        active = self.router.provider(self.router.active_for(event))
-        if active.last_seen_ms and now - active.last_seen_ms <= self.rules.heartbeat_timeout_ms:
+            return switch.new
+        name = self.router.active_for(event)
+        active = self.router.provider(name)
+        seen = active.last_seen_ms
+        if not seen:
+            return name
+        if now - seen <= self.rules.heartbeat_timeout_ms:
             self._disconnected.discard(event.event_id)  # alive again (maybe seen by another pod)
-        if (
-            active.last_seen_ms
-            and now - active.last_seen_ms > self.rules.heartbeat_timeout_ms
-            and event.event_id not in self._disconnected
-        ):
+        elif event.event_id not in self._disconnected:
             self._disconnected.add(event.event_id)
             ops.append(_StatusOp(event.market_ids, PROVIDER_DISCONNECT, "watchdog", 0, -1))
             log.warning(
                 "active provider silent: event suspended",
                 extra={"event_id": event.event_id, "provider": active.name},
             )
+        return name
 
     # --- cache + bus ---------------------------------------------------------------------------------------
 
