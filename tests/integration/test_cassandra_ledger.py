@@ -218,8 +218,11 @@ def _read_timeout() -> Exception:
     from cassandra import ConsistencyLevel, ReadTimeout
 
     return ReadTimeout(
-        "received only 1 responses", consistency=ConsistencyLevel.LOCAL_QUORUM, required_responses=2,
-        received_responses=1, data_retrieved=False,
+        "received only 1 responses",
+        consistency=ConsistencyLevel.LOCAL_QUORUM,
+        required_responses=2,
+        received_responses=1,
+        data_retrieved=False,
     )
 
 

@@ -114,7 +114,6 @@ async def test_no_failover_without_a_healthy_secondary(env: OddsEnv) -> None:
     assert await source(env) == "alpha" and env.event_id not in env.pipeline.router.active
 
 
-
 async def test_a_switch_in_one_chunk_holds_for_the_next_chunk_of_the_same_call(
     caplog: pytest.LogCaptureFixture,
     live_cache: RedisOddsCache,

@@ -31,6 +31,24 @@ def test_records_carry_every_field_of_their_entries() -> None:
     assert entries_of_record(odds_json(state("m1", 8))) == []
 
 
+ENTRY_FIELDS = ["market_id", "selection_id", "kind", "old_value", "new_value", "source", "reason", "version", "at_ms"]
+
+
+@pytest.mark.parametrize("encode", ["orjson", "stdlib"])
+def test_entries_are_written_with_the_documented_fields_in_order(encode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entries are dataclasses written by the JSON encoder (orjson natively; the stdlib fallback by its
+    ``default``): a field added to MarketChange would change the record's wire format, and fails here."""
+    from inplay.domain import markets
+    from inplay.domain.feed import fastjson
+
+    if encode == "stdlib":
+        monkeypatch.setattr(markets, "_compact", lambda obj: fastjson._std(obj).encode())
+    for record in (odds_json(state("m1", 7), [_change(7)]), changes_to_json([_change(7)])):
+        [entry] = fastjson.loads(record)["changes"]
+        assert list(entry) == ENTRY_FIELDS
+        assert entry["version"] == 7 and entry["old_value"] == "2.00"
+
+
 def _mr(seq: int, ts: int, h: str, d: str, a: str) -> RawMessage:
     prices = {"A-EV-MR-H": h, "A-EV-MR-D": d, "A-EV-MR-A": a}
     return RawMessage("alpha", wire.alpha_odds(seq, ts, "A-EV", "A-EV-MR", prices), ts)

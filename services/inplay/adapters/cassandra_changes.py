@@ -135,9 +135,7 @@ class CassandraMarketChangeLog:
         more, nxt = await self._rows_page(market_id, page_size - len(page), start, page)
         return page, (pagetoken.encode(scope, _ROWS + fastjson.dumps(nxt)) if more else "")
 
-    async def _legacy_page(
-        self, market_id: str, page_size: int, paging: bytes | None
-    ) -> tuple[_Changes, bytes | None]:
+    async def _legacy_page(self, market_id: str, page_size: int, paging: bytes | None) -> tuple[_Changes, bytes | None]:
         stmt = self._legacy.bind((market_id,))
         stmt.fetch_size = page_size
         future = self._session.execute_async(stmt, paging_state=paging)
@@ -159,9 +157,7 @@ class CassandraMarketChangeLog:
         ]
         return changes, result.paging_state
 
-    async def _rows_page(
-        self, market_id: str, room: int, start: _Position, page: _Changes
-    ) -> tuple[bool, _Position]:
+    async def _rows_page(self, market_id: str, room: int, start: _Position, page: _Changes) -> tuple[bool, _Position]:
         """Appends up to ``room`` entries from the row (version, at, part) = ``start[:3]`` on, skipping the
         first ``start[3]`` entries of that row; returns whether entries remain and where they start. Every
         row holds at least one entry, so ``room + 1`` rows always reach past the page."""

@@ -170,7 +170,7 @@ class _LastWritten:
         old_body = row[4]
         if not old_body:
             return None
-        version, status, reason = int(row[1]), int(row[2]), _text(row[3])
+        version, status, reason = int(row[1]), int(row[2]), str(row[3])
         if type(old_body) is int:  # 1: the body this writer wrote (held), unchanged since
             if held is None:
                 raise RuntimeError("price script returned 'the body you hold' for a body not held")
@@ -181,12 +181,11 @@ class _LastWritten:
 
     def result(self, w: PriceWrite, row: list[Any], held: MarketState | None) -> WriteResult:
         """The script's answer for ``w``: the state before and, if applied, after (remembered)."""
-        outcome = _text(row[0])
+        outcome = str(row[0])  # the script's JSON: text and integers
         before = self.before(row, held)
-        after = None
-        if outcome == "APPLIED":
-            after = _written_state(w, int(row[5]), int(row[6]), _text(row[7]))
-            self._by_market[w.market_id] = after
+        if outcome != "APPLIED":
+            return WriteResult(outcome, before, None)
+        after = self._by_market[w.market_id] = _written_state(w, int(row[5]), int(row[6]), str(row[7]))
         return WriteResult(outcome, before, after)
 
 

@@ -648,12 +648,16 @@ class FeedPipeline:
         received = raw.received_at_ms
         arrived = raw.arrived_ms or received
         health = self.router.provider(msg.provider)
-        if self._track(health, msg.seq, msg.ts_ms, arrived, summary) == "DUPLICATE":
+        if (verdict := health.track(msg.seq, msg.ts_ms, arrived)) and self._verdict(health, msg.seq, verdict, summary):
             raise Rejected(DUPLICATE, f"seq {msg.seq}")
         ahead = msg.ts_ms - received
-        if ahead > self.rules.max_future_ms:
+        rules = self.rules
+        if ahead > rules.max_future_ms:
             raise Rejected(TIMESTAMP_FUTURE, f"ts {msg.ts_ms} is {ahead} ms ahead")
-        self._clock_ahead(msg, ahead, summary)
+        self._ahead_last[msg.provider] = ahead  # the gauge takes the chunk's last value (_publish_ahead)
+        if ahead > rules.clock_ahead_tolerance_ms:
+            summary.anomalies[TIMESTAMP_AHEAD] += 1
+            FEED_ANOMALIES.labels(TIMESTAMP_AHEAD).inc()
         # The provider time, clamped to the receive time: a clock running ahead neither pushes the market
         # watermark into the future nor makes a price look younger than it is (age = now - updated_at).
         ts = min(msg.ts_ms, received, arrived)  # nor a connector clock running ahead of the server's
@@ -673,7 +677,8 @@ class FeedPipeline:
         elif msg.kind == BET_STOP and msg.market_refs:
             stop_ids = self._normalize_refs(msg, event, summary)
         health.alive(arrived, abs(ahead), self.rules)  # only a valid message is a sign of life
-        self._recover(health, arrived)
+        if health.producer == DOWN:
+            self._recover(health, arrived)
         if self._route_health(event, arrived, ops) != msg.provider:
             if msg.kind in (BET_STOP, INCIDENT):
                 # Any provider's stop or incident suspends (the first to report a goal closes the past-posting
@@ -697,12 +702,6 @@ class FeedPipeline:
             self._suspend_op(list(event.market_ids), msg.incident, msg, ts, index, ops)
         elif msg.kind == END:
             self._suspend_op(list(event.market_ids), MATCH_END, msg, ts, index, ops)
-
-    def _clock_ahead(self, msg: ProviderMessage, ahead: int, summary: IngestSummary) -> None:
-        self._ahead_last[msg.provider] = ahead  # the gauge takes the chunk's last value (_publish_ahead)
-        if ahead > self.rules.clock_ahead_tolerance_ms:
-            summary.anomalies[TIMESTAMP_AHEAD] += 1
-            FEED_ANOMALIES.labels(TIMESTAMP_AHEAD).inc()
 
     def _publish_ahead(self) -> None:
         """Sets the clock-ahead gauge once per chunk and provider (a gauge set per message costs a lock)."""
@@ -764,6 +763,12 @@ class FeedPipeline:
     def _track(self, health: ProviderHealth, seq: int, ts: int, received: int, summary: IngestSummary) -> str:
         """Sequence tracking (duplicates, gaps, restarts); returns the verdict of :meth:`ProviderHealth.track`."""
         verdict = health.track(seq, ts, received)
+        if verdict:
+            self._verdict(health, seq, verdict, summary)
+        return verdict
+
+    def _verdict(self, health: ProviderHealth, seq: int, verdict: str, summary: IngestSummary) -> bool:
+        """Counts a sequence verdict other than "in order"; True for a duplicate (the message is rejected)."""
         if verdict == GAPS:
             summary.anomalies[SEQUENCE_GAP] += 1
             FEED_ANOMALIES.labels(SEQUENCE_GAP).inc()
@@ -773,7 +778,7 @@ class FeedPipeline:
             summary.anomalies[SEQUENCE_RESET] += 1
             FEED_ANOMALIES.labels(SEQUENCE_RESET).inc()
             log.warning("feed sequence restarted (new provider session)", extra={"provider": health.name, "seq": seq})
-        return verdict
+        return verdict == DUPLICATE
 
     def _suspend_op(
         self, ids: list[str], reason: str, msg: ProviderMessage, ts: int, index: int, ops: list[_Op]
