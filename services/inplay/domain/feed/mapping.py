@@ -48,6 +48,8 @@ class MarketInfo:
     # provider -> {provider selection ref -> selection}
     selections: dict[str, dict[str, SelectionInfo]]
     ordered: tuple[SelectionInfo, ...]
+    # provider -> {provider selection ref -> (position in ``ordered``, selection)}: a price lands in its slot
+    slots: dict[str, dict[str, tuple[int, SelectionInfo]]]
 
 
 @value
@@ -128,12 +130,16 @@ class MappingTable:
                     mpath = f"{path}.markets[{j}]"
                     market_id = str(mk["market_id"])
                     by_provider: dict[str, dict[str, SelectionInfo]] = {}
+                    slots: dict[str, dict[str, tuple[int, SelectionInfo]]] = {}
                     ordered = []
+                    first: dict[str, int] = {}  # a selection id named twice has one slot (never all priced)
                     for k, sel in enumerate(mk.get("selections", [])):
                         info = SelectionInfo(str(sel["selection_id"]), str(sel.get("name", sel["selection_id"])))
                         ordered.append(info)
+                        position = first.setdefault(info.selection_id, k)
                         for provider, ref in dict(sel.get("ids", {})).items():
                             by_provider.setdefault(str(provider), {})[str(ref)] = info
+                            slots.setdefault(str(provider), {})[str(ref)] = (position, info)
                         if not sel.get("ids"):
                             raise bad(f"{mpath}.selections[{k}].ids", "at least one provider id")
                     self.markets[market_id] = MarketInfo(
@@ -143,6 +149,7 @@ class MappingTable:
                         str(mk.get("name", market_id)),
                         by_provider,
                         tuple(ordered),
+                        slots,
                     )
                     for provider, ref in dict(mk.get("ids", {})).items():
                         self._market_refs[(str(provider), str(ref))] = market_id

@@ -31,7 +31,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
@@ -745,19 +745,19 @@ class FeedPipeline:
         is an anomaly and the others are applied; a message with no usable market is rejected for it."""
         out: list[tuple[MarketInfo, tuple[SelectionPrice, ...]]] = []
         skipped: list[Rejected] = []
+        table = self.mappings.table
         for pm in msg.markets:
             try:
-                market = self.mappings.table.market(msg.provider, pm.ref)
+                market = table.market(msg.provider, pm.ref)
                 if market is None or market.event_id != event.event_id:
                     raise Rejected(UNMAPPED, f"market {pm.ref!r} of {msg.provider}")
-                selections = self._selections(msg.provider, market, pm.prices)
-                self._sane(market, selections)
-                out.append((market, selections))
+                out.append((market, self._selections(msg.provider, market, pm.prices)))
             except Rejected as rej:
                 skipped.append(rej)
         if not out:
             raise skipped[0] if skipped else Rejected(SCHEMA, "no market")
-        self._partial(msg, skipped, summary)
+        if skipped:
+            self._partial(msg, skipped, summary)
         return out
 
     def _track(self, health: ProviderHealth, seq: int, ts: int, received: int, summary: IngestSummary) -> str:
@@ -804,6 +804,7 @@ class FeedPipeline:
         # A producer down or recovering: its prices are stored, its markets stay suspended until the snapshot
         # is complete.
         held = PROVIDER_DOWN if health.producer != UP else ""
+        route = event.primary if event.secondary else ""
         for market, selections in priced:
             reason = held or (FEED_LAG if lag > threshold else "")
             jumped, token = self._band.check(
@@ -811,47 +812,49 @@ class FeedPipeline:
             )
             if jumped and not reason:
                 reason = PRICE_JUMP
-            write = PriceWrite(
-                market_id=market.market_id,
-                event_id=event.event_id,
-                sport=event.sport,
-                market_type=market.market_type,
-                name=market.name,
-                in_play=event.in_play,
-                selections=selections,
-                source_ts_ms=ts,
-                updated_at_ms=ts,
-                source=msg.provider,
-                suspend_reason=reason,
-                correction=msg.correction,
-                provider_ts_ms=msg.ts_ms,
-                route_primary=event.primary if event.secondary else "",
+            write = PriceWrite(  # positional (keywords cost ~30 % more per call), in field order
+                market.market_id,
+                event.event_id,
+                event.sport,
+                market.market_type,
+                market.name,
+                event.in_play,
+                selections,
+                ts,  # source_ts_ms
+                ts,  # updated_at_ms
+                msg.provider,  # source
+                reason,  # suspend_reason
+                msg.correction,
+                msg.ts_ms,  # provider_ts_ms
+                route,  # route_primary
             )
             ops.append(_PriceOp(write, index, token))
 
-    def _sane(self, market: MarketInfo, selections: tuple[SelectionPrice, ...]) -> None:
-        """L5: odds above ``max_odds`` (a feed error, e.g. a misplaced decimal point) are never offered."""
-        for s in selections:
-            if s.odds.num > self.rules.max_odds * s.odds.den:
-                raise Rejected(
-                    ODDS_INVALID, f"market {market.market_id}: {s.odds.decimal_str()} > {self.rules.max_odds}"
-                )
-
-    @staticmethod
     def _selections(
-        provider: str, market: MarketInfo, prices: tuple[tuple[str, Odds], ...]
+        self, provider: str, market: MarketInfo, prices: tuple[tuple[str, Odds], ...]
     ) -> tuple[SelectionPrice, ...]:
-        refs = market.selections.get(provider, {})
-        by_id: dict[str, Odds] = {}
+        """The market's selections in mapping order, each with its price: every ref mapped (else UNMAPPED, the
+        first unmapped one), every selection priced (else SCHEMA; a ref given twice: the last price), and no
+        odds above ``max_odds`` (L5: a feed error, e.g. a misplaced decimal point, is never offered)."""
+        slots = market.slots.get(provider, {})
+        n = len(market.ordered)
+        priced: list[SelectionPrice | None] = [None] * n
+        filled = 0
         for ref, odds in prices:
-            info = refs.get(ref)
-            if info is None:
+            slot = slots.get(ref)
+            if slot is None:
                 raise Rejected(UNMAPPED, f"selection {ref!r} of market {market.market_id}")
-            by_id[info.selection_id] = odds
-        # by_id holds only this market's selection ids, so equal sizes mean every selection is priced
-        if len(by_id) != len(market.ordered):
-            raise Rejected(SCHEMA, f"market {market.market_id}: {len(by_id)} of {len(market.ordered)} selections")
-        return tuple([SelectionPrice(s.selection_id, s.name, by_id[s.selection_id]) for s in market.ordered])
+            position, info = slot
+            if priced[position] is None:
+                filled += 1
+            priced[position] = SelectionPrice(info.selection_id, info.name, odds)
+        if filled != n:
+            raise Rejected(SCHEMA, f"market {market.market_id}: {filled} of {n} selections")
+        limit = self.rules.max_odds
+        for s in priced:
+            if s is not None and s.odds.num > limit * s.odds.den:
+                raise Rejected(ODDS_INVALID, f"market {market.market_id}: {s.odds.decimal_str()} > {limit}")
+        return tuple(cast(list[SelectionPrice], priced))
 
     # --- producer lifecycle -----------------------------------------------------------------------------------
 
