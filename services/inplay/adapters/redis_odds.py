@@ -129,19 +129,19 @@ _STATUS = {int(s): s for s in MarketStatus}
 
 
 def _written_state(w: PriceWrite, version: int, status: int, reason: str) -> MarketState:
-    return MarketState(
-        market_id=w.market_id,
-        event_id=w.event_id,
-        sport=w.sport,
-        market_type=w.market_type,
-        name=w.name,
-        in_play=w.in_play,
-        status=_STATUS[status],
-        status_reason=reason,
-        selections=w.selections,
-        version=version,
-        updated_at_ms=w.updated_at_ms,
-        source=w.source,
+    return MarketState(  # positional, in field order (once per update: keywords cost ~30 % more)
+        w.market_id,
+        w.event_id,
+        w.sport,
+        w.market_type,
+        w.name,
+        w.in_play,
+        _STATUS[status],
+        reason,  # status_reason
+        w.selections,
+        version,
+        w.updated_at_ms,
+        w.source,
     )
 
 

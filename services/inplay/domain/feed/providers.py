@@ -225,7 +225,8 @@ class AlphaAdapter:
             seq, ts, correction, event_ref, market_ref, prices = read
             sels = tuple([(ref, Odds(num, den)) for ref, num, den in prices])
             market = (ProviderMarket(market_ref, sels),)
-            out.append(ProviderMessage(self.name, seq, ts, PRICES, event_ref, market, correction=correction))
+            # positional, in field order (market_refs, incident: none for prices)
+            out.append(ProviderMessage(self.name, seq, ts, PRICES, event_ref, market, (), "", correction))
         return out
 
     def _parse(self, doc: dict[str, Any], seq: int) -> ProviderMessage:
