@@ -96,3 +96,28 @@ def test_an_unchanged_price_is_one_history_entry(band_class: type[JumpBand] | ty
         band.commit([band.check("m", 1_000 + 100 * i, [("h", num, den)])[1]])
     band.clear_pending()
     assert band.check("m", 1_400, [("h", 231, 100)])[0]
+
+
+def test_a_band_built_on_one_thread_is_used_and_dropped_on_another() -> None:
+    """An embedded server builds its pipeline on one thread and may drop it on its loop's thread: the band
+    must not fail there (it did: 'PyJumpBand is unsendable, but is being dropped on another thread')."""
+    import gc
+    import threading
+
+    holder = [JumpBand(1_500, 2_000, 8)]
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            jumped, token = holder[0].check("m", 1_000, [("h", 2, 1)])
+            holder[0].commit([token])
+            assert not jumped and holder[0].markets == 1
+            holder.clear()
+            gc.collect()
+        except BaseException as exc:  # reported on the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert errors == [] and holder == []

@@ -14,16 +14,16 @@
 //!   new band.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A market's prices at one update: (selection key, decimal odds numerator, denominator), sorted by key, the
 /// keys interned by the band (so equality is set equality, and equal keys are mostly one pointer, which
-/// `Rc`'s equality checks before the text).
+/// `Arc`'s equality checks before the text).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PriceSet(Vec<(Rc<str>, u64, u64)>);
+struct PriceSet(Vec<(Arc<str>, u64, u64)>);
 
 impl PriceSet {
-    fn get(&self, key: &Rc<str>) -> Option<(u64, u64)> {
+    fn get(&self, key: &Arc<str>) -> Option<(u64, u64)> {
         // A market has a handful of selections: a linear scan beats a binary search here.
         self.0.iter().find(|(k, _, _)| k == key).map(|(_, n, d)| (*n, *d))
     }
@@ -46,9 +46,9 @@ fn beyond_any<'a>(prices: &PriceSet, window: impl Iterator<Item = &'a PriceSet> 
 }
 
 struct Pending {
-    market: Rc<str>,
+    market: Arc<str>,
     ts: i64,
-    prices: Rc<PriceSet>,
+    prices: Arc<PriceSet>,
     jumped: bool,
 }
 
@@ -57,13 +57,13 @@ pub struct JumpBand {
     band_bp: u64,
     window_ms: i64,
     max_history: usize,
-    history: HashMap<Rc<str>, VecDeque<(i64, Rc<PriceSet>)>>,
+    history: HashMap<Arc<str>, VecDeque<(i64, Arc<PriceSet>)>>,
     /// This chunk's updates in check order (a token is an index); per market, its tokens still in the window
     /// of the chunk (a `forget` drops the market's list, not the updates: a later commit still takes them).
     chunk: Vec<Pending>,
-    by_market: HashMap<Rc<str>, Vec<usize>>,
+    by_market: HashMap<Arc<str>, Vec<usize>>,
     /// Selection keys seen (interned: one allocation per distinct key, not per update).
-    keys: HashSet<Rc<str>>,
+    keys: HashSet<Arc<str>>,
 }
 
 /// Distinct selection keys kept interned before the set is started again.
@@ -106,7 +106,7 @@ impl JumpBand {
             }
         };
         let (key, token) = (self.key(market), self.chunk.len());
-        self.chunk.push(Pending { market: key.clone(), ts, prices: Rc::new(prices), jumped });
+        self.chunk.push(Pending { market: key.clone(), ts, prices: Arc::new(prices), jumped });
         self.by_market.entry(key).or_default().push(token);
         (jumped, token)
     }
@@ -157,16 +157,16 @@ impl JumpBand {
 
     fn price_set(&mut self, prices: &[(&str, u64, u64)]) -> PriceSet {
         if self.keys.len() > MAX_KEYS {
-            // Selection keys of markets long gone. Entries still held keep their own Rc; keys compare by
+            // Selection keys of markets long gone. Entries still held keep their own Arc; keys compare by
             // text, so an entry's key still matches a new price's.
             self.keys.clear();
         }
-        let mut out: Vec<(Rc<str>, u64, u64)> = Vec::with_capacity(prices.len());
+        let mut out: Vec<(Arc<str>, u64, u64)> = Vec::with_capacity(prices.len());
         for &(key, num, den) in prices {
             let key = match self.keys.get(key) {
                 Some(k) => k.clone(),
                 None => {
-                    let k: Rc<str> = Rc::from(key);
+                    let k: Arc<str> = Arc::from(key);
                     self.keys.insert(k.clone());
                     k
                 }
@@ -180,12 +180,12 @@ impl JumpBand {
         PriceSet(out)
     }
 
-    fn key(&self, market: &str) -> Rc<str> {
+    fn key(&self, market: &str) -> Arc<str> {
         match self.history.get_key_value(market) {
             Some((k, _)) => k.clone(),
             None => match self.by_market.get_key_value(market) {
                 Some((k, _)) => k.clone(),
-                None => Rc::from(market),
+                None => Arc::from(market),
             },
         }
     }

@@ -383,8 +383,10 @@ fn settle_bets(py: Python<'_>, bets: &Bound<'_, PyAny>) -> PyResult<Vec<(u8, i64
 // ---------------------------------------------------------------------------------------------- feed
 
 /// The odds feed's price-jump band (`inplay_core::band`): one object per feed pipeline, called once per
-/// price update (`check`) and once per chunk (`commit`). Not shared across threads.
-#[pyclass(name = "JumpBand", module = "inplay._core", unsendable)]
+/// price update (`check`) and once per chunk (`commit`). Plain owned data, so Send and Sync: a pipeline built
+/// on one thread may be dropped on another (an embedded server's loop thread); PyO3's borrow flag refuses two
+/// calls at once.
+#[pyclass(name = "JumpBand", module = "inplay._core")]
 struct PyJumpBand {
     inner: CoreJumpBand,
 }
