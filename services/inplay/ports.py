@@ -326,6 +326,11 @@ class WalletUnavailable(Exception):
     """The wallet projection refuses writes for now (a repair fence is up, or it is not rebuilt yet)."""
 
 
+class RepairOvertaken(WalletUnavailable):
+    """A projection repair found its fence taken by another repair and wrote nothing: the other repair's
+    rebuild (started later, so from a later read of the ledger) is the one that counts."""
+
+
 class WalletNotReplicated(WalletUnavailable):
     """A money write was applied by the Redis primary but not acknowledged by the required replicas in time
     (``INPLAY_REDIS_WAIT_REPLICAS``): a failover now could lose it, so its outcome counts as unknown — the
@@ -642,6 +647,7 @@ __all__ = [
     "PendingIntent",
     "PriceWrite",
     "ProviderLiveness",
+    "RepairOvertaken",
     "ShardClaim",
     "StatusWrite",
     "WalletNotReplicated",

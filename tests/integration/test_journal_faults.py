@@ -11,6 +11,8 @@ port, never by hooks in production code).
 - A market closed after the quote check is refused inside the atomic debit (MARKET_CLOSED).
 - H11/H10: a flushed projection is detected at start and rebuilt from the ledger (idempotency records,
   once-markers, limits); a repair under live traffic creates no money.
+- A repair is never failed by its own fence keeper (a TTL refresh between the write's WATCH and EXEC), and
+  two repairs at once both end repaired (the overtaken one waits for the other's new epoch).
 - The chain verifier finds a journal row changed in place.
 """
 
@@ -30,11 +32,22 @@ from inplay.adapters.redis_odds import RedisOddsCache
 from inplay.app import BetPath
 from inplay.audit import verify_journal
 from inplay.config import BetRules
+from inplay.domain import wallet as wallet_domain
 from inplay.domain.bets import PlacementResult, Reason
 from inplay.domain.journal import JournalBatch, parse_journal_bet_id
 from inplay.domain.wallet import Wallet, reconcile, repair_projection
 from inplay.model import MarketState, MarketStatus
-from inplay.ports import AccountLimits, Credit, EventBus, JournalRejected, Ledger, LedgerError, StatusWrite, WalletStore
+from inplay.ports import (
+    AccountLimits,
+    Credit,
+    EventBus,
+    JournalRejected,
+    Ledger,
+    LedgerError,
+    StatusWrite,
+    WalletRebuild,
+    WalletStore,
+)
 from tests.support.api import market_state
 from tests.support.bets import TEST_JOURNAL, bet_path, home_single
 
@@ -381,6 +394,53 @@ async def test_repair_under_live_traffic_creates_no_money(env: dict[str, Any]) -
         assert min(balances) >= 0
     finally:
         await path.close()
+
+
+async def test_a_repair_is_not_overtaken_by_its_own_fence_keeper(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chaos run's `reconcile --repair` failed with "another repair took the fence meanwhile": its own
+    keeper refreshed the fence's TTL (a write to the WATCHed key) while the rebuild was being written. A
+    keeper ticking every millisecond and a rebuild of 30,000 records make that certain on the old code."""
+    ledger = env["ledger"].with_journal(env["prefix"])
+    accounts = [env["id"]("acc") for _ in range(3)]
+    big = WalletRebuild(
+        balances=dict.fromkeys(accounts, 500),
+        applied_entry_ids=[],
+        idempotency={(accounts[n % 3], f"k{n}"): "x" for n in range(30_000)},
+        daily_stake={},
+        liability={},
+        limits={},
+        journal={},
+    )
+
+    async def rebuilt_from_the_ledger(ledger: Ledger, now: int, shards: int = 0) -> WalletRebuild:
+        await asyncio.sleep(0.02)  # the keeper ticks while the ledger is read, as it does in production
+        return big
+
+    monkeypatch.setattr(wallet_domain, "FENCE_REFRESH_S", 0.001)
+    monkeypatch.setattr(wallet_domain, "rebuild_state", rebuilt_from_the_ledger)
+    await repair_projection(env["wallet"], ledger, env["prefix"], TEST_JOURNAL.shards)
+    assert await env["wallet"].balances(accounts) == [500, 500, 500]
+    assert await env["wallet"].epoch() is not None
+    assert await env["wallet"].get_idempotent([(accounts[2], "k29999")]) == ["x"]
+
+
+async def test_two_repairs_at_once_both_end_repaired(env: dict[str, Any]) -> None:
+    """An operator's `reconcile --repair` and a starting process's rebuild of a lost projection run at once:
+    the later fence wins, and the overtaken repair waits for the winner's new epoch instead of failing."""
+    ledger = env["ledger"].with_journal(env["prefix"])
+    account = env["id"]("acc")
+    deposits = Wallet(env["wallet"], ledger, CassandraDepositKeys(ledger.session), "EUR")
+    await deposits.deposit(account, 2_500, "EUR", "seed")
+    assert await env["wallet"].epoch() is None  # nothing has put a marker up: the projection counts as lost
+    reports = await asyncio.gather(
+        *(reconcile(env["wallet"], ledger, repair=True, projection=env["prefix"], shards=4) for _ in range(2))
+    )
+    assert [(r.lost, r.repaired) for r in reports] == [(True, True), (True, True)]
+    assert await env["wallet"].epoch() is not None
+    assert await env["wallet"].balances([account]) == [2_500]
+    assert (await ledger.account_balances())[account] == 2_500  # the ledger alone says the same
 
 
 async def test_chain_verifier_finds_a_row_changed_in_place(env: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from inplay.ports import (
     JournalRejected,
     LiabilityChange,
     PendingIntent,
+    RepairOvertaken,
     ShardClaim,
     WalletRebuild,
     WalletUnavailable,
@@ -201,7 +202,7 @@ class MemoryWallet:
     async def rebuild(self, state: WalletRebuild, fence: str = "1") -> None:
         async with self._lock:
             if not self._fenced() or self._fence_token != fence:
-                raise WalletUnavailable("the repair fence is held by another repair; nothing rebuilt")
+                raise RepairOvertaken("the repair fence is held by another repair; nothing rebuilt")
             self.balance.update(state.balances)
             self._applied.update(state.applied_entry_ids)
             self._idem.update(state.idempotency)

@@ -56,6 +56,7 @@ from inplay.ports import (
     DebitResult,
     LiabilityChange,
     PendingIntent,
+    RepairOvertaken,
     ShardClaim,
     WalletNotReplicated,
     WalletRebuild,
@@ -662,13 +663,13 @@ class RedisWallet:
             await pipe.watch(key)
             held = await pipe.get(key)
             if held is None or _text(held) != fence:
-                raise WalletUnavailable("the repair fence is held by another repair; nothing rebuilt")
+                raise RepairOvertaken("the repair fence is held by another repair; nothing rebuilt")
             pipe.multi()
             self._queue_rebuild(pipe, state)
             try:
                 await pipe.execute()
             except aioredis.WatchError as exc:
-                raise WalletUnavailable("another repair took the fence meanwhile; nothing rebuilt") from exc
+                raise RepairOvertaken("another repair took the fence meanwhile; nothing rebuilt") from exc
 
     def _queue_rebuild(self, pipe: Any, state: WalletRebuild) -> None:
         for account, balance in state.balances.items():

@@ -16,13 +16,22 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, utc_day, wait_for_epoch, wait_for_projection
+from inplay.domain.commit import PROJECTION_CONSUMER, accepted_record, utc_day, wait_for_projection
 from inplay.domain.journal import GENESIS_CHECKSUM, decode_bet_row
 from inplay.domain.settlement.model import SETTLEMENT_KINDS
 from inplay.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
 from inplay.ids import bet_liability
 from inplay.model import BetState, EntryKind, LedgerEntry, PlacedBet
-from inplay.ports import AccountLimits, Credit, DepositKeys, Ledger, WalletRebuild, WalletStore, WalletUnavailable
+from inplay.ports import (
+    AccountLimits,
+    Credit,
+    DepositKeys,
+    Ledger,
+    RepairOvertaken,
+    WalletRebuild,
+    WalletStore,
+    WalletUnavailable,
+)
 
 log = logging.getLogger("inplay.wallet")
 
@@ -144,7 +153,7 @@ async def reconcile(
     ledger, bets answer NOT_READY until the rebuild is done, and the rebuild scans the ledger itself."""
     lost = await wallet.epoch() is None
     if lost and repair:
-        await repair_projection(wallet, ledger, projection, shards)
+        await repair_or_join(wallet, ledger, projection, shards)
         return ReconcileReport(accounts=0, mismatched={}, repaired=True, lost=True)
     if not lost:
         await wait_for_projection(wallet, ledger, shards, timeout_s=30.0)
@@ -156,7 +165,7 @@ async def reconcile(
     mismatched = {name: (proj, truth[name]) for name, proj in zip(names, projected, strict=True) if proj != truth[name]}
     repaired = repair and bool(mismatched)
     if repaired:
-        await repair_projection(wallet, ledger, projection, shards)
+        await repair_or_join(wallet, ledger, projection, shards)
     return ReconcileReport(accounts=len(names), mismatched=mismatched, repaired=repaired, lost=lost)
 
 
@@ -183,21 +192,50 @@ async def ensure_projection_ready(
         await wallet.set_epoch(fresh)
         return "fresh"
     log.error("wallet projection %r lost its data (epoch marker missing): rebuilding from the ledger", projection)
-    for _ in range(REPAIR_ATTEMPTS):
-        try:
-            await repair_projection(wallet, ledger, projection, shards, clock=clock)
-            return "rebuilt"
-        except WalletUnavailable:
-            # Another process's repair overtook this one (every process that starts on a lost projection
-            # repairs it; an operator's `reconcile --repair` too): its rebuild is as good as ours. Wait for it.
-            log.warning("another repair of %r is running; waiting for its epoch", projection)
-            if await wait_for_epoch(wallet, OTHER_REPAIR_WAIT_S, poll_s=0.1):
-                return "rebuilt"
-    raise WalletUnavailable(f"the projection {projection!r} could not be rebuilt: repairs kept overtaking")
+    await repair_or_join(wallet, ledger, projection, shards, clock=clock)
+    return "rebuilt"
 
 
 REPAIR_ATTEMPTS = 3
 OTHER_REPAIR_WAIT_S = 120.0
+
+
+async def repair_or_join(
+    wallet: WalletStore,
+    ledger: Ledger,
+    projection: str,
+    shards: int,
+    *,
+    clock: Callable[[], int] = _now_ms,
+    other_repair_wait_s: float = OTHER_REPAIR_WAIT_S,
+) -> None:
+    """``repair_projection``, or, when another repair overtakes it (every process that starts on a lost
+    projection repairs it, and so does an operator's ``reconcile --repair``), the other repair's outcome:
+    its rebuild started later, so from a later read of the ledger, and is as good as ours. Done when a
+    repair's new epoch is up; raises WalletUnavailable if repairs kept overtaking each other."""
+    for _ in range(REPAIR_ATTEMPTS):
+        before = await wallet.epoch()
+        try:
+            await repair_projection(wallet, ledger, projection, shards, clock=clock)
+            return
+        except RepairOvertaken:
+            log.warning("another repair of %r overtook this one; waiting for its new epoch", projection)
+            if await _wait_for_new_epoch(wallet, before, other_repair_wait_s):
+                return
+    raise WalletUnavailable(f"the projection {projection!r} could not be rebuilt: repairs kept overtaking")
+
+
+async def _wait_for_new_epoch(wallet: WalletStore, before: str | None, timeout_s: float) -> bool:
+    """A repair ends by putting up a new epoch marker (the fence down first): True once one differs from
+    ``before`` (the marker seen when this process's own repair started)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = await wallet.epoch()
+        if now is not None and now != before:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
 
 
 async def repair_projection(
@@ -222,6 +260,12 @@ async def repair_projection(
         t1 = time.monotonic()
         state = await rebuild_state(ledger, clock(), shards)
         t2 = time.monotonic()
+        # The keeper stops before the write: the write is a WATCH on the fence, and a refresh of the fence's
+        # TTL is a write to it, so a refresh landing between WATCH and EXEC failed this repair as "overtaken"
+        # by itself (a chaos run's reconcile --repair did). One refresh now leaves the write a full TTL.
+        await _stop(keeper)
+        if not await wallet.refresh_fence(token, FENCE_TTL_MS):
+            raise RepairOvertaken("another repair took the fence while this one read the ledger")
         await wallet.rebuild(state, token)
         # An operator's repair is rare and slow: where its time went is worth a line each time.
         log.warning(
@@ -252,9 +296,18 @@ async def repair_projection(
 FENCE_TTL_MS = 30_000
 
 
+FENCE_REFRESH_S = FENCE_TTL_MS / 3000
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _keep_fence(wallet: WalletStore, token: str) -> None:
     while True:
-        await asyncio.sleep(FENCE_TTL_MS / 3000)
+        await asyncio.sleep(FENCE_REFRESH_S)
         with contextlib.suppress(Exception):
             if not await wallet.refresh_fence(token, FENCE_TTL_MS):
                 return
