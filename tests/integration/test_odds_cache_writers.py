@@ -5,7 +5,7 @@ and the odds records are derived from ``before``: a stale one would log the wron
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -31,42 +31,42 @@ def odds_of(state: object) -> list[str]:
     return [s.odds.decimal_str() for s in state.selections]  # type: ignore[attr-defined]
 
 
-async def test_before_is_this_writers_state_after_a_status_write(pods: tuple[RedisOddsCache, RedisOddsCache]) -> None:
-    a, _ = pods
-    ev = uid("ev")
-    m = f"{ev}:mr"
-    [first] = await a.write_prices([prices(ev, m, T0 + 100, "2.00")])
+async def status_write(a: RedisOddsCache, b: RedisOddsCache, ev: str, m: str) -> None:
     await a.write_status([StatusWrite(m, MarketStatus.SUSPENDED, "BET_STOP", T0 + 150)])
-    [second] = await a.write_prices([prices(ev, m, T0 + 200, "2.50")])
-    assert second.before is not None and first.after is not None
-    assert (second.before.version, second.before.status, second.before.status_reason) == (
-        2,
-        MarketStatus.SUSPENDED,
-        "BET_STOP",
-    )
-    assert odds_of(second.before) == ["2.00"]
 
 
-async def test_before_is_the_other_writers_state(pods: tuple[RedisOddsCache, RedisOddsCache]) -> None:
+async def other_writer(a: RedisOddsCache, b: RedisOddsCache, ev: str, m: str) -> None:
+    await b.write_prices([prices(ev, m, T0 + 200, "3.00")])
+
+
+async def put(a: RedisOddsCache, b: RedisOddsCache, ev: str, m: str) -> None:
+    assert [w.applied for w in await a.put_markets([market(ev, m, 5, "7.00")])] == [True]
+
+
+Between = Callable[[RedisOddsCache, RedisOddsCache, str, str], Awaitable[None]]
+
+
+@pytest.mark.parametrize(
+    ("between", "expected"),
+    [
+        # the body is still this writer's: the held state, with the version and status the script reports
+        (status_write, (2, MarketStatus.SUSPENDED, "BET_STOP", ["2.00"])),
+        (other_writer, (2, MarketStatus.ACTIVE, "", ["3.00"])),  # not the 2.00 this writer holds
+        (put, (5, MarketStatus.ACTIVE, "", ["7.00"])),
+    ],
+)
+async def test_before_is_the_state_in_redis_whoever_wrote_it(
+    pods: tuple[RedisOddsCache, RedisOddsCache], between: Between, expected: tuple[object, ...]
+) -> None:
     a, b = pods
     ev = uid("ev")
     m = f"{ev}:mr"
     await a.write_prices([prices(ev, m, T0 + 100, "2.00")])
-    await b.write_prices([prices(ev, m, T0 + 200, "3.00")])
+    await between(a, b, ev, m)
     [again] = await a.write_prices([prices(ev, m, T0 + 300, "4.00")])
-    assert again.before is not None and again.before.version == 2
-    assert odds_of(again.before) == ["3.00"]  # not the 2.00 this writer holds
-
-
-async def test_before_is_a_put_state(pods: tuple[RedisOddsCache, RedisOddsCache]) -> None:
-    a, _ = pods
-    ev = uid("ev")
-    m = f"{ev}:mr"
-    await a.write_prices([prices(ev, m, T0 + 100, "2.00")])
-    assert [w.applied for w in await a.put_markets([market(ev, m, 5, "7.00")])] == [True]
-    [again] = await a.write_prices([prices(ev, m, T0 + 300, "4.00")])
-    assert again.before is not None and again.before.version == 5
-    assert odds_of(again.before) == ["7.00"]
+    before = again.before
+    assert before is not None
+    assert (before.version, before.status, before.status_reason, odds_of(before)) == expected
 
 
 async def test_two_writes_of_one_market_in_one_batch(pods: tuple[RedisOddsCache, RedisOddsCache]) -> None:
