@@ -16,6 +16,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use crate::fxhash::FxBuild;
+
 /// A market's prices at one update: (selection key, decimal odds numerator, denominator), sorted by key, the
 /// keys interned by the band (so equality is set equality, and equal keys are mostly one pointer, which
 /// `Arc`'s equality checks before the text).
@@ -57,13 +59,14 @@ pub struct JumpBand {
     band_bp: u64,
     window_ms: i64,
     max_history: usize,
-    history: HashMap<Arc<str>, VecDeque<(i64, Arc<PriceSet>)>>,
+    // Keyed by the book's market and selection ids (never provider text): FxHash (crate::fxhash).
+    history: HashMap<Arc<str>, VecDeque<(i64, Arc<PriceSet>)>, FxBuild>,
     /// This chunk's updates in check order (a token is an index); per market, its tokens still in the window
     /// of the chunk (a `forget` drops the market's list, not the updates: a later commit still takes them).
     chunk: Vec<Pending>,
-    by_market: HashMap<Arc<str>, Vec<usize>>,
+    by_market: HashMap<Arc<str>, Vec<usize>, FxBuild>,
     /// Selection keys seen (interned: one allocation per distinct key, not per update).
-    keys: HashSet<Arc<str>>,
+    keys: HashSet<Arc<str>, FxBuild>,
 }
 
 /// Distinct selection keys kept interned before the set is started again.
@@ -75,10 +78,10 @@ impl JumpBand {
             band_bp,
             window_ms,
             max_history: max_history.max(1),
-            history: HashMap::new(),
+            history: HashMap::default(),
             chunk: Vec::new(),
-            by_market: HashMap::new(),
-            keys: HashSet::new(),
+            by_market: HashMap::default(),
+            keys: HashSet::default(),
         }
     }
 

@@ -143,7 +143,8 @@ impl<'a> Reader<'a> {
 
     fn list(&mut self, depth: usize) -> Option<Value<'a>> {
         self.at += 1;
-        let mut items = Vec::new();
+        // Capacities fit the price message (3-way markets, 6 top-level keys): no regrowth per message.
+        let mut items = Vec::with_capacity(4);
         self.skip_space();
         if self.peek()? == b']' {
             self.at += 1;
@@ -165,7 +166,7 @@ impl<'a> Reader<'a> {
 
     fn object(&mut self, depth: usize) -> Option<Value<'a>> {
         self.at += 1;
-        let mut fields: Vec<(&'a str, Value<'a>)> = Vec::new();
+        let mut fields: Vec<(&'a str, Value<'a>)> = Vec::with_capacity(8);
         self.skip_space();
         if self.peek()? == b'}' {
             self.at += 1;

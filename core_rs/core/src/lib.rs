@@ -10,6 +10,7 @@
 pub mod band;
 pub mod error;
 pub mod feed;
+pub mod fxhash;
 mod exact;
 pub mod odds;
 pub mod payout;
