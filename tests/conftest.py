@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from inplay.adapters.kafka_bus import KafkaEventBus
     from inplay.adapters.redis_wallet import RedisWallet
 
+# A helper module that test modules import before they name it in pytest_plugins: registered before any of
+# them is collected, so its asserts are rewritten (pytest warned "Module already imported so cannot be
+# rewritten" and its asserts failed without the compared values).
+pytest.register_assert_rewrite("tests.integration.conftest_odds")
+
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ("INPLAY_REDIS_URL", "INPLAY_CASSANDRA_HOSTS", "INPLAY_CASSANDRA_PORT", "INPLAY_KAFKA_BOOTSTRAP")
 # Every topic of ports, created once per session under the session's prefix (partitions per topic).
