@@ -4,6 +4,7 @@ Batch functions convert their inputs first, compute with the GIL released, and n
 (``item 3: ...``) in any error.
 """
 
+from collections.abc import Sequence
 from typing import final
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "InvalidStake",
     "JumpBand",
     "check_quotes",
+    "encode_odds_records",
+    "encode_price_items",
     "implied_probability_ppm",
     "odds_american_display",
     "odds_decimal_display",
@@ -80,3 +83,13 @@ class JumpBand:
 def read_alpha_prices(
     payloads: list[bytes],
 ) -> list[tuple[int, int, bool, str, str, list[tuple[str, int, int]]] | None]: ...
+
+# The price script's items of a batch of PriceWrite (each with its held version), or None when a number does
+# not fit 64 bits.
+def encode_price_items(writes: Sequence[object], held_versions: list[int]) -> str | None: ...
+
+# The inplay.odds.v1 record of each applied MarketState (with its status name and change entries), or None
+# when a number does not fit 64 bits.
+def encode_odds_records(
+    states: Sequence[object], statuses: list[str], changes: Sequence[Sequence[object]]
+) -> list[bytes] | None: ...

@@ -39,6 +39,8 @@ __all__ = [
     "QuoteResult",
     "SettleLeg",
     "check_quotes",
+    "encode_odds_records",
+    "encode_price_items",
     "potential_return",
     "potential_returns",
     "read_alpha_prices",
@@ -267,3 +269,20 @@ def read_alpha_prices(
     odds exact and reduced, or None where the reader declines it (any other message, or one it is not sure
     of: the Python adapter reads those)."""
     return _core.read_alpha_prices(payloads)
+
+
+def encode_price_items(writes: Sequence[object], held_versions: list[int]) -> str | None:
+    """The odds cache's price-script items for a batch of ``PriceWrite`` (``inplay_core::price_items``), with
+    each write's held version (0: none), in one call: byte for byte the text of the Python reference
+    (``inplay.adapters.redis_odds``), or None when a number does not fit 64 bits (the reference encodes it)."""
+    return _core.encode_price_items(writes, held_versions)
+
+
+def encode_odds_records(
+    states: Sequence[object], statuses: list[str], changes: Sequence[Sequence[object]]
+) -> list[bytes] | None:
+    """The ``inplay.odds.v1`` record of each applied ``MarketState`` with its status name and its
+    ``MarketChange`` entries (``inplay_core::odds_record``), in one call: byte for byte the reference's
+    (``inplay.domain.markets.odds_json``), or None when a number does not fit 64 bits (the reference encodes
+    it)."""
+    return _core.encode_odds_records(states, statuses, changes)

@@ -54,13 +54,16 @@ struct Pending {
     jumped: bool,
 }
 
+/// A market's committed prices in the window, oldest first, each with its provider time.
+type Window = VecDeque<(i64, Arc<PriceSet>)>;
+
 /// Price-jump state of every market a feed pipeline serves. Not thread-safe (one pipeline owns it).
 pub struct JumpBand {
     band_bp: u64,
     window_ms: i64,
     max_history: usize,
     // Keyed by the book's market and selection ids (never provider text): FxHash (crate::fxhash).
-    history: HashMap<Arc<str>, VecDeque<(i64, Arc<PriceSet>)>, FxBuild>,
+    history: HashMap<Arc<str>, Window, FxBuild>,
     /// This chunk's updates in check order (a token is an index); per market, its tokens still in the window
     /// of the chunk (a `forget` drops the market's list, not the updates: a later commit still takes them).
     chunk: Vec<Pending>,

@@ -11,9 +11,12 @@ pub mod band;
 pub mod error;
 pub mod feed;
 pub mod fxhash;
+pub mod json_out;
 mod exact;
 pub mod odds;
+pub mod odds_record;
 pub mod payout;
+pub mod price_items;
 pub mod quote;
 pub mod settle;
 

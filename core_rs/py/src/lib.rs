@@ -6,12 +6,16 @@
 //! bare `OverflowError` from the conversion.
 
 use inplay_core::band::JumpBand as CoreJumpBand;
+use inplay_core::odds_record::{encode_odds_record, Change, OddsRecord};
+use inplay_core::price_items::{encode_price_items as core_encode_price_items, PriceItem, Selection};
 use inplay_core::{
     check_quote, potential_return as core_potential_return, settle_bet, CoreError, LegOutcome, Odds, Policy,
     QuoteInput, SettleLeg,
 };
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::intern;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 
@@ -480,6 +484,243 @@ fn read_alpha_prices<'py>(py: Python<'py>, payloads: &Bound<'py, PyAny>) -> PyRe
     Ok(out)
 }
 
+// ------------------------------------------------------------ price items and odds records (JSON encoders)
+//
+// Both read the record objects' attributes directly (~300 instructions a `getattr`, measured with
+// callgrind): building tuples in Python for them cost more (a comprehension frame per nested list in 3.11).
+
+fn text(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<PyBackedStr> {
+    obj.getattr(name)?.extract()
+}
+
+fn int(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<i64> {
+    obj.getattr(name)?.extract()
+}
+
+/// (selection id, name if asked for, decimal odds num, den) of one selection.
+type HeldSelection = (PyBackedStr, Option<PyBackedStr>, u64, u64);
+
+/// Each of `obj.selections` (`SelectionPrice`); `with_name`: its name too.
+fn selection_fields(py: Python<'_>, obj: &Bound<'_, PyAny>, with_name: bool) -> PyResult<Vec<HeldSelection>> {
+    let mut out = Vec::with_capacity(4);
+    for s in obj.getattr(intern!(py, "selections"))?.try_iter()? {
+        let s = s?;
+        let odds = s.getattr(intern!(py, "odds"))?;
+        out.push((
+            text(&s, intern!(py, "selection_id"))?,
+            if with_name { Some(text(&s, intern!(py, "name"))?) } else { None },
+            odds.getattr(intern!(py, "num"))?.extract()?,
+            odds.getattr(intern!(py, "den"))?.extract()?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Runs `hold` over `rows`; None as soon as one raises `OverflowError` (a number beyond 64 bits: the
+/// caller's Python reference encodes the batch).
+fn hold_all<'py, H>(
+    py: Python<'py>,
+    rows: &[Bound<'py, PyAny>],
+    hold: impl Fn(&Bound<'py, PyAny>, usize) -> PyResult<H>,
+) -> PyResult<Option<Vec<H>>> {
+    let mut held = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        match hold(row, i) {
+            Ok(h) => held.push(h),
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(held))
+}
+
+/// A `PriceWrite`'s fields held while its item is encoded (`PyBackedStr` keeps each text alive as `&str`).
+struct HeldWrite {
+    texts: [PyBackedStr; 8], // market, event, sport, market type, name, source, suspend reason, route primary
+    in_play: bool,
+    correction: bool,
+    ints: [i64; 4], // source_ts_ms, updated_at_ms, provider_ts_ms, held version
+    selections: Vec<HeldSelection>,
+}
+
+fn held_write(py: Python<'_>, w: &Bound<'_, PyAny>, held_version: i64) -> PyResult<HeldWrite> {
+    let t = |name: &Bound<'_, PyString>| text(w, name);
+    let n = |name: &Bound<'_, PyString>| int(w, name);
+    Ok(HeldWrite {
+        texts: [
+            t(intern!(py, "market_id"))?,
+            t(intern!(py, "event_id"))?,
+            t(intern!(py, "sport"))?,
+            t(intern!(py, "market_type"))?,
+            t(intern!(py, "name"))?,
+            t(intern!(py, "source"))?,
+            t(intern!(py, "suspend_reason"))?,
+            t(intern!(py, "route_primary"))?,
+        ],
+        in_play: w.getattr(intern!(py, "in_play"))?.is_truthy()?,
+        correction: w.getattr(intern!(py, "correction"))?.is_truthy()?,
+        ints: [
+            n(intern!(py, "source_ts_ms"))?,
+            n(intern!(py, "updated_at_ms"))?,
+            n(intern!(py, "provider_ts_ms"))?,
+            held_version,
+        ],
+        selections: selection_fields(py, w, true)?,
+    })
+}
+
+fn price_item(h: &HeldWrite) -> PriceItem<'_> {
+    let t = &h.texts;
+    PriceItem {
+        market_id: &t[0],
+        event_id: &t[1],
+        sport: &t[2],
+        market_type: &t[3],
+        name: &t[4],
+        in_play: h.in_play,
+        selections: h
+            .selections
+            .iter()
+            .map(|(id, name, num, den)| Selection { id, name: name.as_deref().unwrap_or(""), num: *num, den: *den })
+            .collect(),
+        source_ts_ms: h.ints[0],
+        updated_at_ms: h.ints[1],
+        source: &t[5],
+        suspend_reason: &t[6],
+        correction: h.correction,
+        provider_ts_ms: h.ints[2],
+        route_primary: &t[7],
+        held_version: h.ints[3],
+    }
+}
+
+/// The price script's items (`inplay_core::price_items`) of a batch of `PriceWrite`s, with the held version
+/// per write; None when a number does not fit 64 bits. One call per batch.
+#[pyfunction]
+fn encode_price_items(py: Python<'_>, writes: &Bound<'_, PyAny>, held_versions: Vec<i64>) -> PyResult<Option<String>> {
+    let rows = items(writes, "writes", At::Call)?;
+    if rows.len() != held_versions.len() {
+        return Err(PyValueError::new_err("writes and held_versions differ in length"));
+    }
+    let Some(held) = hold_all(py, &rows, |w, i| held_write(py, w, held_versions[i]))? else { return Ok(None) };
+    let views: Vec<PriceItem<'_>> = held.iter().map(price_item).collect();
+    Ok(Some(py.detach(|| core_encode_price_items(&views))))
+}
+
+/// A `MarketChange`'s fields: 7 texts (market, selection, kind, old, new, source, reason), version, at_ms.
+struct HeldChange {
+    texts: [PyBackedStr; 7],
+    version: i64,
+    at_ms: i64,
+}
+
+/// A `MarketState`'s fields (those of the record) and its change entries, held while encoded.
+struct HeldState {
+    texts: [PyBackedStr; 7], // market, event, sport, market type, status name, status reason, source
+    version: i64,
+    updated_at_ms: i64,
+    selections: Vec<HeldSelection>,
+    changes: Vec<HeldChange>,
+}
+
+fn held_change(py: Python<'_>, c: &Bound<'_, PyAny>) -> PyResult<HeldChange> {
+    Ok(HeldChange {
+        texts: [
+            text(c, intern!(py, "market_id"))?,
+            text(c, intern!(py, "selection_id"))?,
+            text(c, intern!(py, "kind"))?,
+            text(c, intern!(py, "old_value"))?,
+            text(c, intern!(py, "new_value"))?,
+            text(c, intern!(py, "source"))?,
+            text(c, intern!(py, "reason"))?,
+        ],
+        version: int(c, intern!(py, "version"))?,
+        at_ms: int(c, intern!(py, "at_ms"))?,
+    })
+}
+
+fn held_state(py: Python<'_>, st: &Bound<'_, PyAny>, status: PyBackedStr, changes: &Bound<'_, PyAny>) -> PyResult<HeldState> {
+    let changes = changes.try_iter()?.map(|c| held_change(py, &c?)).collect::<PyResult<Vec<_>>>()?;
+    Ok(HeldState {
+        texts: [
+            text(st, intern!(py, "market_id"))?,
+            text(st, intern!(py, "event_id"))?,
+            text(st, intern!(py, "sport"))?,
+            text(st, intern!(py, "market_type"))?,
+            status,
+            text(st, intern!(py, "status_reason"))?,
+            text(st, intern!(py, "source"))?,
+        ],
+        version: int(st, intern!(py, "version"))?,
+        updated_at_ms: int(st, intern!(py, "updated_at_ms"))?,
+        selections: selection_fields(py, st, false)?,
+        changes,
+    })
+}
+
+fn odds_record(h: &HeldState) -> OddsRecord<'_> {
+    let t = &h.texts;
+    OddsRecord {
+        market_id: &t[0],
+        event_id: &t[1],
+        sport: &t[2],
+        market_type: &t[3],
+        status: &t[4],
+        status_reason: &t[5],
+        version: h.version,
+        selections: h.selections.iter().map(|(id, _, num, den)| (&**id, *num, *den)).collect(),
+        updated_at_ms: h.updated_at_ms,
+        source: &t[6],
+        changes: h
+            .changes
+            .iter()
+            .map(|c| {
+                let t = &c.texts;
+                Change {
+                    market_id: &t[0],
+                    selection_id: &t[1],
+                    kind: &t[2],
+                    old_value: &t[3],
+                    new_value: &t[4],
+                    source: &t[5],
+                    reason: &t[6],
+                    version: c.version,
+                    at_ms: c.at_ms,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The `inplay.odds.v1` record of each applied `MarketState` (with its status name and its change entries),
+/// as bytes (`inplay_core::odds_record`); None when a number does not fit 64 bits. One call per batch.
+#[pyfunction]
+fn encode_odds_records<'py>(
+    py: Python<'py>,
+    states: &Bound<'py, PyAny>,
+    statuses: Vec<PyBackedStr>,
+    changes: &Bound<'py, PyAny>,
+) -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
+    let rows = items(states, "states", At::Call)?;
+    let groups = items(changes, "changes", At::Call)?;
+    if rows.len() != statuses.len() || rows.len() != groups.len() {
+        return Err(PyValueError::new_err("states, statuses and changes differ in length"));
+    }
+    let Some(held) = hold_all(py, &rows, |st, i| held_state(py, st, statuses[i].clone_ref(py), &groups[i]))? else {
+        return Ok(None);
+    };
+    let texts: Vec<String> = py.detach(|| {
+        held.iter()
+            .map(|h| {
+                let mut out = String::with_capacity(512);
+                encode_odds_record(&mut out, &odds_record(h));
+                out
+            })
+            .collect()
+    });
+    Ok(Some(texts.iter().map(|t| PyBytes::new(py, t.as_bytes())).collect()))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -505,5 +746,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settle_bets, m)?)?;
     m.add_class::<PyJumpBand>()?;
     m.add_function(wrap_pyfunction!(read_alpha_prices, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_price_items, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_odds_records, m)?)?;
     Ok(())
 }

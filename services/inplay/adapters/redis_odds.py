@@ -26,7 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from inplay.core import Odds
+from inplay.core import Odds, encode_price_items
 from inplay.domain.feed import fastjson
 from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.ports import (
@@ -566,8 +566,10 @@ class RedisOddsCache:
         if not writes:
             return []
         held = self._last.held(writes)
-        items = [_price_item(w, _body_of(w), h) for w, h in zip(writes, held, strict=True)]
-        args = [self.prefix, _pack(items), self._last.writer]
+        packed = encode_price_items(writes, [h.version if h is not None else 0 for h in held])
+        if packed is None:  # a number beyond 64 bits: the reference encoder (the same text otherwise)
+            packed = _pack([_price_item(w, _body_of(w), h) for w, h in zip(writes, held, strict=True)])
+        args = [self.prefix, packed, self._last.writer]
         raw = fastjson.loads(await self._write_prices(keys=[], args=args))
         out = [self._last.result(w, row, h) for w, row, h in zip(writes, raw, held, strict=True)]
         _echo(self.local_listeners, out)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from inplay.core import Odds
+from inplay.core import Odds, encode_odds_records
 from inplay.domain.feed import fastjson
 from inplay.errors import FailedPrecondition, InvalidArgument, NotFound
 from inplay.model import MarketChange, MarketState, MarketStatus
@@ -218,10 +218,12 @@ class ChangeRecorder:
                 apart.append(c)
             else:
                 by_write.setdefault((c.market_id, c.version), []).append(c)
-        out = []
-        for st in states:
-            group = by_write.pop((st.market_id, st.version), [])
-            out.append(BusMessage(self._odds_topic, st.market_id, odds_json(st, group)))
+        groups = [by_write.pop((st.market_id, st.version), []) for st in states]
+        values = encode_odds_records(states, [_STATUS_NAME[st.status] for st in states], groups)
+        if values is None:  # a number beyond 64 bits: the reference encoder (the same bytes otherwise)
+            values = [odds_json(st, group) for st, group in zip(states, groups, strict=True)]
+        topic = self._odds_topic
+        out = [BusMessage(topic, st.market_id, v) for st, v in zip(states, values, strict=True)]
         return out + self.bus_messages(apart + [c for group in by_write.values() for c in group])
 
     async def record(self, changes: Sequence[MarketChange], states: Sequence[MarketState] = ()) -> None:
