@@ -224,8 +224,9 @@ mod tests {
 
     #[test]
     fn a_jump_is_judged_against_every_committed_price_of_the_window() {
-        let mut band = committed(&[(2, 1), (22, 10)]); // at 1,000 and 1,500
-        // 2.45 is within 15 % of 2.20 but beyond it against 2.00, still in the window.
+        // Committed at 1,000 and 1,500. 2.45 is within 15 % of 2.20 but beyond it against 2.00, still in the
+        // window.
+        let mut band = committed(&[(2, 1), (22, 10)]);
         assert!(band.check("m", 2_000, &[("h", 245, 100)]).0);
         band.clear_pending();
         // Past the window of the 2.00 entry: only 2.20 counts.

@@ -309,7 +309,10 @@ mod tests {
     #[test]
     fn reads_the_canonical_price_message() {
         let m = read_alpha_prices(MSG).unwrap();
-        assert_eq!((m.seq, m.ts_ms, m.correction, m.event_ref, m.market_ref), (5, 1_772_323_200_123, false, "ev", "mk"));
+        assert_eq!(
+            (m.seq, m.ts_ms, m.correction, m.event_ref, m.market_ref),
+            (5, 1_772_323_200_123, false, "ev", "mk")
+        );
         assert_eq!(m.prices, vec![("h", Odds::new(5, 2).unwrap()), ("a", Odds::new(8, 5).unwrap())]);
     }
 

@@ -9,10 +9,10 @@
 
 pub mod band;
 pub mod error;
+mod exact;
 pub mod feed;
 pub mod fxhash;
 pub mod json_out;
-mod exact;
 pub mod odds;
 pub mod odds_record;
 pub mod payout;

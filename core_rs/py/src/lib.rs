@@ -13,8 +13,8 @@ use inplay_core::{
     QuoteInput, SettleLeg,
 };
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError, PyValueError};
-use pyo3::prelude::*;
 use pyo3::intern;
+use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
@@ -416,7 +416,12 @@ fn price_of<'py>(row: &Bound<'py, PyAny>, i: usize) -> PyResult<(Bound<'py, PySt
 #[pymethods]
 impl PyJumpBand {
     #[new]
-    fn new(py: Python<'_>, band_bp: &Bound<'_, PyAny>, window_ms: &Bound<'_, PyAny>, max_history: usize) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        band_bp: &Bound<'_, PyAny>,
+        window_ms: &Bound<'_, PyAny>,
+        max_history: usize,
+    ) -> PyResult<Self> {
         let band = int_arg(band_bp, "band_bp", Kind::Argument, At::Call)?;
         let window = int_arg(window_ms, "window_ms", Kind::Argument, At::Call)?;
         if band < 0 || window < 0 {
@@ -639,7 +644,12 @@ fn held_change(py: Python<'_>, c: &Bound<'_, PyAny>) -> PyResult<HeldChange> {
     })
 }
 
-fn held_state(py: Python<'_>, st: &Bound<'_, PyAny>, status: PyBackedStr, changes: &Bound<'_, PyAny>) -> PyResult<HeldState> {
+fn held_state(
+    py: Python<'_>,
+    st: &Bound<'_, PyAny>,
+    status: PyBackedStr,
+    changes: &Bound<'_, PyAny>,
+) -> PyResult<HeldState> {
     let changes = changes.try_iter()?.map(|c| held_change(py, &c?)).collect::<PyResult<Vec<_>>>()?;
     Ok(HeldState {
         texts: [
