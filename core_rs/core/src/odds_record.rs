@@ -8,52 +8,52 @@
 use crate::json_out::{push_i64, push_json_str, push_u64};
 
 /// One change-log entry (`inplay.model.MarketChange`).
-#[derive(Debug, Clone, Copy)]
-pub struct Change<'a> {
-    pub market_id: &'a str,
-    pub selection_id: &'a str,
-    pub kind: &'a str,
-    pub old_value: &'a str,
-    pub new_value: &'a str,
-    pub source: &'a str,
-    pub reason: &'a str,
+#[derive(Debug, Clone)]
+pub struct Change<S> {
+    pub market_id: S,
+    pub selection_id: S,
+    pub kind: S,
+    pub old_value: S,
+    pub new_value: S,
+    pub source: S,
+    pub reason: S,
     pub version: i64,
     pub at_ms: i64,
 }
 
 /// One applied state (`inplay.model.MarketState`, the fields the record carries) and its entries.
 #[derive(Debug, Clone)]
-pub struct OddsRecord<'a> {
-    pub market_id: &'a str,
-    pub event_id: &'a str,
-    pub sport: &'a str,
-    pub market_type: &'a str,
+pub struct OddsRecord<S> {
+    pub market_id: S,
+    pub event_id: S,
+    pub sport: S,
+    pub market_type: S,
     /// The status's name (`ACTIVE`, `SUSPENDED`, ...), as the reference writes it.
-    pub status: &'a str,
-    pub status_reason: &'a str,
+    pub status: S,
+    pub status_reason: S,
     pub version: i64,
     /// (selection id, decimal odds numerator, denominator)
-    pub selections: Vec<(&'a str, u64, u64)>,
+    pub selections: Vec<(S, u64, u64)>,
     pub updated_at_ms: i64,
-    pub source: &'a str,
-    pub changes: Vec<Change<'a>>,
+    pub source: S,
+    pub changes: Vec<Change<S>>,
 }
 
-fn push_change(out: &mut String, c: &Change<'_>) {
+fn push_change<S: AsRef<str>>(out: &mut String, c: &Change<S>) {
     out.push_str("{\"market_id\":");
-    push_json_str(out, c.market_id);
+    push_json_str(out, c.market_id.as_ref());
     out.push_str(",\"selection_id\":");
-    push_json_str(out, c.selection_id);
+    push_json_str(out, c.selection_id.as_ref());
     out.push_str(",\"kind\":");
-    push_json_str(out, c.kind);
+    push_json_str(out, c.kind.as_ref());
     out.push_str(",\"old_value\":");
-    push_json_str(out, c.old_value);
+    push_json_str(out, c.old_value.as_ref());
     out.push_str(",\"new_value\":");
-    push_json_str(out, c.new_value);
+    push_json_str(out, c.new_value.as_ref());
     out.push_str(",\"source\":");
-    push_json_str(out, c.source);
+    push_json_str(out, c.source.as_ref());
     out.push_str(",\"reason\":");
-    push_json_str(out, c.reason);
+    push_json_str(out, c.reason.as_ref());
     out.push_str(",\"version\":");
     push_i64(out, c.version);
     out.push_str(",\"at_ms\":");
@@ -62,19 +62,19 @@ fn push_change(out: &mut String, c: &Change<'_>) {
 }
 
 /// One record's JSON text, appended to `out`.
-pub fn encode_odds_record(out: &mut String, r: &OddsRecord<'_>) {
+pub fn encode_odds_record<S: AsRef<str>>(out: &mut String, r: &OddsRecord<S>) {
     out.push_str("{\"market_id\":");
-    push_json_str(out, r.market_id);
+    push_json_str(out, r.market_id.as_ref());
     out.push_str(",\"event_id\":");
-    push_json_str(out, r.event_id);
+    push_json_str(out, r.event_id.as_ref());
     out.push_str(",\"sport\":");
-    push_json_str(out, r.sport);
+    push_json_str(out, r.sport.as_ref());
     out.push_str(",\"market_type\":");
-    push_json_str(out, r.market_type);
+    push_json_str(out, r.market_type.as_ref());
     out.push_str(",\"status\":");
-    push_json_str(out, r.status);
+    push_json_str(out, r.status.as_ref());
     out.push_str(",\"status_reason\":");
-    push_json_str(out, r.status_reason);
+    push_json_str(out, r.status_reason.as_ref());
     out.push_str(",\"version\":");
     push_i64(out, r.version);
     out.push_str(",\"selections\":[");
@@ -83,7 +83,7 @@ pub fn encode_odds_record(out: &mut String, r: &OddsRecord<'_>) {
             out.push(',');
         }
         out.push('[');
-        push_json_str(out, id);
+        push_json_str(out, id.as_ref());
         out.push(',');
         push_u64(out, *num);
         out.push(',');
@@ -93,7 +93,7 @@ pub fn encode_odds_record(out: &mut String, r: &OddsRecord<'_>) {
     out.push_str("],\"updated_at_ms\":");
     push_i64(out, r.updated_at_ms);
     out.push_str(",\"source\":");
-    push_json_str(out, r.source);
+    push_json_str(out, r.source.as_ref());
     out.push_str(",\"changes\":[");
     for (k, c) in r.changes.iter().enumerate() {
         if k > 0 {

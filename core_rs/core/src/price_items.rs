@@ -10,10 +10,10 @@
 use crate::json_out::{push_i64, push_json_str, push_key, push_str_at, push_u64, Depth};
 
 /// One selection of a market body: the book's id, its name, and the decimal odds `num/den`.
-#[derive(Debug, Clone, Copy)]
-pub struct Selection<'a> {
-    pub id: &'a str,
-    pub name: &'a str,
+#[derive(Debug, Clone)]
+pub struct Selection<S> {
+    pub id: S,
+    pub name: S,
     pub num: u64,
     pub den: u64,
 }
@@ -21,41 +21,41 @@ pub struct Selection<'a> {
 /// One feed price write (`inplay.ports.PriceWrite`) with the version of the state the writer holds for
 /// its market (0: none).
 #[derive(Debug, Clone)]
-pub struct PriceItem<'a> {
-    pub market_id: &'a str,
-    pub event_id: &'a str,
-    pub sport: &'a str,
-    pub market_type: &'a str,
-    pub name: &'a str,
+pub struct PriceItem<S> {
+    pub market_id: S,
+    pub event_id: S,
+    pub sport: S,
+    pub market_type: S,
+    pub name: S,
     pub in_play: bool,
-    pub selections: Vec<Selection<'a>>,
+    pub selections: Vec<Selection<S>>,
     pub source_ts_ms: i64,
     pub updated_at_ms: i64,
-    pub source: &'a str,
-    pub suspend_reason: &'a str,
+    pub source: S,
+    pub suspend_reason: S,
     pub correction: bool,
     /// The provider's own time; 0 stands for `source_ts_ms` (as in the reference).
     pub provider_ts_ms: i64,
-    pub route_primary: &'a str,
+    pub route_primary: S,
     pub held_version: i64,
 }
 
 /// The market body stored in the cache hash's `b` field (`encode_body`), at `depth`.
-pub fn encode_body(out: &mut String, item: &PriceItem<'_>, depth: Depth) {
+pub fn encode_body<S: AsRef<str>>(out: &mut String, item: &PriceItem<S>, depth: Depth) {
     let text = |out: &mut String, key: &str, value: &str| {
         push_key(out, key, depth);
         push_str_at(out, value, depth);
     };
     out.push('{');
-    text(out, "m", item.market_id);
+    text(out, "m", item.market_id.as_ref());
     out.push(',');
-    text(out, "e", item.event_id);
+    text(out, "e", item.event_id.as_ref());
     out.push(',');
-    text(out, "sp", item.sport);
+    text(out, "sp", item.sport.as_ref());
     out.push(',');
-    text(out, "t", item.market_type);
+    text(out, "t", item.market_type.as_ref());
     out.push(',');
-    text(out, "n", item.name);
+    text(out, "n", item.name.as_ref());
     out.push(',');
     push_key(out, "ip", depth);
     out.push(if item.in_play { '1' } else { '0' });
@@ -67,9 +67,9 @@ pub fn encode_body(out: &mut String, item: &PriceItem<'_>, depth: Depth) {
             out.push(',');
         }
         out.push('[');
-        push_str_at(out, s.id, depth);
+        push_str_at(out, s.id.as_ref(), depth);
         out.push(',');
-        push_str_at(out, s.name, depth);
+        push_str_at(out, s.name.as_ref(), depth);
         out.push(',');
         push_u64(out, s.num);
         out.push(',');
@@ -80,13 +80,13 @@ pub fn encode_body(out: &mut String, item: &PriceItem<'_>, depth: Depth) {
     push_key(out, "u", depth);
     push_i64(out, item.updated_at_ms);
     out.push(',');
-    text(out, "src", item.source);
+    text(out, "src", item.source.as_ref());
     out.push('}');
 }
 
 /// The items array of one price-script call (`_pack([_price_item(w, body, held) ...])`): each body is
 /// written nested, as the string it is inside the item, in the same pass.
-pub fn encode_price_items(items: &[PriceItem<'_>]) -> String {
+pub fn encode_price_items<S: AsRef<str>>(items: &[PriceItem<S>]) -> String {
     let mut out = String::with_capacity(items.len() * 420 + 2);
     out.push('[');
     for (k, it) in items.iter().enumerate() {
@@ -94,23 +94,23 @@ pub fn encode_price_items(items: &[PriceItem<'_>]) -> String {
             out.push(',');
         }
         out.push('[');
-        push_json_str(&mut out, it.market_id);
+        push_json_str(&mut out, it.market_id.as_ref());
         out.push(',');
-        push_json_str(&mut out, it.event_id);
+        push_json_str(&mut out, it.event_id.as_ref());
         out.push(',');
-        push_json_str(&mut out, it.sport);
+        push_json_str(&mut out, it.sport.as_ref());
         out.push_str(",\"");
         push_i64(&mut out, it.source_ts_ms); // a decimal string: digits and '-' need no escape
         out.push_str("\",\"");
         encode_body(&mut out, it, Depth::Nested);
         out.push_str("\",");
-        push_json_str(&mut out, it.suspend_reason);
+        push_json_str(&mut out, it.suspend_reason.as_ref());
         out.push_str(if it.correction { ",1,\"feed\",0,0,\"\",\"" } else { ",0,\"feed\",0,0,\"\",\"" });
         push_i64(&mut out, if it.provider_ts_ms != 0 { it.provider_ts_ms } else { it.source_ts_ms });
         out.push_str("\",");
-        push_json_str(&mut out, it.source);
+        push_json_str(&mut out, it.source.as_ref());
         out.push(',');
-        push_json_str(&mut out, it.route_primary);
+        push_json_str(&mut out, it.route_primary.as_ref());
         out.push(',');
         push_i64(&mut out, it.held_version);
         out.push(']');

@@ -502,21 +502,25 @@ fn int(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<i64> {
     obj.getattr(name)?.extract()
 }
 
-/// (selection id, name if asked for, decimal odds num, den) of one selection.
-type HeldSelection = (PyBackedStr, Option<PyBackedStr>, u64, u64);
+/// A selection's (id, decimal odds num, den); `obj.odds` read once.
+fn selection_odds(py: Python<'_>, s: &Bound<'_, PyAny>) -> PyResult<(PyBackedStr, u64, u64)> {
+    let odds = s.getattr(intern!(py, "odds"))?;
+    Ok((
+        text(s, intern!(py, "selection_id"))?,
+        odds.getattr(intern!(py, "num"))?.extract()?,
+        odds.getattr(intern!(py, "den"))?.extract()?,
+    ))
+}
 
-/// Each of `obj.selections` (`SelectionPrice`); `with_name`: its name too.
-fn selection_fields(py: Python<'_>, obj: &Bound<'_, PyAny>, with_name: bool) -> PyResult<Vec<HeldSelection>> {
-    let mut out = Vec::with_capacity(4);
+/// `read` over each of `obj.selections` (`SelectionPrice`).
+fn selections<T>(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    read: impl Fn(&Bound<'_, PyAny>) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
+    let mut out = Vec::with_capacity(4); // a market's usual count: no regrowth (collect starts at 0)
     for s in obj.getattr(intern!(py, "selections"))?.try_iter()? {
-        let s = s?;
-        let odds = s.getattr(intern!(py, "odds"))?;
-        out.push((
-            text(&s, intern!(py, "selection_id"))?,
-            if with_name { Some(text(&s, intern!(py, "name"))?) } else { None },
-            odds.getattr(intern!(py, "num"))?.extract()?,
-            odds.getattr(intern!(py, "den"))?.extract()?,
-        ));
+        out.push(read(&s?)?);
     }
     Ok(out)
 }
@@ -539,64 +543,32 @@ fn hold_all<'py, H>(
     Ok(Some(held))
 }
 
-/// A `PriceWrite`'s fields held while its item is encoded (`PyBackedStr` keeps each text alive as `&str`).
-struct HeldWrite {
-    texts: [PyBackedStr; 8], // market, event, sport, market type, name, source, suspend reason, route primary
-    in_play: bool,
-    correction: bool,
-    ints: [i64; 4], // source_ts_ms, updated_at_ms, provider_ts_ms, held version
-    selections: Vec<HeldSelection>,
-}
-
-fn held_write(py: Python<'_>, w: &Bound<'_, PyAny>, held_version: i64) -> PyResult<HeldWrite> {
+/// A `PriceWrite` as the core's item; `PyBackedStr` keeps each text alive (and readable as `&str`) while the
+/// batch is encoded with the GIL released.
+fn price_item(py: Python<'_>, w: &Bound<'_, PyAny>, held_version: i64) -> PyResult<PriceItem<PyBackedStr>> {
     let t = |name: &Bound<'_, PyString>| text(w, name);
     let n = |name: &Bound<'_, PyString>| int(w, name);
-    Ok(HeldWrite {
-        texts: [
-            t(intern!(py, "market_id"))?,
-            t(intern!(py, "event_id"))?,
-            t(intern!(py, "sport"))?,
-            t(intern!(py, "market_type"))?,
-            t(intern!(py, "name"))?,
-            t(intern!(py, "source"))?,
-            t(intern!(py, "suspend_reason"))?,
-            t(intern!(py, "route_primary"))?,
-        ],
+    let selection = |s: &Bound<'_, PyAny>| {
+        let (id, num, den) = selection_odds(py, s)?;
+        Ok(Selection { id, name: text(s, intern!(py, "name"))?, num, den })
+    };
+    Ok(PriceItem {
+        market_id: t(intern!(py, "market_id"))?,
+        event_id: t(intern!(py, "event_id"))?,
+        sport: t(intern!(py, "sport"))?,
+        market_type: t(intern!(py, "market_type"))?,
+        name: t(intern!(py, "name"))?,
         in_play: w.getattr(intern!(py, "in_play"))?.is_truthy()?,
+        selections: selections(py, w, selection)?,
+        source_ts_ms: n(intern!(py, "source_ts_ms"))?,
+        updated_at_ms: n(intern!(py, "updated_at_ms"))?,
+        source: t(intern!(py, "source"))?,
+        suspend_reason: t(intern!(py, "suspend_reason"))?,
         correction: w.getattr(intern!(py, "correction"))?.is_truthy()?,
-        ints: [
-            n(intern!(py, "source_ts_ms"))?,
-            n(intern!(py, "updated_at_ms"))?,
-            n(intern!(py, "provider_ts_ms"))?,
-            held_version,
-        ],
-        selections: selection_fields(py, w, true)?,
+        provider_ts_ms: n(intern!(py, "provider_ts_ms"))?,
+        route_primary: t(intern!(py, "route_primary"))?,
+        held_version,
     })
-}
-
-fn price_item(h: &HeldWrite) -> PriceItem<'_> {
-    let t = &h.texts;
-    PriceItem {
-        market_id: &t[0],
-        event_id: &t[1],
-        sport: &t[2],
-        market_type: &t[3],
-        name: &t[4],
-        in_play: h.in_play,
-        selections: h
-            .selections
-            .iter()
-            .map(|(id, name, num, den)| Selection { id, name: name.as_deref().unwrap_or(""), num: *num, den: *den })
-            .collect(),
-        source_ts_ms: h.ints[0],
-        updated_at_ms: h.ints[1],
-        source: &t[5],
-        suspend_reason: &t[6],
-        correction: h.correction,
-        provider_ts_ms: h.ints[2],
-        route_primary: &t[7],
-        held_version: h.ints[3],
-    }
 }
 
 /// The price script's items (`inplay_core::price_items`) of a batch of `PriceWrite`s, with the held version
@@ -607,99 +579,44 @@ fn encode_price_items(py: Python<'_>, writes: &Bound<'_, PyAny>, held_versions: 
     if rows.len() != held_versions.len() {
         return Err(PyValueError::new_err("writes and held_versions differ in length"));
     }
-    let Some(held) = hold_all(py, &rows, |w, i| held_write(py, w, held_versions[i]))? else { return Ok(None) };
-    let views: Vec<PriceItem<'_>> = held.iter().map(price_item).collect();
-    Ok(Some(py.detach(|| core_encode_price_items(&views))))
+    let Some(held) = hold_all(py, &rows, |w, i| price_item(py, w, held_versions[i]))? else { return Ok(None) };
+    Ok(Some(py.detach(|| core_encode_price_items(&held))))
 }
 
-/// A `MarketChange`'s fields: 7 texts (market, selection, kind, old, new, source, reason), version, at_ms.
-struct HeldChange {
-    texts: [PyBackedStr; 7],
-    version: i64,
-    at_ms: i64,
-}
-
-/// A `MarketState`'s fields (those of the record) and its change entries, held while encoded.
-struct HeldState {
-    texts: [PyBackedStr; 7], // market, event, sport, market type, status name, status reason, source
-    version: i64,
-    updated_at_ms: i64,
-    selections: Vec<HeldSelection>,
-    changes: Vec<HeldChange>,
-}
-
-fn held_change(py: Python<'_>, c: &Bound<'_, PyAny>) -> PyResult<HeldChange> {
-    Ok(HeldChange {
-        texts: [
-            text(c, intern!(py, "market_id"))?,
-            text(c, intern!(py, "selection_id"))?,
-            text(c, intern!(py, "kind"))?,
-            text(c, intern!(py, "old_value"))?,
-            text(c, intern!(py, "new_value"))?,
-            text(c, intern!(py, "source"))?,
-            text(c, intern!(py, "reason"))?,
-        ],
+fn change(py: Python<'_>, c: &Bound<'_, PyAny>) -> PyResult<Change<PyBackedStr>> {
+    Ok(Change {
+        market_id: text(c, intern!(py, "market_id"))?,
+        selection_id: text(c, intern!(py, "selection_id"))?,
+        kind: text(c, intern!(py, "kind"))?,
+        old_value: text(c, intern!(py, "old_value"))?,
+        new_value: text(c, intern!(py, "new_value"))?,
+        source: text(c, intern!(py, "source"))?,
+        reason: text(c, intern!(py, "reason"))?,
         version: int(c, intern!(py, "version"))?,
         at_ms: int(c, intern!(py, "at_ms"))?,
     })
 }
 
-fn held_state(
+/// A `MarketState` (with its status name and its `MarketChange` entries) as the core's record.
+fn odds_record(
     py: Python<'_>,
     st: &Bound<'_, PyAny>,
     status: PyBackedStr,
     changes: &Bound<'_, PyAny>,
-) -> PyResult<HeldState> {
-    let changes = changes.try_iter()?.map(|c| held_change(py, &c?)).collect::<PyResult<Vec<_>>>()?;
-    Ok(HeldState {
-        texts: [
-            text(st, intern!(py, "market_id"))?,
-            text(st, intern!(py, "event_id"))?,
-            text(st, intern!(py, "sport"))?,
-            text(st, intern!(py, "market_type"))?,
-            status,
-            text(st, intern!(py, "status_reason"))?,
-            text(st, intern!(py, "source"))?,
-        ],
+) -> PyResult<OddsRecord<PyBackedStr>> {
+    Ok(OddsRecord {
+        market_id: text(st, intern!(py, "market_id"))?,
+        event_id: text(st, intern!(py, "event_id"))?,
+        sport: text(st, intern!(py, "sport"))?,
+        market_type: text(st, intern!(py, "market_type"))?,
+        status,
+        status_reason: text(st, intern!(py, "status_reason"))?,
         version: int(st, intern!(py, "version"))?,
+        selections: selections(py, st, |s| selection_odds(py, s))?,
         updated_at_ms: int(st, intern!(py, "updated_at_ms"))?,
-        selections: selection_fields(py, st, false)?,
-        changes,
+        source: text(st, intern!(py, "source"))?,
+        changes: changes.try_iter()?.map(|c| change(py, &c?)).collect::<PyResult<Vec<_>>>()?,
     })
-}
-
-fn odds_record(h: &HeldState) -> OddsRecord<'_> {
-    let t = &h.texts;
-    OddsRecord {
-        market_id: &t[0],
-        event_id: &t[1],
-        sport: &t[2],
-        market_type: &t[3],
-        status: &t[4],
-        status_reason: &t[5],
-        version: h.version,
-        selections: h.selections.iter().map(|(id, _, num, den)| (&**id, *num, *den)).collect(),
-        updated_at_ms: h.updated_at_ms,
-        source: &t[6],
-        changes: h
-            .changes
-            .iter()
-            .map(|c| {
-                let t = &c.texts;
-                Change {
-                    market_id: &t[0],
-                    selection_id: &t[1],
-                    kind: &t[2],
-                    old_value: &t[3],
-                    new_value: &t[4],
-                    source: &t[5],
-                    reason: &t[6],
-                    version: c.version,
-                    at_ms: c.at_ms,
-                }
-            })
-            .collect(),
-    }
 }
 
 /// The `inplay.odds.v1` record of each applied `MarketState` (with its status name and its change entries),
@@ -716,14 +633,14 @@ fn encode_odds_records<'py>(
     if rows.len() != statuses.len() || rows.len() != groups.len() {
         return Err(PyValueError::new_err("states, statuses and changes differ in length"));
     }
-    let Some(held) = hold_all(py, &rows, |st, i| held_state(py, st, statuses[i].clone_ref(py), &groups[i]))? else {
+    let Some(held) = hold_all(py, &rows, |st, i| odds_record(py, st, statuses[i].clone_ref(py), &groups[i]))? else {
         return Ok(None);
     };
     let texts: Vec<String> = py.detach(|| {
         held.iter()
-            .map(|h| {
+            .map(|r| {
                 let mut out = String::with_capacity(512);
-                encode_odds_record(&mut out, &odds_record(h));
+                encode_odds_record(&mut out, r);
                 out
             })
             .collect()
