@@ -3,11 +3,12 @@ test_settlement_crash on the 3-node cluster after a healed partition): bounded r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inplay.adapters.migrations import use_keyspace
+from inplay.adapters.migrations import migrate, until_schema_agreed, use_keyspace
 
 
 class InvalidRequest(Exception):
@@ -58,3 +59,45 @@ def test_retry_is_bounded() -> None:
     with pytest.raises(InvalidRequest, match="does not exist"):
         use_keyspace(session, "ks", timeout_s=0.05, pause_s=0.01)
     assert 1 < session.calls < 100
+
+
+class ReadFailure(Exception):
+    pass
+
+
+class FreshTableSession(FakeSession):
+    """A session whose first reads of the just-created history table fail on a replica with older schema
+    (the CI chaos run's answer, verbatim)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(failures=0)
+        self.read_failures = failures
+        self.reads = 0
+
+    def execute(self, query: str, params: Any = None, timeout: float | None = None) -> list[Any]:
+        if query.startswith("SELECT version, checksum FROM schema_migrations"):
+            self.reads += 1
+            if self.reads <= self.read_failures:
+                raise ReadFailure(
+                    'Error from server: code=1300 [Replica(s) failed to execute read] message="Operation failed - '
+                    'received 1 responses and 1 failures: INCOMPATIBLE_SCHEMA from /127.0.1.3:17000"'
+                )
+        return []
+
+    def prepare(self, query: str) -> object:
+        return object()
+
+
+def test_a_history_table_not_yet_on_every_replica_is_read_again(tmp_path: Path) -> None:
+    session = FreshTableSession(failures=2)
+    assert migrate(session, "ks", replication="", directory=tmp_path) == []
+    assert session.reads == 3
+    assert session.cluster.control_connection.waits == 2
+
+
+def test_a_read_that_keeps_failing_is_raised(tmp_path: Path) -> None:
+    session = FreshTableSession(failures=10**9)
+    with pytest.raises(ReadFailure, match="INCOMPATIBLE_SCHEMA"):
+        until_schema_agreed(session, lambda: session.execute("SELECT version, checksum FROM schema_migrations"),
+                            ("INCOMPATIBLE_SCHEMA",), "t", timeout_s=0.05, pause_s=0.01)  # fmt: skip
+    assert 1 < session.reads < 100

@@ -24,9 +24,10 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from inplay.config import setting_str
 
@@ -192,26 +193,54 @@ def applied_versions(session: Any) -> dict[int, str]:
     return out
 
 
-def use_keyspace(session: Any, keyspace: str, *, timeout_s: float = DDL_TIMEOUT_S, pause_s: float = 0.5) -> None:
-    """Binds ``session`` to a keyspace that was perhaps created a moment ago.
+_T = TypeVar("_T")
 
-    ``USE`` goes to one node, which may not have seen the new keyspace yet: the driver's own wait for schema
-    agreement after CREATE gives up after ``max_schema_agreement_wait`` (seen on the 3-node cluster right
-    after a healed partition: ``Keyspace 't_...' does not exist``). Only that answer is retried, after waiting
-    for agreement again, until ``timeout_s``; anything else is raised at once."""
+# What a node answers while it has not yet seen a keyspace or table created a moment ago (matched on the
+# driver's error text, not its classes): ``USE`` of a new keyspace, and a read a replica fails because its
+# schema is older than the coordinator's (the 3-node cluster's ``INCOMPATIBLE_SCHEMA``).
+KEYSPACE_UNKNOWN = ("does not exist",)
+TABLE_UNKNOWN = ("INCOMPATIBLE_SCHEMA", "unconfigured table")
+
+
+def until_schema_agreed(
+    session: Any,
+    action: Callable[[], _T],
+    lagging: tuple[str, ...],
+    what: str,
+    *,
+    timeout_s: float = DDL_TIMEOUT_S,
+    pause_s: float = 0.5,
+) -> _T:
+    """Runs ``action`` on a schema perhaps changed a moment ago. The driver's own wait for schema agreement
+    after DDL gives up after ``max_schema_agreement_wait``, so a node may still answer as if the change had
+    not happened. Only an answer naming one of ``lagging`` is retried, after waiting for agreement again, until
+    ``timeout_s``; anything else is raised at once."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            session.set_keyspace(keyspace)
-            return
-        except Exception as exc:  # the driver's InvalidRequest; matched on its text, not imported
-            if "does not exist" not in str(exc) or time.monotonic() >= deadline:
+            return action()
+        except Exception as exc:  # the driver's InvalidRequest / ReadFailure; matched on their text
+            if not any(text in str(exc) for text in lagging) or time.monotonic() >= deadline:
                 raise
-            log.info("keyspace %s not yet known to the coordinator; waiting for schema agreement", keyspace)
+            log.info("%s not yet agreed by every node; waiting for schema agreement", what)
         control = getattr(getattr(session, "cluster", None), "control_connection", None)
         if control is not None:
             control.wait_for_schema_agreement(wait_time=max(0.0, deadline - time.monotonic()))
         time.sleep(pause_s)
+
+
+def use_keyspace(session: Any, keyspace: str, *, timeout_s: float = DDL_TIMEOUT_S, pause_s: float = 0.5) -> None:
+    """Binds ``session`` to a keyspace that was perhaps created a moment ago: ``USE`` goes to one node, which
+    may not have seen it yet (seen on the 3-node cluster right after a healed partition: ``Keyspace 't_...'
+    does not exist``)."""
+    until_schema_agreed(
+        session,
+        lambda: session.set_keyspace(keyspace),
+        KEYSPACE_UNKNOWN,
+        f"keyspace {keyspace}",
+        timeout_s=timeout_s,
+        pause_s=pause_s,
+    )
 
 
 def migrate(
@@ -231,7 +260,11 @@ def migrate(
     )
     use_keyspace(session, keyspace)
     session.execute(_HISTORY_DDL, timeout=DDL_TIMEOUT_S)
-    done = applied_versions(session)
+    # The history table may be a moment old: a replica that has not seen it fails the read (CI chaos run:
+    # INCOMPATIBLE_SCHEMA at LOCAL_QUORUM right after the keyspace was made).
+    done = until_schema_agreed(
+        session, lambda: applied_versions(session), TABLE_UNKNOWN, f"{keyspace}.schema_migrations"
+    )
     record = session.prepare(
         "INSERT INTO schema_migrations (scope, version, applied_at_ms, name, checksum) VALUES (?, ?, ?, ?, ?)"
     )
