@@ -204,6 +204,27 @@ class OddsCache(Protocol):
         ...
 
 
+class SentPrices(Protocol):
+    """A price-write call sent to the cache whose answer has not been read yet."""
+
+    async def results(self) -> list[WriteResult]:
+        """The call's results, as :meth:`LiveOddsCache.write_prices` returns them. Raises the call's failure:
+        a connection lost before the answer was read leaves the outcome unknown (the writes may or may not be
+        stored; a retry of an applied write is STALE, never applied twice)."""
+        ...
+
+
+class AnsweredPrices:
+    """A price-write call already answered (:class:`SentPrices`): an empty call, or a store whose call and
+    answer are one step (the memory adapter)."""
+
+    def __init__(self, results: list[WriteResult]) -> None:
+        self._results = results
+
+    async def results(self) -> list[WriteResult]:
+        return self._results
+
+
 class LiveOddsCache(OddsCache, FeedStateStore, Protocol):
     """The odds cache as the odds pipeline uses it: feed writes, status changes, kill switches and the
     multiplexed subscription of the StreamOdds hub (Redis and memory adapters implement both)."""
@@ -211,6 +232,13 @@ class LiveOddsCache(OddsCache, FeedStateStore, Protocol):
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         """All writes in one atomic server-side call, in order: provider-timestamp check, settled check,
         kill switch / sticky suspension, version = cached + 1, store, publish to the event channel."""
+        ...
+
+    async def send_prices(self, writes: Sequence[PriceWrite]) -> SentPrices:
+        """The call of :meth:`write_prices`, sent without waiting for its answer. **Guarantee:** calls sent one
+        after another run in the order they were sent, each one atomic, exactly as the same
+        :meth:`write_prices` calls one after another would; their answers are read in any order. So the
+        feed pipeline keeps several calls of one chunk in flight while it judges the rest."""
         ...
 
     async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
@@ -622,6 +650,7 @@ __all__ = [
     "TOPIC_RESULTS",
     "TOPIC_SETTLEMENTS",
     "AccountLimits",
+    "AnsweredPrices",
     "BalanceScan",
     "BatchIntent",
     "BusMessage",
@@ -648,6 +677,7 @@ __all__ = [
     "PriceWrite",
     "ProviderLiveness",
     "RepairOvertaken",
+    "SentPrices",
     "ShardClaim",
     "StatusWrite",
     "WalletNotReplicated",

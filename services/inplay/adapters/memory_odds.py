@@ -15,6 +15,7 @@ from typing import Any
 from inplay import pagetoken
 from inplay.model import MarketChange, MarketState, MarketStatus
 from inplay.ports import (
+    AnsweredPrices,
     CacheWrite,
     FeedStateView,
     OddsNotice,
@@ -86,6 +87,10 @@ class MemoryOddsCache:
             self._store(m, m.updated_at_ms)
             out.append(CacheWrite(True, m.version))
         return out
+
+    async def send_prices(self, writes: Sequence[PriceWrite]) -> AnsweredPrices:
+        """Applied at once (in memory the call and its answer are one step): calls run in the order sent."""
+        return AnsweredPrices(await self.write_prices(writes))
 
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         out = []

@@ -18,6 +18,7 @@ instance or one shard per deployment; on Redis Cluster the market keys would nee
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -25,16 +26,19 @@ from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inplay.core import Odds, encode_price_items
 from inplay.domain.feed import fastjson
 from inplay.model import MarketState, MarketStatus, SelectionPrice
 from inplay.ports import (
+    AnsweredPrices,
     CacheWrite,
     FeedStateView,
     OddsNotice,
     PriceWrite,
     ProviderLiveness,
+    SentPrices,
     StatusWrite,
     WriteResult,
 )
@@ -468,6 +472,147 @@ return out
 """
 
 
+class _Line:
+    """One connection of :class:`_OrderedCalls`: its calls not answered yet, oldest first, and the task
+    reading their answers as they arrive."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.unread: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.reader: asyncio.Task[None] | None = None  # reads while the connection lives
+
+
+class _OrderedCalls:
+    """Calls of one script on a connection of their own, sent without waiting for the previous answer.
+
+    Redis runs the commands of one connection in the order it receives them, and each script call is
+    atomic, so calls sent one after another run exactly as if each had waited for the one before; the
+    answers come back in the same order. What this buys: the feed pipeline sends a chunk's price writes
+    part by part while it judges the rest, and Redis runs each part at once, instead of when the pipeline
+    next yields to read the previous answer (which, judging without yields, was mostly at the end of the
+    chunk: docs/odds-pipeline.md, tenth round).
+
+    - The script is sent whole (EVAL, not EVALSHA): a NOSCRIPT answer to one call, after a SCRIPT FLUSH,
+      would be followed by calls that ran (another client may load the script meanwhile), and a retry of
+      the failed call would then run after later ones. Redis caches the compiled script by its hash, so a
+      call costs the hash of its text (~5 KB) and those bytes on the wire, about 0.1 µs per price write.
+    - A task reads the answers as they arrive (whenever the event loop runs), so an answer Redis sent is
+      kept even if the connection ends before its caller asks for it; it reads while idle too, so a
+      connection the server closed while idle is replaced before the next send, not failed by it.
+    - A script error answers its own call only (the connection stays in step).
+    - A connection error fails every call not answered yet, their outcome unknown (the writes may or may not
+      have run), and drops the connection; the next send then fails too, unsent, so that nothing a caller
+      sends after a call of unknown outcome runs before that caller has seen the failure; the send after it
+      opens a new connection.
+    """
+
+    def __init__(self, client: aioredis.Redis[bytes], script: str) -> None:
+        self._client = client
+        self._script = script
+        self._line: _Line | None = None
+        self._lost: BaseException | None = None
+
+    async def send(self, args: Sequence[Any]) -> asyncio.Future[Any]:
+        if self._lost is not None:
+            lost, self._lost = self._lost, None
+            raise lost
+        line = self._line
+        if line is None:
+            line = self._line = _Line(await self._client.connection_pool.get_connection())
+            line.reader = asyncio.create_task(self._read(line), name="redis-ordered-answers")
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        line.unread.append(answer)  # before the write: an answer is only read after its own send
+        try:
+            # No health check: its PING would read an answer of ours as its own.
+            command = line.conn.pack_command("EVAL", self._script, 0, *args)
+            await line.conn.send_packed_command(command, check_health=False)
+        except BaseException as exc:
+            line.unread.remove(answer)  # this call's failure is the caller's (raised here), not a lost answer
+            answer.cancel()
+            await self._broken(line, exc)
+            raise
+        return answer
+
+    @staticmethod
+    async def answer(call: asyncio.Future[Any]) -> Any:
+        return await asyncio.shield(call)  # a cancelled caller leaves the answer to the reader
+
+    async def _read(self, line: _Line) -> None:
+        """Reads answers for as long as the connection lives, idle too: a connection the server closes
+        while idle (its ``timeout``, a restart) is dropped then, so the next send opens a new one instead of
+        failing."""
+        while True:
+            try:
+                value = await line.conn.read_response()
+            except aioredis.ResponseError as exc:  # this call's script failed: the connection is in step
+                if not line.unread:
+                    await self._broken(line, exc)
+                    return
+                _settle(line.unread.popleft(), error=exc)
+                continue
+            except BaseException as exc:
+                await self._broken(line, exc)
+                return
+            if not line.unread:  # an answer to nothing sent: the connection is out of step
+                await self._broken(line, RedisConnectionError("unexpected answer on the price connection"))
+                return
+            _settle(line.unread.popleft(), value)
+
+    async def _broken(self, line: _Line, exc: BaseException) -> None:
+        """Every call of ``line`` not answered fails with ``exc``; the connection is dropped."""
+        if line.unread:
+            self._lost = exc
+        while line.unread:
+            _settle(line.unread.popleft(), error=exc)
+        if self._line is line:
+            self._line = None
+        with contextlib.suppress(Exception):
+            await line.conn.disconnect(nowait=True)
+        with contextlib.suppress(Exception):
+            await self._client.connection_pool.release(line.conn)
+
+    async def close(self) -> None:
+        line, self._line, self._lost = self._line, None, None
+        if line is None:
+            return
+        if line.reader is not None:
+            line.reader.cancel()
+            with contextlib.suppress(BaseException):
+                await line.reader
+        await self._broken(line, RedisConnectionError("closed"))
+        self._lost = None
+
+
+def _settle(call: asyncio.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+    if call.done():
+        return
+    if error is not None:
+        call.set_exception(error)
+    else:
+        call.set_result(value)
+
+
+class _SentPriceWrites:
+    """:class:`inplay.ports.SentPrices` of :meth:`RedisOddsCache.send_prices`."""
+
+    def __init__(
+        self,
+        cache: RedisOddsCache,
+        call: asyncio.Future[Any],
+        writes: Sequence[PriceWrite],
+        held: list[MarketState | None],
+    ) -> None:
+        self._cache, self._call, self._writes, self._held = cache, call, writes, held
+
+    async def results(self) -> list[WriteResult]:
+        cache = self._cache
+        raw = fastjson.loads(await cache._price_calls.answer(self._call))
+        result = cache._last.result
+        out = [result(w, row, h) for w, row, h in zip(self._writes, raw, self._held, strict=True)]
+        _echo(cache.local_listeners, out)
+        return out
+
+
 class RedisOddsCache:
     """:class:`inplay.ports.LiveOddsCache` on Redis (redis.asyncio, Lua scripts)."""
 
@@ -484,6 +629,8 @@ class RedisOddsCache:
         # Called with every state this process wrote (the in-process read cache reads its own writes).
         self.local_listeners: list[Callable[[MarketState], None]] = []
         self._last = _LastWritten()
+        # Feed price writes: sent in order on a connection of their own, several in flight (send_prices).
+        self._price_calls = _OrderedCalls(client, _WRITE_PRICES)
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisOddsCache:
@@ -492,6 +639,7 @@ class RedisOddsCache:
         return cls(client, prefix, url)
 
     async def close(self) -> None:
+        await self._price_calls.close()
         await _aclose(self._r)
 
     @property
@@ -565,15 +713,18 @@ class RedisOddsCache:
     async def write_prices(self, writes: Sequence[PriceWrite]) -> list[WriteResult]:
         if not writes:
             return []
+        return await (await self.send_prices(writes)).results()
+
+    async def send_prices(self, writes: Sequence[PriceWrite]) -> SentPrices:
+        if not writes:
+            return AnsweredPrices([])
+        # The held states are taken now: an answer "the body you hold" names the held version sent here.
         held = self._last.held(writes)
         packed = encode_price_items(writes, [h.version if h is not None else 0 for h in held])
         if packed is None:  # a number beyond 64 bits: the reference encoder (the same text otherwise)
             packed = _pack([_price_item(w, _body_of(w), h) for w, h in zip(writes, held, strict=True)])
-        args = [self.prefix, packed, self._last.writer]
-        raw = fastjson.loads(await self._write_prices(keys=[], args=args))
-        out = [self._last.result(w, row, h) for w, row, h in zip(writes, raw, held, strict=True)]
-        _echo(self.local_listeners, out)
-        return out
+        call = await self._price_calls.send((self.prefix, packed, self._last.writer))
+        return _SentPriceWrites(self, call, writes, held)
 
     async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
         if not writes:

@@ -92,6 +92,7 @@ from inplay.ports import (
     FeedStateView,
     LiveOddsCache,
     PriceWrite,
+    SentPrices,
     WriteResult,
 )
 
@@ -242,14 +243,20 @@ def _raw_parts(topic: str, provider: str, entries: list[dict[str, object]]) -> l
 
 
 class _ChunkWrites:
-    """The cache writes of one chunk, sent in op order while the rest of the chunk is judged: each
-    :meth:`send` starts a step that waits for the previous one, then runs its ops (one Lua call per run of
-    price writes), so Redis executes one part while the pipeline judges the next, and the calls still reach
-    Redis one after the other, in order. A step that fails fails every later one (they send nothing);
-    :meth:`wait` raises the first failure. Results (states, change entries, outcomes) are appended in op
-    order; the price-jump history commits are collected for the end of the chunk (``commits``), so the
-    history a message is judged against is the same however the chunk was split. An op that changes this
-    pod's routing (a provider switch) is never sent before the whole chunk is judged."""
+    """The cache writes of one chunk, in op order.
+
+    - A run of price writes is sent as soon as it is decided (:meth:`LiveOddsCache.send_prices`), without
+      waiting for the answer of the run before: Redis runs each run while the pipeline judges the next,
+      and the runs still run in the order sent.
+    - Any other op (a status change, a resume, a provider switch) runs when :meth:`wait` reaches it, after
+      every earlier answer was read; price writes decided after it are sent after it. An op that changes
+      this pod's routing (a provider switch) is never sent before the whole chunk is judged.
+    - Results (states, change entries, outcomes) are taken in op order, in :meth:`wait`. The price-jump
+      history commits are collected for the end of the chunk (``commits``), so the history a message is
+      judged against is the same however the chunk was split.
+    - A failure: nothing not yet sent is sent after it; a run already sent is still read, and its results
+      are taken (it ran); :meth:`wait` raises the first failure.
+    """
 
     def __init__(self, pipeline: FeedPipeline, outcome: list[str] | None) -> None:
         self._pipeline = pipeline
@@ -258,35 +265,77 @@ class _ChunkWrites:
         self.states: list[MarketState] = []
         self.changes: list[MarketChange] = []
         self.commits: list[int] = []  # jump-band tokens of the applied price writes, in op order
-        self.sent = 0  # ops[:sent] are sent
-        self._tail: asyncio.Task[None] | None = None
+        self.sent = 0  # ops[:sent] are handed over (sent, or queued behind an op that runs in wait)
+        self._steps: list[tuple[list[_PriceOp], SentPrices | None] | _Op] = []
+        self._held_back = False  # an op waits for wait(): the price writes after it wait too
+        self._failure: BaseException | None = None
 
-    def send_ready(self, ops: Sequence[_Op]) -> bool:
+    async def send_ready(self, ops: Sequence[_Op]) -> bool:
         """Sends the ops decided since the last send, up to the first provider switch; whether it sent."""
         end = self.sent
         while end < len(ops) and not isinstance(ops[end], _SwitchOp):
             end += 1
         if end == self.sent:
             return False
-        self.send(ops[self.sent : end])
+        await self.send(ops[self.sent : end])
         return True
 
-    def send(self, ops: Sequence[_Op]) -> None:
-        if not ops:
-            return
+    async def send(self, ops: Sequence[_Op]) -> None:
         self.sent += len(ops)
-        previous = self._tail
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if not isinstance(op, _PriceOp):
+                self._held_back = True
+                self._steps.append(op)
+                i += 1
+                continue
+            j = i
+            while j < len(ops) and isinstance(ops[j], _PriceOp):
+                j += 1
+            run = cast(list[_PriceOp], list(ops[i:j]))
+            self._steps.append((run, None if self._held_back else await self._send_prices(run)))
+            i = j
 
-        async def step() -> None:
-            if previous is not None:
-                await previous
-            await self._pipeline._apply_ops(ops, self)
-
-        self._tail = asyncio.create_task(step())
+    async def _send_prices(self, run: list[_PriceOp]) -> SentPrices | None:
+        if self._failure is not None:
+            return None
+        try:
+            return await self._pipeline.cache.send_prices([o.write for o in run])
+        except Exception as exc:
+            self._failure = exc
+            return None
 
     async def wait(self) -> None:
-        if self._tail is not None:
-            await self._tail
+        """Runs what waited, reads every answer and takes the results, in op order; raises the first failure.
+        After an op that waited, the price writes up to the next such op are sent together."""
+        steps, self._steps, self._held_back = self._steps, [], False
+        pipeline = self._pipeline
+        for k, step in enumerate(steps):
+            if not isinstance(step, tuple):
+                if self._failure is None:
+                    try:
+                        await pipeline._apply_op(step, self)
+                    except Exception as exc:
+                        self._failure = exc
+                later = k + 1
+                while later < len(steps) and isinstance(queued := steps[later], tuple):
+                    steps[later] = (queued[0], await self._send_prices(queued[0]))
+                    later += 1
+                continue
+            run, sent = step
+            if sent is None:  # not sent: a failure came first
+                continue
+            try:
+                results = await sent.results()
+            except Exception as exc:
+                if self._failure is None:
+                    self._failure = exc
+                continue
+            pipeline._take_prices(run, results, self)
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
 
 @dataclass(slots=True)
@@ -507,8 +556,8 @@ class FeedPipeline:
         """Judges the chunk's messages in order; every ``SEND_EVERY`` messages the cache writes decided so
         far are sent (:class:`_ChunkWrites`), so Redis runs them while the next ones are judged."""
         for i, (raw, item) in enumerate(zip(chunk, parsed, strict=True)):
-            if i and i % SEND_EVERY == 0 and writes.send_ready(ops):
-                await asyncio.sleep(0)  # the write task sends its Lua call now
+            if i and i % SEND_EVERY == 0 and await writes.send_ready(ops):
+                await asyncio.sleep(0)  # the answers' reader, the outbox and the next chunk's parse run
             seq = -1
             try:
                 if isinstance(item, Rejected):
@@ -986,7 +1035,7 @@ class FeedPipeline:
         retries); whatever was already stored, and every raw message, still goes to the change log and Kafka.
         The price-jump history takes the applied writes after the whole chunk was judged, in op order."""
         writes = writes if writes is not None else _ChunkWrites(self, outcome)
-        writes.send(ops[writes.sent :])
+        await writes.send(ops[writes.sent :])
         try:
             await writes.wait()
         except BaseException:
@@ -1057,44 +1106,38 @@ class FeedPipeline:
                 FEED_OUTBOX.labels("changes").set(len(self._out_changes))
                 FEED_OUTBOX.labels("bus").set(len(self._out_bus))
 
-    async def _apply_ops(self, ops: Sequence[_Op], writes: _ChunkWrites) -> None:
+    @staticmethod
+    def _take_prices(run: list[_PriceOp], results: Sequence[WriteResult], writes: _ChunkWrites) -> None:
+        """The results of a run of price writes: a message is accepted when at least one of its markets was
+        written."""
         states, outcome, changes, at = writes.states, writes.outcome, writes.changes, writes.at
-        i = 0
-        while i < len(ops):
-            op = ops[i]
-            if isinstance(op, _PriceOp):
-                j = i
-                while j < len(ops) and isinstance(ops[j], _PriceOp):
-                    j += 1
-                batch = [o for o in ops[i:j] if isinstance(o, _PriceOp)]
-                results = await self.cache.write_prices([o.write for o in batch])
-                # A message is accepted when at least one of its markets was written.
-                written: dict[int, str] = {}
-                for o, res in zip(batch, results, strict=True):
-                    if res.applied and res.after is not None:
-                        written[o.index] = ""
-                        writes.commits.append(o.band_token)
-                        states.append(res.after)
-                        changes += changes_between(res.before, res.after, o.write.source, "", at)
-                    elif o.index not in written:
-                        # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
-                        written[o.index] = _REJECTED_WRITE.get(res.outcome, STALE_VERSION)
-                if outcome is not None:
-                    for idx, reason in written.items():
-                        outcome[idx] = reason
-                i = j
-                continue
-            if isinstance(op, _ResumeOp):
-                results = await self.control.resume(op.market_ids, op.source, op.reason, (op.reason,))
-                self._odds_out(results, states)
-            elif isinstance(op, _StatusOp):
-                results = await self.control.suspend(
-                    op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms, op.provider_ts_ms, changes
-                )
-                self._odds_out(results, states)
-            else:
-                await self._switch(op, at, changes, states)
-            i += 1
+        written: dict[int, str] = {}
+        for o, res in zip(run, results, strict=True):
+            if res.applied and res.after is not None:
+                written[o.index] = ""
+                writes.commits.append(o.band_token)
+                states.append(res.after)
+                changes += changes_between(res.before, res.after, o.write.source, "", at)
+            elif o.index not in written:
+                # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
+                written[o.index] = _REJECTED_WRITE.get(res.outcome, STALE_VERSION)
+        if outcome is not None:
+            for idx, reason in written.items():
+                outcome[idx] = reason
+
+    async def _apply_op(self, op: _Op, writes: _ChunkWrites) -> None:
+        """An op other than a price write (a resume, a status change, a provider switch)."""
+        states, changes = writes.states, writes.changes
+        if isinstance(op, _ResumeOp):
+            results = await self.control.resume(op.market_ids, op.source, op.reason, (op.reason,))
+            self._odds_out(results, states)
+        elif isinstance(op, _StatusOp):
+            results = await self.control.suspend(
+                op.market_ids, op.reason, op.source, op.reason, op.source_ts_ms, op.provider_ts_ms, changes
+            )
+            self._odds_out(results, states)
+        elif isinstance(op, _SwitchOp):
+            await self._switch(op, writes.at, changes, states)
 
     @staticmethod
     def _odds_out(results: Sequence[WriteResult], states: list[MarketState]) -> None:

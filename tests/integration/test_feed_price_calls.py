@@ -1,0 +1,254 @@
+"""A chunk's price writes in flight together (``LiveOddsCache.send_prices``), on the real Redis.
+
+Guarantee under test: calls sent one after another run in the order sent, each atomic, as if each had
+waited for the one before; a script error answers its own call only; a lost connection fails every call not
+yet answered (outcome unknown) and the chunk is retried whole, applying what did not run and nothing twice.
+Conservation of prices: every applied update has its change rows (versions 1..N, none missing, none twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from inplay.adapters import redis_odds
+from inplay.adapters.redis_odds import RedisOddsCache, _OrderedCalls
+from inplay.domain.feed import wire
+from inplay.domain.feed.pipeline import SEND_EVERY
+from inplay.ports import PriceWrite, SentPrices
+from tests.integration.conftest_odds import OddsEnv, now_ms
+
+pytest_plugins = ["tests.integration.conftest_odds"]
+
+CHUNK = 5 * SEND_EVERY  # five parts: sent at messages 100, 200, 300, 400 and at the end of the chunk
+
+
+def home(k: int) -> str:
+    """Prices within the jump band, a different one each update (each update changes a selection)."""
+    return "2.02" if k % 2 else "2.00"
+
+
+async def change_versions(env: OddsEnv, market_id: str) -> list[int]:
+    rows, token = await env.changes.list(market_id, 5000, "")
+    out = [r.version for r in rows]
+    while token:
+        rows, token = await env.changes.list(market_id, 5000, token)
+        out += [r.version for r in rows]
+    return out
+
+
+class CountingCache(RedisOddsCache):
+    """The real cache, counting the price calls sent and not yet answered."""
+
+    def __init__(self, inner: RedisOddsCache) -> None:
+        super().__init__(inner.client, inner.prefix)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.calls = 0
+
+    async def send_prices(self, writes: Sequence[PriceWrite]) -> SentPrices:
+        sent = await super().send_prices(writes)
+        self.calls += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        return _Counted(self, sent)
+
+
+class _Counted:
+    def __init__(self, cache: CountingCache, sent: SentPrices) -> None:
+        self.cache, self.sent = cache, sent
+
+    async def results(self) -> list[Any]:
+        try:
+            return await self.sent.results()
+        finally:
+            self.cache.in_flight -= 1
+
+
+def use(env: OddsEnv, cache: RedisOddsCache) -> None:
+    env.pipeline.cache = cache
+    env.pipeline.state = cache
+    env.control.cache = cache
+
+
+def mr_updates(env: OddsEnv, t: int, ks: range) -> list[tuple[str, bytes, int]]:
+    return [("alpha", env.alpha_mr(t + k, home(k), "3.40", "3.80"), t + k + 1) for k in ks]
+
+
+async def test_a_chunks_price_writes_are_in_flight_together_and_run_in_order(odds_env: OddsEnv) -> None:
+    env = odds_env
+    cache = CountingCache(env.cache)
+    use(env, cache)
+    t = now_ms() - 60_000
+    out = await env.ingest(*mr_updates(env, t, range(CHUNK)))
+    assert (out.accepted, dict(out.rejected)) == (CHUNK, {}), out
+    # every part of the chunk was sent before the first answer was read
+    assert (cache.calls, cache.most_in_flight) == (5, 5)
+    state = await env.market(env.mr)
+    assert (state.version, await env.prices(env.mr)) == (CHUNK, [home(CHUNK - 1), "3.40", "3.80"])
+    versions = await change_versions(env, env.mr)
+    assert sorted(set(versions)) == list(range(1, CHUNK + 1))  # every update logged, in its own version
+    await cache.close()
+
+
+async def test_a_bet_stop_inside_a_chunk_runs_between_the_price_writes_around_it(odds_env: OddsEnv) -> None:
+    env = odds_env
+    t = now_ms() - 60_000
+    before = mr_updates(env, t, range(150))
+    stop = ("alpha", wire.alpha_bet_stop(env.seq("alpha"), t + 150, env.alpha_event), t + 151)
+    after = mr_updates(env, t, range(151, 300))
+    out = await env.ingest(*before, stop, *after)
+    assert (out.accepted, dict(out.rejected)) == (300, {}), out
+    rows, _ = await env.changes.list(env.mr, 5000, "")
+    status = [(r.version, r.new_value) for r in rows if r.kind == "STATUS"]
+    # version 1 opens the market; 151: the stop, after the 150 prices before it; 152: the next price reopens it
+    assert [v for v, _ in status] == [1, 151, 152], status
+    assert (await env.market(env.mr)).version == 300
+
+
+class BadSecondCall:
+    """``encode_price_items`` whose second call's text is not JSON: the price script fails on it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.real = redis_odds.encode_price_items
+
+    def __call__(self, writes: Any, held: Any) -> Any:
+        self.calls += 1
+        text = self.real(writes, held)
+        return "not json" if self.calls == 2 else text
+
+
+async def test_a_script_error_fails_its_part_and_the_parts_sent_after_it_still_count(
+    odds_env: OddsEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part 2 (messages 100..199, the over/under market) fails in the script; parts 1 and 3..5 (the match
+    result market) ran, and their states and change rows are kept; the connector's retry applies part 2
+    only: the others are STALE_VERSION, none DUPLICATE."""
+    env = odds_env
+    t = now_ms() - 60_000
+    chunk = [
+        ("alpha", env.alpha_ou(t + k, home(k), "1.90"), t + k + 1)
+        if SEND_EVERY <= k < 2 * SEND_EVERY
+        else ("alpha", env.alpha_mr(t + k, home(k), "3.40", "3.80"), t + k + 1)
+        for k in range(CHUNK)
+    ]
+    bad = BadSecondCall()
+    monkeypatch.setattr(redis_odds, "encode_price_items", bad)
+    with pytest.raises(redis_odds.aioredis.ResponseError):
+        await env.ingest(*chunk)
+    monkeypatch.setattr(redis_odds, "encode_price_items", bad.real)
+    await env.pipeline.drain()  # the rows of what ran (shipped in the background after the failure)
+    assert (await env.market(env.mr)).version == CHUNK - SEND_EVERY
+    assert (await env.cache.get_markets([env.ou])) == [None]
+    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, CHUNK - SEND_EVERY + 1))
+    again = await env.ingest(*chunk)
+    assert (again.accepted, dict(again.rejected)) == (SEND_EVERY, {"STALE_VERSION": CHUNK - SEND_EVERY}), again
+    assert await env.prices(env.ou) == [home(2 * SEND_EVERY - 1), "1.90"]
+    assert sorted(set(await change_versions(env, env.ou))) == list(range(1, SEND_EVERY + 1))
+    assert await env.prices(env.mr) == [home(CHUNK - 1), "3.40", "3.80"]
+
+
+async def kill_price_connections(cache: RedisOddsCache) -> None:
+    """Redis closes the connections whose last command was an EVAL (the price writes' own)."""
+    listing = (await cache.client.execute_command("CLIENT", "LIST")).decode()
+    ids = [
+        f["id"]
+        for f in (dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in listing.splitlines())
+        if f.get("cmd") == "eval"
+    ]
+    assert ids, listing
+    for client_id in ids:
+        await cache.client.execute_command("CLIENT", "KILL", "ID", client_id)
+
+
+class KillAtThirdCall(RedisOddsCache):
+    """The real cache whose price connection Redis closes (CLIENT KILL) once parts 1 and 2 have run: before
+    part 3 is sent, or (``lose_part_3``) after it was sent and held unrun (CLIENT PAUSE WRITE), so its
+    answer never comes."""
+
+    def __init__(self, inner: RedisOddsCache, market_id: str, lose_part_3: bool) -> None:
+        super().__init__(inner.client, inner.prefix)
+        self.market_id = market_id
+        self.lose_part_3 = lose_part_3
+        self.calls = 0
+
+    async def send_prices(self, writes: Sequence[PriceWrite]) -> SentPrices:
+        self.calls += 1
+        if self.calls != 3:
+            return await super().send_prices(writes)
+        for _ in range(500):  # parts 1 and 2 ran in Redis (their answers are on their way)
+            st = (await self.get_markets([self.market_id]))[0]
+            if st is not None and st.version == 2 * SEND_EVERY:
+                break
+            await asyncio.sleep(0.01)
+        if not self.lose_part_3:
+            await kill_price_connections(self)
+            await asyncio.sleep(0.05)  # the close reaches this process
+            return await super().send_prices(writes)
+        await self.client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        try:
+            sent = await super().send_prices(writes)
+            await asyncio.sleep(0.05)  # part 3 reaches Redis, which holds it
+            await kill_price_connections(self)
+        finally:
+            await self.client.execute_command("CLIENT", "UNPAUSE")
+        return sent
+
+
+async def test_a_connection_closed_between_parts_loses_nothing(odds_env: OddsEnv) -> None:
+    """Parts 1 and 2 ran and were answered before Redis closed the connection: their answers are read from
+    it, and parts 3..5 go on a new connection, after them."""
+    env = odds_env
+    cache = KillAtThirdCall(env.cache, env.mr, lose_part_3=False)
+    use(env, cache)
+    t = now_ms() - 60_000
+    out = await env.ingest(*mr_updates(env, t, range(CHUNK)))
+    assert (out.accepted, dict(out.rejected)) == (CHUNK, {}), out
+    assert (await env.market(env.mr)).version == CHUNK
+    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, CHUNK + 1))
+    await cache.close()
+
+
+async def test_a_lost_answer_fails_the_chunk_nothing_runs_after_it_and_the_retry_applies_the_rest(
+    odds_env: OddsEnv,
+) -> None:
+    """Part 3's answer is lost (the connection closed while Redis held it): the chunk fails, parts 4 and 5
+    are not sent after it, parts 1 and 2 (answered) keep their states and rows, and the connector's retry
+    applies parts 3..5, and nothing twice."""
+    env = odds_env
+    cache = KillAtThirdCall(env.cache, env.mr, lose_part_3=True)
+    use(env, cache)
+    t = now_ms() - 60_000
+    chunk = mr_updates(env, t, range(CHUNK))
+    with pytest.raises(RedisConnectionError):
+        await env.ingest(*chunk)
+    await env.pipeline.drain()
+    assert (await env.market(env.mr)).version == 2 * SEND_EVERY
+    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, 2 * SEND_EVERY + 1))
+    again = await env.ingest(*chunk)  # the connector re-sends the chunk; the cache opens a new connection
+    assert (again.accepted, dict(again.rejected)) == (
+        CHUNK - 2 * SEND_EVERY,
+        {"STALE_VERSION": 2 * SEND_EVERY},
+    ), again
+    assert (await env.market(env.mr)).version == CHUNK
+    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, CHUNK + 1))
+    await cache.close()
+
+
+async def test_ordered_calls_answer_in_any_order_and_a_script_error_answers_its_own_call(
+    live_cache: RedisOddsCache,
+) -> None:
+    calls = _OrderedCalls(live_cache.client, "if ARGV[1] == 'bad' then error('bad call') end return ARGV[1]")
+    sent = [await calls.send([text]) for text in ("a", "bad", "c", "d")]
+    assert await calls.answer(sent[3]) == b"d"  # read past the others: each keeps its own answer
+    assert await calls.answer(sent[0]) == b"a"
+    with pytest.raises(redis_odds.aioredis.ResponseError, match="bad call"):
+        await calls.answer(sent[1])
+    assert await calls.answer(sent[2]) == b"c"
+    assert await calls.answer(await calls.send(["e"])) == b"e"  # the connection stayed in step
+    await calls.close()
