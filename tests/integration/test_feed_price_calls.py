@@ -153,17 +153,12 @@ async def test_a_script_error_fails_its_part_and_the_parts_sent_after_it_still_c
     assert await env.prices(env.mr) == [home(CHUNK - 1), "3.40", "3.80"]
 
 
-async def kill_price_connections(cache: RedisOddsCache) -> None:
-    """Redis closes the connections whose last command was an EVAL (the price writes' own)."""
-    listing = (await cache.client.execute_command("CLIENT", "LIST")).decode()
-    ids = [
-        f["id"]
-        for f in (dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in listing.splitlines())
-        if f.get("cmd") == "eval"
-    ]
-    assert ids, listing
-    for client_id in ids:
-        await cache.client.execute_command("CLIENT", "KILL", "ID", client_id)
+async def kill_connection(client: Any, name: str) -> None:
+    """Redis closes the connection with that client name (a price-write connection: ``_OrderedCalls.name``)."""
+    listing = (await client.execute_command("CLIENT", "LIST")).decode()
+    ids = [line.split()[0].split("=", 1)[1] for line in listing.splitlines() if f" name={name} " in f" {line} "]
+    assert len(ids) == 1, listing
+    await client.execute_command("CLIENT", "KILL", "ID", ids[0])
 
 
 class KillAtThirdCall(RedisOddsCache):
@@ -187,14 +182,14 @@ class KillAtThirdCall(RedisOddsCache):
                 break
             await asyncio.sleep(0.01)
         if not self.lose_part_3:
-            await kill_price_connections(self)
+            await kill_connection(self.client, self._price_calls.name)
             await asyncio.sleep(0.05)  # the close reaches this process
             return await super().send_prices(writes)
         await self.client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
         try:
             sent = await super().send_prices(writes)
             await asyncio.sleep(0.05)  # part 3 reaches Redis, which holds it
-            await kill_price_connections(self)
+            await kill_connection(self.client, self._price_calls.name)
         finally:
             await self.client.execute_command("CLIENT", "UNPAUSE")
         return sent
@@ -243,7 +238,8 @@ async def test_a_lost_answer_fails_the_chunk_nothing_runs_after_it_and_the_retry
 async def test_ordered_calls_answer_in_any_order_and_a_script_error_answers_its_own_call(
     live_cache: RedisOddsCache,
 ) -> None:
-    calls = _OrderedCalls(live_cache.client, "if ARGV[1] == 'bad' then error('bad call') end return ARGV[1]")
+    script = "if ARGV[1] == 'bad' then error('bad call') end return ARGV[1]"
+    calls = _OrderedCalls(live_cache.client, script, f"test-{live_cache.prefix}")
     sent = [await calls.send([text]) for text in ("a", "bad", "c", "d")]
     assert await calls.answer(sent[3]) == b"d"  # read past the others: each keeps its own answer
     assert await calls.answer(sent[0]) == b"a"
@@ -251,4 +247,23 @@ async def test_ordered_calls_answer_in_any_order_and_a_script_error_answers_its_
         await calls.answer(sent[1])
     assert await calls.answer(sent[2]) == b"c"
     assert await calls.answer(await calls.send(["e"])) == b"e"  # the connection stayed in step
+    await calls.close()
+
+
+async def test_a_lost_answer_seen_by_its_caller_does_not_fail_the_next_call(live_cache: RedisOddsCache) -> None:
+    """Redis holds a call unrun (CLIENT PAUSE WRITE) while its connection is killed: the call fails with its
+    outcome unknown; once its caller has read that failure, the next call goes out on a new connection
+    (the connector's retry of a failed chunk is not failed again by the same loss)."""
+    calls = _OrderedCalls(live_cache.client, "return ARGV[1]", f"test-{live_cache.prefix}")
+    assert await calls.answer(await calls.send(["warm"])) == b"warm"
+    await live_cache.client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+    try:
+        held = await calls.send(["held"])
+        await asyncio.sleep(0.05)  # the call reaches Redis, which holds it
+        await kill_connection(live_cache.client, calls.name)
+    finally:
+        await live_cache.client.execute_command("CLIENT", "UNPAUSE")
+    with pytest.raises(RedisConnectionError):
+        await calls.answer(held)
+    assert await calls.answer(await calls.send(["next"])) == b"next"
     await calls.close()

@@ -501,14 +501,15 @@ class _OrderedCalls:
       connection the server closed while idle is replaced before the next send, not failed by it.
     - A script error answers its own call only (the connection stays in step).
     - A connection error fails every call not answered yet, their outcome unknown (the writes may or may not
-      have run), and drops the connection; the next send then fails too, unsent, so that nothing a caller
-      sends after a call of unknown outcome runs before that caller has seen the failure; the send after it
-      opens a new connection.
+      have run), and drops the connection. Until a caller has read one of those failures, the next send
+      fails too, unsent: nothing sent after a call of unknown outcome runs before its caller has seen the
+      failure. Then sends open a new connection.
     """
 
-    def __init__(self, client: aioredis.Redis[bytes], script: str) -> None:
+    def __init__(self, client: aioredis.Redis[bytes], script: str, name: str) -> None:
         self._client = client
         self._script = script
+        self.name = name  # the connection's CLIENT SETNAME: an operator's CLIENT LIST shows whose it is
         self._line: _Line | None = None
         self._lost: BaseException | None = None
 
@@ -518,8 +519,7 @@ class _OrderedCalls:
             raise lost
         line = self._line
         if line is None:
-            line = self._line = _Line(await self._client.connection_pool.get_connection())
-            line.reader = asyncio.create_task(self._read(line), name="redis-ordered-answers")
+            line = await self._open()
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         line.unread.append(answer)  # before the write: an answer is only read after its own send
         try:
@@ -533,9 +533,27 @@ class _OrderedCalls:
             raise
         return answer
 
-    @staticmethod
-    async def answer(call: asyncio.Future[Any]) -> Any:
-        return await asyncio.shield(call)  # a cancelled caller leaves the answer to the reader
+    async def _open(self) -> _Line:
+        conn = await self._client.connection_pool.get_connection()
+        try:
+            await conn.send_command("CLIENT", "SETNAME", self.name, check_health=False)
+            await conn.read_response()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            await self._client.connection_pool.release(conn)
+            raise
+        line = self._line = _Line(conn)
+        line.reader = asyncio.create_task(self._read(line), name=f"redis-answers-{self.name}")
+        return line
+
+    async def answer(self, call: asyncio.Future[Any]) -> Any:
+        try:
+            return await asyncio.shield(call)  # a cancelled caller leaves the answer to the reader
+        except BaseException as exc:
+            if exc is self._lost:  # a caller has seen the loss: the next send need not fail for it
+                self._lost = None
+            raise
 
     async def _read(self, line: _Line) -> None:
         """Reads answers for as long as the connection lives, idle too: a connection the server closes
@@ -630,7 +648,7 @@ class RedisOddsCache:
         self.local_listeners: list[Callable[[MarketState], None]] = []
         self._last = _LastWritten()
         # Feed price writes: sent in order on a connection of their own, several in flight (send_prices).
-        self._price_calls = _OrderedCalls(client, _WRITE_PRICES)
+        self._price_calls = _OrderedCalls(client, _WRITE_PRICES, f"inplay-prices-{self._last.writer}")
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "inplay:") -> RedisOddsCache:

@@ -1,10 +1,11 @@
 """The feed pipeline: reception -> validation -> normalization -> enrichment -> cache + Kafka.
 
 Work is done per chunk of messages (``FeedRules.chunk_size``): every message of the chunk is parsed and
-judged in order (sequence/duplicate tracking, routing and price-jump history are sequential state), then
-the resulting cache operations run as few Lua calls as possible — consecutive price writes in one
-``write_prices`` call, status changes (bet stop, incidents) in one ``write_status`` call, in message order —
-and the chunk's Kafka records (one odds record per update, carrying its change entries, and one
+judged in order (sequence/duplicate tracking, routing and price-jump history are sequential state). The
+resulting cache operations run as few Lua calls as possible, in message order: each 100 messages' price
+writes in one call, sent while the rest is judged and several in flight at once (``send_prices``:
+:class:`_ChunkWrites`), status changes (bet stop, incidents) in one ``write_status`` call. Then the chunk's
+Kafka records (one odds record per update, carrying its change entries, and one
 reception-log record per provider) and change-log rows go to the outbox, shipped in the background while the
 next chunk is judged.
 
