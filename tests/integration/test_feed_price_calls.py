@@ -41,6 +41,12 @@ async def change_versions(env: OddsEnv, market_id: str) -> list[int]:
     return out
 
 
+async def assert_applied_and_logged(env: OddsEnv, market_id: str, n: int) -> None:
+    """The market is at version ``n`` and the change log holds every version 1..n (none missing)."""
+    assert (await env.market(market_id)).version == n
+    assert sorted(set(await change_versions(env, market_id))) == list(range(1, n + 1))
+
+
 class CountingCache(RedisOddsCache):
     """The real cache, counting the price calls sent and not yet answered."""
 
@@ -143,9 +149,8 @@ async def test_a_script_error_fails_its_part_and_the_parts_sent_after_it_still_c
         await env.ingest(*chunk)
     monkeypatch.setattr(redis_odds, "encode_price_items", bad.real)
     await env.pipeline.drain()  # the rows of what ran (shipped in the background after the failure)
-    assert (await env.market(env.mr)).version == CHUNK - SEND_EVERY
+    await assert_applied_and_logged(env, env.mr, CHUNK - SEND_EVERY)
     assert (await env.cache.get_markets([env.ou])) == [None]
-    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, CHUNK - SEND_EVERY + 1))
     again = await env.ingest(*chunk)
     assert (again.accepted, dict(again.rejected)) == (SEND_EVERY, {"STALE_VERSION": CHUNK - SEND_EVERY}), again
     assert await env.prices(env.ou) == [home(2 * SEND_EVERY - 1), "1.90"]
@@ -195,17 +200,21 @@ class KillAtThirdCall(RedisOddsCache):
         return sent
 
 
+def killing(env: OddsEnv, lose_part_3: bool) -> tuple[KillAtThirdCall, list[tuple[str, bytes, int]]]:
+    """The pipeline on a :class:`KillAtThirdCall` cache, and a chunk of five parts for the match result."""
+    cache = KillAtThirdCall(env.cache, env.mr, lose_part_3)
+    use(env, cache)
+    return cache, mr_updates(env, now_ms() - 60_000, range(CHUNK))
+
+
 async def test_a_connection_closed_between_parts_loses_nothing(odds_env: OddsEnv) -> None:
     """Parts 1 and 2 ran and were answered before Redis closed the connection: their answers are read from
     it, and parts 3..5 go on a new connection, after them."""
     env = odds_env
-    cache = KillAtThirdCall(env.cache, env.mr, lose_part_3=False)
-    use(env, cache)
-    t = now_ms() - 60_000
-    out = await env.ingest(*mr_updates(env, t, range(CHUNK)))
+    cache, chunk = killing(env, lose_part_3=False)
+    out = await env.ingest(*chunk)
     assert (out.accepted, dict(out.rejected)) == (CHUNK, {}), out
-    assert (await env.market(env.mr)).version == CHUNK
-    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, CHUNK + 1))
+    await assert_applied_and_logged(env, env.mr, CHUNK)
     await cache.close()
 
 
@@ -216,22 +225,17 @@ async def test_a_lost_answer_fails_the_chunk_nothing_runs_after_it_and_the_retry
     are not sent after it, parts 1 and 2 (answered) keep their states and rows, and the connector's retry
     applies parts 3..5, and nothing twice."""
     env = odds_env
-    cache = KillAtThirdCall(env.cache, env.mr, lose_part_3=True)
-    use(env, cache)
-    t = now_ms() - 60_000
-    chunk = mr_updates(env, t, range(CHUNK))
+    cache, chunk = killing(env, lose_part_3=True)
     with pytest.raises(RedisConnectionError):
         await env.ingest(*chunk)
     await env.pipeline.drain()
-    assert (await env.market(env.mr)).version == 2 * SEND_EVERY
-    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, 2 * SEND_EVERY + 1))
+    await assert_applied_and_logged(env, env.mr, 2 * SEND_EVERY)
     again = await env.ingest(*chunk)  # the connector re-sends the chunk; the cache opens a new connection
     assert (again.accepted, dict(again.rejected)) == (
         CHUNK - 2 * SEND_EVERY,
         {"STALE_VERSION": 2 * SEND_EVERY},
     ), again
-    assert (await env.market(env.mr)).version == CHUNK
-    assert sorted(set(await change_versions(env, env.mr))) == list(range(1, CHUNK + 1))
+    await assert_applied_and_logged(env, env.mr, CHUNK)
     await cache.close()
 
 
