@@ -69,9 +69,10 @@ class FreshTableSession(FakeSession):
     """A session whose first reads of the just-created history table fail on a replica with older schema
     (the CI chaos run's answer, verbatim)."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, answer: str = "INCOMPATIBLE_SCHEMA from /127.0.1.3:17000") -> None:
         super().__init__(failures=0)
         self.read_failures = failures
+        self.answer = answer
         self.reads = 0
 
     def execute(self, query: str, params: Any = None, timeout: float | None = None) -> list[Any]:
@@ -80,7 +81,7 @@ class FreshTableSession(FakeSession):
             if self.reads <= self.read_failures:
                 raise ReadFailure(
                     'Error from server: code=1300 [Replica(s) failed to execute read] message="Operation failed - '
-                    'received 1 responses and 1 failures: INCOMPATIBLE_SCHEMA from /127.0.1.3:17000"'
+                    f'received 1 responses and 1 failures: {self.answer}" info={{}}'
                 )
         return []
 
@@ -93,6 +94,14 @@ def test_a_history_table_not_yet_on_every_replica_is_read_again(tmp_path: Path) 
     assert migrate(session, "ks", replication="", directory=tmp_path) == []
     assert session.reads == 3
     assert session.cluster.control_connection.waits == 2
+
+
+def test_a_replica_that_does_not_know_the_table_yet_is_read_again(tmp_path: Path) -> None:
+    """The other form of the race (a fresh clone's chaos run, 2026-12-04): the replica logs ``Unknown CF``
+    (UnknownTableException) and the coordinator reports its failure as ``UNKNOWN``."""
+    session = FreshTableSession(failures=2, answer="UNKNOWN from /127.0.1.4:17000")
+    assert migrate(session, "ks", replication="", directory=tmp_path) == []
+    assert session.reads == 3
 
 
 def test_a_read_that_keeps_failing_is_raised(tmp_path: Path) -> None:

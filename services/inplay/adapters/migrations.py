@@ -197,9 +197,12 @@ _T = TypeVar("_T")
 
 # What a node answers while it has not yet seen a keyspace or table created a moment ago (matched on the
 # driver's error text, not its classes): ``USE`` of a new keyspace, and a read a replica fails because its
-# schema is older than the coordinator's (the 3-node cluster's ``INCOMPATIBLE_SCHEMA``).
+# schema is older than the coordinator's: the 3-node cluster's ``INCOMPATIBLE_SCHEMA``, or ``UNKNOWN`` when the
+# replica fails the read on the table id it does not know yet (its log: ``UnknownTableException``,
+# ``Unknown CF``). Only the first read of a table created a moment ago is retried on these, and only until
+# the DDL timeout: a replica failing for another reason is raised then.
 KEYSPACE_UNKNOWN = ("does not exist",)
-TABLE_UNKNOWN = ("INCOMPATIBLE_SCHEMA", "unconfigured table")
+TABLE_UNKNOWN = ("INCOMPATIBLE_SCHEMA", "unconfigured table", "failures: UNKNOWN from")
 
 
 def until_schema_agreed(
