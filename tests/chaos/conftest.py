@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,6 +48,36 @@ def cluster(cluster_env: dict[str, str]) -> Cluster:
     return Cluster({**os.environ, **cluster_env})
 
 
+def wait_for_ring(hosts: list[str], port: int, nodes: int, within_s: float = 120.0) -> None:
+    """Until every node is up in the driver's view and knows every other node (``system.peers``). A node
+    "ready" means its CQL port answers; it may still be joining the ring, and a keyspace made then is placed
+    on fewer nodes ("replication factor 3 ... is higher than the number of nodes 2") and its new tables
+    reach that node late (docs/reliability.md, defect 7)."""
+    from cassandra.cluster import Cluster as CqlCluster
+
+    deadline = time.monotonic() + within_s
+    cql = CqlCluster(hosts, port=port, protocol_version=5)
+    last: Exception | None = None
+    try:
+        session = cql.connect()
+        while True:
+            up = [h for h in cql.metadata.all_hosts() if h.is_up]
+            try:
+                known = [len(list(session.execute("SELECT peer FROM system.peers", host=h))) for h in up]
+            except Exception as exc:  # the driver's pool to a node just seen up may not be open yet
+                known = [-1]
+                last = exc
+            if len(up) >= nodes and all(k >= nodes - 1 for k in known):
+                return
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"the Cassandra ring did not settle: {len(up)} nodes up, peers known {known} ({last!r})"
+                )
+            time.sleep(0.5)
+    finally:
+        cql.shutdown()
+
+
 @pytest.fixture(scope="session")
 async def chaos_keyspace(cluster_env: dict[str, str]) -> AsyncIterator[str]:
     """A fresh RF 3 keyspace of this session, migrated at LOCAL_QUORUM (dropped at the end)."""
@@ -54,6 +85,7 @@ async def chaos_keyspace(cluster_env: dict[str, str]) -> AsyncIterator[str]:
 
     keyspace = f"chaos_{uuid.uuid4().hex[:10]}"
     hosts = cluster_env["INPLAY_CASSANDRA_HOSTS"].split(",")
+    await asyncio.to_thread(wait_for_ring, hosts, int(cluster_env["INPLAY_CASSANDRA_PORT"]), len(hosts))
     store = await CassandraLedger.connect(
         hosts, int(cluster_env["INPLAY_CASSANDRA_PORT"]), keyspace, consistency="LOCAL_QUORUM"
     )
