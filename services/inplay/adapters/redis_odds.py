@@ -590,14 +590,15 @@ class _OrderedCalls:
             await self._client.connection_pool.release(line.conn)
 
     async def close(self) -> None:
-        line, self._line, self._lost = self._line, None, None
+        """Calls not answered yet fail with "closed" (not with the reader's cancellation)."""
+        line, self._line = self._line, None
         if line is None:
             return
+        await self._broken(line, RedisConnectionError("closed"))
         if line.reader is not None:
             line.reader.cancel()
             with contextlib.suppress(BaseException):
                 await line.reader
-        await self._broken(line, RedisConnectionError("closed"))
         self._lost = None
 
 
@@ -615,19 +616,21 @@ class _SentPriceWrites:
 
     def __init__(
         self,
-        cache: RedisOddsCache,
+        calls: _OrderedCalls,
         call: asyncio.Future[Any],
+        last: _LastWritten,
+        listeners: list[Callable[[MarketState], None]],
         writes: Sequence[PriceWrite],
         held: list[MarketState | None],
     ) -> None:
-        self._cache, self._call, self._writes, self._held = cache, call, writes, held
+        self._calls, self._call, self._last, self._listeners = calls, call, last, listeners
+        self._writes, self._held = writes, held
 
     async def results(self) -> list[WriteResult]:
-        cache = self._cache
-        raw = fastjson.loads(await cache._price_calls.answer(self._call))
-        result = cache._last.result
+        raw = fastjson.loads(await self._calls.answer(self._call))
+        result = self._last.result
         out = [result(w, row, h) for w, row, h in zip(self._writes, raw, self._held, strict=True)]
-        _echo(cache.local_listeners, out)
+        _echo(self._listeners, out)
         return out
 
 
@@ -742,7 +745,7 @@ class RedisOddsCache:
         if packed is None:  # a number beyond 64 bits: the reference encoder (the same text otherwise)
             packed = _pack([_price_item(w, _body_of(w), h) for w, h in zip(writes, held, strict=True)])
         call = await self._price_calls.send((self.prefix, packed, self._last.writer))
-        return _SentPriceWrites(self, call, writes, held)
+        return _SentPriceWrites(self._price_calls, call, self._last, self.local_listeners, writes, held)
 
     async def write_status(self, writes: Sequence[StatusWrite]) -> list[WriteResult]:
         if not writes:

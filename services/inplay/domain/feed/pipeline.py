@@ -333,10 +333,28 @@ class _ChunkWrites:
                 if self._failure is None:
                     self._failure = exc
                 continue
-            pipeline._take_prices(run, results, self)
+            self._take(run, results)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
+
+    def _take(self, run: list[_PriceOp], results: Sequence[WriteResult]) -> None:
+        """The results of a run of price writes: a message is accepted when at least one of its markets was
+        written."""
+        at = self.at
+        written: dict[int, str] = {}
+        for o, res in zip(run, results, strict=True):
+            if res.applied and res.after is not None:
+                written[o.index] = ""
+                self.commits.append(o.band_token)
+                self.states.append(res.after)
+                self.changes += changes_between(res.before, res.after, o.write.source, "", at)
+            elif o.index not in written:
+                # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
+                written[o.index] = _REJECTED_WRITE.get(res.outcome, STALE_VERSION)
+        if self.outcome is not None:
+            for idx, reason in written.items():
+                self.outcome[idx] = reason
 
 
 @dataclass(slots=True)
@@ -1106,25 +1124,6 @@ class FeedPipeline:
             finally:
                 FEED_OUTBOX.labels("changes").set(len(self._out_changes))
                 FEED_OUTBOX.labels("bus").set(len(self._out_bus))
-
-    @staticmethod
-    def _take_prices(run: list[_PriceOp], results: Sequence[WriteResult], writes: _ChunkWrites) -> None:
-        """The results of a run of price writes: a message is accepted when at least one of its markets was
-        written."""
-        states, outcome, changes, at = writes.states, writes.outcome, writes.changes, writes.at
-        written: dict[int, str] = {}
-        for o, res in zip(run, results, strict=True):
-            if res.applied and res.after is not None:
-                written[o.index] = ""
-                writes.commits.append(o.band_token)
-                states.append(res.after)
-                changes += changes_between(res.before, res.after, o.write.source, "", at)
-            elif o.index not in written:
-                # STANDBY: another pod switched the event (this pod adopts it on its next chunk)
-                written[o.index] = _REJECTED_WRITE.get(res.outcome, STALE_VERSION)
-        if outcome is not None:
-            for idx, reason in written.items():
-                outcome[idx] = reason
 
     async def _apply_op(self, op: _Op, writes: _ChunkWrites) -> None:
         """An op other than a price write (a resume, a status change, a provider switch)."""
